@@ -1,0 +1,72 @@
+"""The event log port. Every backend passes ``tests/contract/test_eventstore.py``.
+
+Guarantees:
+- per-stream optimistic concurrency (``expected_version``) and idempotent event ids;
+- one global order of ``position``s, and no reader ever skips an event: once a reader has seen
+  position p, no event below p can appear later;
+- ``subscribe`` wakes within milliseconds of a commit, not by polling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import msgspec
+
+from domain.events import NewEvent, RecordedEvent
+
+ANY = None
+"""``expected_version=ANY``: append whatever the stream's version."""
+NO_STREAM = 0
+"""``expected_version=NO_STREAM``: the stream must not exist yet (versions start at 1)."""
+
+
+class AppendResult(msgspec.Struct, frozen=True):
+    position: int
+    """Global position of the last event appended (or of the original append, for a repeat)."""
+    version: int
+    """Stream version after the append: the version of its last event."""
+
+
+class EventStoreError(Exception):
+    pass
+
+
+class WrongExpectedVersion(EventStoreError):
+    def __init__(self, stream_id: str, expected: int | None, actual: int) -> None:
+        super().__init__(f"stream {stream_id!r} is at version {actual}, expected {expected}")
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateEventId(EventStoreError):
+    """Some, not all, of an append's event ids exist already, or exist in another stream."""
+
+
+class EventStore(Protocol):
+    async def append(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY
+    ) -> AppendResult:
+        """Append all of ``events`` or none. Repeating an append with the same event ids returns
+        the first result and appends nothing."""
+        ...
+
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """The stream's events with version > ``after_version``, in version order."""
+        ...
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
+        """Events with position > ``after``, in log order, up to the head when called."""
+        ...
+
+    def subscribe(self, after: int = 0, batch_size: int = 500) -> AsyncIterator[Sequence[RecordedEvent]]:
+        """Catch up from ``after``, then follow live; yields non-empty batches in log order forever."""
+        ...
+
+    async def head(self) -> int:
+        """Position of the newest event (0 for an empty log)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,125 @@
+"""Settings: one msgspec Struct read once from ``HUBBUB_*`` environment variables.
+
+A URL left unset means "start the embedded server for it" under ``hubbub dev``; ``hubbub serve``
+requires the external ones. A bad value fails at start with a message that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+PREFIX = "HUBBUB_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, unknown or malformed; the message says how to fix it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = ".hubbub"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str | None = None
+    nats_url: str | None = None
+    redis_url: str | None = None
+    blob_url: str | None = None
+    event_store: Literal["postgres", "kurrentdb"] = "postgres"
+    kurrentdb_url: str | None = None
+    search_backend: Literal["postgres", "opensearch"] = "postgres"
+    opensearch_url: str | None = None
+    smtp_url: str | None = None
+    secret_key: str | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    read_wait_timeout_s: float = 2.0
+    max_request_bytes: int = 1_048_576
+    allowed_origins: list[str] = []
+
+
+_SCHEMES = {
+    "database_url": ("postgresql", "postgres"),
+    "nats_url": ("nats", "tls", "ws", "wss"),
+    "redis_url": ("redis", "rediss", "unix"),
+    "blob_url": ("file", "s3"),
+    "kurrentdb_url": ("kurrentdb", "kurrentdb+discover", "esdb", "esdb+discover"),
+    "opensearch_url": ("http", "https"),
+    "smtp_url": ("smtp", "smtps"),
+}
+_LISTS = {"allowed_origins"}
+
+
+def env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``); ``overrides`` win (CLI flags)."""
+    environ = os.environ if environ is None else environ
+    raw = _read_env(environ)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(exc)) from None
+    _check_urls(settings)
+    _check_ranges(settings)
+    return settings
+
+
+def _read_env(environ: Mapping[str, str]) -> dict[str, object]:
+    known = {env_name(f): f for f in Settings.__struct_fields__}
+    raw: dict[str, object] = {}
+    for key, value in environ.items():
+        if not key.startswith(PREFIX):
+            continue
+        if key not in known:
+            raise SettingsError(
+                f"{key} is not a Hubbub setting; unset it or use one of: {', '.join(sorted(known))}"
+            )
+        field = known[key]
+        if field in _LISTS:
+            raw[field] = [item.strip() for item in value.split(",") if item.strip()]
+        elif value.strip() != "":
+            raw[field] = value.strip()
+    return raw
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    # msgspec says e.g. "Expected `int`, got `str` - at `$.port`"; name the variable instead.
+    message = str(exc)
+    if " - at `$." in message:
+        detail, _, path = message.rpartition(" - at `$.")
+        field = path.rstrip("`").split("[")[0]
+        return f"{env_name(field)}: {detail}"
+    return message
+
+
+def _check_urls(settings: Settings) -> None:
+    for field, schemes in _SCHEMES.items():
+        value = getattr(settings, field)
+        if value is None:
+            continue
+        scheme = urlsplit(value).scheme
+        if scheme not in schemes:
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            raise SettingsError(f"{env_name(field)} is not a {wanted} URL: {value!r}")
+    if settings.event_store == "kurrentdb" and not settings.kurrentdb_url:
+        raise SettingsError("HUBBUB_EVENT_STORE=kurrentdb needs HUBBUB_KURRENTDB_URL (esdb://host:2113?Tls=false)")
+    if settings.search_backend == "opensearch" and not settings.opensearch_url:
+        raise SettingsError("HUBBUB_SEARCH_BACKEND=opensearch needs HUBBUB_OPENSEARCH_URL (http://host:9200)")
+
+
+def _check_ranges(settings: Settings) -> None:
+    if not 0 <= settings.port <= 65535:
+        raise SettingsError(f"HUBBUB_PORT must be between 0 and 65535, not {settings.port}")
+    if settings.db_pool_min < 1 or settings.db_pool_max < settings.db_pool_min:
+        raise SettingsError("HUBBUB_DB_POOL_MIN must be >= 1 and <= HUBBUB_DB_POOL_MAX")
+    if settings.read_wait_timeout_s < 0:
+        raise SettingsError("HUBBUB_READ_WAIT_TIMEOUT_S must be >= 0 seconds")

@@ -1,0 +1,71 @@
+"""Session fixtures: real PostgreSQL, NATS and Redis.
+
+Each service comes from ``HUBBUB_{DATABASE,NATS,REDIS}_URL`` when set, otherwise from the
+embedded servers (started once per session under a temporary dir, stopped at the end).
+The tests get a fresh, migrated PostgreSQL database of their own either way.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from infra.db import open_pool
+from infra.embedded import EmbeddedServices
+from infra.migrations import migrate
+
+
+@pytest.fixture(scope="session")
+def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    external = {
+        "postgres": os.environ.get("HUBBUB_DATABASE_URL"),
+        "nats": os.environ.get("HUBBUB_NATS_URL"),
+        "redis": os.environ.get("HUBBUB_REDIS_URL"),
+    }
+    want = tuple(name for name, url in external.items() if not url)
+    embedded = EmbeddedServices(Path(tmp_path_factory.mktemp("services")), durable=False, want=want)
+    started = embedded.start() if want else {}
+    urls = {name: url or started[name].url for name, url in external.items()}
+    try:
+        yield urls
+    finally:
+        embedded.stop()
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def database_url(service_urls: dict[str, str]) -> Iterator[str]:
+    """A fresh database for this test session, migrated, dropped at the end."""
+    admin = service_urls["postgres"]
+    name = f"hubbub_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(admin, name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def migrated_url(database_url: str) -> str:
+    await migrate(database_url)
+    return database_url
+
+
+@pytest.fixture(scope="session")
+async def pool(migrated_url: str) -> AsyncIterator:
+    pool = await open_pool(migrated_url, 2, 20)
+    yield pool
+    await pool.close()
