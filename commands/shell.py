@@ -1,0 +1,176 @@
+"""The one command shell: load the stream, fold it, decide, append with the expected version.
+
+A conflicting append (someone else wrote the stream since we loaded it) is retried by catching
+up and deciding again, a bounded number of times, never by overwriting. A command carrying an
+idempotency key gets deterministic event ids, so a repeat returns the first answer and appends
+nothing, even when the state has moved on since and deciding again would give another answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from domain.events import Event, EventMeta, NewEvent, UnknownEvent
+from infra.eventstore import EventStore, WrongExpectedVersion
+
+S = TypeVar("S")
+C = TypeVar("C")
+
+IDEMPOTENCY_NAMESPACE = uuid.UUID("0b5f3c1e-6a56-4f7e-9d1e-2f3a7c0d9b11")
+
+
+@dataclass(frozen=True)
+class Decider(Generic[S, C]):
+    """An aggregate as three pure pieces (Chassaing's Decider)."""
+
+    name: str
+    initial: S
+    evolve: Callable[[S, Event], S]
+    decide: Callable[[S, C], Sequence[Event]]
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who asks, when, and under which key; the domain gets time and ids only from here."""
+
+    actor_id: str | None
+    now: dt.datetime
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[S]):
+    position: int
+    version: int
+    state: S
+    events: Sequence[Event]
+    repeated: bool = False
+
+
+@dataclass
+class _Loaded(Generic[S]):
+    state: S
+    version: int = 0
+    positions: dict[uuid.UUID, int] = field(default_factory=dict)
+
+
+class StateCache:
+    """Folded states by (decider, stream), least recently used dropped first.
+
+    A cached state is only a starting point: every load still reads the stream's tail after
+    the cached version, so a stale entry costs one short read, never a wrong decision.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], _Loaded[Any]] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> _Loaded[Any] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[str, str], entry: _Loaded[Any]) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+def _nth_id(stream_id: str, key: str, index: int) -> uuid.UUID:
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{stream_id}\n{key}\n{index}")
+
+
+def event_ids(stream_id: str, key: str | None, count: int) -> list[uuid.UUID]:
+    """Random ids, or, under an idempotency key, the same ids for the same stream and key."""
+    if key is None:
+        return [uuid.uuid4() for _ in range(count)]
+    return [_nth_id(stream_id, key, i) for i in range(count)]
+
+
+class CommandShell:
+    def __init__(self, store: EventStore, cache: StateCache | None = None, max_attempts: int = 5) -> None:
+        self._store = store
+        self._cache = cache if cache is not None else StateCache()
+        self._max_attempts = max_attempts
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def load(self, decider: Decider[S, Any], stream_id: str) -> _Loaded[S]:
+        key = (decider.name, stream_id)
+        cached = self._cache.get(key)
+        loaded: _Loaded[S] = cached if cached is not None else _Loaded(decider.initial)
+        state, positions = loaded.state, dict(loaded.positions)
+        version = loaded.version
+        for recorded in await self._store.read_stream(stream_id, after_version=version):
+            if not isinstance(recorded.event, UnknownEvent):
+                state = decider.evolve(state, recorded.event)
+            version = recorded.version
+            positions[recorded.event_id] = recorded.position
+        fresh = _Loaded(state, version, positions)
+        self._cache.put(key, fresh)
+        return fresh
+
+    async def handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context) -> Outcome[S]:
+        """Decide and append; raises the decider's DomainError unchanged on a rejection."""
+        # Commands on one stream from this process take turns, so they never conflict with each
+        # other; only writers in other processes can, and those conflicts are retried.
+        lock = self._locks.setdefault(stream_id, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._handle(decider, stream_id, command, ctx)
+        finally:
+            if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
+                self._locks.pop(stream_id, None)
+
+    async def _handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context) -> Outcome[S]:
+        for attempt in range(1, self._max_attempts + 1):
+            loaded = await self.load(decider, stream_id)
+            repeat = self._repeat_of(stream_id, ctx, loaded)
+            if repeat is not None:
+                return repeat
+            events = decider.decide(loaded.state, command)
+            if not events:
+                return Outcome(0, loaded.version, loaded.state, ())
+            try:
+                return await self._append(decider, stream_id, loaded, events, ctx)
+            except WrongExpectedVersion:
+                if attempt == self._max_attempts:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # de-synchronise rivals
+        raise AssertionError("unreachable")
+
+    def _repeat_of(self, stream_id: str, ctx: Context, loaded: _Loaded[S]) -> Outcome[S] | None:
+        if ctx.idempotency_key is None:
+            return None
+        first = event_ids(stream_id, ctx.idempotency_key, 1)[0]
+        if first not in loaded.positions:
+            return None
+        # The first attempt appended ids 0..n-1 of this key; its answer was the last one's position.
+        position, index = loaded.positions[first], 1
+        while (following := _nth_id(stream_id, ctx.idempotency_key, index)) in loaded.positions:
+            position, index = loaded.positions[following], index + 1
+        return Outcome(position, loaded.version, loaded.state, (), repeated=True)
+
+    async def _append(
+        self, decider: Decider[S, C], stream_id: str, loaded: _Loaded[S], events: Sequence[Event], ctx: Context
+    ) -> Outcome[S]:
+        meta = EventMeta(
+            actor_id=ctx.actor_id, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id, occurred_at=ctx.now
+        )
+        ids = event_ids(stream_id, ctx.idempotency_key, len(events))
+        new = [NewEvent(event=e, event_id=i, meta=meta) for e, i in zip(events, ids, strict=True)]
+        result = await self._store.append(stream_id, new, loaded.version)
+        state = loaded.state
+        for event in events:
+            state = decider.evolve(state, event)
+        return Outcome(result.position, result.version, state, events)
