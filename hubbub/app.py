@@ -1,0 +1,149 @@
+"""The composition root: settings -> services -> Litestar app.
+
+Everything long-lived (pool, event store, NATS, Redis, checkpoint watcher, projectors) is opened
+in the lifespan, in dependency order, and closed in reverse by one ``AsyncExitStack``; nothing is
+created at import time, so several apps (tests, workers) never share a connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import nats
+import structlog
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from hubbub import deps, health, problems
+from infra.db import open_pool
+from infra.eventstore.port import EventStore
+from infra.logging import RequestContext, configure_logging
+from infra.migrations import migrate
+from infra.settings import Settings, SettingsError, load_settings
+from readapi import consistency
+
+log = structlog.get_logger(__name__)
+
+API_PREFIX = "/api/v1"
+
+
+def api_routes() -> list[Any]:
+    """Hubbub's controllers, mounted under ``/api/v1`` (commands, queries, realtime add theirs here)."""
+    return []
+
+
+def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar:
+    """The Hubbub app. ``settings`` must name every service (``hubbub.services.resolved`` fills
+    them in for ``hubbub dev``). ``api_handlers`` are mounted under ``/api/v1`` next to ``api_routes()``."""
+    for field in ("database_url", "nats_url", "redis_url"):
+        if getattr(settings, field) is None:
+            raise SettingsError(f"create_app needs settings.{field}; use hubbub.services.resolved for embedded ones")
+    api = Router(API_PREFIX, route_handlers=[*api_routes(), *api_handlers])
+    app = Litestar(
+        route_handlers=[*health.ROUTES, api],
+        lifespan=[_lifespan],
+        dependencies=deps.dependencies(),
+        exception_handlers=problems.exception_handlers(),
+        middleware=[consistency.ReadYourWritesMiddleware(API_PREFIX)],
+        request_max_body_size=settings.max_request_bytes,
+        openapi_config=OpenAPIConfig(title="Hubbub", version=_version(), path="/schema"),
+        logging_config=None,  # ours (infra/logging.py) is configured by the process, not the app
+        state=State({"settings": settings}),
+    )
+    # Litestar runs its middleware list only for matched routes; a 404 needs a request id too.
+    app.asgi_handler = RequestContext(app.asgi_handler)
+    return app
+
+
+def app_from_env() -> Litestar:
+    """Factory for ``uvicorn hubbub.app:app_from_env --factory`` (``hubbub serve --workers N``)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+def _version() -> str:
+    try:
+        return version("hubbub")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    async with contextlib.AsyncExitStack() as stack:
+        services = await _open_services(settings, stack)
+        app.state[deps.STATE_KEY] = services
+        app.state[consistency.STATE_KEY] = services.consistency
+        log.info("app.started", read_models=list(services.consistency.read_models))
+        yield
+        log.info("app.stopping")
+
+
+async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -> deps.Services:
+    assert settings.database_url and settings.nats_url and settings.redis_url  # checked by create_app
+    database_url = settings.database_url
+    await migrate(database_url)
+    pool = await open_pool(database_url, settings.db_pool_min, settings.db_pool_max)
+    stack.push_async_callback(pool.close)
+    store = _event_store(settings, pool, database_url)
+    stack.push_async_callback(store.close)
+    nc = await _connect_nats(settings.nats_url)
+    stack.push_async_callback(nc.close)
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    stack.push_async_callback(redis.aclose)
+    watcher = consistency.CheckpointWatcher(pool, database_url)
+    await watcher.start()
+    stack.push_async_callback(watcher.stop)
+    names = await _start_projectors(pool, database_url, store, stack)
+    read = consistency.ReadConsistency(watcher, names, settings.read_wait_timeout_s)
+    return deps.Services(settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read)
+
+
+def _event_store(settings: Settings, pool: AsyncConnectionPool, database_url: str) -> EventStore:
+    if settings.event_store == "kurrentdb" and settings.kurrentdb_url:
+        from infra.eventstore.kurrent import KurrentEventStore  # kurrentdbclient is an optional dependency
+
+        return KurrentEventStore(settings.kurrentdb_url)
+    from infra.eventstore.postgres import PostgresEventStore
+
+    return PostgresEventStore(pool, database_url)
+
+
+async def _connect_nats(url: str) -> nats.NATS:
+    client = nats.NATS()
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats.error", error=str(exc))
+
+    async def on_disconnected() -> None:
+        if not client.is_closed:  # closing on shutdown disconnects too; that is no news
+            log.warning("nats.disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats.reconnected")
+
+    await client.connect(url, name="hubbub", connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=1,
+                         error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
+    return client
+
+
+async def _start_projectors(pool: AsyncConnectionPool, database_url: str, store: EventStore,
+                            stack: contextlib.AsyncExitStack) -> tuple[str, ...]:
+    # Imported when the app starts, not when this module loads, so that a test can put
+    # stand-in projections in place first.
+    from projections.registry import all_projections
+    from projections.runtime import ProjectorRunner
+
+    projections = all_projections()
+    runner = ProjectorRunner(pool=pool, conninfo=database_url, store=store, projections=projections)
+    await runner.start()
+    stack.push_async_callback(runner.stop)
+    return tuple(p.name for p in projections)

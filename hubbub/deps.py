@@ -1,0 +1,47 @@
+"""What the app shares with its handlers, made once in the lifespan and handed out by Litestar
+dependency injection (``services``, ``pool``, ``store``, ``nats``, ``redis``, ``settings``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.datastructures import State
+from litestar.di import Provide
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from infra.eventstore.port import EventStore
+from infra.settings import Settings
+from readapi.consistency import ReadConsistency
+
+STATE_KEY = "services"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    pool: AsyncConnectionPool
+    store: EventStore
+    nats: NATS
+    redis: Redis
+    consistency: ReadConsistency
+
+
+def provide_services(state: State) -> Services:
+    return state[STATE_KEY]
+
+
+def _field(name: str) -> Provide:
+    def provide(state: State) -> Any:
+        return getattr(state[STATE_KEY], name)
+
+    return Provide(provide, sync_to_thread=False)
+
+
+def dependencies() -> dict[str, Provide]:
+    return {
+        "services": Provide(provide_services, sync_to_thread=False),
+        **{name: _field(name) for name in ("settings", "pool", "store", "nats", "redis")},
+    }

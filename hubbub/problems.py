@@ -1,0 +1,124 @@
+"""Every error becomes an RFC 9457 problem (``application/problem+json``), here and nowhere else.
+
+- Litestar's own errors (404, 405, 413, malformed JSON) keep their status;
+- validation of well-formed input is 422 with ``errors: [{field, message, source}]``
+  (400 stays for input that cannot be parsed at all);
+- a ``DomainError`` carries its status; other known exceptions map through ``PROBLEM_STATUS``;
+- anything else is a 500 that names the request id and nothing of the failure.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from domain.errors import DomainError
+from infra.eventstore.port import DuplicateEventId, WrongExpectedVersion
+from infra.logging import REQUEST_ID_STATE_KEY
+
+log = structlog.get_logger(__name__)
+
+MEDIA_TYPE = "application/problem+json"
+
+PROBLEM_STATUS: dict[type[Exception], int] = {WrongExpectedVersion: 409, DuplicateEventId: 409}
+"""Exceptions from outside ``domain`` that have a meaning for clients; add to it, don't special-case."""
+
+_NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
+def problem(status: int, detail: str, *, title: str | None = None, slug: str | None = None,
+            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
+            **extra: Any) -> Response[dict[str, Any]]:
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": f"urn:hubbub:problem:{slug or _slug(phrase)}",
+        "title": title or phrase,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return Response(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"(?<=[a-z])(?=[A-Z])|[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 500:  # a bug (or Litestar misconfigured): say nothing of it
+        return _internal(request, exc)
+    headers = exc.headers or None  # e.g. Allow on a 405
+    detail = _helpful_detail(request, exc)
+    if isinstance(exc.__cause__, SerializationException):  # Litestar's wrapper for a body it could not decode
+        return problem(400, f"The request body is not valid JSON: {detail}", title="Malformed request body",
+                       slug="malformed-body")
+    return problem(exc.status_code, detail, headers=headers)
+
+
+def _helpful_detail(request: Request, exc: HTTPException) -> str:
+    generic = not exc.detail or exc.detail == HTTPStatus(exc.status_code).phrase
+    if exc.status_code == 404 and generic:
+        return f"Nothing at {request.url.path}; the API is described at /schema/openapi.json."
+    if exc.status_code == 405 and generic:
+        allowed = (exc.headers or {}).get("allow", "")
+        return f"{request.method} is not allowed on {request.url.path}" + (f"; use {allowed}." if allowed else ".")
+    if exc.status_code == 413:
+        return "The request body is larger than this server accepts; send less."
+    return exc.detail or HTTPStatus(exc.status_code).phrase
+
+
+def _validation_error(request: Request, exc: ValidationException) -> Response:
+    errors = [_field_error(item) for item in exc.extra or []] if isinstance(exc.extra, list) else []
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail
+    return problem(422, f"Some input is not valid: {summary}", title="Invalid input", slug="validation",
+                   errors=errors)
+
+
+def _field_error(item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        return {"field": None, "message": str(item), "source": None}
+    message, field = str(item.get("message", "")), item.get("key")
+    if named := _NAMED_FIELD.search(message):
+        field = named.group(1)  # msgspec names the offending field in the message, not in the key
+    if message == f"'{field}'":  # a KeyError: the body (or parameter) is absent
+        message = "this is required"
+    source = item.get("source")
+    return {"field": field, "message": message, "source": getattr(source, "value", source)}
+
+
+def _domain_error(request: Request, exc: DomainError) -> Response:
+    errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
+    return problem(exc.status, exc.detail, title=exc.title, slug=_slug(type(exc).__name__), errors=errors)
+
+
+def _mapped_error(request: Request, exc: Exception) -> Response:
+    status = next(s for t, s in PROBLEM_STATUS.items() if isinstance(exc, t))
+    if status >= 500:
+        return _internal(request, exc)
+    return problem(status, str(exc), slug=_slug(type(exc).__name__))
+
+
+def _internal(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get(REQUEST_ID_STATE_KEY)
+    log.error("request.failed", exc_info=exc, method=request.method, path=request.url.path)
+    return problem(500, f"Something went wrong on our side. Quote request id {request_id} when you report it.",
+                   request_id=request_id)
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    """Handlers for ``Litestar(exception_handlers=...)``; Litestar picks the nearest class in the MRO."""
+    return {
+        **{exc_type: _mapped_error for exc_type in PROBLEM_STATUS},
+        DomainError: _domain_error,
+        ValidationException: _validation_error,
+        HTTPException: _http_error,
+        Exception: _internal,
+    }

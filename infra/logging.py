@@ -1,0 +1,103 @@
+"""Structured logs: one JSON object per line (or a console rendering for humans), with the
+request id on every line logged while a request is handled.
+
+stdlib loggers (uvicorn, psycopg, litestar) go through the same formatter, so an operator sees
+one format. ``RequestContext`` wraps the whole ASGI app rather than sitting in Litestar's
+middleware list, because Litestar runs that list only for matched routes and a 404 or 405 must
+get a request id and an access log line too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import IO, Any
+
+import structlog
+
+REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_STATE_KEY = "request_id"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+log = structlog.get_logger("hubbub.http")
+
+
+def configure_logging(level: str = "info", fmt: str = "json", stream: IO[str] | None = None) -> None:
+    """Route structlog and stdlib logging to one handler on ``stream`` (default stderr)."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_formatter(fmt, shared))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)  # library warnings become log lines too, not stray stderr text
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers = []  # let them reach the root handler, once
+        logging.getLogger(name).propagate = True
+
+
+def _formatter(fmt: str, shared: list[Any]) -> structlog.stdlib.ProcessorFormatter:
+    if fmt == "console":
+        renderer: Any = structlog.dev.ConsoleRenderer()
+        tail: list[Any] = [renderer]
+    else:
+        tail = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    )
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token (so it can be logged as is), else a new one."""
+    for name, value in headers:
+        if name.lower() == REQUEST_ID_HEADER.encode():
+            candidate = value.decode("latin-1")
+            if _SANE_ID.fullmatch(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+class RequestContext:
+    """ASGI wrapper: a request id per HTTP request (bound for logging, echoed in the response,
+    kept in ``scope["state"]``) and one access log line when the response has been sent."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(scope.get("headers", []))
+        scope.setdefault("state", {})[REQUEST_ID_STATE_KEY] = request_id
+        status = {"code": 500}  # if the app dies before answering, the server sends a 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = [*message.get("headers", []), (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                log.info("http.request", method=scope["method"], path=scope["path"], status=status["code"],
+                         duration_ms=round((time.perf_counter() - started) * 1000, 1))

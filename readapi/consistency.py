@@ -1,0 +1,206 @@
+"""Read-your-writes: a query sent with ``X-Hubbub-Position: N`` waits (bounded) until every read
+model has passed N.
+
+Projectors ``pg_notify('hubbub_checkpoints', name)`` when they commit a checkpoint. One
+``CheckpointWatcher`` per app holds the only LISTEN connection; on a NOTIFY it reads all the
+checkpoints once and wakes every waiting request, which then compares in memory. So the database
+sees one query per burst of commits, however many requests are waiting. While anyone waits, the
+watcher also re-reads every ``SAFETY_RECHECK_S``, which covers a NOTIFY lost in a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import psycopg
+import structlog
+from litestar import Litestar
+from litestar.enums import ScopeType
+from litestar.exceptions import ClientException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+from psycopg_pool import AsyncConnectionPool
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "hubbub_checkpoints"
+SAFETY_RECHECK_S = 0.5
+
+
+async def read_checkpoints(pool: AsyncConnectionPool, names: Sequence[str] | None = None) -> dict[str, int]:
+    """Checkpoint positions by projection name (all of them when ``names`` is None)."""
+    sql = "SELECT name, position FROM projection_checkpoints"
+    params: tuple = ()
+    if names is not None:
+        sql, params = sql + " WHERE name = ANY(%s)", (list(names),)
+    async with pool.connection() as conn:
+        cur = await conn.execute(sql, params)
+        return {name: int(position) for name, position in await cur.fetchall()}
+
+
+def reached(checkpoints: Mapping[str, int], names: Sequence[str], position: int) -> bool:
+    """Has every projection in ``names`` passed ``position``? A projection with no row is at 0."""
+    return all(checkpoints.get(name, 0) >= position for name in names)
+
+
+class CheckpointWatcher:
+    """The app's one LISTEN on ``hubbub_checkpoints`` and its latest view of the checkpoints."""
+
+    def __init__(self, pool: AsyncConnectionPool, conninfo: str) -> None:
+        self._pool = pool
+        self._conninfo = conninfo
+        self.checkpoints: dict[str, int] = {}
+        self._refreshed = asyncio.Event()  # replaced after each refresh; waiters hold the old one
+        self._dirty = asyncio.Event()
+        self._waiting = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._listen(), name="checkpoint-listener"),
+                       asyncio.create_task(self._refresh_loop(), name="checkpoint-refresher")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait(self, names: Sequence[str], position: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # No read of our own: a checkpoint that passed ``position`` was NOTIFYed, and the refresh
+        # that follows wakes us; a lost NOTIFY is covered by the safety re-check while we wait.
+        self._waiting += 1
+        try:
+            while True:
+                refreshed = self._refreshed  # before comparing: a refresh meanwhile still wakes us
+                if reached(self.checkpoints, names, position):
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(refreshed.wait(), remaining)
+        finally:
+            self._waiting -= 1
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self._dirty.set()  # whatever committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._dirty.set()
+            except psycopg.OperationalError as exc:
+                log.warning("checkpoints.listener_reconnecting", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), SAFETY_RECHECK_S)
+            if not self._dirty.is_set() and not self._waiting:
+                continue
+            self._dirty.clear()  # before reading: a NOTIFY during the read sets it again
+            try:
+                self.checkpoints = await read_checkpoints(self._pool)
+            except (psycopg.Error, TimeoutError) as exc:
+                log.warning("checkpoints.refresh_failed", error=str(exc))
+                await asyncio.sleep(SAFETY_RECHECK_S)
+                continue
+            refreshed, self._refreshed = self._refreshed, asyncio.Event()
+            refreshed.set()
+
+
+async def wait_for_position(pool: AsyncConnectionPool, names: Sequence[str], position: int, timeout: float,
+                            watcher: CheckpointWatcher | None = None) -> bool:
+    """True once every projection in ``names`` has a checkpoint >= ``position``, False after
+    ``timeout`` seconds. Pass the app's ``watcher`` to be woken by NOTIFY; without one this can
+    only re-read the checkpoints every ``SAFETY_RECHECK_S`` (fine for scripts and tests)."""
+    if not names:
+        return True
+    if watcher is not None:
+        return await watcher.wait(names, position, timeout)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not reached(await read_checkpoints(pool, names), names, position):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        await asyncio.sleep(min(remaining, SAFETY_RECHECK_S))
+    return True
+
+
+# -- HTTP ------------------------------------------------------------------------------------------
+
+POSITION_HEADER = "x-hubbub-position"
+STALE_HEADER = "x-hubbub-stale"
+STATE_KEY = "read_consistency"
+"""``app.state[STATE_KEY]`` holds the app's ``ReadConsistency`` (set in the lifespan)."""
+
+
+@dataclass(frozen=True)
+class ReadConsistency:
+    watcher: CheckpointWatcher
+    read_models: tuple[str, ...]
+    timeout_s: float
+
+    async def wait(self, position: int) -> bool:
+        return await self.watcher.wait(self.read_models, position, self.timeout_s)
+
+
+def parse_position(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise ClientException(f"X-Hubbub-Position must be a log position (a whole number >= 0, as a command "
+                              f"returned it), not {shown!r}")
+    return int(value)
+
+
+class ReadYourWritesMiddleware(ASGIMiddleware):
+    """GET/HEAD under ``prefix`` with ``X-Hubbub-Position: N`` waits until the read models have
+    passed N, for at most the configured timeout; then it answers anyway, marked ``X-Hubbub-Stale``."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        raw = _header(scope, POSITION_HEADER)
+        if raw is None or not self._is_query(cast("HTTPScope", scope)):
+            await next_app(scope, receive, send)
+            return
+        position = parse_position(raw)
+        consistency: ReadConsistency = Litestar.from_scope(scope).state[STATE_KEY]
+        if await consistency.wait(position):
+            await next_app(scope, receive, send)
+            return
+        log.info("read.position_wait_timed_out", position=position, timeout_s=consistency.timeout_s)
+        await next_app(scope, receive, _marked_stale(send))
+
+    def _is_query(self, scope: HTTPScope) -> bool:
+        return scope["method"] in ("GET", "HEAD") and scope["path"].startswith(self.prefix)
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode()
+    for key, value in scope.get("headers", []):
+        if key.lower() == wanted:
+            return value.decode("latin-1").strip()
+    return None
+
+
+def _marked_stale(send: Send) -> Send:
+    async def send_marked(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (STALE_HEADER.encode(), b"true")]}
+        await send(message)
+
+    return send_marked
