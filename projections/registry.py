@@ -1,0 +1,15 @@
+"""The production projections, in the order the app starts them."""
+
+from __future__ import annotations
+
+from projections.runtime import Projection
+from projections.streams import StreamCatalog
+
+
+def all_projections() -> list[Projection]:
+    """A fresh list (projections may keep per-instance state)."""
+    return [StreamCatalog()]
+
+
+def by_name(name: str) -> Projection | None:
+    return next((p for p in all_projections() if p.name == name), None)
