@@ -4,6 +4,7 @@ Appends from this process go through one writer connection that commits them in 
 (group commit): concurrent ``append`` calls that arrive while a batch is committing share the
 next transaction and its fsync. The ``events_serialise`` trigger makes commit order equal
 position order across processes (see migration 0001), so readers simply read ``position > p``.
+The batch is one call of ``events_append`` (migration 0002).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import psycopg
 import structlog
 from psycopg.rows import TupleRow
@@ -29,42 +31,69 @@ MAX_BATCH_EVENTS = 10_000
 SAFETY_POLL_S = 1.0  # a lost NOTIFY (listener reconnecting) delays a subscriber by at most this
 
 _COLUMNS = "position, stream_id, version, event_id, type, data::text, metadata::text, recorded_at"
-_STREAM_VERSIONS = """
-    SELECT s, (SELECT max(version) FROM events WHERE stream_id = s)
-    FROM unnest(%s::text[]) AS s"""
 _EXISTING_IDS = "SELECT event_id, stream_id, version, position FROM events WHERE event_id = ANY(%s::uuid[])"
-_INSERT = """
-    INSERT INTO events (stream_id, version, event_id, type, data, metadata)
-    SELECT s, v, i, t, d::jsonb, m::jsonb
-    FROM unnest(%s::text[], %s::int[], %s::uuid[], %s::text[], %s::text[], %s::text[]) AS x(s, v, i, t, d, m)
-    RETURNING event_id, position"""
+_APPEND = "SELECT idx, current, known, last_position FROM events_append(%s::jsonb)"
+# A synchronous commit that writes WAL (a transactional logical message does, without touching a
+# table); its flush covers every earlier commit record, the writer's async commits included.
+_FLUSH = "SELECT pg_logical_emit_message(true, 'hubbub', 'flush')"
+
+
+class _WireEvent(msgspec.Struct, array_like=False):
+    i: uuid.UUID
+    t: str
+    d: msgspec.Raw
+    m: msgspec.Raw
+
+
+class _WireAppend(msgspec.Struct):
+    s: str
+    x: int | None
+    e: list[_WireEvent]
 
 
 @dataclass(eq=False)
 class _Append:
-    stream_id: str
-    events: Sequence[NewEvent]
-    expected_version: int | None
+    wire: _WireAppend
     future: asyncio.Future[AppendResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    alias_of: _Append | None = None
-    version: int = 0
+
+    @property
+    def stream_id(self) -> str:
+        return self.wire.s
+
+    @property
+    def ids(self) -> list[uuid.UUID]:
+        return [e.i for e in self.wire.e]
 
 
 class PostgresEventStore:
-    """EventStore on PostgreSQL. Reads use ``pool``; the writer and the listener own a connection each."""
+    """EventStore on PostgreSQL. Reads use ``pool``; the writer, the flusher and the listener
+    own a connection each."""
 
     def __init__(self, pool: AsyncConnectionPool, conninfo: str, codec: EventCodec | None = None) -> None:
         self._pool = pool
         self._conninfo = conninfo
         self._codec = codec or EventCodec()
+        self._encoder = msgspec.json.Encoder()
         self._pending: list[_Append] = []
         self._has_pending = asyncio.Event()
+        self._unflushed: list[tuple[_Append, AppendResult]] = []
+        self._has_unflushed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._wakeups: set[asyncio.Event] = set()
         self._closed = False
 
     # -- writing -------------------------------------------------------------------------------
+    #
+    # append() encodes at once (outside any lock) and queues. The writer sends everything
+    # queued as one events_append() call, committed asynchronously: the append lock is held
+    # only while the server inserts, never during the fsync, so writers in other processes
+    # overlap their fsyncs with ours. The flusher then makes the batch durable with one small
+    # synchronous commit (WAL is sequential: flushing a later commit record flushes every earlier
+    # one) and only then answers the callers. Readers may see a batch a moment before it is
+    # durable; a projection commits after it in the WAL, so it can never keep the effect of an
+    # event that a crash lost, and no caller was told such an event was appended.
 
     async def append(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY
@@ -73,12 +102,21 @@ class PostgresEventStore:
             raise ValueError("append needs at least one event")
         if self._closed:
             raise RuntimeError("event store is closed")
-        request = _Append(stream_id, events, expected_version)
+        request = _Append(_WireAppend(stream_id, expected_version, [self._wire(e) for e in events]))
         self._pending.append(request)
         self._has_pending.set()
+        self._ensure_tasks()
+        return await request.future
+
+    def _wire(self, new: NewEvent) -> _WireEvent:
+        data = msgspec.Raw(self._codec.encode(new.event))
+        return _WireEvent(new.event_id, new.event.type_name, data, msgspec.Raw(self._codec.encode_meta(new.meta)))
+
+    def _ensure_tasks(self) -> None:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="eventstore-writer")
-        return await request.future
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="eventstore-flusher")
 
     async def _write_loop(self) -> None:
         conn: psycopg.AsyncConnection[TupleRow] | None = None
@@ -91,110 +129,97 @@ class PostgresEventStore:
                 batch = self._take_batch()
                 try:
                     if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(self._conninfo)
-                except psycopg.OperationalError as exc:
-                    log.warning("eventstore.writer_cannot_connect", error=str(exc))
-                    self._fail(batch, exc)
+                        conn = await psycopg.AsyncConnection.connect(
+                            self._conninfo, autocommit=True, options="-c synchronous_commit=off"
+                        )
+                    cur = await conn.execute(_APPEND, (self._encoder.encode([r.wire for r in batch]).decode(),))
+                    rows = await cur.fetchall()
+                except Exception as exc:  # noqa: BLE001 - the batch failed whole; its callers get why
+                    log.warning("eventstore.batch_failed", error=str(exc), appends=len(batch))
+                    _fail(batch, exc)
+                    if conn is not None and isinstance(exc, psycopg.OperationalError):
+                        await conn.close()
                     continue
-                await self._commit_batch(conn, batch)
+                self._settle(batch, rows)
         finally:
             if conn is not None:
                 await conn.close()
 
     def _take_batch(self) -> list[_Append]:
-        taken, count = 0, 0
+        """The oldest appends that fit one call: one per stream and no event id twice, so the
+        server can check each against the log alone. The others wait for the next call."""
+        batch: list[_Append] = []
+        rest: list[_Append] = []
+        streams: set[str] = set()
+        ids: set[uuid.UUID] = set()
+        count = 0
         for request in self._pending:
-            if taken and count + len(request.events) > MAX_BATCH_EVENTS:
-                break
-            taken += 1
-            count += len(request.events)
-        batch, self._pending = self._pending[:taken], self._pending[taken:]
+            if request.future.done():  # its caller gave up before it was sent: do not append it
+                continue
+            fits = count + len(request.wire.e) <= MAX_BATCH_EVENTS or not batch
+            if fits and request.stream_id not in streams and ids.isdisjoint(request.ids):
+                batch.append(request)
+                streams.add(request.stream_id)
+                ids.update(request.ids)
+                count += len(request.wire.e)
+            else:
+                rest.append(request)
+        self._pending = rest
         return batch
 
-    async def _commit_batch(self, conn: psycopg.AsyncConnection[TupleRow], batch: list[_Append]) -> None:
+    def _settle(self, batch: list[_Append], rows: list[tuple]) -> None:
+        for request, (_, current, known, last_position) in zip(batch, rows, strict=True):
+            expected = request.wire.x
+            if known:
+                asyncio.create_task(self._settle_repeat(request))
+            elif expected is not ANY and expected != current:
+                _reject(request, WrongExpectedVersion(request.stream_id, expected, current))
+            else:
+                self._unflushed.append((request, AppendResult(last_position, current + len(request.wire.e))))
+        self._has_unflushed.set()
+
+    async def _settle_repeat(self, request: _Append) -> None:
+        """Some of the ids are in the log: the first answer if all are, in this stream; else an error."""
         try:
-            async with conn.transaction():
-                accepted = await self._decide(conn, batch)
-                positions = await self._insert(conn, accepted) if accepted else {}
-        except Exception as exc:  # the whole batch failed: nothing of it was written
-            log.warning("eventstore.batch_failed", error=str(exc), appends=len(batch))
-            self._fail(batch, exc)
-            if isinstance(exc, psycopg.OperationalError):
-                await conn.close()
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(_EXISTING_IDS, (request.ids,))
+                stored = await cur.fetchall()
+        except Exception as exc:  # noqa: BLE001
+            _reject(request, exc)
             return
-        for request in accepted:
-            last = request.events[-1].event_id
-            request.future.set_result(AppendResult(positions[last], request.version))
-        for request in batch:
-            if request.alias_of is not None and not request.future.done():
-                request.future.set_result(request.alias_of.future.result())
+        if len(stored) != len(request.ids) or any(row[1] != request.stream_id for row in stored):
+            _reject(request, DuplicateEventId(f"some event ids of this append to {request.stream_id!r} already exist"))
+            return
+        # The first attempt may still be on its way to disk: answer after the next flush.
+        self._unflushed.append((request, AppendResult(max(r[3] for r in stored), max(r[2] for r in stored))))
+        self._has_unflushed.set()
 
-    @staticmethod
-    def _fail(batch: list[_Append], exc: Exception) -> None:
-        for request in batch:
-            if not request.future.done():
-                request.future.set_exception(exc)
-
-    async def _decide(self, conn: psycopg.AsyncConnection[TupleRow], batch: list[_Append]) -> list[_Append]:
-        """Check versions and event ids for the whole batch under the append lock."""
-        streams = sorted({r.stream_id for r in batch})
-        ids = [e.event_id for r in batch for e in r.events]
-        await conn.execute("SELECT pg_advisory_xact_lock(7243011)")
-        cur = await conn.execute(_STREAM_VERSIONS, (streams,))
-        versions = {s: v or 0 for s, v in await cur.fetchall()}
-        cur = await conn.execute(_EXISTING_IDS, (ids,))
-        existing = {row[0]: row[1:] for row in await cur.fetchall()}
-        in_batch: dict[uuid.UUID, _Append] = {}
-        accepted: list[_Append] = []
-        for request in batch:
-            try:
-                if self._is_repeat(request, existing, in_batch):
+    async def _flush_loop(self) -> None:
+        conn: psycopg.AsyncConnection[TupleRow] | None = None
+        try:
+            while not self._closed or self._unflushed or self._pending:
+                if not self._unflushed:
+                    self._has_unflushed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._has_unflushed.wait(), 0.5)
                     continue
-                current = versions[request.stream_id]
-                if request.expected_version is not ANY and request.expected_version != current:
-                    raise WrongExpectedVersion(request.stream_id, request.expected_version, current)
-            except Exception as exc:
-                request.future.set_exception(exc)
-                continue
-            request.version = versions[request.stream_id] = current + len(request.events)
-            in_batch.update((e.event_id, request) for e in request.events)
-            accepted.append(request)
-        return accepted
-
-    @staticmethod
-    def _is_repeat(
-        request: _Append, existing: dict[uuid.UUID, tuple[str, int, int]], in_batch: dict[uuid.UUID, _Append]
-    ) -> bool:
-        ids = [e.event_id for e in request.events]
-        stored = [existing[i] for i in ids if i in existing]
-        if stored:
-            if len(stored) != len(ids) or any(s[0] != request.stream_id for s in stored):
-                raise DuplicateEventId(f"some event ids of this append to {request.stream_id!r} already exist")
-            request.future.set_result(AppendResult(max(s[2] for s in stored), max(s[1] for s in stored)))
-            return True
-        twins = {in_batch[i] for i in ids if i in in_batch}
-        if twins:
-            first = next(iter(twins))
-            if len(twins) != 1 or first.stream_id != request.stream_id or len(first.events) != len(ids):
-                raise DuplicateEventId(f"some event ids of this append to {request.stream_id!r} already exist")
-            request.alias_of = first
-            return True
-        return False
-
-    async def _insert(self, conn: psycopg.AsyncConnection[TupleRow], accepted: list[_Append]) -> dict[uuid.UUID, int]:
-        encode, encode_meta = self._codec.encode, self._codec.encode_meta
-        cols: tuple[list, ...] = ([], [], [], [], [], [])
-        for request in accepted:
-            first = request.version - len(request.events) + 1
-            for offset, new in enumerate(request.events):
-                cols[0].append(request.stream_id)
-                cols[1].append(first + offset)
-                cols[2].append(new.event_id)
-                cols[3].append(new.event.type_name)
-                cols[4].append(encode(new.event).decode())
-                cols[5].append(encode_meta(new.meta).decode())
-        cur = await conn.execute(_INSERT, cols)
-        return {event_id: position for event_id, position in await cur.fetchall()}
+                group, self._unflushed = self._unflushed, []
+                try:
+                    if conn is None or conn.closed:
+                        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                    await conn.execute(_FLUSH)
+                except Exception as exc:  # noqa: BLE001 - committed, but not known durable: say so
+                    log.warning("eventstore.flush_failed", error=str(exc), appends=len(group))
+                    _fail([r for r, _ in group], exc)
+                    if conn is not None and isinstance(exc, psycopg.OperationalError):
+                        await conn.close()
+                    continue
+                for request, result in group:
+                    if not request.future.done():
+                        request.future.set_result(result)
+        finally:
+            if conn is not None:
+                await conn.close()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -285,9 +310,25 @@ class PostgresEventStore:
     async def close(self) -> None:
         self._closed = True
         self._has_pending.set()
-        if self._writer is not None:
-            await self._writer
+        self._has_unflushed.set()
+        for task in (self._writer, self._flusher):
+            if task is not None:
+                await task
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+
+
+# A caller may have given up (timeout, client gone) and cancelled its future while its append
+# was on the way: never resolve a done future, or the writer task would die with the batch.
+
+
+def _reject(request: _Append, exc: BaseException) -> None:
+    if not request.future.done():
+        request.future.set_exception(exc)
+
+
+def _fail(batch: list[_Append], exc: BaseException) -> None:
+    for request in batch:
+        _reject(request, exc)

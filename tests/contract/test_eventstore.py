@@ -162,6 +162,10 @@ async def test_concurrent_appenders_and_a_live_subscriber_see_every_event_once_i
     assert len(seen) == expected
     replay = [e.position async for e in store.read_all(after=start)]
     assert replay == positions
+    by_stream: dict[str, list[int]] = {}
+    for e in seen:
+        by_stream.setdefault(e.stream_id, []).append(e.version)
+    assert all(v == list(range(1, len(v) + 1)) for v in by_stream.values()), "a stream's versions out of order"
 
 
 async def test_event_of_unknown_type_reads_as_unknown(store: EventStore) -> None:
@@ -173,3 +177,14 @@ async def test_event_of_unknown_type_reads_as_unknown(store: EventStore) -> None
     [recorded] = await store.read_stream(s)
     assert recorded.type == "test.later_version_only"
     assert msgspec.json.decode(msgspec.json.encode(recorded.event))["x"] == 1
+
+
+async def test_a_caller_giving_up_does_not_stall_the_others(store: EventStore) -> None:
+    # Give up while the append is queued, while it is on the wire, and after it landed.
+    for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.02):
+        calls = [asyncio.create_task(store.append(stream(), [new(i)])) for i in range(6)]
+        await asyncio.sleep(delay)
+        calls[2].cancel()  # a request timed out, or its client went away
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+        assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 2)
+    assert (await asyncio.wait_for(store.append(stream(), [new(9)]), 5)).version == 1
