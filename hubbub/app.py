@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from hubbub import deps, health, problems
 from infra.db import open_pool
+from infra.eventstore.factory import open_event_store
 from infra.eventstore.port import EventStore
 from infra.logging import RequestContext, configure_logging
 from infra.migrations import migrate
@@ -93,7 +94,7 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     await migrate(database_url)
     pool = await open_pool(database_url, settings.db_pool_min, settings.db_pool_max)
     stack.push_async_callback(pool.close)
-    store = _event_store(settings, pool, database_url)
+    store = open_event_store(settings, pool, database_url)
     stack.push_async_callback(store.close)
     nc = await _connect_nats(settings.nats_url)
     stack.push_async_callback(nc.close)
@@ -105,16 +106,6 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     names = await _start_projectors(pool, database_url, store, stack)
     read = consistency.ReadConsistency(watcher, names, settings.read_wait_timeout_s)
     return deps.Services(settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read)
-
-
-def _event_store(settings: Settings, pool: AsyncConnectionPool, database_url: str) -> EventStore:
-    if settings.event_store == "kurrentdb" and settings.kurrentdb_url:
-        from infra.eventstore.kurrent import KurrentEventStore  # kurrentdbclient is an optional dependency
-
-        return KurrentEventStore(settings.kurrentdb_url)
-    from infra.eventstore.postgres import PostgresEventStore
-
-    return PostgresEventStore(pool, database_url)
 
 
 async def _connect_nats(url: str) -> nats.NATS:

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 
 from infra.db import open_pool
-from infra.eventstore.postgres import PostgresEventStore
+from infra.eventstore.factory import open_event_store
+from infra.eventstore.port import EventStore
 from infra.migrations import migrate
 from infra.settings import load_settings
 from projections.rebuild import Progress, RebuildError, RebuildResult, TableDiff
@@ -33,9 +34,9 @@ def database_url(args: argparse.Namespace) -> Iterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def opened_store(url: str) -> AsyncIterator[PostgresEventStore]:
+async def opened_store(url: str) -> AsyncIterator[EventStore]:
     pool = await open_pool(url, 1, 4)
-    store = PostgresEventStore(pool, url)
+    store = open_event_store(load_settings(), pool, url)
     try:
         yield store
     finally:
@@ -63,6 +64,8 @@ def status(args: argparse.Namespace) -> int:
         rows, registered = asyncio.run(_status_rows(url))
     if rows:
         print(_format_table(["NAME", "POSITION", "HEAD", "LAG", "UPDATED", "LIVE"], rows))
+    if load_settings().event_store != "postgres":
+        print("note: HEAD and LAG are read from PostgreSQL's events table, not from the configured log")
     never = sorted(registered - {r[0] for r in rows})
     for name in never:
         print(f"{name}: never run (no checkpoint yet; it starts with the app)")

@@ -233,30 +233,44 @@ _NEEDLES = {"postgres": "postgres", "nats": "nats-server", "redis": "redis-serve
 
 
 class EmbeddedServices:
-    """Starts (or reuses) what is missing, records it in ``services.json``, stops what it owns."""
+    """Starts (or reuses) what is missing, records it in ``services.json``, stops what it owns.
+
+    A service started by another live process (``hubbub dev`` while ``hubbub migrate`` runs
+    beside it) is used but left alone. One whose owner died (a ``kill -9``'d dev) is adopted:
+    we stop it when we are done, so nothing is left running.
+    """
 
     def __init__(self, data_dir: Path, *, durable: bool = True, want: tuple[str, ...] = ("postgres", "nats", "redis")):
         self.data_dir = data_dir
         self.durable = durable
         self.want = want
         self.services: dict[str, Service] = {}
+        self._previous: dict[str, dict] = {}
 
     def start(self) -> dict[str, Service]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        previous = self._read_state()
+        self._previous = self._read_state()
         starters = {
             "postgres": lambda port: start_postgres(self.data_dir, port, durable=self.durable),
             "nats": lambda port: start_nats(self.data_dir, port),
             "redis": lambda port: start_redis(self.data_dir, port),
         }
-        with ThreadPoolExecutor(len(self.want)) as pool:
-            futures = {name: pool.submit(self._start_one, name, previous.get(name), starters[name]) for name in self.want}
-            errors = []
+        errors: list[str] = []
+        pool = ThreadPoolExecutor(len(self.want))
+        futures = {n: pool.submit(self._start_one, n, self._previous.get(n), starters[n]) for n in self.want}
+        try:
             for name, future in futures.items():
                 try:
                     self.services[name] = future.result()
                 except Exception as exc:  # noqa: BLE001 - collected and reported together
                     errors.append(str(exc))
+        except BaseException:
+            # Ctrl-C while starting: wait for the starters, then stop whatever came up.
+            pool.shutdown(wait=True)
+            self.services.update({n: f.result() for n, f in futures.items() if not f.exception()})
+            self.stop()
+            raise
+        pool.shutdown(wait=True)
         self._write_state()
         if errors:
             self.stop()
@@ -265,20 +279,24 @@ class EmbeddedServices:
 
     def _start_one(self, name: str, previous: dict | None, starter) -> Service:
         if previous and _alive(previous["pid"], _NEEDLES[name]):
-            log.info("embedded.reused", service=name, pid=previous["pid"], port=previous["port"])
-            return Service(name, previous["pid"], previous["port"], previous["url"])
+            owner = previous.get("owner", 0)
+            owned = owner == os.getpid() or not psutil.pid_exists(owner)
+            log.info("embedded.reused", service=name, pid=previous["pid"], port=previous["port"], owned=owned)
+            return Service(name, previous["pid"], previous["port"], previous["url"], owned=owned)
         return starter(previous["port"] if previous else None)
 
     def stop(self) -> None:
         for name, service in reversed(list(self.services.items())):
+            if not service.owned:
+                continue
             if name == "postgres":
                 stop_postgres(self.data_dir)
             else:
                 _stop_pid(service.pid)
             log.info("embedded.stopped", service=name)
+        remaining = {n: s for n, s in self._read_state().items() if n not in self.services or not self.services[n].owned}
         self.services.clear()
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / STATE_FILE).unlink()
+        self._write_records(remaining)
 
     def _read_state(self) -> dict[str, dict]:
         try:
@@ -287,5 +305,18 @@ class EmbeddedServices:
             return {}
 
     def _write_state(self) -> None:
-        state = {n: {"pid": s.pid, "port": s.port, "url": s.url} for n, s in self.services.items()}
-        (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        records = self._read_state()
+        for name, s in self.services.items():
+            owner = os.getpid() if s.owned else records.get(name, {}).get("owner", 0)
+            records[name] = {"pid": s.pid, "port": s.port, "url": s.url, "owner": owner}
+        self._write_records(records)
+
+    def _write_records(self, records: dict[str, dict]) -> None:
+        path = self.data_dir / STATE_FILE
+        if not records:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=2))
+        tmp.replace(path)
