@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+from litestar.di import NamedDependency
 from litestar import Response, get
 
 from hubbub.deps import Services
@@ -22,7 +23,7 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz", operation_id="readyz", tags=["health"],
      summary="Readiness: PostgreSQL, NATS and Redis are reachable (503 names the ones that are not)")
-async def readyz(services: Services) -> Response[dict[str, Any]]:
+async def readyz(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     checks = {"database": _database(services), "nats": _nats(services), "redis": _redis(services)}
     results = await asyncio.gather(*(_run(check) for check in checks.values()))
     report = dict(zip(checks, results, strict=True))

