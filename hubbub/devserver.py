@@ -39,7 +39,9 @@ class StartError(Exception):
 def dev(args: argparse.Namespace) -> int:
     from hubbub.services import resolved
 
-    settings = load_settings(host=args.host, port=args.port, data_dir=args.data_dir)
+    # A person at a terminal reads console lines; a pipe or a file gets JSON (unless set either way).
+    console = "console" if sys.stderr.isatty() and "HUBBUB_LOG_FORMAT" not in os.environ else None
+    settings = load_settings(host=args.host, port=args.port, data_dir=args.data_dir, log_format=console)
     configure_logging(settings.log_level, settings.log_format)
     shown = settings.data_dir
     try:
