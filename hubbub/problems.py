@@ -3,7 +3,8 @@
 - Litestar's own errors (404, 405, 413, malformed JSON) keep their status;
 - validation of well-formed input is 422 with ``errors: [{field, message, source}]``
   (400 stays for input that cannot be parsed at all);
-- a ``DomainError`` carries its status; other known exceptions map through ``PROBLEM_STATUS``;
+- a ``DomainError`` carries its status (and ``headers``, if it has them, e.g. ``Retry-After``);
+  other known exceptions map through ``PROBLEM_STATUS``;
 - anything else is a 500 that names the request id and nothing of the failure.
 """
 
@@ -96,7 +97,9 @@ def _field_error(item: Any) -> dict[str, Any]:
 
 def _domain_error(request: Request, exc: DomainError) -> Response:
     errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
-    return problem(exc.status, exc.detail, title=exc.title, slug=_slug(type(exc).__name__), errors=errors)
+    headers = getattr(exc, "headers", None)  # HTTP-only extras (Retry-After) a subclass outside domain/ may carry
+    return problem(exc.status, exc.detail, title=exc.title, slug=_slug(type(exc).__name__), errors=errors,
+                   headers=headers)
 
 
 def _mapped_error(request: Request, exc: Exception) -> Response:

@@ -6,6 +6,7 @@ requires the external ones. A bad value fails at start with a message that says 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Literal
@@ -41,6 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     read_wait_timeout_s: float = 2.0
     max_request_bytes: int = 1_048_576
     allowed_origins: list[str] = []
+    rate_post_per_s: float = 5.0
+    rate_post_burst: int = 20
+    rate_login_per_s: float = 0.2
+    rate_login_burst: int = 5
+    insecure_fast_passwords: bool = False  # tests only: the cheapest argon2 parameters
 
 
 _SCHEMES = {
@@ -53,6 +59,7 @@ _SCHEMES = {
     "smtp_url": ("smtp", "smtps"),
 }
 _LISTS = {"allowed_origins"}
+_POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst")
 
 
 def env_name(field: str) -> str:
@@ -123,3 +130,7 @@ def _check_ranges(settings: Settings) -> None:
         raise SettingsError("HUBBUB_DB_POOL_MIN must be >= 1 and <= HUBBUB_DB_POOL_MAX")
     if settings.read_wait_timeout_s < 0:
         raise SettingsError("HUBBUB_READ_WAIT_TIMEOUT_S must be >= 0 seconds")
+    for field in _POSITIVE:
+        value = getattr(settings, field)
+        if not (math.isfinite(value) and value > 0):
+            raise SettingsError(f"{env_name(field)} must be a number > 0, not {value}")

@@ -1,0 +1,110 @@
+"""The rate limits routes apply, and the problems they answer with.
+
+Posting: one bucket per user, ``post:{user_id}`` (``HUBBUB_RATE_POST_PER_S`` / ``_BURST``).
+It fails OPEN: if Redis is down, posts go through (the limiter logs a warning once a minute).
+Posting needs a session already, so abuse is attributable and revocable, and failing closed
+would turn a cache outage into a chat outage.
+
+Login: two buckets, and both must allow.
+- ``login:{net}:{email}`` (``HUBBUB_RATE_LOGIN_PER_S`` / ``_BURST``): guessing one account's
+  password from one place.
+- ``login-ip:{net}`` (``LOGIN_IP_FACTOR`` times both): spraying a few passwords over many accounts
+  from one place. Defaults 1/s, burst 25: an office behind one NAT can log in together on Monday
+  morning, while one address tries at most 3,600 passwords an hour whatever the accounts.
+``net`` is the IPv4 address, or the IPv6 /64 (one host usually owns a whole /64, so per-address
+buckets would be free to rotate). Login fails CLOSED: 503 + ``Retry-After`` while Redis is down.
+The limiter is the only bound on online guessing (argon2 slows a guess, it does not limit them),
+and an attacker who can fill or flood Redis must not switch it off; sessions already open keep
+working, so an outage only delays new logins.
+
+The per-IP bucket sees the address the route passes: behind a reverse proxy that must be the
+client's (from a trusted ``X-Forwarded-For``), or every login shares one bucket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+
+from domain.errors import DomainError
+from infra.ratelimit import RateLimit, RateLimiter, RateLimiterUnavailable
+from infra.settings import Settings
+
+LOGIN_IP_FACTOR = 5
+UNAVAILABLE_RETRY_S = 5
+MAX_EMAIL = 254  # RFC 5321; longer is no address, and sharing one bucket only slows the sender
+
+
+class TooManyRequests(DomainError):
+    """A rate limit refused the request; ``Retry-After`` says when to try again."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+        self.headers = {"Retry-After": str(retry_after_header(retry_after_s))}
+
+
+class LoginUnavailable(DomainError):
+    """Logins cannot be rate limited just now (Redis down), so none are accepted."""
+
+    status = 503
+    title = "Temporarily unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(f"Logging in is briefly unavailable; try again in {UNAVAILABLE_RETRY_S} s.")
+        self.headers = {"Retry-After": str(UNAVAILABLE_RETRY_S)}
+
+
+def retry_after_header(seconds: float) -> int:
+    """Whole seconds, rounded up, at least 1 (a client told 0 would retry at once)."""
+    return max(1, math.ceil(seconds))
+
+
+async def check_post(limiter: RateLimiter, settings: Settings, user_id: str) -> None:
+    limit = RateLimit(settings.rate_post_per_s, settings.rate_post_burst, fail_open=True)
+    decision = await limiter.take(f"post:{user_id}", limit)
+    if not decision.allowed:
+        wait = retry_after_header(decision.retry_after_s)
+        raise TooManyRequests(f"You are posting too fast; wait {wait} s and try again.",
+                              retry_after_s=decision.retry_after_s)
+
+
+async def check_login(limiter: RateLimiter, settings: Settings, ip: str, email: str) -> None:
+    net = client_network(ip)
+    account = RateLimit(settings.rate_login_per_s, settings.rate_login_burst)
+    per_ip = RateLimit(settings.rate_login_per_s * LOGIN_IP_FACTOR, settings.rate_login_burst * LOGIN_IP_FACTOR)
+    # The account bucket first: attempts it refuses then cost the address nothing, so one
+    # attacker hammering one account does not lock out everyone else behind the same NAT.
+    await _take_login(limiter, f"login:{net}:{normalised_email(email)}", account, "for this account")
+    await _take_login(limiter, f"login-ip:{net}", per_ip, "from your network")
+
+
+async def _take_login(limiter: RateLimiter, bucket: str, limit: RateLimit, whose: str) -> None:
+    try:
+        decision = await limiter.take(bucket, limit)
+    except RateLimiterUnavailable:
+        raise LoginUnavailable() from None
+    if not decision.allowed:
+        wait = retry_after_header(decision.retry_after_s)
+        raise TooManyRequests(f"Too many login attempts {whose}; wait {wait} s and try again.",
+                              retry_after_s=decision.retry_after_s)
+
+
+def normalised_email(email: str) -> str:
+    return email.strip().lower()[:MAX_EMAIL]
+
+
+def client_network(ip: str) -> str:
+    """The IPv4 address, or the /64 of an IPv6 one; anything unparseable as given (bounded)."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64] or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address), 64), strict=False))
+    return str(address)

@@ -1,0 +1,120 @@
+"""Rate limits: the ``RateLimiter`` port and its Redis token-bucket backend.
+
+A bucket holds up to ``burst`` tokens and refills at ``rate_per_s``; an action takes ``cost``
+tokens or is refused with the time until enough have refilled. Every app process shares the
+buckets in Redis, so a limit holds for the whole deployment, not per worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+KEY_PREFIX = "hubbub:rl:"
+WARN_EVERY_S = 60.0
+
+
+class RateLimit(msgspec.Struct, frozen=True):
+    """``burst`` tokens at most, refilled at ``rate_per_s``.
+
+    ``fail_open`` says what ``take`` does when the backend cannot decide (Redis down): allow the
+    action, or raise ``RateLimiterUnavailable``. Closed is the default, so a limit is never
+    silently unenforced unless its caller chose that.
+    """
+
+    rate_per_s: float
+    burst: int
+    fail_open: bool = False
+
+
+class Decision(msgspec.Struct, frozen=True):
+    allowed: bool
+    retry_after_s: float  # 0 when allowed; else seconds until ``cost`` tokens have refilled
+    remaining: int  # whole tokens left after this take
+
+
+class RateLimiterUnavailable(Exception):
+    """The backend could not decide, and the limit fails closed."""
+
+
+class RateLimiter(Protocol):
+    async def take(self, bucket: str, limit: RateLimit, cost: int = 1) -> Decision:
+        """Take ``cost`` tokens from ``bucket`` if it has them, atomically across processes.
+
+        A refused take spends nothing. Raises ``ValueError`` if ``cost`` could never be paid
+        (``< 1`` or ``> limit.burst``), and ``RateLimiterUnavailable`` if the backend is down and
+        ``limit.fail_open`` is false.
+        """
+        ...
+
+
+# One hash per bucket: {tokens, ts}. Time comes from the Redis server, so app processes with
+# skewed clocks still agree; a clock that steps back refills nothing rather than going negative.
+# The key expires once the bucket would be full again: a missing bucket and a full one are the
+# same, so idle buckets cost no memory.
+_TAKE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local saved = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens, ts = tonumber(saved[1]), tonumber(saved[2])
+if tokens == nil or ts == nil then tokens, ts = burst, now end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed, retry = 0, (cost - tokens) / rate
+if tokens >= cost then
+  tokens, allowed, retry = tokens - cost, 1, 0
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.ceil((burst - tokens) / rate * 1000) + 1000))
+return {allowed, tostring(retry), math.floor(tokens)}
+"""
+
+
+class RedisRateLimiter:
+    """Token buckets in Redis, one Lua script per take (atomic: concurrent takes never overspend).
+
+    Keys are ``hubbub:rl:{bucket}``. When Redis is unreachable, slow (over ``timeout_s``) or
+    refuses the write, the limit's ``fail_open`` decides: open allows the action, closed raises
+    ``RateLimiterUnavailable``. Either way a warning is logged at most once per minute.
+    """
+
+    def __init__(self, redis: Redis, *, timeout_s: float = 1.0) -> None:
+        self._script = redis.register_script(_TAKE)
+        self._timeout_s = timeout_s
+        self._warned_at: float | None = None
+        self._unwarned = 0
+
+    async def take(self, bucket: str, limit: RateLimit, cost: int = 1) -> Decision:
+        if not 1 <= cost <= limit.burst:
+            raise ValueError(f"cost must be between 1 and the burst ({limit.burst}), not {cost}")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                allowed, retry, remaining = await self._script(
+                    keys=[KEY_PREFIX + bucket], args=[limit.rate_per_s, limit.burst, cost])
+        except (RedisError, OSError, TimeoutError) as exc:
+            return self._unavailable(bucket, limit, cost, exc)
+        return Decision(allowed=bool(allowed), retry_after_s=float(retry), remaining=int(remaining))
+
+    def _unavailable(self, bucket: str, limit: RateLimit, cost: int, exc: Exception) -> Decision:
+        self._warn(bucket, limit, exc)
+        if not limit.fail_open:
+            raise RateLimiterUnavailable(f"rate limiter unavailable: {exc!r}") from exc
+        return Decision(allowed=True, retry_after_s=0.0, remaining=limit.burst - cost)
+
+    def _warn(self, bucket: str, limit: RateLimit, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < WARN_EVERY_S:
+            self._unwarned += 1
+            return
+        log.warning("ratelimit.unavailable", bucket=bucket, fail_open=limit.fail_open,
+                    error=repr(exc), suppressed_since_last=self._unwarned)
+        self._warned_at, self._unwarned = now, 0

@@ -1,0 +1,152 @@
+"""The RateLimiter contract, against a real Redis (the session's embedded one or HUBBUB_REDIS_URL).
+
+Every test uses buckets of its own, so tests share one Redis without seeing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
+
+from infra.embedded import free_port
+from infra.ratelimit import KEY_PREFIX, RateLimit, RateLimiter, RateLimiterUnavailable, RedisRateLimiter
+
+SLOW = 0.001  # tokens per second: nothing refills during a test
+
+
+@pytest.fixture
+async def redis(service_urls: dict[str, str]) -> AsyncIterator[Redis]:
+    client = Redis.from_url(service_urls["redis"])
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["redis"])
+def limiter(request: pytest.FixtureRequest, redis: Redis) -> RateLimiter:
+    return RedisRateLimiter(redis)
+
+
+def bucket() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+async def takes(limiter: RateLimiter, name: str, limit: RateLimit, n: int, cost: int = 1) -> list[bool]:
+    return [(await limiter.take(name, limit, cost)).allowed for _ in range(n)]
+
+
+async def test_the_burst_is_allowed_then_refused_with_the_time_to_the_next_token(limiter: RateLimiter) -> None:
+    name, limit = bucket(), RateLimit(rate_per_s=1.0, burst=3)
+    decisions = [await limiter.take(name, limit) for _ in range(4)]
+    assert [(d.allowed, d.remaining) for d in decisions] == [(True, 2), (True, 1), (True, 0), (False, 0)]
+    assert all(d.retry_after_s == 0 for d in decisions[:3])
+    assert 0.8 < decisions[3].retry_after_s <= 1.0
+
+
+async def test_tokens_refill_over_time(limiter: RateLimiter) -> None:
+    name, limit = bucket(), RateLimit(rate_per_s=5.0, burst=2)
+    assert await takes(limiter, name, limit, 3) == [True, True, False]
+    refused = await limiter.take(name, limit)
+    assert 0.0 < refused.retry_after_s <= 0.2
+    await asyncio.sleep(refused.retry_after_s + 0.05)
+    assert (await limiter.take(name, limit)).allowed
+    assert not (await limiter.take(name, limit)).allowed  # one token came back, not two
+    await asyncio.sleep(0.5)  # long enough to refill past the burst...
+    assert await takes(limiter, name, limit, 3) == [True, True, False]  # ...which still caps it
+
+
+async def test_concurrent_takes_never_overspend(limiter: RateLimiter) -> None:
+    name, limit = bucket(), RateLimit(rate_per_s=SLOW, burst=10)
+    decisions = await asyncio.gather(*(limiter.take(name, limit) for _ in range(50)))
+    assert sum(d.allowed for d in decisions) == 10
+    assert sorted(d.remaining for d in decisions if d.allowed) == list(range(10))
+
+
+async def test_buckets_are_independent(limiter: RateLimiter) -> None:
+    first, second, limit = bucket(), bucket(), RateLimit(rate_per_s=SLOW, burst=2)
+    assert await takes(limiter, first, limit, 3) == [True, True, False]
+    assert await takes(limiter, second, limit, 3) == [True, True, False]
+
+
+async def test_a_cost_takes_that_many_tokens_and_a_refused_one_spends_nothing(limiter: RateLimiter) -> None:
+    name, limit = bucket(), RateLimit(rate_per_s=1.0, burst=5)
+    assert (await limiter.take(name, limit, cost=3)).remaining == 2
+    refused = await limiter.take(name, limit, cost=3)
+    assert not refused.allowed and 0.8 < refused.retry_after_s <= 1.0  # one token short
+    assert (await limiter.take(name, limit, cost=2)).allowed
+
+
+@pytest.mark.parametrize("cost", [0, -1, 6])
+async def test_a_cost_that_could_never_be_paid_is_a_bug(limiter: RateLimiter, cost: int) -> None:
+    with pytest.raises(ValueError, match="cost must be between 1 and the burst"):
+        await limiter.take(bucket(), RateLimit(rate_per_s=1.0, burst=5), cost)
+
+
+async def test_the_key_is_namespaced_and_expires_once_the_bucket_would_be_full(limiter: RateLimiter,
+                                                                              redis: Redis) -> None:
+    name, limit = bucket(), RateLimit(rate_per_s=2.0, burst=4)
+    await takes(limiter, name, limit, 3)  # 1 left: full again in 1.5 s
+    ttl_ms = await redis.pttl(KEY_PREFIX + name)
+    assert 1500 <= ttl_ms <= 1500 + 1100  # the refill time plus a second's slack, no more
+    assert await redis.pttl(KEY_PREFIX + bucket()) == -2  # untouched buckets have no key at all
+
+
+async def test_processes_with_their_own_clients_share_a_bucket(limiter: RateLimiter,
+                                                               service_urls: dict[str, str]) -> None:
+    name, limit = bucket(), RateLimit(rate_per_s=SLOW, burst=3)
+    other = Redis.from_url(service_urls["redis"])
+    try:
+        assert await takes(limiter, name, limit, 2) == [True, True]
+        assert await takes(RedisRateLimiter(other), name, limit, 2) == [True, False]
+    finally:
+        await other.aclose()
+
+
+# -- Redis down ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def dead_redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    yield client
+    await client.aclose()
+
+
+async def test_redis_down_fails_open_when_the_limit_says_so_and_warns_once(dead_redis: Redis) -> None:
+    limiter, limit = RedisRateLimiter(dead_redis), RateLimit(rate_per_s=1.0, burst=2, fail_open=True)
+    with capture_logs() as logs:
+        decisions = [await limiter.take(bucket(), limit) for _ in range(5)]
+    assert all(d.allowed for d in decisions)
+    warnings = [entry for entry in logs if entry["event"] == "ratelimit.unavailable"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning" and warnings[0]["fail_open"] is True
+
+
+async def test_redis_down_fails_closed_by_default(dead_redis: Redis) -> None:
+    limiter = RedisRateLimiter(dead_redis)
+    with capture_logs(), pytest.raises(RateLimiterUnavailable):
+        await limiter.take(bucket(), RateLimit(rate_per_s=1.0, burst=2))
+
+
+async def test_a_redis_that_hangs_is_down_after_the_timeout() -> None:
+    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_timeout=30)
+    try:
+        limiter = RedisRateLimiter(client, timeout_s=0.2)
+        started = time.monotonic()
+        with capture_logs():
+            assert (await limiter.take(bucket(), RateLimit(rate_per_s=1.0, burst=2, fail_open=True))).allowed
+            with pytest.raises(RateLimiterUnavailable):
+                await limiter.take(bucket(), RateLimit(rate_per_s=1.0, burst=2))
+        assert time.monotonic() - started < 1.0
+    finally:
+        await client.aclose()
+        server.close()
