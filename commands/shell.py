@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from domain.events import Event, EventMeta, NewEvent, UnknownEvent
 from infra.eventstore import EventStore, WrongExpectedVersion
+from infra.eventstore.port import StreamAppend
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -174,3 +175,26 @@ class CommandShell:
         for event in events:
             state = decider.evolve(state, event)
         return Outcome(result.position, result.version, state, events)
+
+    async def commit_many(
+        self, writes: Sequence[tuple[Decider[Any, Any], str, _Loaded[Any], Sequence[Event]]], ctx: Context
+    ) -> list[Outcome[Any]]:
+        """Append decided events to several streams at once, all or none (``append_many``):
+        each at the version it was loaded at, with ids as ``_append`` makes them. A conflict
+        raises ``WrongExpectedVersion`` and writes nothing; the caller reloads and decides again."""
+        meta = EventMeta(
+            actor_id=ctx.actor_id, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id, occurred_at=ctx.now
+        )
+        appends = []
+        for _, stream_id, loaded, events in writes:
+            ids = event_ids(stream_id, ctx.idempotency_key, len(events))
+            new = [NewEvent(event=e, event_id=i, meta=meta) for e, i in zip(events, ids, strict=True)]
+            appends.append(StreamAppend(stream_id, new, loaded.version))
+        results = await self._store.append_many(appends)
+        outcomes: list[Outcome[Any]] = []
+        for (decider, _, loaded, events), result in zip(writes, results, strict=True):
+            state = loaded.state
+            for event in events:
+                state = decider.evolve(state, event)
+            outcomes.append(Outcome(result.position, result.version, state, events))
+        return outcomes

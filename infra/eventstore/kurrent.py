@@ -23,7 +23,12 @@ Same port and contract as the PostgreSQL backend; what differs:
   bound to its stream.
 - ``recorded_at`` is the server's ``created`` timestamp, else ``meta.occurred_at``, else the
   time of reading.
-- Needs EventStoreDB >= 22.10 (stream reads carry commit positions since then) or KurrentDB.
+- ``append_many`` claims every id as ``append`` does, then writes all entries in one
+  ``multi_append_to_stream`` (KurrentDB's atomic multi-stream append), and reads each stream's
+  copy back for the per-entry positions (the call answers only one position). Events' metadata
+  travels there as record properties, which KurrentDB requires to be string-valued (ours are).
+- Needs EventStoreDB >= 22.10 (stream reads carry commit positions since then) or KurrentDB;
+  ``append_many`` needs KurrentDB >= 25.1 (the multi-stream append).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import msgspec
 import structlog
 from kurrentdbclient import AsyncKurrentDBClient
 from kurrentdbclient import NewEvent as KurrentNewEvent
+from kurrentdbclient import NewEvents as KurrentNewEvents
 from kurrentdbclient import RecordedEvent as KurrentRecordedEvent
 from kurrentdbclient import StreamState
 from kurrentdbclient.exceptions import (
@@ -51,7 +57,15 @@ from kurrentdbclient.exceptions import (
 )
 
 from domain.events import EventCodec, EventMeta, NewEvent, RecordedEvent
-from infra.eventstore.port import ANY, AppendResult, DuplicateEventId, EventStoreError, WrongExpectedVersion
+from infra.eventstore.port import (
+    ANY,
+    AppendResult,
+    DuplicateEventId,
+    EventStoreError,
+    StreamAppend,
+    WrongExpectedVersion,
+    check_appends,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +209,62 @@ class KurrentEventStore:
             return repeat
         new = [to_new_event(e, self._codec) for e in events]
         return await self._write(stream_id, ids, new, expected_version, since)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        check_appends(appends)
+        ids = [[e.event_id for e in a.events] for a in appends]
+        sinces = [await self._claim(a.stream_id, i) for a, i in zip(appends, ids, strict=True)]
+        if 0 in sinces and (repeat := await self._find_repeats(appends, ids, [0] * len(appends))):
+            return repeat
+        for _ in range(ANY_ATTEMPTS):
+            try:
+                await self._client.multi_append_to_stream(await self._new_events(appends))
+            except WrongCurrentVersionError:
+                if repeat := await self._find_repeats(appends, ids, sinces):
+                    return repeat
+                if wrong := await self._first_wrong_version(appends):
+                    raise wrong from None
+                continue  # only an ANY entry's stream moved: read again and retry
+            # The call answers one position; each entry's comes from reading its stream back.
+            if written := await self._find_repeats(appends, ids, sinces):
+                return written
+            raise EventStoreError("multi_append_to_stream succeeded but its events are not in their streams")
+        raise EventStoreError(f"streams kept changing during {ANY_ATTEMPTS} ANY multi-stream appends; try again")
+
+    async def _new_events(self, appends: Sequence[StreamAppend]) -> list[KurrentNewEvents]:
+        # ANY entries go with the version just read, as in _write, so racing repeats collide.
+        return [
+            KurrentNewEvents(
+                a.stream_id,
+                [to_new_event(e, self._codec) for e in a.events],
+                current_version_for(a.expected_version)
+                if a.expected_version is not ANY
+                else await self._client.get_current_version(a.stream_id),
+            )
+            for a in appends
+        ]
+
+    async def _find_repeats(
+        self, appends: Sequence[StreamAppend], ids: Sequence[Sequence[uuid.UUID]], sinces: Sequence[int]
+    ) -> list[AppendResult] | None:
+        """Every entry's copy in its stream, or None if no entry has one; some but not all: an error."""
+        found = [
+            await self._find_repeat(a.stream_id, i, since) for a, i, since in zip(appends, ids, sinces, strict=True)
+        ]
+        if all(r is None for r in found):
+            return None
+        if any(r is None for r in found):
+            raise DuplicateEventId("some entries of this append_many were appended before, not all")
+        return [r for r in found if r is not None]
+
+    async def _first_wrong_version(self, appends: Sequence[StreamAppend]) -> WrongExpectedVersion | None:
+        for a in appends:
+            if a.expected_version is ANY:
+                continue
+            actual = version_from_current(await self._client.get_current_version(a.stream_id)) or 0
+            if actual != a.expected_version:
+                return WrongExpectedVersion(a.stream_id, a.expected_version, actual)
+        return None
 
     async def _claim(self, stream_id: str, ids: Sequence[uuid.UUID]) -> int:
         """Claim every id for ``stream_id``. Returns the lowest position of the claims when all

@@ -2,6 +2,7 @@
 
 Guarantees:
 - per-stream optimistic concurrency (``expected_version``) and idempotent event ids;
+- ``append_many`` writes several streams all-or-none, with the same checks for each;
 - one global order of ``position``s, and no reader ever skips an event: once a reader has seen
   position p, no event below p can appear later;
 - ``subscribe`` wakes within milliseconds of a commit, not by polling.
@@ -9,6 +10,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
@@ -27,6 +29,14 @@ class AppendResult(msgspec.Struct, frozen=True):
     """Global position of the last event appended (or of the original append, for a repeat)."""
     version: int
     """Stream version after the append: the version of its last event."""
+
+
+class StreamAppend(msgspec.Struct, frozen=True):
+    """One stream's part of an ``append_many``."""
+
+    stream_id: str
+    events: Sequence[NewEvent]
+    expected_version: int | None = ANY
 
 
 class EventStoreError(Exception):
@@ -53,6 +63,15 @@ class EventStore(Protocol):
         the first result and appends nothing."""
         ...
 
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams atomically: all of ``appends`` or none, one result each.
+
+        A wrong expected version in any entry raises ``WrongExpectedVersion`` for the first such
+        entry. Repeating an ``append_many`` whose event ids all exist as it wrote them returns the
+        first results; some ids existing raises ``DuplicateEventId``. Either way nothing is
+        appended. ``ValueError`` for no entries, an entry without events, or a stream twice."""
+        ...
+
     async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
         """The stream's events with version > ``after_version``, in version order."""
         ...
@@ -70,3 +89,21 @@ class EventStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def check_appends(appends: Sequence[StreamAppend]) -> None:
+    """The caller bugs every backend refuses before writing anything."""
+    if not appends:
+        raise ValueError("append_many needs at least one StreamAppend")
+    streams: set[str] = set()
+    ids: set[uuid.UUID] = set()
+    for entry in appends:
+        if not entry.events:
+            raise ValueError(f"append_many: the entry for {entry.stream_id!r} has no events")
+        if entry.stream_id in streams:
+            raise ValueError(f"append_many: stream {entry.stream_id!r} appears twice; merge its events into one entry")
+        streams.add(entry.stream_id)
+        entry_ids = {e.event_id for e in entry.events}
+        if len(entry_ids) != len(entry.events) or not ids.isdisjoint(entry_ids):
+            raise DuplicateEventId(f"append_many repeats an event id within itself (at {entry.stream_id!r})")
+        ids |= entry_ids

@@ -4,7 +4,8 @@ Appends from this process go through one writer connection that commits them in 
 (group commit): concurrent ``append`` calls that arrive while a batch is committing share the
 next transaction and its fsync. The ``events_serialise`` trigger makes commit order equal
 position order across processes (see migration 0001), so readers simply read ``position > p``.
-The batch is one call of ``events_append`` (migration 0002).
+The batch is one call of ``events_append`` (migrations 0002, 0003). An ``append_many`` is one
+request whose entries share a group number there: the server appends them all or none.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from domain.events import EventCodec, NewEvent, RecordedEvent
-from infra.eventstore.port import ANY, AppendResult, DuplicateEventId, WrongExpectedVersion
+from infra.eventstore.port import (
+    ANY,
+    AppendResult,
+    DuplicateEventId,
+    EventStoreError,
+    StreamAppend,
+    WrongExpectedVersion,
+    check_appends,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +41,7 @@ SAFETY_POLL_S = 1.0  # a lost NOTIFY (listener reconnecting) delays a subscriber
 
 _COLUMNS = "position, stream_id, version, event_id, type, data::text, metadata::text, recorded_at"
 _EXISTING_IDS = "SELECT event_id, stream_id, version, position FROM events WHERE event_id = ANY(%s::uuid[])"
-_APPEND = "SELECT idx, current, known, last_position FROM events_append(%s::jsonb)"
+_APPEND = "SELECT idx, current, known, last_position, group_ok FROM events_append(%s::jsonb)"
 # A synchronous commit that writes WAL (a transactional logical message does, without touching a
 # table); its flush covers every earlier commit record, the writer's async commits included.
 _FLUSH = "SELECT pg_logical_emit_message(true, 'hubbub', 'flush')"
@@ -49,20 +58,23 @@ class _WireAppend(msgspec.Struct):
     s: str
     x: int | None
     e: list[_WireEvent]
+    g: int = 0  # the request's number in its call, set by the writer
 
 
 @dataclass(eq=False)
 class _Append:
-    wire: _WireAppend
-    future: asyncio.Future[AppendResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """One caller's request: an ``append`` (one entry) or an ``append_many`` (all or none)."""
 
-    @property
-    def stream_id(self) -> str:
-        return self.wire.s
+    entries: list[_WireAppend]
+    future: asyncio.Future[list[AppendResult]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+    streams: list[str] = field(init=False)
+    ids: list[uuid.UUID] = field(init=False)
 
-    @property
-    def ids(self) -> list[uuid.UUID]:
-        return [e.i for e in self.wire.e]
+    def __post_init__(self) -> None:
+        self.streams = [w.s for w in self.entries]
+        self.ids = [e.i for w in self.entries for e in w.e]
 
 
 class PostgresEventStore:
@@ -76,12 +88,13 @@ class PostgresEventStore:
         self._encoder = msgspec.json.Encoder()
         self._pending: list[_Append] = []
         self._has_pending = asyncio.Event()
-        self._unflushed: list[tuple[_Append, AppendResult]] = []
+        self._unflushed: list[tuple[_Append, list[AppendResult]]] = []
         self._has_unflushed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._wakeups: set[asyncio.Event] = set()
+        self._repeats: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # -- writing -------------------------------------------------------------------------------
@@ -100,9 +113,18 @@ class PostgresEventStore:
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
+        [result] = await self._submit([_WireAppend(stream_id, expected_version, [self._wire(e) for e in events])])
+        return result
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        check_appends(appends)
+        wires = [_WireAppend(a.stream_id, a.expected_version, [self._wire(e) for e in a.events]) for a in appends]
+        return await self._submit(wires)
+
+    async def _submit(self, entries: list[_WireAppend]) -> list[AppendResult]:
         if self._closed:
             raise RuntimeError("event store is closed")
-        request = _Append(_WireAppend(stream_id, expected_version, [self._wire(e) for e in events]))
+        request = _Append(entries)
         self._pending.append(request)
         self._has_pending.set()
         self._ensure_tasks()
@@ -132,7 +154,7 @@ class PostgresEventStore:
                         conn = await psycopg.AsyncConnection.connect(
                             self._conninfo, autocommit=True, options="-c synchronous_commit=off"
                         )
-                    cur = await conn.execute(_APPEND, (self._encoder.encode([r.wire for r in batch]).decode(),))
+                    cur = await conn.execute(_APPEND, (self._encode(batch),))
                     rows = await cur.fetchall()
                 except Exception as exc:  # noqa: BLE001 - the batch failed whole; its callers get why
                     log.warning("eventstore.batch_failed", error=str(exc), appends=len(batch))
@@ -145,9 +167,16 @@ class PostgresEventStore:
             if conn is not None:
                 await conn.close()
 
+    def _encode(self, batch: list[_Append]) -> str:
+        for number, request in enumerate(batch):
+            for entry in request.entries:
+                entry.g = number
+        return self._encoder.encode([entry for request in batch for entry in request.entries]).decode()
+
     def _take_batch(self) -> list[_Append]:
-        """The oldest appends that fit one call: one per stream and no event id twice, so the
-        server can check each against the log alone. The others wait for the next call."""
+        """The oldest requests that fit one call: one entry per stream and no event id twice in
+        the whole call, so the server can check each entry against the log alone. The others
+        (an append_many whole) wait for the next call."""
         batch: list[_Append] = []
         rest: list[_Append] = []
         streams: set[str] = set()
@@ -156,48 +185,58 @@ class PostgresEventStore:
         for request in self._pending:
             if request.future.done():  # its caller gave up before it was sent: do not append it
                 continue
-            fits = count + len(request.wire.e) <= MAX_BATCH_EVENTS or not batch
-            if fits and request.stream_id not in streams and ids.isdisjoint(request.ids):
+            fits = count + len(request.ids) <= MAX_BATCH_EVENTS or not batch
+            if fits and streams.isdisjoint(request.streams) and ids.isdisjoint(request.ids):
                 batch.append(request)
-                streams.add(request.stream_id)
+                streams.update(request.streams)
                 ids.update(request.ids)
-                count += len(request.wire.e)
+                count += len(request.ids)
             else:
                 rest.append(request)
         self._pending = rest
         return batch
 
     def _settle(self, batch: list[_Append], rows: list[tuple]) -> None:
-        for request, (_, current, known, last_position) in zip(batch, rows, strict=True):
-            expected = request.wire.x
-            if known:
-                asyncio.create_task(self._settle_repeat(request))
-            elif expected is not ANY and expected != current:
-                _reject(request, WrongExpectedVersion(request.stream_id, expected, current))
+        if sum(len(r.entries) for r in batch) != len(rows):  # a foreign events_append(): fail, don't guess
+            _fail(batch, EventStoreError(f"events_append answered {len(rows)} rows for {len(batch)} requests"))
+            return
+        at = 0
+        for request in batch:
+            mine, at = rows[at : at + len(request.entries)], at + len(request.entries)
+            if any(known for _, _, known, _, _ in mine):
+                task = asyncio.create_task(self._settle_repeat(request))
+                self._repeats.add(task)  # held, or the loop may drop it half-way
+                task.add_done_callback(self._repeats.discard)
+            elif all(ok for *_, ok in mine):
+                results = [AppendResult(pos, cur + len(w.e)) for w, (_, cur, _, pos, _) in zip(request.entries, mine)]
+                self._unflushed.append((request, results))
             else:
-                self._unflushed.append((request, AppendResult(last_position, current + len(request.wire.e))))
+                _reject(request, _conflict(request, mine))
         self._has_unflushed.set()
 
     async def _settle_repeat(self, request: _Append) -> None:
-        """Some of the ids are in the log: the first answer if all are, in this stream; else an error."""
+        """Some of the ids are in the log: the first answers if all are, each in its entry's
+        stream; else an error."""
         try:
             async with self._pool.connection() as conn:
                 cur = await conn.execute(_EXISTING_IDS, (request.ids,))
-                stored = await cur.fetchall()
+                stored = {row[0]: row for row in await cur.fetchall()}
         except Exception as exc:  # noqa: BLE001
             _reject(request, exc)
             return
-        if len(stored) != len(request.ids) or any(row[1] != request.stream_id for row in stored):
-            _reject(request, DuplicateEventId(f"some event ids of this append to {request.stream_id!r} already exist"))
+        results = _first_results(request, stored)
+        if results is None:
+            names = ", ".join(repr(s) for s in request.streams)
+            _reject(request, DuplicateEventId(f"some event ids of this append to {names} already exist"))
             return
         # The first attempt may still be on its way to disk: answer after the next flush.
-        self._unflushed.append((request, AppendResult(max(r[3] for r in stored), max(r[2] for r in stored))))
+        self._unflushed.append((request, results))
         self._has_unflushed.set()
 
     async def _flush_loop(self) -> None:
         conn: psycopg.AsyncConnection[TupleRow] | None = None
         try:
-            while not self._closed or self._unflushed or self._pending:
+            while not self._closed or self._unflushed or self._writing():
                 if not self._unflushed:
                     self._has_unflushed.clear()
                     with contextlib.suppress(TimeoutError):
@@ -220,6 +259,10 @@ class PostgresEventStore:
         finally:
             if conn is not None:
                 await conn.close()
+
+    def _writing(self) -> bool:
+        """Whether more results may still reach the flusher (the store may be closing)."""
+        return bool(self._pending or self._repeats) or (self._writer is not None and not self._writer.done())
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -318,6 +361,25 @@ class PostgresEventStore:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
+
+
+def _conflict(request: _Append, rows: list[tuple]) -> EventStoreError:
+    """Why the server refused a request with no known ids: its first wrong expected version."""
+    for entry, (_, current, _, _, _) in zip(request.entries, rows, strict=True):
+        if entry.x is not ANY and entry.x != current:
+            return WrongExpectedVersion(entry.s, entry.x, current)
+    return EventStoreError(f"events_append refused the append to {request.streams} without a conflict")
+
+
+def _first_results(request: _Append, stored: dict[uuid.UUID, tuple]) -> list[AppendResult] | None:
+    """Each entry's first answer if every id is stored in its entry's stream, else None."""
+    results = []
+    for entry in request.entries:
+        if any(e.i not in stored or stored[e.i][1] != entry.s for e in entry.e):
+            return None
+        rows = [stored[e.i] for e in entry.e]
+        results.append(AppendResult(max(row[3] for row in rows), max(row[2] for row in rows)))
+    return results
 
 
 # A caller may have given up (timeout, client gone) and cancelled its future while its append

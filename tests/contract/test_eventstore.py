@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import uuid
 
 import msgspec
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from domain.events import Event, EventMeta, NewEvent
 from infra.eventstore import ANY, NO_STREAM, DuplicateEventId, EventStore, WrongExpectedVersion
+from infra.eventstore.port import StreamAppend
 
 
 class Noted(Event, frozen=True, tag="test.noted"):
@@ -188,3 +190,150 @@ async def test_a_caller_giving_up_does_not_stall_the_others(store: EventStore) -
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
         assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 2)
     assert (await asyncio.wait_for(store.append(stream(), [new(9)]), 5)).version == 1
+
+
+# -- append_many: several streams, all or none --------------------------------------------------
+
+
+async def versions(store: EventStore, *streams: str) -> list[list[int]]:
+    return [[e.version for e in await store.read_stream(s)] for s in streams]
+
+
+async def test_append_many_writes_every_stream_with_its_own_versions(store: EventStore) -> None:
+    a, b = stream(), stream()
+    await store.append(b, [new(0)], NO_STREAM)
+    results = await store.append_many([StreamAppend(a, [new(1)], NO_STREAM), StreamAppend(b, [new(2), new(3)], 1)])
+    assert [r.version for r in results] == [1, 3]
+    [ea], eb = await store.read_stream(a), await store.read_stream(b)
+    assert (ea.position, eb[-1].position) == (results[0].position, results[1].position)
+    assert [e.event.n for e in eb] == [0, 2, 3]
+
+
+@pytest.mark.parametrize("failing", [[0], [1], [0, 1]])
+async def test_append_many_conflict_in_any_entry_appends_nothing_anywhere(
+    store: EventStore, failing: list[int]
+) -> None:
+    a, b = stream(), stream()
+    await store.append(a, [new(0)], NO_STREAM)
+    await store.append(b, [new(0)], NO_STREAM)
+    expected = [5 if i in failing else 1 for i in range(2)]
+    with pytest.raises(WrongExpectedVersion) as info:
+        await store.append_many([StreamAppend(s, [new(1), new(2)], x) for s, x in zip((a, b), expected)])
+    assert (info.value.stream_id, info.value.expected, info.value.actual) == ((a, b)[failing[0]], 5, 1)
+    assert await versions(store, a, b) == [[1], [1]]
+    fresh = stream()  # NO_STREAM on a new stream passes, yet is not written when the other fails
+    with pytest.raises(WrongExpectedVersion):
+        await store.append_many([StreamAppend(fresh, [new(1)], NO_STREAM), StreamAppend(a, [new(1)], NO_STREAM)])
+    assert await versions(store, fresh, a) == [[], [1]]
+
+
+async def test_repeated_append_many_returns_the_first_results_and_appends_nothing(store: EventStore) -> None:
+    a, b = stream(), stream()
+    appends = [StreamAppend(a, [new(1), new(2)], NO_STREAM), StreamAppend(b, [new(3)], NO_STREAM)]
+    first = await store.append_many(appends)
+    await store.append(b, [new(4)], 1)  # the streams moved on: a repeat still gets the first answer
+    assert await store.append_many(appends) == first
+    assert await versions(store, a, b) == [[1, 2], [1, 2]]
+
+
+async def test_partly_repeated_append_many_is_rejected_whole(store: EventStore) -> None:
+    a, b, c = stream(), stream(), stream()
+    first = [new(1)]
+    await store.append_many([StreamAppend(a, first), StreamAppend(b, [new(2)])])
+    with pytest.raises(DuplicateEventId):  # one entry repeated, the other new
+        await store.append_many([StreamAppend(a, first), StreamAppend(c, [new(3)])])
+    with pytest.raises(DuplicateEventId):  # an entry with a known id and a new one
+        await store.append_many([StreamAppend(c, [new(3)]), StreamAppend(a, [first[0], new(4)])])
+    with pytest.raises(DuplicateEventId):  # a known id sent to another stream
+        await store.append_many([StreamAppend(c, first), StreamAppend(stream(), [new(5)])])
+    assert await versions(store, a, b, c) == [[1], [1], []]
+
+
+async def test_append_many_refuses_caller_bugs_before_writing(store: EventStore) -> None:
+    a, b = stream(), stream()
+    with pytest.raises(ValueError, match="twice"):
+        await store.append_many([StreamAppend(a, [new(1)]), StreamAppend(b, [new(2)]), StreamAppend(a, [new(3)])])
+    with pytest.raises(ValueError):
+        await store.append_many([])
+    with pytest.raises(ValueError):
+        await store.append_many([StreamAppend(a, [new(1)]), StreamAppend(b, [])])
+    assert await versions(store, a, b) == [[], []]
+
+
+async def test_concurrent_append_many_racing_for_one_claim_let_exactly_one_win(store: EventStore) -> None:
+    claim = f"claim-{uuid.uuid4().hex}"
+    others = [stream() for _ in range(10)]
+    calls = [
+        store.append_many([StreamAppend(claim, [new(i)], NO_STREAM), StreamAppend(other, [new(i)], NO_STREAM)])
+        for i, other in enumerate(others)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    winners = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    losers = [r for i, r in enumerate(results) if i not in winners]
+    assert all(isinstance(r, WrongExpectedVersion) and r.stream_id == claim for r in losers)
+    [claimed] = await store.read_stream(claim)
+    assert claimed.event.n == winners[0]
+    assert await versions(store, *others) == [[1] if i in winners else [] for i in range(10)]
+
+
+async def test_append_many_mixed_with_single_appends_keeps_streams_contiguous_and_the_log_in_order(
+    store: EventStore,
+) -> None:
+    start = await store.head()
+    shared = [stream() for _ in range(6)]
+    seen: list = []
+
+    async def follow() -> None:
+        async for batch in store.subscribe(start):
+            seen.extend(batch)
+
+    reader = asyncio.create_task(follow())
+    written: list[tuple[str, list[int], int, int]] = []  # stream, ns, result version, result position
+
+    async def worker(w: int) -> None:
+        rng = random.Random(w)
+        for i in range(15):
+            picked = rng.sample(shared, rng.choice([1, 2, 3]))
+            sizes = [rng.randint(1, 3) for _ in picked]
+            entries = [StreamAppend(s, [new(w * 10_000 + i * 10 + k) for k in range(n)]) for s, n in zip(picked, sizes)]
+            if len(entries) == 1 and rng.random() < 0.5:
+                results = [await store.append(entries[0].stream_id, entries[0].events)]
+            else:
+                results = await store.append_many(entries)
+            for entry, result in zip(entries, results, strict=True):
+                written.append((entry.stream_id, [e.event.n for e in entry.events], result.version, result.position))
+
+    await asyncio.gather(*(worker(w) for w in range(8)))
+    total = sum(len(ns) for _, ns, _, _ in written)
+    async with asyncio.timeout(30):
+        while len(seen) < total:
+            await asyncio.sleep(0.01)
+    reader.cancel()
+    positions = [e.position for e in seen]
+    assert len(seen) == total and positions == sorted(set(positions)), "out of order, duplicated or extra"
+    assert [e.position async for e in store.read_all(after=start)] == positions
+    by_stream = {s: [e for e in seen if e.stream_id == s] for s in shared}
+    for events in by_stream.values():
+        assert [e.version for e in events] == list(range(1, len(events) + 1))
+    for stream_id, ns, version, position in written:  # each answer names where its events landed
+        landed = by_stream[stream_id][version - len(ns) : version]
+        assert [e.event.n for e in landed] == ns and landed[-1].position == position
+
+
+async def test_a_cancelled_append_many_caller_does_not_stall_the_others(store: EventStore) -> None:
+    for delay in (0, 0.0005, 0.001, 0.002, 0.005, 0.02):
+        calls = [
+            asyncio.create_task(
+                store.append_many([StreamAppend(stream(), [new(i)]), StreamAppend(stream(), [new(i)])])
+                if i % 2
+                else store.append(stream(), [new(i)])
+            )
+            for i in range(6)
+        ]
+        await asyncio.sleep(delay)
+        calls[3].cancel()
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+        assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 3)
+    both = [StreamAppend(stream(), [new(1)]), StreamAppend(stream(), [new(2)])]
+    assert [r.version for r in await asyncio.wait_for(store.append_many(both), 5)] == [1, 1]

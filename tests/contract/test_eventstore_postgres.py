@@ -1,4 +1,5 @@
-"""PostgreSQL-specific log guarantees: the concurrent-commit hazard of sequences."""
+"""PostgreSQL-specific log guarantees: the concurrent-commit hazard of sequences, and groups
+in one ``events_append`` call."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import asyncio
 import uuid
 
 import psycopg
+from psycopg.types.json import Jsonb
 
+from infra.eventstore import NO_STREAM, WrongExpectedVersion
+from infra.eventstore.port import StreamAppend
 from infra.eventstore.postgres import PostgresEventStore
 from tests.contract.test_eventstore import new, stream, take
 
@@ -44,3 +48,55 @@ async def test_the_log_refuses_updates_and_deletes(migrated_url: str) -> None:
                 assert "append-only" in str(exc)
             else:
                 raise AssertionError(f"{sql} was allowed")
+
+
+async def test_a_failing_group_leaves_its_streams_untouched_while_its_batch_neighbours_land(
+    pool, migrated_url: str
+) -> None:
+    store = PostgresEventStore(pool, migrated_url)
+    first, taken, singles = stream(), stream(), [stream() for _ in range(4)]
+    await store.append(taken, [new(0)], NO_STREAM)
+    calls: list[list[str]] = []
+    take_batch = store._take_batch
+
+    def recording_take_batch():  # which streams went into each events_append call
+        batch = take_batch()
+        calls.append([s for request in batch for s in request.streams])
+        return batch
+
+    store._take_batch = recording_take_batch  # type: ignore[method-assign]
+    group = [StreamAppend(first, [new(1), new(2)], NO_STREAM), StreamAppend(taken, [new(3)], NO_STREAM)]
+    results = await asyncio.gather(
+        *(store.append(s, [new(4)], NO_STREAM) for s in singles[:2]),
+        store.append_many(group),
+        *(store.append(s, [new(5)], NO_STREAM) for s in singles[2:]),
+        return_exceptions=True,
+    )
+
+    assert [sorted(c) for c in calls] == [sorted([*singles, first, taken])], "not one call: the test proves nothing"
+    assert isinstance(results[2], WrongExpectedVersion) and results[2].stream_id == taken
+    assert [getattr(r, "version", r) for i, r in enumerate(results) if i != 2] == [1, 1, 1, 1]
+    assert await store.read_stream(first) == []
+    assert [len(await store.read_stream(s)) for s in [taken, *singles]] == [1, 1, 1, 1, 1]
+    await store.close()
+
+
+async def test_events_append_judges_each_group_whole(migrated_url: str) -> None:
+    """The SQL function alone: groups, and an entry without "g" (a writer from before 0003)."""
+    a, b, c, d = (stream() for _ in range(4))
+
+    def entry(s: str, x: int | None, g: int | None) -> dict:
+        event = {"i": str(uuid.uuid4()), "t": "test.noted", "d": {"type": "test.noted", "n": 1}, "m": {}}
+        return {"s": s, "x": x, **({} if g is None else {"g": g}), "e": [event]}
+
+    batch = [entry(a, 0, 0), entry(b, 0, 1), entry(c, 7, 1), entry(d, None, None)]
+    async with await psycopg.AsyncConnection.connect(migrated_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT idx, current, known, last_position IS NOT NULL, group_ok FROM events_append(%s::jsonb)",
+            (Jsonb(batch),),
+        )
+        rows = await cur.fetchall()
+        cur = await conn.execute("SELECT stream_id FROM events WHERE stream_id = ANY(%s)", ([a, b, c, d],))
+        landed = {r[0] for r in await cur.fetchall()}
+    assert rows == [(0, 0, 0, True, True), (1, 0, 0, False, False), (2, 0, 0, False, False), (3, 0, 0, True, True)]
+    assert landed == {a, d}

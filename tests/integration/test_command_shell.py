@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
-from commands.shell import CommandShell, Context, Decider
+from commands.shell import CommandShell, Context, Decider, event_ids
 from domain.events import Event
+from infra.eventstore import WrongExpectedVersion
 from infra.eventstore.postgres import PostgresEventStore
 
 
@@ -102,3 +103,24 @@ async def test_commands_from_two_processes_on_one_stream_all_land(shell) -> None
     other = CommandShell(store)  # no lock shared with `commands`: conflicts are real
     outcomes = await asyncio.gather(*(sh.handle(TAB, s, Add(1), ctx()) for sh in [commands, other] * 4))
     assert sorted(o.version for o in outcomes) == list(range(1, 9))
+
+
+async def test_commit_many_writes_every_stream_or_none_and_answers_a_repeated_key_once(shell) -> None:
+    commands, store = shell
+    a, b, fresh = (f"tab-{uuid.uuid4().hex}" for _ in range(3))
+    writes = [
+        (TAB, a, await commands.load(TAB, a), [Added(amount=4)]),
+        (TAB, b, await commands.load(TAB, b), [Added(amount=3), Added(amount=2)]),
+    ]
+    first = await commands.commit_many(writes, ctx("key-m"))
+    assert [(o.version, o.state) for o in first] == [(1, 4), (2, 5)]
+    assert [e.event_id for e in await store.read_stream(b)] == event_ids(b, "key-m", 2)
+    again = await commands.commit_many(writes, ctx("key-m"))  # a retry with the same, now stale, loads
+    assert [(o.position, o.version) for o in again] == [(o.position, o.version) for o in first]
+    stale = [
+        (TAB, fresh, await commands.load(TAB, fresh), [Added(amount=1)]),
+        (TAB, a, writes[0][2], [Added(amount=1)]),  # loaded before the first commit
+    ]
+    with pytest.raises(WrongExpectedVersion):
+        await commands.commit_many(stale, ctx())
+    assert [len(await store.read_stream(s)) for s in (a, b, fresh)] == [1, 2, 0]
