@@ -13,10 +13,11 @@ import datetime as dt
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from domain.decider import Decider
 from domain.events import Event, EventMeta, NewEvent, UnknownEvent
 from infra.eventstore import EventStore, WrongExpectedVersion
 from infra.eventstore.port import StreamAppend
@@ -25,16 +26,6 @@ S = TypeVar("S")
 C = TypeVar("C")
 
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b5f3c1e-6a56-4f7e-9d1e-2f3a7c0d9b11")
-
-
-@dataclass(frozen=True)
-class Decider(Generic[S, C]):
-    """An aggregate as three pure pieces (Chassaing's Decider)."""
-
-    name: str
-    initial: S
-    evolve: Callable[[S, Event], S]
-    decide: Callable[[S, C], Sequence[Event]]
 
 
 @dataclass(frozen=True)
@@ -175,6 +166,39 @@ class CommandShell:
         for event in events:
             state = decider.evolve(state, event)
         return Outcome(result.position, result.version, state, events)
+
+    async def decide_many(self, commands: Sequence[tuple[Decider[Any, Any], str, Any]], ctx: Context) -> list[Outcome[Any]]:
+        """Decide one command on each of several streams and append the events all or none;
+        a conflict on any of them is retried like ``handle`` (reload, decide again)."""
+        streams = sorted({stream_id for _, stream_id, _ in commands})
+        locks = [self._locks.setdefault(s, asyncio.Lock()) for s in streams]  # sorted: no deadlock
+        try:
+            for lock in locks:
+                await lock.acquire()
+            return await self._decide_many(commands, ctx)
+        finally:
+            for stream_id, lock in zip(streams, locks, strict=True):
+                if lock.locked():
+                    lock.release()
+                if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
+                    self._locks.pop(stream_id, None)
+
+    async def _decide_many(self, commands: Sequence[tuple[Decider[Any, Any], str, Any]], ctx: Context) -> list[Outcome[Any]]:
+        for attempt in range(1, self._max_attempts + 1):
+            loaded = [await self.load(decider, stream_id) for decider, stream_id, _ in commands]
+            first_stream = commands[0][1]
+            if self._repeat_of(first_stream, ctx, loaded[0]) is not None:
+                return [self._repeat_of(s, ctx, l) or Outcome(0, l.version, l.state, ()) for (_, s, _), l in zip(commands, loaded, strict=True)]
+            writes = [(d, s, l, d.decide(l.state, c)) for (d, s, c), l in zip(commands, loaded, strict=True)]
+            try:
+                committed = iter(await self.commit_many([w for w in writes if w[3]], ctx))
+            except WrongExpectedVersion:
+                if attempt == self._max_attempts:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))
+                continue
+            return [next(committed) if events else Outcome(0, l.version, l.state, ()) for _, _, l, events in writes]
+        raise AssertionError("unreachable")
 
     async def commit_many(
         self, writes: Sequence[tuple[Decider[Any, Any], str, _Loaded[Any], Sequence[Event]]], ctx: Context

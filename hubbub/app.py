@@ -20,14 +20,21 @@ from litestar.openapi import OpenAPIConfig
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from commands import accounts as accounts_commands
+from commands import messages as messages_commands
+from commands.shell import CommandShell
 from hubbub import deps, health, problems
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
 from infra.eventstore.port import EventStore
 from infra.logging import RequestContext, configure_logging
 from infra.migrations import migrate
+from infra.passwords import Passwords
+from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings, SettingsError, load_settings
+from readapi import accounts as accounts_queries
 from readapi import consistency
+from readapi import messages as messages_queries
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +43,8 @@ API_PREFIX = "/api/v1"
 
 def api_routes() -> list[Any]:
     """Hubbub's controllers, mounted under ``/api/v1`` (commands, queries, realtime add theirs here)."""
-    return []
+    return [accounts_commands.AuthController, accounts_queries.me, messages_commands.MessagesController,
+            messages_queries.MessageQueries]
 
 
 def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar:
@@ -105,7 +113,11 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     stack.push_async_callback(watcher.stop)
     names = await _start_projectors(pool, database_url, store, stack)
     read = consistency.ReadConsistency(watcher, names, settings.read_wait_timeout_s)
-    return deps.Services(settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read)
+    return deps.Services(
+        settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
+        shell=CommandShell(store), passwords=Passwords(cheap=settings.insecure_fast_passwords),
+        limiter=RedisRateLimiter(redis),
+    )
 
 
 async def _connect_nats(url: str) -> nats.NATS:

@@ -12,7 +12,11 @@ from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from commands.shell import CommandShell
+from hubbub.auth import provide_principal
 from infra.eventstore.port import EventStore
+from infra.passwords import Passwords
+from infra.ratelimit import RateLimiter
 from infra.settings import Settings
 from readapi.consistency import ReadConsistency
 
@@ -27,6 +31,9 @@ class Services:
     nats: NATS
     redis: Redis
     consistency: ReadConsistency
+    shell: CommandShell
+    passwords: Passwords
+    limiter: RateLimiter
 
 
 def provide_services(state: State) -> Services:
@@ -43,5 +50,6 @@ def _field(name: str) -> Provide:
 def dependencies() -> dict[str, Provide]:
     return {
         "services": Provide(provide_services, sync_to_thread=False),
-        **{name: _field(name) for name in ("settings", "pool", "store", "nats", "redis")},
+        **{name: _field(name) for name in ("settings", "pool", "store", "nats", "redis", "consistency", "shell", "passwords", "limiter")},
+        "principal": provide_principal(),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 import structlog
@@ -45,6 +45,7 @@ class RateLimiterUnavailable(Exception):
     """The backend could not decide, and the limit fails closed."""
 
 
+@runtime_checkable  # handlers declare it as a dependency, and Litestar checks the type
 class RateLimiter(Protocol):
     async def take(self, bucket: str, limit: RateLimit, cost: int = 1) -> Decision:
         """Take ``cost`` tokens from ``bucket`` if it has them, atomically across processes.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from projections.accounts import Accounts
+from projections.messages import Messages
 from projections.runtime import Projection
 from projections.streams import StreamCatalog
 
 
 def all_projections() -> list[Projection]:
     """A fresh list (projections may keep per-instance state)."""
-    return [StreamCatalog()]
+    return [StreamCatalog(), Accounts(), Messages()]
 
 
 def by_name(name: str) -> Projection | None:

@@ -91,7 +91,7 @@ class StandInRunner:
 READ_MODELS = [f"test_rw_a_{uuid.uuid4().hex[:8]}", f"test_rw_b_{uuid.uuid4().hex[:8]}"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # module, not session: it must not leak into other test modules
 def stand_in_projections() -> Iterator[None]:
     registry = types.ModuleType("projections.registry")
     registry.all_projections = lambda: [StandInProjection(n) for n in READ_MODELS]  # type: ignore[attr-defined]
@@ -110,13 +110,13 @@ def _settings(service_urls: dict[str, str], database_url: str, **overrides):
     return load_settings({}, **(urls | overrides))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def app(service_urls, migrated_url, stand_in_projections) -> Litestar:
     settings = _settings(service_urls, migrated_url, read_wait_timeout_s=1.0, max_request_bytes=1024)
     return create_app(settings, api_handlers=TEST_ROUTES)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def client(app: Litestar) -> AsyncIterator[AsyncTestClient]:
     async with AsyncTestClient(app) as client:
         yield client

@@ -16,6 +16,7 @@ import pytest
 
 from infra.eventstore.postgres import PostgresEventStore
 from projections.runtime import ProjectorRunner
+from projections.registry import all_projections
 from projections.streams import StreamCatalog
 from tests.contract.test_eventstore import new
 
@@ -78,7 +79,8 @@ async def test_rebuild_verify_reports_identical_and_swaps(migrated_url, store, l
 async def test_rebuild_of_an_unknown_projection_names_the_known_ones(migrated_url) -> None:
     result = await hubbub(migrated_url, "projections", "rebuild", "nope")
     assert result.returncode == 2
-    assert result.stderr.strip() == "hubbub: no projection named 'nope'; known projections: streams"
+    known = ", ".join(p.name for p in all_projections())
+    assert result.stderr.strip() == f"hubbub: no projection named 'nope'; known projections: {known}"
 
 
 async def test_export_writes_every_event_as_a_json_line(migrated_url, store, tmp_path: Path) -> None:

@@ -1,0 +1,125 @@
+"""Register, log in, log out: the command side of *Accounts and sessions* in API.md.
+
+Registering writes the account and its first session in one atomic append, so there is never an
+account whose creator got no token, nor a token for an account that does not exist.
+Idempotency-Key is not honoured here: the answer carries a token that is never stored, so a
+repeat cannot be given the first answer; a retried registration gets 409 and logs in instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
+
+from commands.shell import CommandShell, Context
+from domain import account, session
+from domain.errors import DomainError
+from domain.session import Principal
+from hubbub.ratelimits import check_login  # noqa: TID251 - moves to commands/ once the posting side lands
+from infra.http import with_position
+from infra.ids import new_id
+from infra.passwords import MAX_LENGTH, MIN_LENGTH, Passwords
+from infra.ratelimit import RateLimiter
+from infra.settings import Settings
+
+
+class RegisterBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    email: str
+    password: str
+    display_name: str
+
+
+class LoginBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    email: str
+    password: str
+    device: str | None = None
+
+
+class UserOut(msgspec.Struct, frozen=True):
+    id: str
+    email: str
+    display_name: str
+
+
+class AuthOut(msgspec.Struct, frozen=True):
+    user: UserOut
+    token: str
+    position: int
+
+
+class WrongCredentials(DomainError):
+    status = 401
+    title = "Wrong email or password"
+
+
+def new_token() -> str:
+    return "hbt_" + secrets.token_urlsafe(32)
+
+
+def check_password(password: str) -> str:
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        raise DomainError(f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters", field="password")
+    return password
+
+
+def context(request: Request, actor_id: str | None) -> Context:
+    return Context(actor_id=actor_id, now=dt.datetime.now(dt.UTC), correlation_id=request.headers.get("x-request-id"))
+
+
+def device_of(request: Request, given: str | None) -> str | None:
+    return given or request.headers.get("user-agent")
+
+
+class AuthController(Controller):
+    path = "/auth"
+    tags = ["accounts"]
+
+    @post("/register", status_code=201, operation_id="register")
+    async def register(
+        self, request: Request, data: RegisterBody, shell: NamedDependency[CommandShell],
+        passwords: NamedDependency[Passwords],
+    ) -> Response[AuthOut]:
+        email = account.check_email(data.email)
+        register = account.Register(new_id(), email, data.display_name, await passwords.hash(check_password(data.password)))
+        token = new_token()
+        start = session.Start(new_id(), register.user_id, device_of(request, None))
+        outcomes = await shell.decide_many(
+            [(account.ACCOUNT, account.account_stream(email), register), (session.SESSION, session.session_stream(token), start)],
+            context(request, register.user_id),
+        )
+        registered = outcomes[0].state
+        assert registered.user_id and registered.email and registered.display_name
+        user = UserOut(registered.user_id, registered.email, registered.display_name)
+        position = max(o.position for o in outcomes)
+        return with_position(Response(AuthOut(user, token, position), status_code=201), position)
+
+    @post("/login", status_code=200, operation_id="login")
+    async def login(
+        self, request: Request, data: LoginBody, shell: NamedDependency[CommandShell],
+        passwords: NamedDependency[Passwords], limiter: NamedDependency[RateLimiter],
+        settings: NamedDependency[Settings],
+    ) -> Response[AuthOut]:
+        # Before the password is even looked at: the limit is what bounds online guessing.
+        await check_login(limiter, settings, request.client.host if request.client else "unknown", data.email)
+        found = (await shell.load(account.ACCOUNT, account.account_stream(data.email))).state
+        if not await passwords.verify(found.password_hash, data.password[: MAX_LENGTH + 1]):
+            raise WrongCredentials("the email or the password is wrong")
+        assert found.user_id and found.email and found.display_name
+        token = new_token()
+        start = session.Start(new_id(), found.user_id, device_of(request, data.device))
+        outcome = await shell.handle(session.SESSION, session.session_stream(token), start, context(request, found.user_id))
+        body = AuthOut(UserOut(found.user_id, found.email, found.display_name), token, outcome.position)
+        return with_position(Response(body), outcome.position)
+
+    @post("/logout", status_code=204, operation_id="logout")
+    async def logout(
+        self, request: Request, principal: NamedDependency[Principal], shell: NamedDependency[CommandShell]
+    ) -> Response[None]:
+        outcome = await shell.handle(
+            session.SESSION, principal.session_stream, session.End("logout"), context(request, principal.user_id)
+        )
+        return with_position(Response(None, status_code=204), outcome.position)

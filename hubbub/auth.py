@@ -1,0 +1,34 @@
+"""Who is calling: the ``principal`` dependency every authenticated route declares.
+
+The bearer token is hashed and its session stream read (one indexed query), so a logout or a
+revocation is honoured by the very next request in every process; nothing is cached.
+"""
+
+from __future__ import annotations
+
+from litestar import Request
+from litestar.di import Provide
+from litestar.datastructures import State
+
+from commands.shell import CommandShell
+from domain.session import SESSION, Principal, SessionGone, session_stream
+
+SCHEME = "bearer "
+
+
+async def authenticate(shell: CommandShell, authorization: str | None) -> Principal:
+    if not authorization or not authorization.lower().startswith(SCHEME):
+        raise SessionGone("send Authorization: Bearer <token>; get a token from /api/v1/auth/login")
+    stream = session_stream(authorization[len(SCHEME):].strip())
+    loaded = await shell.load(SESSION, stream)
+    state = loaded.state
+    if not state.active or state.user_id is None or state.session_id is None:
+        raise SessionGone("this token is not valid (unknown, logged out or revoked); log in again")
+    return Principal(state.user_id, state.session_id, stream, min(loaded.positions.values()))
+
+
+def provide_principal() -> Provide:
+    async def principal(request: Request, state: State) -> Principal:
+        return await authenticate(state["services"].shell, request.headers.get("authorization"))
+
+    return Provide(principal)
