@@ -21,6 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from commands import accounts as accounts_commands
+from commands import channels as channels_commands
+from commands import workspaces as workspaces_commands
 from commands import messages as messages_commands
 from commands.shell import CommandShell
 from hubbub import deps, health, problems
@@ -33,18 +35,25 @@ from infra.passwords import Passwords
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings, SettingsError, load_settings
 from readapi import accounts as accounts_queries
+from readapi import channels as channels_queries
+from readapi import workspaces as workspaces_queries
 from readapi import consistency
 from readapi import messages as messages_queries
 
 log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/v1"
+WORKSPACE_ROUTES = [workspaces_commands.WorkspaceCommands, workspaces_commands.InviteCommands,
+                    workspaces_queries.WorkspaceQueries, channels_commands.WorkspaceChannelCommands,
+                    channels_commands.ChannelCommands, channels_queries.WorkspaceChannelQueries,
+                    channels_queries.ChannelQueries]
 
 
 def api_routes() -> list[Any]:
     """Hubbub's controllers, mounted under ``/api/v1`` (commands, queries, realtime add theirs here)."""
     return [accounts_commands.AuthController, accounts_queries.me, messages_commands.MessagesController,
-            messages_queries.MessageQueries]
+            messages_queries.MessageQueries,
+            *WORKSPACE_ROUTES]
 
 
 def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar:

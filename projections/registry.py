@@ -6,11 +6,12 @@ from projections.accounts import Accounts
 from projections.messages import Messages
 from projections.runtime import Projection
 from projections.streams import StreamCatalog
+from projections.workspaces import Workspaces
 
 
 def all_projections() -> list[Projection]:
     """A fresh list (projections may keep per-instance state)."""
-    return [StreamCatalog(), Accounts(), Messages()]
+    return [StreamCatalog(), Accounts(), Messages(), Workspaces()]
 
 
 def by_name(name: str) -> Projection | None:

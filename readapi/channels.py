@@ -1,0 +1,128 @@
+"""Channel lists, one channel, channel members: the query side of *Channels and direct messages*.
+
+Read models: ``channels`` and ``channel_members`` (projection ``workspaces``) and ``channel_seqs``
+(projection ``messages``). Only what ``readapi/visibility.py`` lets the caller see; the rest is
+404. ``unread_count = channel_seqs.last_seq - channel_members.last_read_seq`` per row, so a list
+costs the same whatever the channels' sizes. ``mention_count`` is 0 until notifications (issue 6).
+Lists are ordered by channel id (creation order) and page with ``after`` = the last id seen.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+from psycopg_pool import AsyncConnectionPool
+
+from domain.errors import NotFound
+from domain.session import Principal
+from readapi.consistency import ReadConsistency
+from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE, channel_visible_to, workspace_role
+
+Limit = Annotated[int, Parameter(ge=1, le=200)]
+
+_COLUMNS = """
+c.channel_id, c.name, c.kind, c.private, c.topic, cm.user_id IS NOT NULL,
+coalesce(s.last_seq, 0), coalesce(cm.last_read_seq, 0),
+CASE WHEN cm.user_id IS NULL THEN 0 ELSE greatest(coalesce(s.last_seq, 0) - cm.last_read_seq, 0) END,
+0, c.workspace_id, c.archived, c.member_count
+"""
+_LIST = f"""
+SELECT {_COLUMNS} FROM {VISIBLE_FROM} LEFT JOIN channel_seqs s ON s.channel_id = c.channel_id
+WHERE c.workspace_id = %(workspace_id)s AND {VISIBLE_WHERE} AND c.channel_id > %(after)s
+ORDER BY c.channel_id LIMIT %(limit)s
+"""
+_ONE = f"""
+SELECT {_COLUMNS} FROM {VISIBLE_FROM} LEFT JOIN channel_seqs s ON s.channel_id = c.channel_id
+WHERE c.channel_id = %(channel_id)s AND {VISIBLE_WHERE}
+"""
+_MEMBERS = """
+SELECT cm.user_id, coalesce(u.display_name, ''), wm.role FROM channel_members cm
+JOIN channels c ON c.channel_id = cm.channel_id
+JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = cm.user_id
+LEFT JOIN users u ON u.user_id = cm.user_id
+WHERE cm.channel_id = %s AND cm.user_id > %s ORDER BY cm.user_id LIMIT %s
+"""
+
+
+class ChannelOut(msgspec.Struct, frozen=True):
+    id: str
+    name: str | None
+    kind: str
+    private: bool
+    topic: str
+    member: bool
+    last_seq: int
+    last_read_seq: int
+    unread_count: int
+    mention_count: int
+    workspace_id: str
+    archived: bool
+    member_count: int
+
+
+class ChannelsOut(msgspec.Struct, frozen=True):
+    items: list[ChannelOut]
+    next_cursor: str | None
+
+
+class ChannelMemberOut(msgspec.Struct, frozen=True):
+    user_id: str
+    display_name: str
+    role: str
+
+
+class ChannelMembersOut(msgspec.Struct, frozen=True):
+    items: list[ChannelMemberOut]
+    next_cursor: str | None
+
+
+class WorkspaceChannelQueries(Controller):
+    path = "/workspaces/{workspace_id:str}/channels"
+    tags = ["channels"]
+
+    @get("/", operation_id="listChannels")
+    async def list_channels(self, workspace_id: str, principal: NamedDependency[Principal],
+                            pool: NamedDependency[AsyncConnectionPool],
+                            consistency: NamedDependency[ReadConsistency],
+                            limit: Limit = 50, after: str = "") -> ChannelsOut:
+        await consistency.wait(principal.since_position)
+        params = {"workspace_id": workspace_id, "user_id": principal.user_id, "after": after, "limit": limit}
+        async with pool.connection() as conn:
+            if await workspace_role(conn, workspace_id, principal.user_id) is None:
+                raise NotFound("no such workspace")
+            cur = await conn.execute(_LIST, params)
+            items = [ChannelOut(*row) for row in await cur.fetchall()]
+        return ChannelsOut(items, items[-1].id if len(items) == limit else None)
+
+
+class ChannelQueries(Controller):
+    path = "/channels/{channel_id:str}"
+    tags = ["channels"]
+
+    @get("/", operation_id="getChannel")
+    async def one(self, channel_id: str, principal: NamedDependency[Principal],
+                  pool: NamedDependency[AsyncConnectionPool],
+                  consistency: NamedDependency[ReadConsistency]) -> ChannelOut:
+        await consistency.wait(principal.since_position)
+        async with pool.connection() as conn:
+            cur = await conn.execute(_ONE, {"channel_id": channel_id, "user_id": principal.user_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("no such channel")
+        return ChannelOut(*row)
+
+    @get("/members", operation_id="listChannelMembers")
+    async def members(self, channel_id: str, principal: NamedDependency[Principal],
+                      pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
+                      limit: Limit = 50, after: str = "") -> ChannelMembersOut:
+        await consistency.wait(principal.since_position)
+        async with pool.connection() as conn:
+            if await channel_visible_to(conn, channel_id, principal.user_id) is None:
+                raise NotFound("no such channel")
+            cur = await conn.execute(_MEMBERS, (channel_id, after, limit))
+            items = [ChannelMemberOut(*row) for row in await cur.fetchall()]
+        return ChannelMembersOut(items, items[-1].user_id if len(items) == limit else None)

@@ -1,0 +1,68 @@
+"""Who may see which channel, as SQL over the ``workspaces`` read model: the same rule as
+``domain.access.can_see_channel``, for queries (channel lists, history, search, files).
+
+A user sees a channel when they are a member of its workspace and either belong to the channel,
+or it is public and they are not a guest. Everything else answers 404 (never 403), so nothing
+here distinguishes "missing" from "not yours".
+
+Use ``VISIBLE_CHANNELS`` as a sub-select (``channel_id IN (...)``) with parameters
+``%(workspace_id)s`` and ``%(user_id)s``, or ``channel_visible_to(conn, channel_id, user_id)``
+for one channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+VISIBLE_FROM = """
+channels c
+JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = %(user_id)s
+LEFT JOIN channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = %(user_id)s
+"""
+"""Channels joined with the user's workspace role (``wm``) and channel membership (``cm``, NULL
+when not a member). Combine with ``VISIBLE_WHERE``; queries may add their own joins after it."""
+
+VISIBLE_WHERE = "(cm.user_id IS NOT NULL OR (NOT c.private AND wm.role <> 'guest'))"
+"""The rule itself, over ``VISIBLE_FROM``'s aliases."""
+
+VISIBLE_CHANNELS = f"SELECT c.channel_id FROM {VISIBLE_FROM} WHERE c.workspace_id = %(workspace_id)s AND {VISIBLE_WHERE}"
+"""Ids of the channels of ``%(workspace_id)s`` that ``%(user_id)s`` may see."""
+
+VISIBLE_CHANNEL = f"""
+SELECT c.channel_id, c.workspace_id, wm.role, cm.user_id IS NOT NULL AS member, c.archived
+FROM {VISIBLE_FROM} WHERE c.channel_id = %(channel_id)s AND {VISIBLE_WHERE}
+"""
+
+
+@dataclass(frozen=True)
+class Visible:
+    """A channel the user may see, with what the caller usually needs next."""
+
+    channel_id: str
+    workspace_id: str
+    role: str
+    """The user's role in the channel's workspace."""
+    member: bool
+    archived: bool
+
+
+async def channel_visible_to(conn: psycopg.AsyncConnection, channel_id: str, user_id: str) -> Visible | None:
+    """The channel if ``user_id`` may see it, else None (answer 404)."""
+    cur = await conn.execute(VISIBLE_CHANNEL, {"channel_id": channel_id, "user_id": user_id})
+    row = await cur.fetchone()
+    return Visible(*row) if row else None
+
+
+async def visible_channel_ids(conn: psycopg.AsyncConnection, workspace_id: str, user_id: str) -> list[str]:
+    cur = await conn.execute(VISIBLE_CHANNELS, {"workspace_id": workspace_id, "user_id": user_id})
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def workspace_role(conn: psycopg.AsyncConnection, workspace_id: str, user_id: str) -> str | None:
+    """The user's role in the workspace, None when not a member (answer 404)."""
+    cur = await conn.execute("SELECT role FROM workspace_members WHERE workspace_id = %s AND user_id = %s",
+                             (workspace_id, user_id))
+    row = await cur.fetchone()
+    return row[0] if row else None

@@ -1,0 +1,94 @@
+"""The caller's workspaces and a workspace's members: the query side of *Workspaces and members*
+(read models: ``workspaces``, ``workspace_members`` of projection ``workspaces``, ``users`` of
+``accounts``). A workspace the caller is not in is 404."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import msgspec
+from litestar import Controller, get
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+from psycopg_pool import AsyncConnectionPool
+
+from domain.errors import NotFound
+from domain.session import Principal
+from readapi.consistency import ReadConsistency
+from readapi.visibility import workspace_role
+
+Limit = Annotated[int, Parameter(ge=1, le=200)]
+
+_MINE = """
+SELECT w.workspace_id, w.name, m.role, w.created_at FROM workspace_members m
+JOIN workspaces w USING (workspace_id) WHERE m.user_id = %s ORDER BY w.workspace_id
+"""
+_ONE = """
+SELECT w.workspace_id, w.name, m.role, w.created_at FROM workspace_members m
+JOIN workspaces w USING (workspace_id) WHERE m.user_id = %s AND m.workspace_id = %s
+"""
+_MEMBERS = """
+SELECT m.user_id, coalesce(u.display_name, ''), m.role FROM workspace_members m
+LEFT JOIN users u USING (user_id)
+WHERE m.workspace_id = %s AND m.user_id > %s ORDER BY m.user_id LIMIT %s
+"""
+
+
+class WorkspaceOut(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    role: str
+    created_at: dt.datetime
+
+
+class WorkspacesOut(msgspec.Struct, frozen=True):
+    items: list[WorkspaceOut]
+
+
+class MemberOut(msgspec.Struct, frozen=True):
+    user_id: str
+    display_name: str
+    role: str
+
+
+class MembersOut(msgspec.Struct, frozen=True):
+    items: list[MemberOut]
+    next_cursor: str | None
+
+
+class WorkspaceQueries(Controller):
+    path = "/workspaces"
+    tags = ["workspaces"]
+
+    @get("/", operation_id="listWorkspaces")
+    async def mine(self, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+                   consistency: NamedDependency[ReadConsistency]) -> WorkspacesOut:
+        await consistency.wait(principal.since_position)
+        async with pool.connection() as conn:
+            cur = await conn.execute(_MINE, (principal.user_id,))
+            return WorkspacesOut([WorkspaceOut(*row) for row in await cur.fetchall()])
+
+    @get("/{workspace_id:str}", operation_id="getWorkspace")
+    async def one(self, workspace_id: str, principal: NamedDependency[Principal],
+                  pool: NamedDependency[AsyncConnectionPool],
+                  consistency: NamedDependency[ReadConsistency]) -> WorkspaceOut:
+        await consistency.wait(principal.since_position)
+        async with pool.connection() as conn:
+            cur = await conn.execute(_ONE, (principal.user_id, workspace_id))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("no such workspace")
+        return WorkspaceOut(*row)
+
+    @get("/{workspace_id:str}/members", operation_id="listWorkspaceMembers")
+    async def members(self, workspace_id: str, principal: NamedDependency[Principal],
+                      pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
+                      limit: Limit = 50, after: str = "") -> MembersOut:
+        await consistency.wait(principal.since_position)
+        async with pool.connection() as conn:
+            if await workspace_role(conn, workspace_id, principal.user_id) is None:
+                raise NotFound("no such workspace")
+            cur = await conn.execute(_MEMBERS, (workspace_id, after, limit))
+            items = [MemberOut(*row) for row in await cur.fetchall()]
+        return MembersOut(items, items[-1].user_id if len(items) == limit else None)
