@@ -1,0 +1,225 @@
+"""Post, edit, delete, react: the command side of *Messages, threads, reactions* in API.md.
+
+Every route first loads the channel's and the workspace's decider state (``channel-{id}``,
+``workspace-{id}``) and asks ``domain/access.py``: a channel the caller may not see is 404 for
+everything in it, an archived one refuses writes (409), and posting, reacting and editing need
+membership (403 in a channel the caller can see). The message's own rules are its decider's.
+
+``POST .../messages`` answers ``{id, seq, position}``: seq is given by the ``messages``
+projection in log order, so the route waits (at most ``read_wait_timeout_s``) for it to pass the
+position and reads it; if the projection is that late the answer is still 201, with ``seq: null``
+(the message is in the log; the seq arrives with it in history and over the WebSocket).
+A ``client_msg_id`` (or, without one, an ``Idempotency-Key``) makes the message id
+``uuid5(channel, author, key)`` and the event id deterministic, so a retry appends nothing and
+gets the first answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+from litestar import Controller, Request, Response, delete, patch, post, put
+from litestar.di import NamedDependency
+from psycopg_pool import AsyncConnectionPool
+
+from commands.shell import CommandShell, Context
+from domain import access
+from domain import message as m
+from domain.channel import CHANNEL, Channel, channel_stream, visible, writable
+from domain.emoji import check_emoji
+from domain.errors import DomainError, Forbidden, NotFound
+from domain.session import Principal
+from domain.workspace import WORKSPACE, workspace_stream
+from hubbub.ratelimits import check_post
+from infra.http import with_position
+from infra.ids import new_id
+from infra.ratelimit import RateLimiter
+from infra.settings import Settings
+from readapi.consistency import ReadConsistency
+
+READ_MODEL = "messages"
+# The seq lives in the ``messages`` read model (projections/messages.py); one indexed lookup.
+_SEQ = "SELECT seq FROM messages WHERE message_id = %s"
+
+
+class PostBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    text: str = ""
+    thread_root_id: str | None = None
+    file_ids: list[str] = []
+    client_msg_id: str | None = None
+
+
+class EditBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    text: str
+
+
+class PostedOut(msgspec.Struct, frozen=True):
+    id: str
+    seq: int | None
+    position: int
+
+
+class EditedOut(msgspec.Struct, frozen=True):
+    id: str
+    edited_at: dt.datetime | None
+    position: int
+
+
+class DeletedOut(msgspec.Struct, frozen=True):
+    id: str
+    deleted: bool
+    position: int
+
+
+class ReactionOut(msgspec.Struct, frozen=True):
+    message_id: str
+    emoji: str
+    reacted: bool
+    position: int
+
+
+class Access(msgspec.Struct, frozen=True):
+    channel: Channel
+    role: str | None
+    members: frozenset[str]
+
+
+def context(request: Request, principal: Principal, key: str | None = None) -> Context:
+    return Context(actor_id=principal.user_id, now=dt.datetime.now(dt.UTC),
+                   correlation_id=request.headers.get("x-request-id"), idempotency_key=key)
+
+
+async def channel_access(shell: CommandShell, channel_id: str, user_id: str) -> Access:
+    """The channel as the caller may see it (404 otherwise), their role and the workspace's members."""
+    channel = (await shell.load(CHANNEL, channel_stream(channel_id))).state
+    if channel.channel_id is None or channel.workspace_id is None:
+        raise NotFound("no such channel")
+    workspace = (await shell.load(WORKSPACE, workspace_stream(channel.workspace_id))).state
+    role = access.role_of(workspace.members, user_id)
+    visible(channel, user_id, role)
+    return Access(channel, role, frozenset(workspace.members))
+
+
+def must_be_member(found: Access, user_id: str, doing: str) -> None:
+    if not access.is_channel_member(found.role, found.channel, user_id):
+        raise Forbidden(f"join this channel to {doing}")
+
+
+async def message_access(shell: CommandShell, message_id: str, user_id: str) -> tuple[m.Message, Access]:
+    """The message and its channel, or 404 if either is missing or the channel is not visible."""
+    message = (await shell.load(m.MESSAGE, m.message_stream(message_id))).state
+    if not message.exists or message.channel_id is None:
+        raise NotFound("no such message")
+    try:
+        return message, await channel_access(shell, message.channel_id, user_id)
+    except NotFound:
+        raise NotFound("no such message") from None
+
+
+def files_not_yet(file_ids: list[str]) -> None:
+    # Files are issue 5: until a file aggregate can say who uploaded what, listing an id here
+    # would share a file nobody checked, so none are accepted.
+    if file_ids:
+        raise DomainError("file_ids are not supported yet: post the text alone", field="file_ids")
+
+
+async def stream_position(shell: CommandShell, stream_id: str) -> int:
+    """The latest position of a stream: the answer of a command that changed nothing."""
+    return max((await shell.load(m.MESSAGE, stream_id)).positions.values(), default=0)
+
+
+class MessagesController(Controller):
+    path = "/"
+    tags = ["messages"]
+
+    @post("/channels/{channel_id:str}/messages", status_code=201, operation_id="postMessage")
+    async def post_message(
+        self, request: Request, channel_id: str, data: PostBody, principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell], consistency: NamedDependency[ReadConsistency],
+        pool: NamedDependency[AsyncConnectionPool], limiter: NamedDependency[RateLimiter],
+        settings: NamedDependency[Settings],
+    ) -> Response[PostedOut]:
+        user = principal.user_id
+        found = await channel_access(shell, channel_id, user)
+        writable(found.channel, user, found.role)
+        must_be_member(found, user, "post in it")
+        files_not_yet(data.file_ids)
+        await check_post(limiter, settings, user)
+        key = m.check_client_msg_id(data.client_msg_id) or request.headers.get("idempotency-key")
+        message_id = m.client_message_id(channel_id, user, key) if key else new_id()
+        root = None
+        if data.thread_root_id is not None:
+            root = (await shell.load(m.MESSAGE, m.message_stream(data.thread_root_id))).state
+        command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
+                         author_id=user, text=data.text, workspace_members=found.members,
+                         thread_root_id=data.thread_root_id, root=root, file_ids=tuple(data.file_ids),
+                         client_msg_id=data.client_msg_id)
+        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal, key))
+        seq = await seq_of(pool, consistency, message_id, outcome.position)
+        return with_position(Response(PostedOut(message_id, seq, outcome.position), status_code=201), outcome.position)
+
+    @patch("/messages/{message_id:str}", operation_id="editMessage")
+    async def edit_message(
+        self, request: Request, message_id: str, data: EditBody, principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[EditedOut]:
+        user = principal.user_id
+        _, found = await message_access(shell, message_id, user)
+        writable(found.channel, user, found.role)
+        must_be_member(found, user, "edit messages in it")
+        ctx = context(request, principal)
+        command = m.Edit(actor_id=user, text=data.text, workspace_members=found.members)
+        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, ctx)
+        position = outcome.position or await stream_position(shell, m.message_stream(message_id))
+        edited_at = ctx.now if outcome.events else None
+        return with_position(Response(EditedOut(message_id, edited_at, position)), position)
+
+    @delete("/messages/{message_id:str}", status_code=200, operation_id="deleteMessage")
+    async def delete_message(
+        self, request: Request, message_id: str, principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[DeletedOut]:
+        user = principal.user_id
+        _, found = await message_access(shell, message_id, user)
+        writable(found.channel, user, found.role)
+        command = m.Delete(actor_id=user, actor_is_admin=access.is_admin(found.role))
+        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal))
+        position = outcome.position or await stream_position(shell, m.message_stream(message_id))
+        return with_position(Response(DeletedOut(message_id, True, position)), position)
+
+    @put("/messages/{message_id:str}/reactions/{emoji:str}", operation_id="addReaction")
+    async def add_reaction(
+        self, request: Request, message_id: str, emoji: str, principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[ReactionOut]:
+        return await react(request, shell, principal, message_id, m.React(user_id=principal.user_id, emoji=emoji))
+
+    @delete("/messages/{message_id:str}/reactions/{emoji:str}", status_code=200, operation_id="removeReaction")
+    async def remove_reaction(
+        self, request: Request, message_id: str, emoji: str, principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[ReactionOut]:
+        return await react(request, shell, principal, message_id, m.Unreact(user_id=principal.user_id, emoji=emoji))
+
+
+async def react(request: Request, shell: CommandShell, principal: Principal, message_id: str,
+                command: m.React | m.Unreact) -> Response[ReactionOut]:
+    user = principal.user_id
+    _, found = await message_access(shell, message_id, user)
+    writable(found.channel, user, found.role)
+    if isinstance(command, m.React):
+        must_be_member(found, user, "react in it")
+    outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal))
+    position = outcome.position or await stream_position(shell, m.message_stream(message_id))
+    body = ReactionOut(message_id, check_emoji(command.emoji), isinstance(command, m.React), position)
+    return with_position(Response(body), position)
+
+
+async def seq_of(pool: AsyncConnectionPool, consistency: ReadConsistency, message_id: str, position: int) -> int | None:
+    if not await consistency.watcher.wait((READ_MODEL,), position, consistency.timeout_s):
+        return None
+    async with pool.connection() as conn:
+        cur = await conn.execute(_SEQ, (message_id,))
+        row = await cur.fetchone()
+    return None if row is None else int(row[0])
