@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -25,9 +26,11 @@ from psycopg_pool import AsyncConnectionPool
 from domain.events import EventCodec, NewEvent, RecordedEvent
 from infra.eventstore.port import (
     ANY,
+    AppendOutcomeUnknown,
     AppendResult,
     DuplicateEventId,
     EventStoreError,
+    InvalidEvent,
     StreamAppend,
     WrongExpectedVersion,
     check_appends,
@@ -111,9 +114,7 @@ class PostgresEventStore:
     async def append(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY
     ) -> AppendResult:
-        if not events:
-            raise ValueError("append needs at least one event")
-        [result] = await self._submit([_WireAppend(stream_id, expected_version, [self._wire(e) for e in events])])
+        [result] = await self.append_many([StreamAppend(stream_id, events, expected_version)])
         return result
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
@@ -131,14 +132,16 @@ class PostgresEventStore:
         return await request.future
 
     def _wire(self, new: NewEvent) -> _WireEvent:
-        data = msgspec.Raw(self._codec.encode(new.event))
-        return _WireEvent(new.event_id, new.event.type_name, data, msgspec.Raw(self._codec.encode_meta(new.meta)))
+        data, meta = self._codec.encode(new.event), self._codec.encode_meta(new.meta)
+        if b"\\u0000" in data or b"\\u0000" in meta:  # jsonb cannot hold NUL; refuse it alone, here
+            raise InvalidEvent(f"{new.event.type_name} contains a NUL character (\\u0000), which the log cannot store")
+        return _WireEvent(new.event_id, new.event.type_name, msgspec.Raw(data), msgspec.Raw(meta))
 
     def _ensure_tasks(self) -> None:
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="eventstore-writer")
+            self._writer = _background(self._write_loop(), "eventstore-writer")
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop(), name="eventstore-flusher")
+            self._flusher = _background(self._flush_loop(), "eventstore-flusher")
 
     async def _write_loop(self) -> None:
         conn: psycopg.AsyncConnection[TupleRow] | None = None
@@ -151,21 +154,42 @@ class PostgresEventStore:
                 batch = self._take_batch()
                 try:
                     if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(
-                            self._conninfo, autocommit=True, options="-c synchronous_commit=off"
-                        )
-                    cur = await conn.execute(_APPEND, (self._encode(batch),))
-                    rows = await cur.fetchall()
-                except Exception as exc:  # noqa: BLE001 - the batch failed whole; its callers get why
-                    log.warning("eventstore.batch_failed", error=str(exc), appends=len(batch))
+                        conn = await _connect(self._conninfo, "-c synchronous_commit=off")
+                except Exception as exc:  # noqa: BLE001 - nothing was sent: its callers get why
+                    _log_failure("eventstore.cannot_connect", exc, len(batch))
                     _fail(batch, exc)
-                    if conn is not None and isinstance(exc, psycopg.OperationalError):
-                        await conn.close()
                     continue
-                self._settle(batch, rows)
+                try:
+                    await self._send(conn, batch)
+                except psycopg.errors.LockNotAvailable as exc:  # lock_timeout: cancelled, not written
+                    log.error("eventstore.append_lock_held", hint="a transaction holds the events append "
+                              "lock (a psql session inside BEGIN?); see pg_locks", appends=len(batch))
+                    _fail(batch, exc)
+                except Exception as exc:  # noqa: BLE001 - broke mid-call: it may have committed
+                    _log_failure("eventstore.batch_failed", exc, len(batch))
+                    _fail(batch, _unknown(exc))
+                    await conn.close()
         finally:
             if conn is not None:
                 await conn.close()
+
+    async def _send(self, conn: psycopg.AsyncConnection[TupleRow], batch: list[_Append]) -> None:
+        """One events_append() call for the batch. If the server refuses it for a reason that is
+        not the connection (one append it cannot store), send each append alone, so that only
+        that one fails and the others, which merely shared its call, are written."""
+        try:
+            cur = await conn.execute(_APPEND, (self._encode(batch),))
+            self._settle(batch, await cur.fetchall())
+            return
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            if len(batch) == 1:
+                _log_failure("eventstore.append_refused", exc, 1)
+                _fail(batch, exc)
+                return
+        for request in batch:
+            await self._send(conn, [request])
 
     def _encode(self, batch: list[_Append]) -> str:
         for number, request in enumerate(batch):
@@ -188,11 +212,13 @@ class PostgresEventStore:
             fits = count + len(request.ids) <= MAX_BATCH_EVENTS or not batch
             if fits and streams.isdisjoint(request.streams) and ids.isdisjoint(request.ids):
                 batch.append(request)
-                streams.update(request.streams)
-                ids.update(request.ids)
                 count += len(request.ids)
             else:
                 rest.append(request)
+            # Taken or left waiting, its streams and ids now block every later request: a later
+            # append to the same stream must never overtake an earlier one.
+            streams.update(request.streams)
+            ids.update(request.ids)
         self._pending = rest
         return batch
 
@@ -245,11 +271,12 @@ class PostgresEventStore:
                 group, self._unflushed = self._unflushed, []
                 try:
                     if conn is None or conn.closed:
-                        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                        # Durable whatever the server's or the role's default says.
+                        conn = await _connect(self._conninfo, "-c synchronous_commit=on")
                     await conn.execute(_FLUSH)
                 except Exception as exc:  # noqa: BLE001 - committed, but not known durable: say so
-                    log.warning("eventstore.flush_failed", error=str(exc), appends=len(group))
-                    _fail([r for r, _ in group], exc)
+                    _log_failure("eventstore.flush_failed", exc, len(group))
+                    _fail([r for r, _ in group], _unknown(exc))
                     if conn is not None and isinstance(exc, psycopg.OperationalError):
                         await conn.close()
                     continue
@@ -332,12 +359,12 @@ class PostgresEventStore:
 
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.done():
-            self._listener = asyncio.create_task(self._listen_loop(), name="eventstore-listener")
+            self._listener = _background(self._listen_loop(), "eventstore-listener")
 
     async def _listen_loop(self) -> None:
         while not self._closed:
             try:
-                async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
+                async with await _connect(self._conninfo) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._wake_all()  # anything committed while we were not listening
                     async for _ in conn.notifies():
@@ -394,3 +421,30 @@ def _reject(request: _Append, exc: BaseException) -> None:
 def _fail(batch: list[_Append], exc: BaseException) -> None:
     for request in batch:
         _reject(request, exc)
+
+
+def _background(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    # A context of its own: made inside the first request that appends, the task would
+    # otherwise log with that request's id (and user) for as long as the process lives.
+    return asyncio.create_task(coro, name=name, context=contextvars.Context())
+
+
+async def _connect(conninfo: str, options: str = "") -> psycopg.AsyncConnection[TupleRow]:
+    """A connection of the store's own: bounded connect, keepalives so that a half-open link is
+    noticed (a LISTEN would otherwise wait on it forever)."""
+    return await psycopg.AsyncConnection.connect(
+        conninfo, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
+        keepalives_interval=5, keepalives_count=3, **({"options": options} if options else {}),
+    )
+
+
+def _unknown(exc: BaseException) -> AppendOutcomeUnknown:
+    unknown = AppendOutcomeUnknown(f"the connection to the log broke during the append ({type(exc).__name__})")
+    unknown.__cause__ = exc
+    return unknown
+
+
+def _log_failure(event: str, exc: BaseException, appends: int) -> None:
+    # Never str(exc): PostgreSQL quotes the offending JSON (message text) in its errors.
+    sqlstate = getattr(exc, "sqlstate", None)
+    log.warning(event, error=type(exc).__name__, sqlstate=sqlstate, appends=appends)

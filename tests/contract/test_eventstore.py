@@ -337,3 +337,37 @@ async def test_a_cancelled_append_many_caller_does_not_stall_the_others(store: E
         assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 3)
     both = [StreamAppend(stream(), [new(1)]), StreamAppend(stream(), [new(2)])]
     assert [r.version for r in await asyncio.wait_for(store.append_many(both), 5)] == [1, 1]
+
+
+async def test_an_event_the_log_cannot_hold_fails_alone(store: EventStore) -> None:
+    from infra.eventstore.port import InvalidEvent
+
+    streams = [stream() for _ in range(5)]
+    calls = [asyncio.create_task(store.append(s, [new(i)])) for i, s in enumerate(streams)]
+    poison = asyncio.create_task(store.append(stream(), [new(99, "a NUL \x00 in the text")]))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    try:
+        await poison
+    except InvalidEvent:
+        pass  # refused before it was sent (PostgreSQL); a backend that can store NUL may accept it
+    for s in streams:
+        assert len(await store.read_stream(s)) == 1
+
+
+async def test_appends_to_one_stream_land_in_call_order_even_when_a_batch_is_full(store: EventStore) -> None:
+    big, s = stream(), stream()
+    first = asyncio.create_task(store.append(big, [new(i) for i in range(9_500)]))
+    a = asyncio.create_task(store.append(s, [new(i) for i in range(1_000)]))  # does not fit beside `first`
+    b = asyncio.create_task(store.append(s, [new(-1)]))  # fits, but must not overtake `a`
+    await asyncio.gather(first, a, b)
+    events = await store.read_stream(s)
+    assert [e.event.n for e in events] == [*range(1_000), -1]
+
+
+async def test_close_answers_every_append_already_made(store: EventStore) -> None:
+    calls = [asyncio.create_task(store.append(stream(), [new(i)])) for i in range(20)]
+    await asyncio.sleep(0.001)  # some queued, some on the wire
+    await store.close()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    assert all(not isinstance(r, asyncio.CancelledError) for r in results)

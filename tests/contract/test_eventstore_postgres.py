@@ -39,9 +39,9 @@ async def test_an_open_transaction_holding_a_lower_position_is_never_skipped(poo
     await store.close()
 
 
-async def test_the_log_refuses_updates_and_deletes(migrated_url: str) -> None:
+async def test_the_log_refuses_updates_deletes_and_truncates(migrated_url: str) -> None:
     async with await psycopg.AsyncConnection.connect(migrated_url, autocommit=True) as conn:
-        for sql in ("UPDATE events SET type = 'x'", "DELETE FROM events"):
+        for sql in ("UPDATE events SET type = 'x'", "DELETE FROM events", "TRUNCATE events"):
             try:
                 await conn.execute(sql)
             except psycopg.errors.RaiseException as exc:
@@ -100,3 +100,60 @@ async def test_events_append_judges_each_group_whole(migrated_url: str) -> None:
         landed = {r[0] for r in await cur.fetchall()}
     assert rows == [(0, 0, 0, True, True), (1, 0, 0, False, False), (2, 0, 0, False, False), (3, 0, 0, True, True)]
     assert landed == {a, d}
+
+
+async def test_a_batch_the_server_refuses_is_retried_append_by_append(pool, migrated_url: str) -> None:
+    # A trigger stands in for any reason the server may refuse one append of a shared call.
+    store = PostgresEventStore(pool, migrated_url)
+    async with await psycopg.AsyncConnection.connect(migrated_url, autocommit=True) as conn:
+        await conn.execute("""
+            CREATE FUNCTION test_refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.data->>'text' = 'poison' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+            CREATE TRIGGER test_refuse_poison BEFORE INSERT ON events FOR EACH ROW
+                EXECUTE FUNCTION test_refuse_poison();""")
+        try:
+            innocent = [asyncio.create_task(store.append(stream(), [new(i)])) for i in range(5)]
+            poison = asyncio.create_task(store.append(stream(), [new(9, "poison")]))
+            more = [asyncio.create_task(store.append(stream(), [new(i)])) for i in range(5)]
+            results = await asyncio.gather(*innocent, poison, *more, return_exceptions=True)
+        finally:
+            await conn.execute("DROP TRIGGER test_refuse_poison ON events; DROP FUNCTION test_refuse_poison()")
+    assert isinstance(results[5], psycopg.errors.RaiseException)
+    assert all(not isinstance(r, BaseException) for i, r in enumerate(results) if i != 5)
+    await store.close()
+
+
+async def test_an_acknowledged_append_is_flushed_to_the_wal(pool, migrated_url: str) -> None:
+    # The test server commits asynchronously by default (synchronous_commit=off): only the
+    # store's own durable flush can move the flush position past each append before it answers.
+    store = PostgresEventStore(pool, migrated_url)
+    async with await psycopg.AsyncConnection.connect(migrated_url, autocommit=True) as conn:
+        for i in range(20):
+            cur = await conn.execute("SELECT pg_current_wal_insert_lsn()")
+            (before,) = await cur.fetchone()
+            await store.append(stream(), [new(i)])
+            cur = await conn.execute("SELECT pg_current_wal_flush_lsn() > %s::pg_lsn", (before,))
+            assert (await cur.fetchone())[0], f"append {i} was answered before its commit was flushed"
+    await store.close()
+
+
+async def test_a_connection_lost_mid_append_says_the_outcome_is_unknown(pool, migrated_url: str) -> None:
+    from infra.eventstore.port import AppendOutcomeUnknown
+
+    store = PostgresEventStore(pool, migrated_url)
+    await store.append(stream(), [new(0)])  # the writer is connected
+    async with await psycopg.AsyncConnection.connect(migrated_url, autocommit=True) as admin:
+        await admin.execute("SELECT pg_advisory_lock(7243011)")  # hold appends on the server side
+        pending = asyncio.create_task(store.append(stream(), [new(1)]))
+        await asyncio.sleep(0.3)
+        await admin.execute("""SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                               WHERE query LIKE '%%events_append%%' AND pid <> pg_backend_pid()""")
+        await admin.execute("SELECT pg_advisory_unlock(7243011)")
+    try:
+        await asyncio.wait_for(pending, 5)
+    except AppendOutcomeUnknown:
+        pass
+    else:
+        raise AssertionError("a broken append was reported as written")
+    assert (await store.append(stream(), [new(2)])).version == 1  # and the store reconnects
+    await store.close()
