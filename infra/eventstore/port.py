@@ -91,15 +91,27 @@ class EventStore(Protocol):
     async def close(self) -> None: ...
 
 
+MAX_STREAM_ID = 200
+
+
+class InvalidEvent(EventStoreError, ValueError):
+    """An event the log cannot hold (e.g. a NUL character in its data); nothing was appended."""
+
+
 def check_appends(appends: Sequence[StreamAppend]) -> None:
-    """The caller bugs every backend refuses before writing anything."""
+    """The caller bugs every backend refuses before writing anything, so that one bad append
+    can never fail the others it would have shared a database call with."""
     if not appends:
         raise ValueError("append_many needs at least one StreamAppend")
     streams: set[str] = set()
     ids: set[uuid.UUID] = set()
     for entry in appends:
         if not entry.events:
-            raise ValueError(f"append_many: the entry for {entry.stream_id!r} has no events")
+            raise ValueError(f"append: the entry for {entry.stream_id!r} has no events")
+        if not 0 < len(entry.stream_id) <= MAX_STREAM_ID or "\x00" in entry.stream_id:
+            raise ValueError(f"stream ids are 1 to {MAX_STREAM_ID} characters without NUL, not {entry.stream_id[:40]!r}")
+        if entry.expected_version is not None and not 0 <= entry.expected_version < 2**31:
+            raise ValueError(f"expected_version must be ANY or 0 <= n < 2**31, not {entry.expected_version}")
         if entry.stream_id in streams:
             raise ValueError(f"append_many: stream {entry.stream_id!r} appears twice; merge its events into one entry")
         streams.add(entry.stream_id)
@@ -107,3 +119,9 @@ def check_appends(appends: Sequence[StreamAppend]) -> None:
         if len(entry_ids) != len(entry.events) or not ids.isdisjoint(entry_ids):
             raise DuplicateEventId(f"append_many repeats an event id within itself (at {entry.stream_id!r})")
         ids |= entry_ids
+
+
+class AppendOutcomeUnknown(EventStoreError):
+    """The append may or may not have been written: the connection broke during it. Retry with the
+    same event ids (over HTTP: the same ``Idempotency-Key``); a repeat that was written is answered
+    with the first result and appends nothing."""
