@@ -167,7 +167,7 @@ class WorkspaceCommands(Controller):
         wsid, general = new_id_for(ctx, "workspace"), new_id_for(ctx, "general")
         me = principal.user_id
         position, states = await decide_together(shell, [
-            (ws.WORKSPACE, ws.workspace_stream(wsid), [ws.CreateWorkspace(wsid, data.name, me)]),
+            (ws.WORKSPACE, ws.workspace_stream(wsid), [ws.CreateWorkspace(wsid, data.name, me, general)]),
             (ch.CHANNEL, ch.channel_stream(general),
              [ch.CreateChannel(general, wsid, ch.GENERAL, me, "owner", general=True)]),
             (ch.NAME, ch.name_stream(wsid, ch.GENERAL), [ch.Claim(general)]),
@@ -216,11 +216,16 @@ class InviteCommands(Controller):
     async def accept(self, request: Request, code: str, principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[AcceptedOut]:
         ctx = context(request, principal)
+        me, code_hash = principal.user_id, ws.invite_hash(code)
         stream = ws.workspace_stream(workspace_of_code(code))
-        command = ws.AcceptInvite(principal.user_id, ws.invite_hash(code), ctx.now)
-        outcome = await shell.handle(ws.WORKSPACE, stream, command, ctx)
-        position = await position_of(shell, ws.WORKSPACE, stream, outcome)
-        state: ws.Workspace = outcome.state
+        entries: list[Entry] = [(ws.WORKSPACE, stream, [ws.AcceptInvite(me, code_hash, ctx.now)])]
+        before: ws.Workspace = (await shell.load(ws.WORKSPACE, stream)).state
+        invited = before.invites.get(code_hash)
+        if before.general_channel_id and invited and invited.role != "guest" and me not in before.members:
+            # Members join #general with the invite, in the same append; guests see only what they are added to.
+            entries.append((ch.CHANNEL, ch.channel_stream(before.general_channel_id), [ch.Join(me, invited.role)]))
+        position, states = await decide_together(shell, entries, ctx)
+        state: ws.Workspace = states[0]
         assert state.workspace_id is not None
         body = AcceptedOut(state.workspace_id, state.members.get(principal.user_id, ""), position)
         return with_position(Response(body), position)

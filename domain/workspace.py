@@ -29,6 +29,8 @@ class WorkspaceCreated(Event, frozen=True, tag="workspace.created"):
     workspace_id: str
     name: str
     owner_id: str
+    general_channel_id: str | None = None
+    """``#general``, which members join when they accept an invite (guests do not)."""
 
 
 class InviteCreated(Event, frozen=True, tag="workspace.invite_created"):
@@ -62,6 +64,7 @@ class CreateWorkspace:
     workspace_id: str
     name: str
     owner_id: str
+    general_channel_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class Workspace:
     """user id -> role"""
     invites: Mapping[str, Invite] = field(default_factory=dict)
     """code hash -> invite"""
+    general_channel_id: str | None = None
 
     @property
     def owners(self) -> list[str]:
@@ -149,7 +153,7 @@ def check_name(name: str) -> str:
 def evolve(state: Workspace, event: Event) -> Workspace:
     match event:
         case WorkspaceCreated():
-            return Workspace(event.workspace_id, event.name, {}, {})
+            return Workspace(event.workspace_id, event.name, {}, {}, event.general_channel_id)
         case InviteCreated():
             invite = Invite(event.role, event.expires_at)
             return replace(state, invites={**state.invites, event.code_hash: invite})
@@ -183,7 +187,9 @@ def target_role(state: Workspace, user_id: str) -> str:
 def _create(state: Workspace, c: CreateWorkspace) -> Sequence[Event]:
     if state.workspace_id is not None:
         raise Conflict("this workspace already exists")
-    return [WorkspaceCreated(workspace_id=c.workspace_id, name=check_name(c.name), owner_id=c.owner_id),
+    created = WorkspaceCreated(workspace_id=c.workspace_id, name=check_name(c.name), owner_id=c.owner_id,
+                               general_channel_id=c.general_channel_id)
+    return [created,
             MemberJoined(user_id=c.owner_id, role="owner", via="created")]
 
 
