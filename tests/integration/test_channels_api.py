@@ -6,6 +6,9 @@ import asyncio
 
 from litestar.testing import AsyncTestClient
 
+from infra.eventstore.postgres import PostgresEventStore
+from projections.rebuild import rebuild
+from projections.workspaces import Workspaces
 from tests.integration.conftest import register
 from tests.integration.messaging_helpers import (
     API,
@@ -216,3 +219,70 @@ async def test_read_markers_move_forward_only(api: AsyncTestClient) -> None:
     assert problem(await api.post(url, json={"seq": "1"}, headers=mem.auth), 422)
     assert problem(await api.post(url, json={}, headers=mem.auth), 422)
     assert problem(await api.post(url, json={"seq": 0}, headers=team.people["Oth"].auth), 403)  # not joined
+
+
+async def post_message(api: AsyncTestClient, team: Team, channel_id: str, user, text: str = "hi") -> int:
+    response = await api.post(f"{API}/channels/{channel_id}/messages", json={"text": text}, headers=user.auth)
+    assert response.status_code == 201, response.text
+    team.position = max(team.position, response.json()["position"])
+    return response.json()["seq"]
+
+
+async def test_unread_counts_follow_messages_and_read_markers(api: AsyncTestClient) -> None:
+    team = await team_of(api)
+    mem, oth, adm = team.people["Mem"], team.people["Oth"], team.people["Adm"]
+    cid = await create_channel(api, team, mem, "busy")
+    await join_channel(api, team, cid, oth)
+    seqs = [await post_message(api, team, cid, mem, f"m{i}") for i in range(3)]
+    assert seqs == [1, 2, 3]
+    item = (await channels_of(api, team, oth))[cid]
+    assert (item["last_seq"], item["last_read_seq"], item["unread_count"]) == (3, 0, 3)
+    outsider = (await channels_of(api, team, adm))[cid]  # public, not joined: no unread count
+    assert (outsider["member"], outsider["last_seq"], outsider["unread_count"]) == (False, 3, 0)
+    url = f"{API}/channels/{cid}/read"
+    moved = await api.post(url, json={"seq": 2}, headers=oth.auth)
+    assert moved.status_code == 200 and moved.json()["last_read_seq"] == 2
+    stale = await api.post(url, json={"seq": 1}, headers=oth.auth)  # a slower device: no-op, current marker
+    assert stale.status_code == 200 and stale.json()["last_read_seq"] == 2
+    assert stale.json()["position"] == moved.json()["position"]
+    assert problem(await api.post(url, json={"seq": 4}, headers=oth.auth), 422)["errors"][0]["field"] == "seq"
+    team.position = max(team.position, moved.json()["position"])
+    item = (await channels_of(api, team, oth))[cid]
+    assert (item["last_seq"], item["last_read_seq"], item["unread_count"]) == (3, 2, 1)
+    assert (await channels_of(api, team, mem))[cid]["unread_count"] == 3  # markers are per person
+    one = await api.get(f"{API}/channels/{cid}", headers=at(oth, team.position))
+    assert one.json()["unread_count"] == 1
+
+
+async def test_idempotency_keys_on_channel_commands(api: AsyncTestClient) -> None:
+    team = await team_of(api)
+    mem, oth = team.people["Mem"], team.people["Oth"]
+    headers = {**mem.auth, "Idempotency-Key": "new-room-1"}
+    url = f"{API}/workspaces/{team.workspace_id}/channels"
+    first = await api.post(url, json={"name": "keyed"}, headers=headers)
+    again = await api.post(url, json={"name": "keyed"}, headers=headers)
+    assert first.status_code == again.status_code == 201 and first.json() == again.json()
+    dm = {**mem.auth, "Idempotency-Key": "dm-1"}
+    dm_first = await api.post(f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [oth.id]}, headers=dm)
+    dm_again = await api.post(f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [oth.id]}, headers=dm)
+    assert dm_first.json() == dm_again.json()
+    team.position = max(team.position, again.json()["position"], dm_again.json()["position"])
+    assert [c["name"] for c in (await channels_of(api, team, mem)).values()].count("keyed") == 1
+
+
+async def test_rebuilding_the_workspaces_projection_gives_the_live_tables(api: AsyncTestClient, pool,
+                                                                          migrated_url: str) -> None:
+    # Last in the module: the log holds every test's workspaces, channels, DMs and markers.
+    team = await team_of(api)
+    cid = await create_channel(api, team, team.people["Mem"], "rebuilt", private=True)
+    await add_to_channel(api, team, cid, team.people["Mem"], team.people["Gst"])
+    store = PostgresEventStore(pool, migrated_url)
+    try:
+        result = await rebuild(migrated_url, store, Workspaces(), verify=True)
+    finally:
+        await store.close()
+    assert result.identical, [d for d in result.diffs if d.differs]
+    assert result.swapped and result.events > 0
+    assert cid in await channels_of(api, team, team.people["Gst"])  # the swapped-in tables serve queries
+    later = await create_channel(api, team, team.owner, "after-swap")  # the live projector carries on
+    assert later in await channels_of(api, team, team.owner)
