@@ -13,10 +13,10 @@ Thread summaries (``reply_count``, ``last_reply_at``, ``reply_user_ids``: replie
 authors in the order of their first reply) are recomputed from the replies of every root a
 batch touched, after the batch's other rows: no increment can drift.
 Times are the events' ``occurred_at`` (the command's clock, as its answer showed it), else
-``recorded_at``. Idempotency: the runtime commits rows and checkpoint together; a post whose message exists already bumps no seq and inserts nothing, reactions are
-upserts and deletes by key, a deletion only applies once. An edit's version number is
-``max + 1``: replaying one edit twice would list it twice, which the runtime's exactly-once
-batches and rebuild's fresh tables exclude.
+``recorded_at``. Idempotency: the runtime commits rows and checkpoint together; a post whose
+message exists already bumps no seq and inserts nothing, reactions are upserts and deletes by
+key, a deletion applies once. An edit's version number is ``max + 1``: replaying one edit twice
+would list it twice, which the runtime's exactly-once batches and rebuild's fresh tables exclude.
 """
 
 from __future__ import annotations

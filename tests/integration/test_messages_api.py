@@ -17,7 +17,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from hubbub.app import create_app
+from infra.eventstore.postgres import PostgresEventStore
 from infra.settings import load_settings
+from projections.messages import Messages
+from projections.rebuild import rebuild
 from tests.integration import messaging_helpers as helpers
 from tests.integration.conftest import User, register
 
@@ -369,3 +372,21 @@ async def test_unread_counts_follow_channel_seqs(api: AsyncTestClient) -> None:
     response = await api.get(f"{V1}/workspaces/{t.ws}/channels", headers=helpers.at(t.member, last["position"]))
     general = next(c for c in ok(response)["items"] if c["id"] == t.general)
     assert general["last_seq"] == last["seq"]
+
+
+async def test_rebuilding_the_messages_projection_gives_the_live_tables(api: AsyncTestClient, pool,
+                                                                          migrated_url: str) -> None:
+    # Last in the module: the log holds every test's posts, edits, deletions, threads and reactions.
+    t = await team(api)
+    root = await post(api, t.general, t.owner, "rebuild me")
+    await post(api, t.general, t.member, "reply", thread_root_id=root["id"])
+    ok(await api.put(emoji_path(root["id"], "👍"), headers=t.member.auth))
+    store = PostgresEventStore(pool, migrated_url)
+    try:
+        result = await rebuild(migrated_url, store, Messages(), verify=True)
+    finally:
+        await store.close()
+    assert result.identical, [d for d in result.diffs if d.differs]
+    assert result.swapped and result.events > 0
+    after = await post(api, t.general, t.owner, "after the swap")  # the live projector carries on
+    assert after["seq"] == root["seq"] + 2
