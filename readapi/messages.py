@@ -105,8 +105,11 @@ class VersionsOut(msgspec.Struct, frozen=True):
 
 
 def to_message(row: tuple[Any, ...]) -> MessageOut:
-    *head, reactions, mentions = row
-    return MessageOut(*head, reactions=msgspec.convert(reactions, list[Reaction]), files=[], mentions=mentions)
+    (message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id, reply_count,
+     last_reply_at, reply_user_ids, reactions, mentions) = row
+    return MessageOut(message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id,
+                      reply_count, last_reply_at, reply_user_ids, msgspec.convert(reactions, list[Reaction]),
+                      files=[], mentions=mentions)
 
 
 async def visible_message(conn: psycopg.AsyncConnection, message_id: str, user_id: str) -> MessageOut:

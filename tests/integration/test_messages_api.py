@@ -130,12 +130,15 @@ async def test_history_is_newest_first_and_pages_on_seq(api: AsyncTestClient) ->
 async def test_seq_is_contiguous_under_twenty_concurrent_posters(api: AsyncTestClient) -> None:
     t = await team(api)
     users = [t.owner, t.member]
-    for i in range(3):
+    for i in range(18):
         user = await helpers.join_workspace(api, t.helpers, f"Poster{i}")
         await helpers.join_channel(api, t.helpers, t.general, user)
         users.append(user)
-    answers = await asyncio.gather(*(post(api, t.general, users[i % len(users)], f"p{i}") for i in range(20)
-                                     for _ in range(3)))
+
+    async def poster(user: User) -> list[dict]:
+        return [await post(api, t.general, user, f"{user.display_name} {n}") for n in range(3)]
+
+    answers = [a for each in await asyncio.gather(*(poster(u) for u in users)) for a in each]
     seqs = sorted(a["seq"] for a in answers)
     assert seqs == list(range(seqs[0], seqs[0] + 60))
     by_position = [a["seq"] for a in sorted(answers, key=lambda a: a["position"])]
