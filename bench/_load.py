@@ -97,15 +97,15 @@ IN_FLIGHT = 64  # per process; 32 clients' worth each, more than 500/s needs at 
 
 
 def _paced_process(base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float,
-                   proc_no: int, results) -> None:
+                   proc_no: int, cutoff_s: float, results) -> None:
     try:
-        results.put(asyncio.run(_paced(base_url, path, tokens, rate, start, seconds, proc_no)))
+        results.put(asyncio.run(_paced(base_url, path, tokens, rate, start, seconds, proc_no, cutoff_s)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
 async def _paced(base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float,
-                 proc_no: int) -> dict:
+                 proc_no: int, cutoff_s: float) -> dict:
     import httpx
 
     # Bounded in flight: httpx's pool is quadratic in queued requests, so an overloaded server
@@ -146,8 +146,8 @@ async def _paced(base_url: str, path: str, tokens: list[str], rate: float, start
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, due)))
         # An overloaded server must not stretch the phase without bound: whatever is unanswered
-        # 20 s after the last was due is cancelled and counted with its wait so far (a lower bound).
-        _, late = await asyncio.wait(tasks, timeout=max(0.0, start + seconds + 20 - time.monotonic()))
+        # ``cutoff_s`` after the last was due is cancelled and counted with its wait so far (a lower bound).
+        _, late = await asyncio.wait(tasks, timeout=max(0.0, start + seconds + cutoff_s - time.monotonic()))
         cut = time.monotonic()
         for task in late:
             task.cancel()
@@ -160,14 +160,15 @@ async def _paced(base_url: str, path: str, tokens: list[str], rate: float, start
             "max_send_lag_ms": max(lag) * 1000 if lag else 0.0}
 
 
-def run_paced_posts(base_url: str, path: str, tokens: list[str], rate: float, seconds: float, processes: int) -> dict:
+def run_paced_posts(base_url: str, path: str, tokens: list[str], rate: float, seconds: float, processes: int,
+                    cutoff_s: float = 20) -> dict:
     """Open loop: ``rate`` posts/s in total, due at fixed times, from ``processes`` processes."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     start = time.monotonic() + 3.0  # after the children have imported httpx
     children = [ctx.Process(target=_paced_process,
                             args=(base_url, path, tokens[p::processes], rate / processes,
-                                  start + p / rate, seconds, p, results)) for p in range(processes)]
+                                  start + p / rate, seconds, p, cutoff_s, results)) for p in range(processes)]
     for child in children:
         child.start()
     outs = [results.get(timeout=seconds + 120) for _ in children]
@@ -184,7 +185,7 @@ def run_paced_posts(base_url: str, path: str, tokens: list[str], rate: float, se
             if n:
                 statuses[str(code)] = statuses.get(str(code), 0) + n
     return {
-        "offered_per_s": rate, "seconds": seconds, "requests": len(lat), "processes": processes,
+        "offered_per_s": rate, "seconds": seconds, "requests": len(lat), "processes": processes, "cutoff_s": cutoff_s,
         "statuses": statuses,
         "latency_ms": {"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
                        "max": lat[-1] if lat else float("nan")},

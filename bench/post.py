@@ -71,12 +71,15 @@ class Plan:
     catch_up_timeout_s: float
     read_s: float
     read_connections: int
+    cutoff_s: float
+    """Phase 2 cancels what is unanswered this long after the last post was due (an overloaded server)."""
+    read_warmup_s: float
 
 
 FULL = Plan(post_s=20, warmup_s=3, paced_s=15, paced_rate=500, messages=1_000_000, catch_up_timeout_s=420,
-            read_s=10, read_connections=4)
+            read_s=10, read_connections=4, cutoff_s=20, read_warmup_s=2)
 QUICK = Plan(post_s=5, warmup_s=2, paced_s=5, paced_rate=500, messages=100_000, catch_up_timeout_s=40,
-             read_s=4, read_connections=4)
+             read_s=3, read_connections=4, cutoff_s=5, read_warmup_s=1)
 
 
 def measured(srv: Server, phase):
@@ -110,7 +113,7 @@ def phase_paced(srv: Server, world: World, plan: Plan) -> dict:
     progress(f"phase 2: {plan.paced_rate} posts/s offered, open loop, {plan.paced_s:.0f}s (2 Python processes)")
     path = f"/api/v1/channels/{world.history_id}/messages"
     out = measured(srv, lambda: run_paced_posts(srv.base_url, path, world.poster_tokens, plan.paced_rate,
-                                                plan.paced_s, processes=2))
+                                                plan.paced_s, processes=2, cutoff_s=plan.cutoff_s))
     progress(f"  p50 {out['latency_ms']['p50']:.1f} ms, p99 {out['latency_ms']['p99']:.1f} ms, statuses "
              f"{out['statuses']}, generator CPU {out['generator_cpu_pct_of_one_core']}%")
     return out
@@ -191,7 +194,7 @@ def phase_reads(srv: Server, world: World, plan: Plan, workdir: Path, last_seq: 
         ("channels_default_50", chans, [world.owner_token], 0),
     ):
         run_wrk(srv.base_url, workdir, tokens, method="GET", path=path, expected=200, connections=c, threads=2,
-                seconds=2, before_max=before_max)  # warm-up
+                seconds=plan.read_warmup_s, before_max=before_max)  # warm-up
         progress(f"reads: {name}, {c} connections closed loop, {plan.read_s:.0f}s")
         out[name] = get(path, tokens, before_max)
         r = out[name]
@@ -225,6 +228,27 @@ def history_shape(srv: Server, world: World) -> dict:
             "analyzed": dict(analyzed)}
 
 
+def explain(srv: Server, world: World) -> dict:
+    """EXPLAIN ANALYZE of the two read queries as the routes send them (their SQL, imported)."""
+    import psycopg
+
+    from readapi import channels as rc
+    from readapi import messages as rm
+
+    queries = {
+        "history_newest": (rm._NEWEST, {"channel": world.history_id, "after": 0, "before": rm._NO_END, "limit": 51}),
+        "channels_limit_200": (rc._LIST, {"workspace_id": world.workspace_id, "user_id": world.owner_id,
+                                          "after": "", "limit": 200}),
+    }
+    out = {}
+    with psycopg.connect(srv.database_url, autocommit=True) as conn:
+        for name, (sql, params) in queries.items():
+            conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)  # warm, like the measured runs
+            rows = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params).fetchall()
+            out[name] = [r[0] for r in rows]
+    return out
+
+
 def run(plan: Plan, workdir: Path, nodelay_fix: bool = False) -> dict:
     results: dict = {"machine": machine_facts(), "plan": plan.__dict__, "workers": WORKERS,
                      "server_settings": SERVER_SETTINGS, "nodelay_fix": nodelay_fix}
@@ -245,6 +269,9 @@ def run(plan: Plan, workdir: Path, nodelay_fix: bool = False) -> dict:
         results["history_shape"] = shape = history_shape(srv, world)
         progress(f"  database: {shape}")
         results["reads"] = phase_reads(srv, world, plan, workdir, shape["history_last_seq"])
+        results["explain"] = explain(srv, world)
+        for name, plan_lines in results["explain"].items():
+            progress(f"  EXPLAIN ANALYZE {name}: {plan_lines[-1].strip()}")
     return results
 
 
@@ -278,6 +305,10 @@ def report(results: dict) -> str:
     return "\n\n".join([markdown_table(["metric", "measured", "target", "pass/fail"], rows), details(results)])
 
 
+def _per(entry: dict, component: str) -> str:
+    return f"{10 * entry['component_cpu_pct_of_one_core'][component] / entry['ok_per_s']:.2f}"
+
+
 def _cpu(entry: dict) -> str:
     c = entry["component_cpu_pct_of_one_core"]
     gen = entry.get("generator_cpu_pct_of_one_core", 0)
@@ -309,10 +340,12 @@ def details(results: dict) -> str:
         f"{posts['seq_null']} answered seq null (projection later than the wait); latency p50 / p90 / p99 / max "
         f"{posts['latency_ms']['p50']:.1f} / {posts['latency_ms']['p90']:.1f} / {posts['latency_ms']['p99']:.1f} / "
         f"{posts['latency_ms']['max']:.1f} ms. CPU (% of one core): wrk {posts['generator_cpu_pct_of_one_core']}%; "
-        f"{_cpu(posts)}.",
+        f"{_cpu(posts)}. CPU per accepted post (the figure a shared machine disturbs least): server "
+        f"{_per(posts, 'server')} ms, PostgreSQL {_per(posts, 'postgres')} ms.",
         f"- Phase 2: {paced['requests']:,} posts due at fixed times ({paced['offered_per_s']}/s) from "
-        f"{paced['processes']} Python processes (httpx); latency counted from when each was due (no coordinated "
-        f"omission); statuses {paced['statuses']}; service time p50 / p99 {paced['service_time_ms']['p50']:.1f} / "
+        f"{paced['processes']} Python processes (httpx, at most 64 in flight each); latency counted from when each was "
+        f"due (no coordinated omission; unanswered {paced['cutoff_s']:.0f} s after the last was due: cancelled, counted "
+        f"with their wait so far); statuses {paced['statuses']}; service time p50 / p99 {paced['service_time_ms']['p50']:.1f} / "
         f"{paced['service_time_ms']['p99']:.1f} ms; max send lag {paced['max_send_lag_ms']:.1f} ms. CPU: generators "
         f"{paced['generator_cpu_pct_of_one_core']}% of a core each; {_cpu(paced)}.",
         f"- Fill: {a['messages']:,} messages ({a['replies']:,} thread replies under {a['roots']:,} roots) and "
