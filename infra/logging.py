@@ -17,6 +17,7 @@ import uuid
 from typing import IO, Any
 
 import structlog
+import structlog.tracebacks
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_STATE_KEY = "request_id"
@@ -51,11 +52,13 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: IO[str] | 
 
 
 def _formatter(fmt: str, shared: list[Any]) -> structlog.stdlib.ProcessorFormatter:
+    # Tracebacks never carry frame locals: they hold passwords, tokens and message text, and
+    # structlog (26) and rich show them by default.
     if fmt == "console":
-        renderer: Any = structlog.dev.ConsoleRenderer()
-        tail: list[Any] = [renderer]
+        tail: list[Any] = [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
     else:
-        tail = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        tail = [structlog.processors.ExceptionRenderer(no_locals), structlog.processors.JSONRenderer()]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
