@@ -4,7 +4,9 @@
 - validation of well-formed input is 422 with ``errors: [{field, message, source}]``
   (400 stays for input that cannot be parsed at all);
 - a ``DomainError`` carries its status (and ``headers``, if it has them, e.g. ``Retry-After``);
-  other known exceptions map through ``PROBLEM_STATUS``;
+  other known exceptions map through ``PROBLEM_STATUS``, with a public detail per status (their own
+  text names streams and versions: it goes to the log, with the request id);
+- an unreachable PostgreSQL, Redis or NATS (``UNAVAILABLE``) is a 503 with ``Retry-After``;
 - anything else is a 500 that names the request id and nothing of the failure.
 """
 
@@ -14,13 +16,17 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+import nats.errors
+import nats.js.errors
+import psycopg
+import redis.exceptions
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from domain.errors import DomainError
-from infra.eventstore.port import DuplicateEventId, WrongExpectedVersion
+from infra.eventstore.port import AppendOutcomeUnknown, DuplicateEventId, WrongExpectedVersion
 from infra.logging import REQUEST_ID_STATE_KEY
 
 log = structlog.get_logger(__name__)
@@ -29,6 +35,23 @@ MEDIA_TYPE = "application/problem+json"
 
 PROBLEM_STATUS: dict[type[Exception], int] = {WrongExpectedVersion: 409, DuplicateEventId: 409}
 """Exceptions from outside ``domain`` that have a meaning for clients; add to it, don't special-case."""
+
+PUBLIC_DETAIL: dict[int, str] = {
+    409: "The resource changed while you were writing; read it again and retry.",
+}
+"""What a client reads for a ``PROBLEM_STATUS`` exception (the exception's own text is for the log)."""
+
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    AppendOutcomeUnknown,
+    psycopg.OperationalError,  # includes psycopg_pool.PoolTimeout, serialization failures, deadlocks
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError, nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError, nats.errors.NoRespondersError, nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError,
+)
+"""Infrastructure failures a retry can cure: 503 with ``Retry-After``, never a 500."""
+RETRY_AFTER_S = 2
+_RETRY = "Retry in a few seconds; repeat a command with the same Idempotency-Key, so it takes effect once."
 
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
@@ -106,7 +129,21 @@ def _mapped_error(request: Request, exc: Exception) -> Response:
     status = next(s for t, s in PROBLEM_STATUS.items() if isinstance(exc, t))
     if status >= 500:
         return _internal(request, exc)
-    return problem(status, str(exc), slug=_slug(type(exc).__name__))
+    log.info("request.rejected", status=status, error=type(exc).__name__, reason=str(exc),
+             method=request.method, path=request.url.path)
+    detail = PUBLIC_DETAIL.get(status, HTTPStatus(status).description)
+    return problem(status, detail, slug=_slug(type(exc).__name__))
+
+
+def _unavailable(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get("state", {}).get(REQUEST_ID_STATE_KEY)
+    log.warning("request.unavailable", exc_info=exc, method=request.method, path=request.url.path)
+    if isinstance(exc, AppendOutcomeUnknown):
+        detail = f"The connection broke while your change was being saved; it may or may not have been. {_RETRY}"
+    else:
+        detail = f"A service this server depends on is not answering right now. {_RETRY}"
+    return problem(503, detail, title="Service Unavailable", slug="unavailable", request_id=request_id,
+                   headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _internal(request: Request, exc: Exception) -> Response:
@@ -120,6 +157,7 @@ def exception_handlers() -> ExceptionHandlersMap:
     """Handlers for ``Litestar(exception_handlers=...)``; Litestar picks the nearest class in the MRO."""
     return {
         **{exc_type: _mapped_error for exc_type in PROBLEM_STATUS},
+        **{exc_type: _unavailable for exc_type in UNAVAILABLE},
         DomainError: _domain_error,
         ValidationException: _validation_error,
         HTTPException: _http_error,
