@@ -116,11 +116,23 @@ def _check_urls(settings: Settings) -> None:
         scheme = urlsplit(value).scheme
         if scheme not in schemes:
             wanted = " or ".join(f"{s}://" for s in schemes)
-            raise SettingsError(f"{env_name(field)} is not a {wanted} URL: {value!r}")
+            raise SettingsError(f"{env_name(field)} is not a {wanted} URL: {redacted(value)!r}")
     if settings.event_store == "kurrentdb" and not settings.kurrentdb_url:
         raise SettingsError("HUBBUB_EVENT_STORE=kurrentdb needs HUBBUB_KURRENTDB_URL (esdb://host:2113?Tls=false)")
     if settings.search_backend == "opensearch" and not settings.opensearch_url:
         raise SettingsError("HUBBUB_SEARCH_BACKEND=opensearch needs HUBBUB_OPENSEARCH_URL (http://host:9200)")
+
+
+def redacted(url: str) -> str:
+    """``url`` fit for a message: its userinfo and query (passwords, tokens) become ``***``,
+    as in ``postgresql://***@db/hubbub``. Works on malformed URLs too: those are the ones we echo."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest, question, _ = rest.partition("?")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}{question and '?***'}"
 
 
 def _check_ranges(settings: Settings) -> None:
