@@ -26,18 +26,19 @@ from litestar.exceptions import HTTPException, SerializationException, Validatio
 from litestar.types import ExceptionHandlersMap
 
 from domain.errors import DomainError
-from infra.eventstore.port import AppendOutcomeUnknown, DuplicateEventId, WrongExpectedVersion
+from infra.eventstore.port import AppendOutcomeUnknown, DuplicateEventId, InvalidEvent, WrongExpectedVersion
 from infra.logging import REQUEST_ID_STATE_KEY
 
 log = structlog.get_logger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 
-PROBLEM_STATUS: dict[type[Exception], int] = {WrongExpectedVersion: 409, DuplicateEventId: 409}
+PROBLEM_STATUS: dict[type[Exception], int] = {WrongExpectedVersion: 409, DuplicateEventId: 409, InvalidEvent: 422}
 """Exceptions from outside ``domain`` that have a meaning for clients; add to it, don't special-case."""
 
 PUBLIC_DETAIL: dict[int, str] = {
     409: "The resource changed while you were writing; read it again and retry.",
+    422: "The request contains something that cannot be stored (such as a NUL character); remove it and retry.",
 }
 """What a client reads for a ``PROBLEM_STATUS`` exception (the exception's own text is for the log)."""
 

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 
 from hubbub.app import create_app
 from infra.embedded import free_port
-from infra.eventstore.port import AppendOutcomeUnknown, DuplicateEventId, WrongExpectedVersion
+from infra.eventstore.port import AppendOutcomeUnknown, DuplicateEventId, InvalidEvent, WrongExpectedVersion
 from infra.logging import configure_logging
 from infra.settings import load_settings
 
@@ -46,6 +46,11 @@ def conflict() -> dict:
 @get("/_leak/duplicate", sync_to_thread=False)
 def duplicate() -> dict:
     raise DuplicateEventId(f"event 0193abc exists in stream {SECRET_STREAM!r}")
+
+
+@get("/_leak/unstorable", sync_to_thread=False)
+def unstorable() -> dict:
+    raise InvalidEvent("message.posted contains a NUL character (\\u0000), which the log cannot store")
 
 
 @get("/_leak/raise/{kind:str}", sync_to_thread=False)
@@ -84,7 +89,7 @@ RAISED = {
     "nats-flush-timeout": lambda: nats.errors.FlushTimeoutError(),
     "append-outcome-unknown": lambda: AppendOutcomeUnknown(f"connection lost while appending to {SECRET_STREAM}"),
 }
-ROUTES = [conflict, duplicate, raise_infra, real_postgres, real_pool_timeout, real_redis]
+ROUTES = [conflict, duplicate, unstorable, raise_infra, real_postgres, real_pool_timeout, real_redis]
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +187,11 @@ async def test_a_conflict_says_retry_and_names_no_stream_or_version(client, logs
     assert body["detail"] == "The resource changed while you were writing; read it again and retry."
     assert SECRET_STREAM not in response.text and "at version" not in response.text and "0193abc" not in response.text
     assert SECRET_STREAM in _logged(logs, request_id)
+
+
+async def test_something_the_log_cannot_store_is_a_422_not_a_500(client) -> None:
+    body = _problem(await client.get("/api/v1/_leak/unstorable"), 422)
+    assert "cannot be stored" in body["detail"]
 
 
 # -- infrastructure failures -----------------------------------------------------------------------
