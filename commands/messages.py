@@ -92,6 +92,8 @@ def context(request: Request, principal: Principal, key: str | None = None) -> C
 
 async def channel_access(shell: CommandShell, channel_id: str, user_id: str) -> Access:
     """The channel as the caller may see it (404 otherwise), their role and the workspace's members."""
+    if not m.could_be_id(channel_id):
+        raise NotFound("no such channel")
     channel = (await shell.load(CHANNEL, channel_stream(channel_id))).state
     if channel.channel_id is None or channel.workspace_id is None:
         raise NotFound("no such channel")
@@ -108,6 +110,8 @@ def must_be_member(found: Access, user_id: str, doing: str) -> None:
 
 async def message_access(shell: CommandShell, message_id: str, user_id: str) -> tuple[m.Message, Access]:
     """The message and its channel, or 404 if either is missing or the channel is not visible."""
+    if not m.could_be_id(message_id):
+        raise NotFound("no such message")
     message = (await shell.load(m.MESSAGE, m.message_stream(message_id))).state
     if not message.exists or message.channel_id is None:
         raise NotFound("no such message")
@@ -115,6 +119,16 @@ async def message_access(shell: CommandShell, message_id: str, user_id: str) -> 
         return message, await channel_access(shell, message.channel_id, user_id)
     except NotFound:
         raise NotFound("no such message") from None
+
+
+async def thread_root(shell: CommandShell, root_id: str | None) -> m.Message | None:
+    """The state of the message a reply names (the decider checks it); an id that cannot be ours
+    is one that does not exist."""
+    if root_id is None:
+        return None
+    if not m.could_be_id(root_id):
+        return m.Message()
+    return (await shell.load(m.MESSAGE, m.message_stream(root_id))).state
 
 
 def files_not_yet(file_ids: list[str]) -> None:
@@ -148,9 +162,7 @@ class MessagesController(Controller):
         await check_post(limiter, settings, user)
         key = m.check_client_msg_id(data.client_msg_id) or request.headers.get("idempotency-key")
         message_id = m.client_message_id(channel_id, user, key) if key else new_id()
-        root = None
-        if data.thread_root_id is not None:
-            root = (await shell.load(m.MESSAGE, m.message_stream(data.thread_root_id))).state
+        root = await thread_root(shell, data.thread_root_id)
         command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
                          author_id=user, text=data.text, workspace_members=found.members,
                          thread_root_id=data.thread_root_id, root=root, file_ids=tuple(data.file_ids),

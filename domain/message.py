@@ -148,6 +148,17 @@ class MessageDeletedError(Conflict):
     title = "Message deleted"
 
 
+def could_be_id(value: str) -> bool:
+    """Whether ``value`` could be one of our ids (a canonical UUID: messages get UUIDv7 or uuid5).
+    Anything else is answered as missing (404) before it reaches a stream or a query, where a NUL
+    would not survive. The same test as ``domain.access.looks_like_id`` (being added there):
+    use that one once it is committed."""
+    try:
+        return len(value) == 36 and str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
 def message_stream(message_id: str) -> str:
     return f"message-{message_id}"
 

@@ -23,6 +23,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from psycopg_pool import AsyncConnectionPool
 
+from domain.message import could_be_id
 from domain.errors import NotFound
 from domain.session import Principal
 from readapi.consistency import ReadConsistency
@@ -113,6 +114,8 @@ def to_message(row: tuple[Any, ...]) -> MessageOut:
 
 
 async def visible_message(conn: psycopg.AsyncConnection, message_id: str, user_id: str) -> MessageOut:
+    if not could_be_id(message_id):
+        raise NotFound("no such message")  # could not exist, and would not reach the database intact
     cur = await conn.execute(_ONE, {"id": message_id})
     row = await cur.fetchone()
     if row is None or await channel_visible_to(conn, row[1], user_id) is None:

@@ -325,6 +325,14 @@ async def test_bad_input_is_a_named_4xx_and_writes_nothing(api: AsyncTestClient)
     problem(await get(api, f"/channels/{uuid.uuid4()}/messages", t.owner), 404)
     for path in ("", "/thread", "/versions"):
         problem(await get(api, f"/messages/{uuid.uuid4()}{path}", t.owner), 404)
+        problem(await get(api, f"/messages/a%00b{path}", t.owner), 404)  # never reaches the database
+    for method, path, body in [("PATCH", "/messages/a%00b", {"text": "x"}), ("DELETE", "/messages/a%00b", None),
+                               ("PUT", "/messages/a%00b/reactions/%F0%9F%91%8D", None),
+                               ("DELETE", "/messages/a%00b/reactions/%F0%9F%91%8D", None),
+                               ("POST", "/channels/a%00b/messages", {"text": "x"}),
+                               ("POST", f"/channels/{t.general}/messages", {"text": "x", "thread_root_id": "a\x00b"}),
+                               ("POST", f"/channels/{t.general}/messages", {"text": "x", "thread_root_id": "nope"})]:
+        problem(await api.request(method, f"{V1}{path}", json=body, headers=t.owner.auth), 404)
 
 
 async def test_posting_faster_than_the_burst_is_429_with_retry_after(

@@ -24,6 +24,7 @@ from domain.message import (
     ReactionRemoved,
     Unreact,
     client_message_id,
+    could_be_id,
 )
 from tests.unit.given import given
 
@@ -200,3 +201,10 @@ def test_client_message_ids_are_stable_per_channel_and_author() -> None:
     assert client_message_id("c1", "ada", "k") == client_message_id("c1", "ada", "k")
     assert len({client_message_id("c1", "ada", "k"), client_message_id("c2", "ada", "k"),
                 client_message_id("c1", "bob", "k"), client_message_id("c1", "ada", "k2")}) == 4
+
+
+def test_only_canonical_uuids_could_be_ids() -> None:
+    assert could_be_id(client_message_id("c1", "ada", "k"))
+    assert could_be_id("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+    for bad in ["", "m1", "a\x00b", "0193A1B2-C3D4-7E5F-8A9B-0C1D2E3F4A5B".lower() + "x", "{0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b}"]:
+        assert not could_be_id(bad), bad
