@@ -17,7 +17,15 @@ from litestar.di import NamedDependency
 from psycopg_pool import AsyncConnectionPool
 
 from commands.shell import CommandShell, Context
-from commands.workspaces import PositionOut, context, decide_together, new_id_for, position_of, stream_position
+from commands.workspaces import (
+    PositionOut,
+    context,
+    decide_together,
+    new_id_for,
+    position_of,
+    stream_position,
+    workspace_stream,
+)
 from domain import access
 from domain import channel as ch
 from domain import readstate as rs
@@ -72,10 +80,12 @@ class ReadOut(msgspec.Struct, frozen=True):
 
 
 async def workspace_of(shell: CommandShell, workspace_id: str) -> ws.Workspace:
-    return (await shell.load(ws.WORKSPACE, ws.workspace_stream(workspace_id))).state
+    return (await shell.load(ws.WORKSPACE, workspace_stream(workspace_id))).state
 
 
 async def channel_and_role(shell: CommandShell, channel_id: str, user_id: str) -> tuple[ch.Channel, str | None]:
+    if not access.looks_like_id(channel_id):
+        raise NotFound("no such channel")
     channel: ch.Channel = (await shell.load(ch.CHANNEL, ch.channel_stream(channel_id))).state
     if channel.workspace_id is None:
         raise NotFound("no such channel")

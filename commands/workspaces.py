@@ -21,6 +21,7 @@ from litestar import Controller, Request, Response, delete, patch, post
 from litestar.di import NamedDependency
 
 from commands.shell import CommandShell, Context, Outcome, event_ids
+from domain import access
 from domain import channel as ch
 from domain import workspace as ws
 from domain.decider import Decider
@@ -108,9 +109,16 @@ def invite_code(workspace_id: str) -> str:
 
 def workspace_of_code(code: str) -> str:
     workspace_id, dot, _ = code.partition(".")
-    if not dot:
+    if not dot or not access.looks_like_id(workspace_id):
         raise NotFound("no such invite; ask for a new one")
     return workspace_id
+
+
+def workspace_stream(workspace_id: str) -> str:
+    """The workspace's stream; an id that cannot exist is 404 like one the caller may not see."""
+    if not access.looks_like_id(workspace_id):
+        raise NotFound("no such workspace")
+    return ws.workspace_stream(workspace_id)
 
 
 class CreateBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -182,7 +190,7 @@ class WorkspaceCommands(Controller):
         code = invite_code(workspace_id)
         expires_at = ctx.now + dt.timedelta(seconds=max(0, min(data.expires_in_s, 10**8)))
         command = ws.CreateInvite(principal.user_id, ws.invite_hash(code), data.role, expires_at, ctx.now)
-        outcome = await shell.handle(ws.WORKSPACE, ws.workspace_stream(workspace_id), command, ctx)
+        outcome = await shell.handle(ws.WORKSPACE, workspace_stream(workspace_id), command, ctx)
         if outcome.repeated:  # the first answer's code was never stored; a repeat cannot show it again
             raise Conflict("this Idempotency-Key made an invite already, and its code is shown once; "
                            "send a new key for a new code")
@@ -193,7 +201,7 @@ class WorkspaceCommands(Controller):
     async def change_role(self, request: Request, workspace_id: str, user_id: str, data: RoleBody,
                           principal: NamedDependency[Principal],
                           shell: NamedDependency[CommandShell]) -> Response[RoleOut]:
-        stream = ws.workspace_stream(workspace_id)
+        stream = workspace_stream(workspace_id)
         command = ws.ChangeRole(principal.user_id, user_id, data.role)
         outcome = await shell.handle(ws.WORKSPACE, stream, command, context(request, principal))
         position = await position_of(shell, ws.WORKSPACE, stream, outcome)
@@ -203,7 +211,7 @@ class WorkspaceCommands(Controller):
     async def remove(self, request: Request, workspace_id: str, user_id: str, principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
         command = ws.RemoveMember(principal.user_id, user_id)
-        outcome = await shell.handle(ws.WORKSPACE, ws.workspace_stream(workspace_id), command,
+        outcome = await shell.handle(ws.WORKSPACE, workspace_stream(workspace_id), command,
                                      context(request, principal))
         return with_position(Response(PositionOut(outcome.position)), outcome.position)
 

@@ -7,10 +7,11 @@ means "not a member of the workspace": such a caller sees nothing in it.
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from domain.channel import Channel
 
@@ -18,6 +19,15 @@ Role = Literal["owner", "admin", "member", "guest"]
 ROLES: tuple[Role, ...] = ("owner", "admin", "member", "guest")
 INVITABLE_ROLES: tuple[Role, ...] = ("member", "guest")
 RANK: dict[str, int] = {"guest": 0, "member": 1, "admin": 2, "owner": 3}
+
+
+def looks_like_id(value: str) -> bool:
+    """Whether ``value`` could be one of our ids (a UUID in canonical form). Anything else is
+    answered like an id the caller may not see (404), before it reaches a stream or a query."""
+    try:
+        return len(value) == 36 and str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
 
 
 def role_of(members: Mapping[str, str], user_id: str) -> str | None:
@@ -88,6 +98,6 @@ def can_edit_message(author_id: str, user_id: str) -> bool:
     return author_id == user_id
 
 
-def visible_roles(members: Mapping[str, str], user_ids: set[str]) -> dict[str, str | None]:
+def visible_roles(members: Mapping[str, str], user_ids: Iterable[str]) -> dict[str, str | None]:
     """Each user id -> its role in the workspace (None for strangers)."""
     return {u: members.get(u) for u in user_ids}

@@ -17,6 +17,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from psycopg_pool import AsyncConnectionPool
 
+from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
 from readapi.consistency import ReadConsistency
@@ -90,6 +91,8 @@ class WorkspaceChannelQueries(Controller):
                             consistency: NamedDependency[ReadConsistency],
                             limit: Limit = 50, after: str = "") -> ChannelsOut:
         await consistency.wait(principal.since_position)
+        if not looks_like_id(workspace_id):
+            raise NotFound("no such workspace")
         params = {"workspace_id": workspace_id, "user_id": principal.user_id, "after": after, "limit": limit}
         async with pool.connection() as conn:
             if await workspace_role(conn, workspace_id, principal.user_id) is None:
@@ -108,6 +111,8 @@ class ChannelQueries(Controller):
                   pool: NamedDependency[AsyncConnectionPool],
                   consistency: NamedDependency[ReadConsistency]) -> ChannelOut:
         await consistency.wait(principal.since_position)
+        if not looks_like_id(channel_id):
+            raise NotFound("no such channel")
         async with pool.connection() as conn:
             cur = await conn.execute(_ONE, {"channel_id": channel_id, "user_id": principal.user_id})
             row = await cur.fetchone()
@@ -120,6 +125,8 @@ class ChannelQueries(Controller):
                       pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
                       limit: Limit = 50, after: str = "") -> ChannelMembersOut:
         await consistency.wait(principal.since_position)
+        if not looks_like_id(channel_id):
+            raise NotFound("no such channel")
         async with pool.connection() as conn:
             if await channel_visible_to(conn, channel_id, principal.user_id) is None:
                 raise NotFound("no such channel")

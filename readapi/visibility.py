@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from domain.access import looks_like_id
+
 VISIBLE_FROM = """
 channels c
 JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = %(user_id)s
@@ -50,18 +52,24 @@ class Visible:
 
 async def channel_visible_to(conn: psycopg.AsyncConnection, channel_id: str, user_id: str) -> Visible | None:
     """The channel if ``user_id`` may see it, else None (answer 404)."""
+    if not looks_like_id(channel_id):
+        return None  # could not exist, and would not reach the database intact (NUL, say)
     cur = await conn.execute(VISIBLE_CHANNEL, {"channel_id": channel_id, "user_id": user_id})
     row = await cur.fetchone()
     return Visible(*row) if row else None
 
 
 async def visible_channel_ids(conn: psycopg.AsyncConnection, workspace_id: str, user_id: str) -> list[str]:
+    if not looks_like_id(workspace_id):
+        return []
     cur = await conn.execute(VISIBLE_CHANNELS, {"workspace_id": workspace_id, "user_id": user_id})
     return [row[0] for row in await cur.fetchall()]
 
 
 async def workspace_role(conn: psycopg.AsyncConnection, workspace_id: str, user_id: str) -> str | None:
     """The user's role in the workspace, None when not a member (answer 404)."""
+    if not looks_like_id(workspace_id):
+        return None
     cur = await conn.execute("SELECT role FROM workspace_members WHERE workspace_id = %s AND user_id = %s",
                              (workspace_id, user_id))
     row = await cur.fetchone()

@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 from litestar.params import Parameter
 from psycopg_pool import AsyncConnectionPool
 
+from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
 from readapi.consistency import ReadConsistency
@@ -74,6 +75,8 @@ class WorkspaceQueries(Controller):
                   pool: NamedDependency[AsyncConnectionPool],
                   consistency: NamedDependency[ReadConsistency]) -> WorkspaceOut:
         await consistency.wait(principal.since_position)
+        if not looks_like_id(workspace_id):
+            raise NotFound("no such workspace")
         async with pool.connection() as conn:
             cur = await conn.execute(_ONE, (principal.user_id, workspace_id))
             row = await cur.fetchone()
@@ -86,6 +89,8 @@ class WorkspaceQueries(Controller):
                       pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
                       limit: Limit = 50, after: str = "") -> MembersOut:
         await consistency.wait(principal.since_position)
+        if not looks_like_id(workspace_id):
+            raise NotFound("no such workspace")
         async with pool.connection() as conn:
             if await workspace_role(conn, workspace_id, principal.user_id) is None:
                 raise NotFound("no such workspace")

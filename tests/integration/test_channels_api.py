@@ -272,7 +272,7 @@ async def test_idempotency_keys_on_channel_commands(api: AsyncTestClient) -> Non
 
 async def test_rebuilding_the_workspaces_projection_gives_the_live_tables(api: AsyncTestClient, pool,
                                                                           migrated_url: str) -> None:
-    # Last in the module: the log holds every test's workspaces, channels, DMs and markers.
+    # The log holds every earlier test's workspaces, channels, DMs and markers.
     team = await team_of(api)
     cid = await create_channel(api, team, team.people["Mem"], "rebuilt", private=True)
     await add_to_channel(api, team, cid, team.people["Mem"], team.people["Gst"])
@@ -286,3 +286,24 @@ async def test_rebuilding_the_workspaces_projection_gives_the_live_tables(api: A
     assert cid in await channels_of(api, team, team.people["Gst"])  # the swapped-in tables serve queries
     later = await create_channel(api, team, team.owner, "after-swap")  # the live projector carries on
     assert later in await channels_of(api, team, team.owner)
+
+
+async def test_ids_that_cannot_exist_are_404_never_500(api: AsyncTestClient) -> None:
+    team = await create_workspace(api, await register(api, "Ada"))
+    auth = team.owner.auth
+    for bad in ["%00", "a%00b", "x" * 5000, "%C3%A9", team.general_id.upper() + "0", "nope"]:
+        for method, path, kwargs in [
+            ("get", f"/channels/{bad}", {}), ("get", f"/channels/{bad}/members", {}),
+            ("post", f"/channels/{bad}/join", {}), ("patch", f"/channels/{bad}", {"json": {"topic": "x"}}),
+            ("post", f"/channels/{bad}/read", {"json": {"seq": 0}}), ("post", f"/invites/{bad}/accept", {}),
+            ("post", f"/invites/{bad}.x/accept", {}), ("get", f"/workspaces/{bad}", {}),
+            ("get", f"/workspaces/{bad}/channels", {}), ("get", f"/workspaces/{bad}/members", {}),
+            ("post", f"/workspaces/{bad}/channels", {"json": {"name": "x"}}),
+            ("post", f"/workspaces/{bad}/invites", {"json": {}}),
+            ("post", f"/workspaces/{bad}/dms", {"json": {"user_ids": [team.owner.id]}}),
+            ("delete", f"/workspaces/{team.workspace_id}/members/{bad}", {}),
+        ]:
+            response = await getattr(api, method)(API + path, headers=auth, **kwargs)
+            assert problem(response, 404), (method, path[:60])
+    dm = await api.post(f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": ["a\u0000b"]}, headers=auth)
+    assert problem(dm, 404)["errors"][0]["field"] == "user_ids"

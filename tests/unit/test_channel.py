@@ -192,3 +192,9 @@ def test_who_sees_what() -> None:
     assert not access.can_see_channel("owner", private, "own")
     assert not access.can_see_channel(None, public, "m")
     assert access.can_delete_message("admin", "a", "b") and not access.can_delete_message("member", "a", "b")
+
+
+def test_only_canonical_uuids_look_like_ids() -> None:
+    assert access.looks_like_id(dm_channel_id("w1", ["a", "b"]))
+    for bad in ["", "nope", "a\x00b", dm_channel_id("w1", ["a"]).upper(), "x" * 36, dm_channel_id("w", []) + "0"]:
+        assert not access.looks_like_id(bad), bad
