@@ -240,7 +240,7 @@ def explain(srv: Server, world: World) -> dict:
         "channels_limit_200": (rc._LIST, {"workspace_id": world.workspace_id, "user_id": world.owner_id,
                                           "after": "", "limit": 200}),
     }
-    out = {}
+    out: dict = {}
     with psycopg.connect(srv.database_url, autocommit=True) as conn:
         for name, (sql, params) in queries.items():
             conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", params)  # warm, like the measured runs
@@ -269,9 +269,14 @@ def run(plan: Plan, workdir: Path, nodelay_fix: bool = False) -> dict:
         results["history_shape"] = shape = history_shape(srv, world)
         progress(f"  database: {shape}")
         results["reads"] = phase_reads(srv, world, plan, workdir, shape["history_last_seq"])
-        results["explain"] = explain(srv, world)
+        try:
+            results["explain"] = explain(srv, world)
+        except Exception as exc:  # noqa: BLE001 - evidence only: never lose a run's numbers to it
+            results["explain"] = {"error": f"{type(exc).__name__}: {exc}"}
+            progress(f"  EXPLAIN failed: {results['explain']['error']}")
         for name, plan_lines in results["explain"].items():
-            progress(f"  EXPLAIN ANALYZE {name}: {plan_lines[-1].strip()}")
+            if name != "error":
+                progress(f"  EXPLAIN ANALYZE {name}: {plan_lines[-1].strip()}")
     return results
 
 
