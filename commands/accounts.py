@@ -19,7 +19,7 @@ from commands.shell import CommandShell, Context
 from domain import account, session
 from domain.errors import DomainError
 from domain.session import Principal
-from hubbub.ratelimits import check_login  # noqa: TID251 - moves to commands/ once the posting side lands
+from commands.ratelimits import check_login
 from infra.http import with_position
 from infra.ids import new_id
 from infra.passwords import MAX_LENGTH, MIN_LENGTH, Passwords
@@ -87,14 +87,13 @@ class AuthController(Controller):
         register = account.Register(new_id(), email, data.display_name, await passwords.hash(check_password(data.password)))
         token = new_token()
         start = session.Start(new_id(), register.user_id, device_of(request, None))
-        outcomes = await shell.decide_many(
-            [(account.ACCOUNT, account.account_stream(email), register), (session.SESSION, session.session_stream(token), start)],
+        position, (registered, _) = await shell.decide_many(
+            [(account.ACCOUNT, account.account_stream(email), [register]),
+             (session.SESSION, session.session_stream(token), [start])],
             context(request, register.user_id),
         )
-        registered = outcomes[0].state
         assert registered.user_id and registered.email and registered.display_name
         user = UserOut(registered.user_id, registered.email, registered.display_name)
-        position = max(o.position for o in outcomes)
         return with_position(Response(AuthOut(user, token, position), status_code=201), position)
 
     @post("/login", status_code=200, operation_id="login")

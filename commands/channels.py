@@ -20,7 +20,6 @@ from commands.shell import CommandShell, Context
 from commands.workspaces import (
     PositionOut,
     context,
-    decide_together,
     new_id_for,
     position_of,
     stream_position,
@@ -120,7 +119,7 @@ class WorkspaceChannelCommands(Controller):
             raise NotFound("no such workspace")
         channel_id = new_id_for(ctx, "channel")
         create = ch.CreateChannel(channel_id, workspace_id, data.name, me, role, data.private, data.topic)
-        position, states = await decide_together(shell, [
+        position, states = await shell.decide_many([
             (ch.CHANNEL, ch.channel_stream(channel_id), [create]),
             (ch.NAME, ch.name_stream(workspace_id, ch.check_name(data.name)), [ch.Claim(channel_id)]),
         ], ctx)
@@ -166,7 +165,7 @@ class ChannelCommands(Controller):
             if new != channel.name and channel.workspace_id and channel.name:
                 entries.append((ch.NAME, ch.name_stream(channel.workspace_id, new), [ch.Claim(channel_id)]))
                 entries.append((ch.NAME, ch.name_stream(channel.workspace_id, channel.name), [ch.Release(channel_id)]))
-        position, states = await decide_together(shell, entries, context(request, principal))
+        position, states = await shell.decide_many(entries, context(request, principal))
         state: ch.Channel = states[0]
         return with_position(Response(UpdatedOut(channel_id, state.name, state.topic, position)), position)
 

@@ -31,12 +31,12 @@ from domain.emoji import check_emoji
 from domain.errors import DomainError, Forbidden, NotFound
 from domain.session import Principal
 from domain.workspace import WORKSPACE, workspace_stream
-from hubbub.ratelimits import check_post
+from commands.ratelimits import check_post
 from infra.http import with_position
 from infra.ids import new_id
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings
-from readapi.consistency import ReadConsistency
+from infra.consistency import ReadConsistency
 
 READ_MODEL = "messages"
 # The seq lives in the ``messages`` read model (projections/messages.py); one indexed lookup.

@@ -79,6 +79,28 @@ class StateCache:
             self._entries.popitem(last=False)
 
 
+Entry = tuple[Decider[Any, Any], str, Sequence[Any]]
+"""A stream to decide on: its decider, its id, and the commands to decide in turn."""
+
+
+def _decide_all(decider: Decider[Any, Any], state: Any, commands: Sequence[Any]) -> tuple[list[Event], Any]:
+    events: list[Event] = []
+    for command in commands:
+        new = list(decider.decide(state, command))
+        for event in new:
+            state = decider.evolve(state, event)
+        events += new
+    return events, state
+
+
+def _repeated(entries: Sequence[Entry], loaded: Sequence[_Loaded[Any]], ctx: Context) -> int | None:
+    if ctx.idempotency_key is None:
+        return None
+    positions = [lo.positions.get(_nth_id(stream, ctx.idempotency_key, 0)) for (_, stream, _), lo in zip(entries, loaded, strict=True)]
+    found = [p for p in positions if p is not None]
+    return max(found) if found else None
+
+
 def _nth_id(stream_id: str, key: str, index: int) -> uuid.UUID:
     return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{stream_id}\n{key}\n{index}")
 
@@ -167,15 +189,18 @@ class CommandShell:
             state = decider.evolve(state, event)
         return Outcome(result.position, result.version, state, events)
 
-    async def decide_many(self, commands: Sequence[tuple[Decider[Any, Any], str, Any]], ctx: Context) -> list[Outcome[Any]]:
-        """Decide one command on each of several streams and append the events all or none;
-        a conflict on any of them is retried like ``handle`` (reload, decide again)."""
-        streams = sorted({stream_id for _, stream_id, _ in commands})
+    async def decide_many(self, entries: Sequence[Entry], ctx: Context) -> tuple[int, list[Any]]:
+        """Decide each entry's commands in turn on its stream (the first rejection wins, so put
+        the stream that checks visibility first) and append every stream's events at once, all
+        or none; a conflict on any of them reloads and decides again, like ``handle``. Returns the
+        position to answer with and each stream's new state. A repeat under an idempotency key
+        appends nothing and answers the first position."""
+        streams = sorted({stream_id for _, stream_id, _ in entries})
         locks = [self._locks.setdefault(s, asyncio.Lock()) for s in streams]  # sorted: no deadlock
         try:
             for lock in locks:
                 await lock.acquire()
-            return await self._decide_many(commands, ctx)
+            return await self._decide_many(entries, ctx)
         finally:
             for stream_id, lock in zip(streams, locks, strict=True):
                 if lock.locked():
@@ -183,21 +208,23 @@ class CommandShell:
                 if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
                     self._locks.pop(stream_id, None)
 
-    async def _decide_many(self, commands: Sequence[tuple[Decider[Any, Any], str, Any]], ctx: Context) -> list[Outcome[Any]]:
+    async def _decide_many(self, entries: Sequence[Entry], ctx: Context) -> tuple[int, list[Any]]:
         for attempt in range(1, self._max_attempts + 1):
-            loaded = [await self.load(decider, stream_id) for decider, stream_id, _ in commands]
-            first_stream = commands[0][1]
-            if self._repeat_of(first_stream, ctx, loaded[0]) is not None:
-                return [self._repeat_of(s, ctx, l) or Outcome(0, l.version, l.state, ()) for (_, s, _), l in zip(commands, loaded, strict=True)]
-            writes = [(d, s, l, d.decide(l.state, c)) for (d, s, c), l in zip(commands, loaded, strict=True)]
+            loaded = [await self.load(decider, stream_id) for decider, stream_id, _ in entries]
+            if (repeat := _repeated(entries, loaded, ctx)) is not None:
+                return repeat, [lo.state for lo in loaded]
+            decided = [_decide_all(d, lo.state, commands) for (d, _, commands), lo in zip(entries, loaded, strict=True)]
+            writes = [(d, s, lo, events) for (d, s, _), lo, (events, _) in zip(entries, loaded, decided, strict=True) if events]
+            if not writes:
+                return max((max(lo.positions.values(), default=0) for lo in loaded), default=0), [st for _, st in decided]
             try:
-                committed = iter(await self.commit_many([w for w in writes if w[3]], ctx))
+                outcomes = await self.commit_many(writes, ctx)
             except WrongExpectedVersion:
                 if attempt == self._max_attempts:
                     raise
-                await asyncio.sleep(random.uniform(0, 0.005 * attempt))
+                await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # de-synchronise rivals
                 continue
-            return [next(committed) if events else Outcome(0, l.version, l.state, ()) for _, _, l, events in writes]
+            return max(o.position for o in outcomes), [st for _, st in decided]
         raise AssertionError("unreachable")
 
     async def commit_many(

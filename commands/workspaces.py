@@ -8,33 +8,26 @@ which stream to load on accept (knowing it grants nothing), and only the code's 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import random
 import secrets
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, patch, post
 from litestar.di import NamedDependency
 
-from commands.shell import CommandShell, Context, Outcome, event_ids
+from commands.shell import CommandShell, Context, Entry, Outcome
 from domain import access
 from domain import channel as ch
 from domain import workspace as ws
 from domain.decider import Decider
 from domain.errors import Conflict, NotFound
 from domain.session import Principal
-from infra.eventstore import WrongExpectedVersion
 from infra.http import with_position
 from infra.ids import new_id
 
 KEYED_IDS = uuid.UUID("8a1d6c3e-2b4f-4e7a-9c5d-1f0e3b2a4c68")
-MAX_ATTEMPTS = 5
-
-Entry = tuple[Decider[Any, Any], str, Sequence[Any]]
 
 
 def context(request: Request, principal: Principal) -> Context:
@@ -58,49 +51,6 @@ async def stream_position(shell: CommandShell, decider: Decider[Any, Any], strea
 
 async def position_of(shell: CommandShell, decider: Decider[Any, Any], stream: str, outcome: Outcome[Any]) -> int:
     return outcome.position or await stream_position(shell, decider, stream)
-
-
-async def decide_together(shell: CommandShell, entries: Sequence[Entry], ctx: Context) -> tuple[int, list[Any]]:
-    """Load every stream, decide each entry's commands in turn (the first entry's rejection wins,
-    so put the stream that checks visibility first), append all the events at once, all or none.
-    A conflict reloads and decides again, a bounded number of times. Returns the position to
-    answer with and each stream's new state. A repeat under an Idempotency-Key appends nothing."""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        loaded = [await shell.load(decider, stream) for decider, stream, _ in entries]
-        if (repeat := _repeated(entries, loaded, ctx)) is not None:
-            return repeat, [lo.state for lo in loaded]
-        decided = [_decide_all(decider, lo.state, commands) for (decider, _, commands), lo in zip(entries, loaded)]
-        writes = [(d, s, lo, events) for (d, s, _), lo, (events, _) in zip(entries, loaded, decided) if events]
-        if not writes:
-            return max((max(lo.positions.values(), default=0) for lo in loaded), default=0), [st for _, st in decided]
-        try:
-            outcomes = await shell.commit_many(writes, ctx)
-        except WrongExpectedVersion:
-            if attempt == MAX_ATTEMPTS:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.005 * attempt))  # de-synchronise rivals
-            continue
-        return max(o.position for o in outcomes), [st for _, st in decided]
-    raise AssertionError("unreachable")
-
-
-def _decide_all(decider: Decider[Any, Any], state: Any, commands: Sequence[Any]) -> tuple[list[Any], Any]:
-    events: list[Any] = []
-    for command in commands:
-        new = list(decider.decide(state, command))
-        for event in new:
-            state = decider.evolve(state, event)
-        events += new
-    return events, state
-
-
-def _repeated(entries: Sequence[Entry], loaded: Sequence[Any], ctx: Context) -> int | None:
-    if ctx.idempotency_key is None:
-        return None
-    positions = [lo.positions.get(event_ids(stream, ctx.idempotency_key, 1)[0])
-                 for (_, stream, _), lo in zip(entries, loaded)]
-    found = [p for p in positions if p is not None]
-    return max(found) if found else None
 
 
 def invite_code(workspace_id: str) -> str:
@@ -174,7 +124,7 @@ class WorkspaceCommands(Controller):
         ctx = context(request, principal)
         wsid, general = new_id_for(ctx, "workspace"), new_id_for(ctx, "general")
         me = principal.user_id
-        position, states = await decide_together(shell, [
+        position, states = await shell.decide_many([
             (ws.WORKSPACE, ws.workspace_stream(wsid), [ws.CreateWorkspace(wsid, data.name, me, general)]),
             (ch.CHANNEL, ch.channel_stream(general),
              [ch.CreateChannel(general, wsid, ch.GENERAL, me, "owner", general=True)]),
@@ -232,7 +182,7 @@ class InviteCommands(Controller):
         if before.general_channel_id and invited and invited.role != "guest" and me not in before.members:
             # Members join #general with the invite, in the same append; guests see only what they are added to.
             entries.append((ch.CHANNEL, ch.channel_stream(before.general_channel_id), [ch.Join(me, invited.role)]))
-        position, states = await decide_together(shell, entries, ctx)
+        position, states = await shell.decide_many(entries, ctx)
         state: ws.Workspace = states[0]
         assert state.workspace_id is not None
         body = AcceptedOut(state.workspace_id, state.members.get(principal.user_id, ""), position)

@@ -37,7 +37,7 @@ from infra.settings import Settings, SettingsError, load_settings
 from readapi import accounts as accounts_queries
 from readapi import channels as channels_queries
 from readapi import workspaces as workspaces_queries
-from readapi import consistency
+from infra import consistency
 from readapi import messages as messages_queries
 
 log = structlog.get_logger(__name__)

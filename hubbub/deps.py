@@ -18,7 +18,7 @@ from infra.eventstore.port import EventStore
 from infra.passwords import Passwords
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings
-from readapi.consistency import ReadConsistency
+from infra.consistency import ReadConsistency
 
 STATE_KEY = "services"
 

@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.errors import NotFound
 from domain.session import Principal
-from readapi.consistency import ReadConsistency
+from infra.consistency import ReadConsistency
 
 _ME = "SELECT user_id, email, display_name, created_at FROM users WHERE user_id = %s"
 

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
-from readapi.consistency import ReadConsistency
+from infra.consistency import ReadConsistency
 from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE, channel_visible_to, workspace_role
 
 Limit = Annotated[int, Parameter(ge=1, le=200)]

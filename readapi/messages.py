@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from domain.message import could_be_id
 from domain.errors import NotFound
 from domain.session import Principal
-from readapi.consistency import ReadConsistency
+from infra.consistency import ReadConsistency
 from readapi.visibility import channel_visible_to
 
 MAX_LIMIT = 200

@@ -23,6 +23,7 @@ import pytest
 import structlog
 from litestar.params import JSONBody
 from litestar import Litestar, get, post
+from litestar.datastructures import State
 from litestar.testing import AsyncTestClient
 
 from domain.errors import Conflict
@@ -31,8 +32,8 @@ from infra.embedded import free_port
 from infra.eventstore.port import WrongExpectedVersion
 from infra.logging import configure_logging
 from infra.settings import load_settings
-from readapi import consistency
-from readapi.consistency import wait_for_position
+from infra import consistency
+from infra.consistency import wait_for_position
 
 PROBLEM = "application/problem+json"
 
@@ -156,16 +157,23 @@ async def test_lifespan_starts_and_stops_the_projectors(service_urls, migrated_u
     assert StandInRunner.stopped == before[1] + 1
 
 
+@post("/_test/close-nats", status_code=204)
+async def close_nats(state: State) -> None:
+    # Closed on the app's own event loop: the test client runs the app on a loop of its own, and
+    # a NATS client closed from another loop leaves its tasks behind and hangs the shutdown.
+    await state.services.nats.close()
+
+
 async def test_readyz_names_what_is_down(service_urls, migrated_url, stand_in_projections) -> None:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
-    app = create_app(_settings(service_urls, migrated_url, redis_url=dead_redis))
+    app = create_app(_settings(service_urls, migrated_url, redis_url=dead_redis), api_handlers=[close_nats])
     async with AsyncTestClient(app) as client:
         body = _problem(await client.get("/readyz"), 503)
         assert "redis is down" in body["detail"]
         assert "database" not in body["detail"] and "nats" not in body["detail"]
         assert body["checks"]["database"] == "ok" and body["checks"]["redis"] != "ok"
 
-        await app.state.services.nats.close()
+        assert (await client.post("/api/v1/_test/close-nats")).status_code == 204
         body = _problem(await client.get("/readyz"), 503)
         assert "nats is down" in body["detail"] and "redis is down" in body["detail"]
 

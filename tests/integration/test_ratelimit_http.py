@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from hubbub import problems
-from hubbub.ratelimits import (TooManyRequests, check_login, check_post, client_network, normalised_email,
+from commands.ratelimits import (TooManyRequests, check_login, check_post, client_network, normalised_email,
                                retry_after_header)
 from infra.embedded import free_port
 from infra.ratelimit import RedisRateLimiter

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from kurrentdbclient import NewEvent as KNewEvent
 from kurrentdbclient import RecordedEvent as KRecordedEvent
 from kurrentdbclient import StreamState
 from kurrentdbclient.common import construct_filter_exclude_regex
