@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench clean
+.PHONY: install dev test bench bench-post clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench.eventstore
+
+bench-post: install  # needs wrk (Debian: apt-get install wrk)
+	$(BIN)/python -m bench.post
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
