@@ -14,6 +14,7 @@ import secrets
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from commands.shell import CommandShell, Context
 from domain import account, session
@@ -80,7 +81,7 @@ class AuthController(Controller):
 
     @post("/register", status_code=201, operation_id="register")
     async def register(
-        self, request: Request, data: RegisterBody, shell: NamedDependency[CommandShell],
+        self, request: Request, data: JSONBody[RegisterBody], shell: NamedDependency[CommandShell],
         passwords: NamedDependency[Passwords],
     ) -> Response[AuthOut]:
         email = account.check_email(data.email)
@@ -98,7 +99,7 @@ class AuthController(Controller):
 
     @post("/login", status_code=200, operation_id="login")
     async def login(
-        self, request: Request, data: LoginBody, shell: NamedDependency[CommandShell],
+        self, request: Request, data: JSONBody[LoginBody], shell: NamedDependency[CommandShell],
         passwords: NamedDependency[Passwords], limiter: NamedDependency[RateLimiter],
         settings: NamedDependency[Settings],
     ) -> Response[AuthOut]:

@@ -14,6 +14,7 @@ import msgspec
 import psycopg
 from litestar import Controller, Request, Response, delete, patch, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from psycopg_pool import AsyncConnectionPool
 
 from commands.shell import CommandShell, Context
@@ -109,7 +110,7 @@ class WorkspaceChannelCommands(Controller):
     tags = ["channels"]
 
     @post("/channels", status_code=201, operation_id="createChannel")
-    async def create(self, request: Request, workspace_id: str, data: CreateBody,
+    async def create(self, request: Request, workspace_id: FromPath[str], data: JSONBody[CreateBody],
                      principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[CreatedOut]:
         ctx = context(request, principal)
@@ -127,7 +128,7 @@ class WorkspaceChannelCommands(Controller):
         return with_position(Response(body, status_code=201), position)
 
     @post("/dms", status_code=201, operation_id="openDirectMessage")
-    async def open_dm(self, request: Request, workspace_id: str, data: UsersBody,
+    async def open_dm(self, request: Request, workspace_id: FromPath[str], data: JSONBody[UsersBody],
                       principal: NamedDependency[Principal],
                       shell: NamedDependency[CommandShell]) -> Response[CreatedOut]:
         me = principal.user_id
@@ -148,7 +149,7 @@ class ChannelCommands(Controller):
     tags = ["channels"]
 
     @patch("/", operation_id="updateChannel")
-    async def update(self, request: Request, channel_id: str, data: UpdateBody,
+    async def update(self, request: Request, channel_id: FromPath[str], data: JSONBody[UpdateBody],
                      principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[UpdatedOut]:
         me = principal.user_id
@@ -170,28 +171,28 @@ class ChannelCommands(Controller):
         return with_position(Response(UpdatedOut(channel_id, state.name, state.topic, position)), position)
 
     @post("/archive", status_code=200, operation_id="archiveChannel")
-    async def archive(self, request: Request, channel_id: str, principal: NamedDependency[Principal],
+    async def archive(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
                       shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
         _, role = await channel_and_role(shell, channel_id, principal.user_id)
         position, _ = await run(shell, channel_id, ch.Archive(principal.user_id, role), context(request, principal))
         return answered(position)
 
     @post("/join", status_code=200, operation_id="joinChannel")
-    async def join(self, request: Request, channel_id: str, principal: NamedDependency[Principal],
+    async def join(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
                    shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
         _, role = await channel_and_role(shell, channel_id, principal.user_id)
         position, _ = await run(shell, channel_id, ch.Join(principal.user_id, role), context(request, principal))
         return answered(position)
 
     @post("/leave", status_code=200, operation_id="leaveChannel")
-    async def leave(self, request: Request, channel_id: str, principal: NamedDependency[Principal],
+    async def leave(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
                     shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
         _, role = await channel_and_role(shell, channel_id, principal.user_id)
         position, _ = await run(shell, channel_id, ch.Leave(principal.user_id, role), context(request, principal))
         return answered(position)
 
     @post("/members", status_code=200, operation_id="addChannelMembers")
-    async def add_members(self, request: Request, channel_id: str, data: UsersBody,
+    async def add_members(self, request: Request, channel_id: FromPath[str], data: JSONBody[UsersBody],
                           principal: NamedDependency[Principal],
                           shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
         channel, role = await channel_and_role(shell, channel_id, principal.user_id)
@@ -202,7 +203,7 @@ class ChannelCommands(Controller):
         return answered(position)
 
     @delete("/members/{user_id:str}", status_code=200, operation_id="removeChannelMember")
-    async def remove_member(self, request: Request, channel_id: str, user_id: str,
+    async def remove_member(self, request: Request, channel_id: FromPath[str], user_id: FromPath[str],
                             principal: NamedDependency[Principal],
                             shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
         _, role = await channel_and_role(shell, channel_id, principal.user_id)
@@ -211,7 +212,7 @@ class ChannelCommands(Controller):
         return answered(position)
 
     @post("/read", status_code=200, operation_id="markChannelRead")
-    async def read(self, request: Request, channel_id: str, data: ReadBody, principal: NamedDependency[Principal],
+    async def read(self, request: Request, channel_id: FromPath[str], data: JSONBody[ReadBody], principal: NamedDependency[Principal],
                    shell: NamedDependency[CommandShell],
                    pool: NamedDependency[AsyncConnectionPool]) -> Response[ReadOut]:
         me = principal.user_id

@@ -21,6 +21,7 @@ import datetime as dt
 import msgspec
 from litestar import Controller, Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from psycopg_pool import AsyncConnectionPool
 
 from commands.shell import CommandShell, Context
@@ -149,7 +150,7 @@ class MessagesController(Controller):
 
     @post("/channels/{channel_id:str}/messages", status_code=201, operation_id="postMessage")
     async def post_message(
-        self, request: Request, channel_id: str, data: PostBody, principal: NamedDependency[Principal],
+        self, request: Request, channel_id: FromPath[str], data: JSONBody[PostBody], principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell], consistency: NamedDependency[ReadConsistency],
         pool: NamedDependency[AsyncConnectionPool], limiter: NamedDependency[RateLimiter],
         settings: NamedDependency[Settings],
@@ -173,7 +174,7 @@ class MessagesController(Controller):
 
     @patch("/messages/{message_id:str}", operation_id="editMessage")
     async def edit_message(
-        self, request: Request, message_id: str, data: EditBody, principal: NamedDependency[Principal],
+        self, request: Request, message_id: FromPath[str], data: JSONBody[EditBody], principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[EditedOut]:
         user = principal.user_id
@@ -189,7 +190,7 @@ class MessagesController(Controller):
 
     @delete("/messages/{message_id:str}", status_code=200, operation_id="deleteMessage")
     async def delete_message(
-        self, request: Request, message_id: str, principal: NamedDependency[Principal],
+        self, request: Request, message_id: FromPath[str], principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[DeletedOut]:
         user = principal.user_id
@@ -202,14 +203,14 @@ class MessagesController(Controller):
 
     @put("/messages/{message_id:str}/reactions/{emoji:str}", operation_id="addReaction")
     async def add_reaction(
-        self, request: Request, message_id: str, emoji: str, principal: NamedDependency[Principal],
+        self, request: Request, message_id: FromPath[str], emoji: FromPath[str], principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[ReactionOut]:
         return await react(request, shell, principal, message_id, m.React(user_id=principal.user_id, emoji=emoji))
 
     @delete("/messages/{message_id:str}/reactions/{emoji:str}", status_code=200, operation_id="removeReaction")
     async def remove_reaction(
-        self, request: Request, message_id: str, emoji: str, principal: NamedDependency[Principal],
+        self, request: Request, message_id: FromPath[str], emoji: FromPath[str], principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[ReactionOut]:
         return await react(request, shell, principal, message_id, m.Unreact(user_id=principal.user_id, emoji=emoji))

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, Response, delete, patch, post
 from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from commands.shell import CommandShell, Context, Entry, Outcome
 from domain import access
@@ -119,7 +120,7 @@ class WorkspaceCommands(Controller):
     tags = ["workspaces"]
 
     @post("/", status_code=201, operation_id="createWorkspace")
-    async def create(self, request: Request, data: CreateBody, principal: NamedDependency[Principal],
+    async def create(self, request: Request, data: JSONBody[CreateBody], principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[CreatedOut]:
         ctx = context(request, principal)
         wsid, general = new_id_for(ctx, "workspace"), new_id_for(ctx, "general")
@@ -134,7 +135,7 @@ class WorkspaceCommands(Controller):
         return with_position(Response(body, status_code=201), position)
 
     @post("/{workspace_id:str}/invites", status_code=201, operation_id="createInvite")
-    async def invite(self, request: Request, workspace_id: str, data: InviteBody,
+    async def invite(self, request: Request, workspace_id: FromPath[str], data: JSONBody[InviteBody],
                      principal: NamedDependency[Principal], shell: NamedDependency[CommandShell]) -> Response[InviteOut]:
         ctx = context(request, principal)
         code = invite_code(workspace_id)
@@ -148,7 +149,7 @@ class WorkspaceCommands(Controller):
         return with_position(Response(body, status_code=201), outcome.position)
 
     @patch("/{workspace_id:str}/members/{user_id:str}", operation_id="changeMemberRole")
-    async def change_role(self, request: Request, workspace_id: str, user_id: str, data: RoleBody,
+    async def change_role(self, request: Request, workspace_id: FromPath[str], user_id: FromPath[str], data: JSONBody[RoleBody],
                           principal: NamedDependency[Principal],
                           shell: NamedDependency[CommandShell]) -> Response[RoleOut]:
         stream = workspace_stream(workspace_id)
@@ -158,7 +159,7 @@ class WorkspaceCommands(Controller):
         return with_position(Response(RoleOut(user_id, outcome.state.members.get(user_id, data.role), position)), position)
 
     @delete("/{workspace_id:str}/members/{user_id:str}", status_code=200, operation_id="removeMember")
-    async def remove(self, request: Request, workspace_id: str, user_id: str, principal: NamedDependency[Principal],
+    async def remove(self, request: Request, workspace_id: FromPath[str], user_id: FromPath[str], principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
         command = ws.RemoveMember(principal.user_id, user_id)
         outcome = await shell.handle(ws.WORKSPACE, workspace_stream(workspace_id), command,
@@ -171,7 +172,7 @@ class InviteCommands(Controller):
     tags = ["workspaces"]
 
     @post("/{code:str}/accept", status_code=200, operation_id="acceptInvite")
-    async def accept(self, request: Request, code: str, principal: NamedDependency[Principal],
+    async def accept(self, request: Request, code: FromPath[str], principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[AcceptedOut]:
         ctx = context(request, principal)
         me, code_hash = principal.user_id, ws.invite_hash(code)

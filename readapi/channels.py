@@ -14,7 +14,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 from psycopg_pool import AsyncConnectionPool
 
 from domain.access import looks_like_id
@@ -86,10 +86,10 @@ class WorkspaceChannelQueries(Controller):
     tags = ["channels"]
 
     @get("/", operation_id="listChannels")
-    async def list_channels(self, workspace_id: str, principal: NamedDependency[Principal],
+    async def list_channels(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
                             pool: NamedDependency[AsyncConnectionPool],
                             consistency: NamedDependency[ReadConsistency],
-                            limit: Limit = 50, after: str = "") -> ChannelsOut:
+                            limit: Limit = 50, after: FromQuery[str] = "") -> ChannelsOut:
         await consistency.wait(principal.since_position)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
@@ -107,7 +107,7 @@ class ChannelQueries(Controller):
     tags = ["channels"]
 
     @get("/", operation_id="getChannel")
-    async def one(self, channel_id: str, principal: NamedDependency[Principal],
+    async def one(self, channel_id: FromPath[str], principal: NamedDependency[Principal],
                   pool: NamedDependency[AsyncConnectionPool],
                   consistency: NamedDependency[ReadConsistency]) -> ChannelOut:
         await consistency.wait(principal.since_position)
@@ -121,9 +121,9 @@ class ChannelQueries(Controller):
         return ChannelOut(*row)
 
     @get("/members", operation_id="listChannelMembers")
-    async def members(self, channel_id: str, principal: NamedDependency[Principal],
+    async def members(self, channel_id: FromPath[str], principal: NamedDependency[Principal],
                       pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
-                      limit: Limit = 50, after: str = "") -> ChannelMembersOut:
+                      limit: Limit = 50, after: FromQuery[str] = "") -> ChannelMembersOut:
         await consistency.wait(principal.since_position)
         if not looks_like_id(channel_id):
             raise NotFound("no such channel")

@@ -20,7 +20,7 @@ import msgspec
 import psycopg
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 from psycopg_pool import AsyncConnectionPool
 
 from domain.message import could_be_id
@@ -135,7 +135,7 @@ class MessageQueries(Controller):
 
     @get("/channels/{channel_id:str}/messages", operation_id="listMessages")
     async def history(
-        self, channel_id: str, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+        self, channel_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
         consistency: NamedDependency[ReadConsistency], limit: Limit = DEFAULT_LIMIT, before: Cursor = None,
         after: Cursor = None,
     ) -> MessagePage:
@@ -150,7 +150,7 @@ class MessageQueries(Controller):
 
     @get("/messages/{message_id:str}", operation_id="getMessage")
     async def one(
-        self, message_id: str, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+        self, message_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
         consistency: NamedDependency[ReadConsistency],
     ) -> MessageOut:
         await consistency.wait(principal.since_position)
@@ -159,7 +159,7 @@ class MessageQueries(Controller):
 
     @get("/messages/{message_id:str}/thread", operation_id="getThread")
     async def thread(
-        self, message_id: str, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+        self, message_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
         consistency: NamedDependency[ReadConsistency], limit: Limit = DEFAULT_LIMIT, after: Cursor = None,
     ) -> ThreadOut:
         """The thread ``message_id`` belongs to (given a reply, its root's), replies oldest first."""
@@ -173,7 +173,7 @@ class MessageQueries(Controller):
 
     @get("/messages/{message_id:str}/versions", operation_id="listMessageVersions")
     async def versions(
-        self, message_id: str, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+        self, message_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
         consistency: NamedDependency[ReadConsistency],
     ) -> VersionsOut:
         """Every text the message has had, oldest first (none once it is deleted)."""

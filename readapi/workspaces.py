@@ -10,7 +10,7 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 from psycopg_pool import AsyncConnectionPool
 
 from domain.access import looks_like_id
@@ -71,7 +71,7 @@ class WorkspaceQueries(Controller):
             return WorkspacesOut([WorkspaceOut(*row) for row in await cur.fetchall()])
 
     @get("/{workspace_id:str}", operation_id="getWorkspace")
-    async def one(self, workspace_id: str, principal: NamedDependency[Principal],
+    async def one(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
                   pool: NamedDependency[AsyncConnectionPool],
                   consistency: NamedDependency[ReadConsistency]) -> WorkspaceOut:
         await consistency.wait(principal.since_position)
@@ -85,9 +85,9 @@ class WorkspaceQueries(Controller):
         return WorkspaceOut(*row)
 
     @get("/{workspace_id:str}/members", operation_id="listWorkspaceMembers")
-    async def members(self, workspace_id: str, principal: NamedDependency[Principal],
+    async def members(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
                       pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
-                      limit: Limit = 50, after: str = "") -> MembersOut:
+                      limit: Limit = 50, after: FromQuery[str] = "") -> MembersOut:
         await consistency.wait(principal.since_position)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")

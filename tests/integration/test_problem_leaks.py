@@ -23,6 +23,7 @@ import pytest
 import redis.exceptions
 import structlog
 from litestar import Litestar, get
+from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 
@@ -54,7 +55,7 @@ def unstorable() -> dict:
 
 
 @get("/_leak/raise/{kind:str}", sync_to_thread=False)
-def raise_infra(kind: str) -> dict:
+def raise_infra(kind: FromPath[str]) -> dict:
     raise RAISED[kind]()
 
 

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from litestar import Litestar, Request, get, post
 from litestar.datastructures import State
+from litestar.params import FromPath, JSONBody
 from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
@@ -39,13 +40,13 @@ def raise_429() -> None:
 
 
 @post("/post/{user_id:str}")
-async def post_message(state: State, user_id: str) -> dict:
+async def post_message(state: State, user_id: FromPath[str]) -> dict:
     await check_post(state.limiter, SETTINGS, user_id)
     return {"ok": True}
 
 
 @post("/login")
-async def login(state: State, request: Request, data: Login) -> dict:
+async def login(state: State, request: Request, data: JSONBody[Login]) -> dict:
     await check_login(state.limiter, SETTINGS, request.headers.get("x-test-ip", "192.0.2.1"), data.email)
     return {"ok": True}
 

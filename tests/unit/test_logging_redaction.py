@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 from litestar import Litestar, post
+from litestar.params import JSONBody
 from litestar.testing import TestClient
 
 from hubbub.problems import exception_handlers
@@ -30,7 +31,7 @@ def _check_password(email: str, password: str) -> None:
 
 
 @post("/login", sync_to_thread=False)
-def login(data: dict[str, str]) -> dict:
+def login(data: JSONBody[dict[str, str]]) -> dict:
     password = data["password"]
     _check_password(data["email"], password)
     return {}
