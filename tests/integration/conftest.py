@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
+import structlog
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from hubbub.app import create_app
+from infra.logging import configure_logging
 from infra.settings import load_settings
 
 
@@ -43,3 +47,17 @@ async def register(api: AsyncTestClient, name: str = "Ada", password: str = "cor
     assert response.status_code == 201, response.text
     body = response.json()
     return User(body["user"]["id"], email, body["token"], name)
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Everything logged during the test, as JSON lines (the production format)."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers, root.level = saved
+        structlog.reset_defaults()

@@ -7,9 +7,7 @@ tests move by hand), so that read-your-writes can be tested on its own.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
 import sys
 import threading
 import time
@@ -20,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 import msgspec
 import psycopg
 import pytest
-import structlog
 from litestar.params import JSONBody
 from litestar import Litestar, get, post
 from litestar.datastructures import State
@@ -30,7 +27,6 @@ from domain.errors import Conflict
 from hubbub.app import create_app
 from infra.embedded import free_port
 from infra.eventstore.port import WrongExpectedVersion
-from infra.logging import configure_logging
 from infra.settings import load_settings
 from infra import consistency
 from infra.consistency import wait_for_position
@@ -256,19 +252,6 @@ async def test_a_sane_request_id_is_echoed_and_a_bad_one_replaced(client: AsyncT
     replaced = (await client.get("/healthz", headers={"x-request-id": "bad id\twith junk"})).headers["x-request-id"]
     assert replaced != "bad id\twith junk" and len(replaced) == 32
     assert (await client.get("/nowhere")).headers["x-request-id"]
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    stream = io.StringIO()
-    configure_logging("info", "json", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers, root.level = saved
-        structlog.reset_defaults()
 
 
 async def test_one_access_log_line_per_request_with_the_request_id(client: AsyncTestClient, json_logs) -> None:

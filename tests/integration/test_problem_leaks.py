@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import socket
 import sys
 import types
@@ -21,7 +20,6 @@ import psycopg
 import psycopg_pool
 import pytest
 import redis.exceptions
-import structlog
 from litestar import Litestar, get
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
@@ -30,7 +28,6 @@ from redis.asyncio import Redis
 from hubbub.app import create_app
 from infra.embedded import free_port
 from infra.eventstore.port import AppendOutcomeUnknown, DuplicateEventId, InvalidEvent, WrongExpectedVersion
-from infra.logging import configure_logging
 from infra.settings import load_settings
 
 PROBLEM = "application/problem+json"
@@ -123,27 +120,14 @@ async def client(service_urls, migrated_url, stand_in_projections) -> AsyncItera
         yield client
 
 
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    stream = io.StringIO()
-    configure_logging("info", "json", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers, root.level = saved
-        structlog.reset_defaults()
-
-
 def _problem(response, status: int) -> dict:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM)
     return response.json()
 
 
-def _logged(logs: io.StringIO, request_id: str) -> str:
-    return "\n".join(line for line in logs.getvalue().splitlines() if json.loads(line).get("request_id") == request_id)
+def _logged(json_logs: io.StringIO, request_id: str) -> str:
+    return "\n".join(line for line in json_logs.getvalue().splitlines() if json.loads(line).get("request_id") == request_id)
 
 
 # -- /readyz ---------------------------------------------------------------------------------------
@@ -155,14 +139,14 @@ def _assert_readyz_says_only(body: dict, redis_says: str) -> None:
 
 
 async def test_readyz_names_a_refused_dependency_without_its_error(service_urls, migrated_url,
-                                                                   stand_in_projections, logs) -> None:
+                                                                   stand_in_projections, json_logs) -> None:
     app = _app(service_urls, migrated_url, redis_url=f"redis://:hunter2@127.0.0.1:{DEAD_PORT}/0")
     async with AsyncTestClient(app) as client:
         response = await client.get("/readyz", headers={"x-request-id": "readyz-refused"})
     body = _problem(response, 503)
     _assert_readyz_says_only(body, "down")
     assert str(DEAD_PORT) not in response.text and "hunter2" not in response.text
-    logged = _logged(logs, "readyz-refused")
+    logged = _logged(json_logs, "readyz-refused")
     assert "readyz.check_failed" in logged and str(DEAD_PORT) in logged  # the operator gets the reason
 
 
@@ -181,13 +165,13 @@ async def test_readyz_says_a_silent_dependency_did_not_answer(service_urls, migr
 
 
 @pytest.mark.parametrize("path", ["/api/v1/_leak/conflict", "/api/v1/_leak/duplicate"])
-async def test_a_conflict_says_retry_and_names_no_stream_or_version(client, logs, path: str) -> None:
+async def test_a_conflict_says_retry_and_names_no_stream_or_version(client, json_logs, path: str) -> None:
     request_id = f"conflict-{uuid.uuid4().hex[:8]}"
     response = await client.get(path, headers={"x-request-id": request_id})
     body = _problem(response, 409)
     assert body["detail"] == "The resource changed while you were writing; read it again and retry."
     assert SECRET_STREAM not in response.text and "at version" not in response.text and "0193abc" not in response.text
-    assert SECRET_STREAM in _logged(logs, request_id)
+    assert SECRET_STREAM in _logged(json_logs, request_id)
 
 
 async def test_something_the_log_cannot_store_is_a_422_not_a_500(client) -> None:
@@ -202,7 +186,7 @@ async def test_something_the_log_cannot_store_is_a_422_not_a_500(client) -> None
     "/api/v1/_leak/postgres", "/api/v1/_leak/pool", "/api/v1/_leak/redis",
     *(f"/api/v1/_leak/raise/{kind}" for kind in RAISED),
 ])
-async def test_an_unreachable_service_is_a_503_that_says_retry(client, logs, path: str) -> None:
+async def test_an_unreachable_service_is_a_503_that_says_retry(client, json_logs, path: str) -> None:
     request_id = f"down-{uuid.uuid4().hex[:8]}"
     response = await client.get(path, headers={"x-request-id": request_id})
     body = _problem(response, 503)
@@ -211,7 +195,7 @@ async def test_an_unreachable_service_is_a_503_that_says_retry(client, logs, pat
     assert body["request_id"] == request_id
     for internal in (str(DEAD_PORT), "hubbub_admin", "internal_db", SECRET_STREAM, "Error", "Timeout"):
         assert internal not in response.text
-    assert "request.unavailable" in _logged(logs, request_id)
+    assert "request.unavailable" in _logged(json_logs, request_id)
 
 
 async def test_an_append_of_unknown_outcome_says_it_may_have_been_saved(client) -> None:
