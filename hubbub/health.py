@@ -11,8 +11,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 import structlog
-from litestar.di import NamedDependency
 from litestar import Response, get
+from litestar.di import NamedDependency
 
 from hubbub.deps import Services
 from hubbub.problems import problem
@@ -45,7 +45,8 @@ async def readyz(services: NamedDependency[Services]) -> Response[dict[str, Any]
 
 async def _run(name: str, check: Awaitable[None]) -> str:
     try:
-        await asyncio.wait_for(check, CHECK_TIMEOUT_S)
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            await check
     except TimeoutError:
         log.warning("readyz.check_failed", check=name, reason=NO_ANSWER)
         return NO_ANSWER

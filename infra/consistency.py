@@ -11,7 +11,6 @@ watcher also re-reads every ``SAFETY_RECHECK_S``, which covers a NOTIFY lost in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -24,6 +23,8 @@ from litestar.exceptions import ClientException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
+
+from infra.aio import cancel_and_wait, wait_event
 
 log = structlog.get_logger(__name__)
 
@@ -64,11 +65,7 @@ class CheckpointWatcher:
                        asyncio.create_task(self._refresh_loop(), name="checkpoint-refresher")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
 
     async def wait(self, names: Sequence[str], position: int, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -84,8 +81,7 @@ class CheckpointWatcher:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(refreshed.wait(), remaining)
+                await wait_event(refreshed, remaining)
         finally:
             self._waiting -= 1
 
@@ -103,8 +99,7 @@ class CheckpointWatcher:
 
     async def _refresh_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), SAFETY_RECHECK_S)
+            await wait_event(self._dirty, SAFETY_RECHECK_S)
             if not self._dirty.is_set() and not self._waiting:
                 continue
             self._dirty.clear()  # before reading: a NOTIFY during the read sets it again

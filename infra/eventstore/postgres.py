@@ -11,7 +11,6 @@ request whose entries share a group number there: the server appends them all or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -25,6 +24,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from domain.events import EventCodec, NewEvent, RecordedEvent
+from infra.aio import cancel_and_wait, wait_event
 from infra.eventstore.port import (
     ANY,
     AppendOutcomeUnknown,
@@ -266,8 +266,7 @@ class PostgresEventStore:
             while not self._closed or self._unflushed or self._writing():
                 if not self._unflushed:
                     self._has_unflushed.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._has_unflushed.wait(), 0.5)
+                    await wait_event(self._has_unflushed, 0.5)
                     continue
                 group, self._unflushed = self._unflushed, []
                 try:
@@ -333,8 +332,7 @@ class PostgresEventStore:
                     yield page
                     if len(page) == batch_size:
                         continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), SAFETY_POLL_S)
+                await wait_event(wake, SAFETY_POLL_S)
         finally:
             self._wakeups.discard(wake)
 
@@ -386,9 +384,7 @@ class PostgresEventStore:
             if task is not None:
                 await task
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            await cancel_and_wait([self._listener])
 
 
 def _conflict(request: _Append, rows: list[tuple]) -> EventStoreError:
