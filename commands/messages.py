@@ -33,10 +33,9 @@ from domain.errors import DomainError, Forbidden, NotFound
 from domain.session import Principal
 from domain.workspace import WORKSPACE, workspace_stream
 from commands.ratelimits import check_post
+from hubbub.deps import services_of
 from infra.http import with_position
 from infra.ids import new_id
-from infra.ratelimit import RateLimiter
-from infra.settings import Settings
 from infra.consistency import ReadConsistency
 
 READ_MODEL = "messages"
@@ -95,10 +94,16 @@ async def channel_access(shell: CommandShell, channel_id: str, user_id: str) -> 
     """The channel as the caller may see it (404 otherwise), their role and the workspace's members."""
     if not m.could_be_id(channel_id):
         raise NotFound("no such channel")
-    channel = (await shell.load(CHANNEL, channel_stream(channel_id))).state
-    if channel.channel_id is None or channel.workspace_id is None:
-        raise NotFound("no such channel")
-    workspace = (await shell.load(WORKSPACE, workspace_stream(channel.workspace_id))).state
+    known = shell.cached(CHANNEL, channel_stream(channel_id))
+    if known is not None and known.state.workspace_id is not None:  # a channel never changes workspace
+        loaded = await shell.load_many([(CHANNEL, channel_stream(channel_id)),
+                                        (WORKSPACE, workspace_stream(known.state.workspace_id))])
+        channel, workspace = loaded[0].state, loaded[1].state
+    else:
+        channel = (await shell.load(CHANNEL, channel_stream(channel_id))).state
+        if channel.channel_id is None or channel.workspace_id is None:
+            raise NotFound("no such channel")
+        workspace = (await shell.load(WORKSPACE, workspace_stream(channel.workspace_id))).state
     role = access.role_of(workspace.members, user_id)
     visible(channel, user_id, role)
     return Access(channel, role, frozenset(workspace.members))
@@ -151,10 +156,10 @@ class MessagesController(Controller):
     @post("/channels/{channel_id:str}/messages", status_code=201, operation_id="postMessage")
     async def post_message(
         self, request: Request, channel_id: FromPath[str], data: JSONBody[PostBody], principal: NamedDependency[Principal],
-        shell: NamedDependency[CommandShell], consistency: NamedDependency[ReadConsistency],
-        pool: NamedDependency[AsyncConnectionPool], limiter: NamedDependency[RateLimiter],
-        settings: NamedDependency[Settings],
     ) -> Response[PostedOut]:
+        services = services_of(request)  # the hottest route: one dependency, no task group
+        shell, consistency, pool = services.shell, services.consistency, services.pool
+        limiter, settings = services.limiter, services.settings
         user = principal.user_id
         found = await channel_access(shell, channel_id, user)
         writable(found.channel, user, found.role)
@@ -168,7 +173,8 @@ class MessagesController(Controller):
                          author_id=user, text=data.text, workspace_members=found.members,
                          thread_root_id=data.thread_root_id, root=root, file_ids=tuple(data.file_ids),
                          client_msg_id=data.client_msg_id)
-        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal, key))
+        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal, key),
+                                     new=key is None)
         seq = await seq_of(pool, consistency, message_id, outcome.position)
         return with_position(Response(PostedOut(message_id, seq, outcome.position), status_code=201), outcome.position)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from domain.decider import Decider
-from domain.events import Event, EventMeta, NewEvent, UnknownEvent
+from domain.events import Event, EventMeta, NewEvent, RecordedEvent, UnknownEvent
 from infra.eventstore import EventStore, WrongExpectedVersion
 from infra.eventstore.port import StreamAppend
 
@@ -79,6 +79,17 @@ class StateCache:
             self._entries.popitem(last=False)
 
 
+def _fold(decider: Decider[S, Any], loaded: _Loaded[S], tail: Sequence[RecordedEvent]) -> _Loaded[S]:
+    if not tail:
+        return loaded
+    state, positions = loaded.state, dict(loaded.positions)
+    for recorded in tail:
+        if not isinstance(recorded.event, UnknownEvent):
+            state = decider.evolve(state, recorded.event)
+        positions[recorded.event_id] = recorded.position
+    return _Loaded(state, tail[-1].version, positions)
+
+
 Entry = tuple[Decider[Any, Any], str, Sequence[Any]]
 """A stream to decide on: its decider, its id, and the commands to decide in turn."""
 
@@ -119,36 +130,43 @@ class CommandShell:
         self._max_attempts = max_attempts
         self._locks: dict[str, asyncio.Lock] = {}
 
+    def cached(self, decider: Decider[S, Any], stream_id: str) -> _Loaded[S] | None:
+        """What this process last loaded of the stream (maybe stale), without reading."""
+        return self._cache.get((decider.name, stream_id))
+
     async def load(self, decider: Decider[S, Any], stream_id: str) -> _Loaded[S]:
-        key = (decider.name, stream_id)
-        cached = self._cache.get(key)
-        loaded: _Loaded[S] = cached if cached is not None else _Loaded(decider.initial)
-        state, positions = loaded.state, dict(loaded.positions)
-        version = loaded.version
-        for recorded in await self._store.read_stream(stream_id, after_version=version):
-            if not isinstance(recorded.event, UnknownEvent):
-                state = decider.evolve(state, recorded.event)
-            version = recorded.version
-            positions[recorded.event_id] = recorded.position
-        fresh = _Loaded(state, version, positions)
-        self._cache.put(key, fresh)
+        return (await self.load_many([(decider, stream_id)]))[0]
+
+    async def load_many(self, wanted: Sequence[tuple[Decider[Any, Any], str]]) -> list[_Loaded[Any]]:
+        """Each stream's current state, their tails read in one round trip."""
+        keys = [(decider.name, stream_id) for decider, stream_id in wanted]
+        cached = [self._cache.get(key) or _Loaded(decider.initial) for key, (decider, _) in zip(keys, wanted, strict=True)]
+        tails = await self._store.read_streams([(stream_id, c.version) for (_, stream_id), c in zip(wanted, cached, strict=True)])
+        fresh = [_fold(decider, c, tail) for (decider, _), c, tail in zip(wanted, cached, tails, strict=True)]
+        for key, loaded in zip(keys, fresh, strict=True):
+            self._cache.put(key, loaded)
         return fresh
 
-    async def handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context) -> Outcome[S]:
-        """Decide and append; raises the decider's DomainError unchanged on a rejection."""
+    async def handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
+                     *, new: bool = False) -> Outcome[S]:
+        """Decide and append; raises the decider's DomainError unchanged on a rejection.
+        ``new``: the caller just made ``stream_id`` up from a fresh random id, so there is nothing
+        to read (the append still expects an empty stream, so a wrong guess is a conflict)."""
         # Commands on one stream from this process take turns, so they never conflict with each
         # other; only writers in other processes can, and those conflicts are retried.
         lock = self._locks.setdefault(stream_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._handle(decider, stream_id, command, ctx)
+                return await self._handle(decider, stream_id, command, ctx, new)
         finally:
             if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
                 self._locks.pop(stream_id, None)
 
-    async def _handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context) -> Outcome[S]:
+    async def _handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
+                      new: bool = False) -> Outcome[S]:
         for attempt in range(1, self._max_attempts + 1):
-            loaded = await self.load(decider, stream_id)
+            fresh = new and attempt == 1 and ctx.idempotency_key is None
+            loaded = _Loaded(decider.initial) if fresh else await self.load(decider, stream_id)
             repeat = self._repeat_of(stream_id, ctx, loaded)
             if repeat is not None:
                 return repeat

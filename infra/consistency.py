@@ -1,10 +1,11 @@
 """Read-your-writes: a query sent with ``X-Hubbub-Position: N`` waits (bounded) until every read
 model has passed N.
 
-Projectors ``pg_notify('hubbub_checkpoints', name)`` when they commit a checkpoint. One
-``CheckpointWatcher`` per app holds the only LISTEN connection; on a NOTIFY it reads all the
-checkpoints once and wakes every waiting request, which then compares in memory. So the database
-sees one query per burst of commits, however many requests are waiting. While anyone waits, the
+Projectors ``pg_notify('hubbub_checkpoints', '{name} {position}')`` when they commit a checkpoint.
+One ``CheckpointWatcher`` per app holds the only LISTEN connection; a NOTIFY updates its copy of
+the checkpoints and wakes every waiting request, which then compares in memory. So waiting costs
+the database no query at all, however many requests wait (a NOTIFY without a position makes the
+watcher read all the checkpoints once). While anyone waits, the
 watcher also re-reads every ``SAFETY_RECHECK_S``, which covers a NOTIFY lost in a reconnect.
 """
 
@@ -58,6 +59,7 @@ class CheckpointWatcher:
         self._refreshed = asyncio.Event()  # replaced after each refresh; waiters hold the old one
         self._dirty = asyncio.Event()
         self._waiting = 0
+        self._notifications = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -91,11 +93,26 @@ class CheckpointWatcher:
                 async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self._dirty.set()  # whatever committed while we were not listening
-                    async for _ in conn.notifies():
-                        self._dirty.set()
+                    async for notify in conn.notifies():
+                        self._notified(notify.payload)
             except psycopg.OperationalError as exc:
                 log.warning("checkpoints.listener_reconnecting", error=str(exc))
                 await asyncio.sleep(0.5)
+
+    def _notified(self, payload: str) -> None:
+        """``"{name} {position}"`` from a projector: no need to read anything. Anything else (an
+        older projector, a hand-made NOTIFY) makes the refresher read every checkpoint."""
+        name, _, position = payload.rpartition(" ")
+        if not name or not position.isdigit():
+            self._dirty.set()
+            return
+        self.checkpoints = {**self.checkpoints, name: int(position)}  # readers may hold the old dict
+        self._notifications += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        refreshed, self._refreshed = self._refreshed, asyncio.Event()
+        refreshed.set()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -103,14 +120,16 @@ class CheckpointWatcher:
             if not self._dirty.is_set() and not self._waiting:
                 continue
             self._dirty.clear()  # before reading: a NOTIFY during the read sets it again
+            notifications = self._notifications
             try:
                 self.checkpoints = await read_checkpoints(self._pool)
+                if self._notifications != notifications:  # what we read may be older: read again
+                    self._dirty.set()
             except (psycopg.Error, TimeoutError) as exc:
                 log.warning("checkpoints.refresh_failed", error=str(exc))
                 await asyncio.sleep(SAFETY_RECHECK_S)
                 continue
-            refreshed, self._refreshed = self._refreshed, asyncio.Event()
-            refreshed.set()
+            self._wake()
 
 
 async def wait_for_position(pool: AsyncConnectionPool, names: Sequence[str], position: int, timeout: float,

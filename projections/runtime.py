@@ -6,10 +6,10 @@ connection of its own, and the instances that do not get it retry every ``lock_r
 the leader dies its session ends, the lock is released and a follower takes over.
 
 The leader follows ``store.subscribe(after=checkpoint)``. For each batch it writes the rows, the
-new checkpoint and a ``hubbub_checkpoints`` notification in ONE transaction, on the connection
-that holds the lock (a leader that lost its connection has lost the lock and cannot write
-either). Every batch transaction starts by locking its checkpoint row (``FOR UPDATE``) and
-checking it still holds the position the runner resumed from. That row lock is also how a
+new checkpoint and a ``hubbub_checkpoints`` notification (``"{name} {position}"``) in ONE
+transaction, on the connection that holds the lock (a leader that lost its connection has lost the
+lock and cannot write either). Every batch transaction starts by moving its checkpoint row, which
+locks it, on the condition that it still holds the position the runner resumed from. That row lock is also how a
 rebuild pauses the live projector (see ``projections/rebuild.py``), and the check fences off
 any other writer of the checkpoint: the runner re-reads it and resumes from there.
 """
@@ -81,11 +81,25 @@ async def lock_checkpoint(conn: psycopg.AsyncConnection, name: str) -> int:
     return int(row[0])
 
 
-async def save_checkpoint(conn: psycopg.AsyncConnection, name: str, position: int) -> None:
-    await conn.execute(
-        "UPDATE projection_checkpoints SET position = %s, updated_at = now() WHERE name = %s", (position, name)
-    )
-    await conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, name))
+# Move a checkpoint and tell the watchers ``"{name} {position}"`` (delivered at commit, so it can
+# be sent first), in one statement. With ``from``, only from that position: the UPDATE takes the
+# row lock and, after waiting for a rebuild that holds it, sees the row as the rebuild left it.
+_SAVE = """
+WITH saved AS (
+    UPDATE projection_checkpoints SET position = %(to)s, updated_at = now()
+    WHERE name = %(name)s AND (%(from)s::bigint IS NULL OR position = %(from)s::bigint)
+    RETURNING name
+)
+SELECT pg_notify(%(channel)s, name || ' ' || %(to)s::text) FROM saved
+"""
+
+
+async def save_checkpoint(conn: psycopg.AsyncConnection, name: str, position: int,
+                          expected: int | None = None) -> bool:
+    """Move ``name``'s checkpoint to ``position`` (only if it is at ``expected``, when given) and
+    notify; False if it was not at ``expected``."""
+    cur = await conn.execute(_SAVE, {"to": position, "name": name, "from": expected, "channel": NOTIFY_CHANNEL})
+    return await cur.fetchone() is not None
 
 
 async def apply_batch(
@@ -93,11 +107,9 @@ async def apply_batch(
 ) -> int:
     """Rows and checkpoint in one transaction: all of the batch takes effect, or none of it."""
     async with conn.transaction():
-        current = await lock_checkpoint(conn, projection.name)
-        if current != expected:
-            raise CheckpointMoved(current)
+        if not await save_checkpoint(conn, projection.name, events[-1].position, expected):
+            raise CheckpointMoved(await lock_checkpoint(conn, projection.name))
         await projection.handle(conn, events)
-        await save_checkpoint(conn, projection.name, events[-1].position)
     return events[-1].position
 
 
@@ -169,6 +181,9 @@ class _Worker:
 
     async def _session(self) -> None:
         async with await psycopg.AsyncConnection.connect(self.runner.conninfo, autocommit=True) as conn:
+            # Read models can always be rebuilt from the log, and a crash can only lose the last
+            # batches together with their checkpoint: no need to wait for each commit's fsync.
+            await conn.execute("SET synchronous_commit = off")
             await self._acquire(conn)
             while not self.stopping:
                 try:

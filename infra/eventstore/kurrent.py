@@ -345,6 +345,9 @@ class KurrentEventStore:
             return []
         return [to_recorded(raw, self._codec) for raw in raws if is_ours(raw)]
 
+    async def read_streams(self, tails: Sequence[tuple[str, int]]) -> list[list[RecordedEvent]]:
+        return [await self.read_stream(stream_id, after) for stream_id, after in tails]
+
     async def read_all(self, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
         end = await self.head()
         if after >= end or limit == 0:

@@ -76,6 +76,11 @@ class EventStore(Protocol):
         """The stream's events with version > ``after_version``, in version order."""
         ...
 
+    async def read_streams(self, tails: Sequence[tuple[str, int]]) -> list[list[RecordedEvent]]:
+        """``read_stream`` of each ``(stream_id, after_version)``, in that order, in one read
+        where the backend can (a command that needs several streams pays one round trip)."""
+        ...
+
     def read_all(self, after: int = 0, limit: int | None = None) -> AsyncIterator[RecordedEvent]:
         """Events with position > ``after``, in log order, up to the head when called."""
         ...

@@ -299,6 +299,20 @@ class PostgresEventStore:
             cur = await conn.execute(sql, (stream_id, after_version))
             return [self._decode(row) for row in await cur.fetchall()]
 
+    async def read_streams(self, tails: Sequence[tuple[str, int]]) -> list[list[RecordedEvent]]:
+        if len(tails) == 1:
+            return [await self.read_stream(*tails[0])]
+        # One indexed range read per stream (a join with unnest() could be planned as a scan).
+        sql = " UNION ALL ".join(
+            f"SELECT {i} AS i, {_COLUMNS} FROM events WHERE stream_id = %s AND version > %s"
+            for i in range(len(tails))) + " ORDER BY i, version"
+        out: list[list[RecordedEvent]] = [[] for _ in tails]
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql, [value for tail in tails for value in tail])
+            for row in await cur.fetchall():
+                out[row[0]].append(self._decode(row[1:]))
+        return out
+
     async def read_page(self, after: int, limit: int) -> list[RecordedEvent]:
         sql = f"SELECT {_COLUMNS} FROM events WHERE position > %s ORDER BY position LIMIT %s"
         async with self._pool.connection() as conn:

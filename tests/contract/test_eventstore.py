@@ -371,3 +371,12 @@ async def test_close_answers_every_append_already_made(store: EventStore) -> Non
     await store.close()
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
     assert all(not isinstance(r, asyncio.CancelledError) for r in results)
+
+
+async def test_read_streams_reads_each_tail_in_the_order_asked(store: EventStore) -> None:
+    a, b, missing = stream(), stream(), stream()
+    await store.append(a, [new(1), new(2), new(3)], NO_STREAM)
+    await store.append(b, [new(4)], NO_STREAM)
+    tails = await store.read_streams([(b, 0), (missing, 0), (a, 1)])
+    assert [[e.event for e in events] for events in tails] == [[Noted(n=4)], [], [Noted(n=2), Noted(n=3)]]
+    assert [e.version for e in tails[2]] == [2, 3]

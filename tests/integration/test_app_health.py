@@ -302,6 +302,25 @@ async def test_a_read_waits_for_the_position_and_is_woken_by_notify(client: Asyn
     assert answered - moved[0] < 0.2  # and was woken by NOTIFY, not by the (disabled) re-check
 
 
+async def test_a_notify_that_carries_the_position_answers_waiting_reads_without_a_query(
+        client: AsyncTestClient, pool, migrated_url: str) -> None:
+    # What projectors send: "{name} {position}". The table is left behind on purpose: a read
+    # answered at once can only have taken the position from the notification.
+    await _set_checkpoints(pool, 400)
+
+    def notify_later() -> None:
+        time.sleep(0.2)
+        with psycopg.connect(migrated_url, autocommit=True) as conn, conn.transaction():
+            for name in READ_MODELS:
+                conn.execute("SELECT pg_notify('hubbub_checkpoints', %s)", (f"{name} 410",))
+
+    notifier = threading.Thread(target=notify_later)
+    notifier.start()
+    response = await client.get("/api/v1/_test/read", headers={"X-Hubbub-Position": "410"})
+    notifier.join()
+    assert response.status_code == 200 and "x-hubbub-stale" not in response.headers
+
+
 async def test_a_read_behind_the_position_times_out_and_says_stale(client: AsyncTestClient, pool) -> None:
     await _set_checkpoints(pool, 200)
     started = time.monotonic()
