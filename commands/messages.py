@@ -22,7 +22,6 @@ import msgspec
 from litestar import Controller, Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from psycopg_pool import AsyncConnectionPool
 
 from commands.shell import CommandShell, Context
 from domain import access
@@ -31,16 +30,17 @@ from domain.channel import CHANNEL, Channel, channel_stream, visible, writable
 from domain.emoji import check_emoji
 from domain.errors import DomainError, Forbidden, NotFound
 from domain.session import Principal
-from domain.workspace import WORKSPACE, workspace_stream
+from domain.session import SESSION
+from domain.workspace import WORKSPACE, Workspace, workspace_stream
+from hubbub.auth import authenticate, principal_of, session_stream_of
 from commands.ratelimits import check_post
 from hubbub.deps import services_of
 from infra.http import with_position
 from infra.ids import new_id
 from infra.consistency import ReadConsistency
+from readapi.seqs import SeqLookup
 
 READ_MODEL = "messages"
-# The seq lives in the ``messages`` read model (projections/messages.py); one indexed lookup.
-_SEQ = "SELECT seq FROM messages WHERE message_id = %s"
 
 
 class PostBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -94,16 +94,28 @@ async def channel_access(shell: CommandShell, channel_id: str, user_id: str) -> 
     """The channel as the caller may see it (404 otherwise), their role and the workspace's members."""
     if not m.could_be_id(channel_id):
         raise NotFound("no such channel")
-    known = shell.cached(CHANNEL, channel_stream(channel_id))
-    if known is not None and known.state.workspace_id is not None:  # a channel never changes workspace
-        loaded = await shell.load_many([(CHANNEL, channel_stream(channel_id)),
-                                        (WORKSPACE, workspace_stream(known.state.workspace_id))])
-        channel, workspace = loaded[0].state, loaded[1].state
-    else:
-        channel = (await shell.load(CHANNEL, channel_stream(channel_id))).state
-        if channel.channel_id is None or channel.workspace_id is None:
-            raise NotFound("no such channel")
-        workspace = (await shell.load(WORKSPACE, workspace_stream(channel.workspace_id))).state
+    channel = (await shell.load(CHANNEL, channel_stream(channel_id))).state
+    if channel.channel_id is None or channel.workspace_id is None:
+        raise NotFound("no such channel")
+    workspace = (await shell.load(WORKSPACE, workspace_stream(channel.workspace_id))).state
+    return _access(channel, workspace, user_id)
+
+
+async def caller_and_channel(shell: CommandShell, authorization: str | None, channel_id: str) -> tuple[Principal, Access]:
+    """``authenticate`` then ``channel_access``, in ONE read of the session, channel and workspace
+    streams once this process knows the channel's workspace (a channel never changes workspace)."""
+    session = session_stream_of(authorization)
+    known = shell.cached(CHANNEL, channel_stream(channel_id)) if m.could_be_id(channel_id) else None
+    if known is None or known.state.workspace_id is None:
+        principal = await authenticate(shell, authorization)
+        return principal, await channel_access(shell, channel_id, principal.user_id)
+    caller, channel, workspace = await shell.load_many([
+        (SESSION, session), (CHANNEL, channel_stream(channel_id)), (WORKSPACE, workspace_stream(known.state.workspace_id))])
+    principal = principal_of(session, caller)  # first: nothing is said about the channel to a stranger
+    return principal, _access(channel.state, workspace.state, principal.user_id)
+
+
+def _access(channel: Channel, workspace: Workspace, user_id: str) -> Access:
     role = access.role_of(workspace.members, user_id)
     visible(channel, user_id, role)
     return Access(channel, role, frozenset(workspace.members))
@@ -155,13 +167,15 @@ class MessagesController(Controller):
 
     @post("/channels/{channel_id:str}/messages", status_code=201, operation_id="postMessage")
     async def post_message(
-        self, request: Request, channel_id: FromPath[str], data: JSONBody[PostBody], principal: NamedDependency[Principal],
+        self, request: Request, channel_id: FromPath[str], data: JSONBody[PostBody],
     ) -> Response[PostedOut]:
-        services = services_of(request)  # the hottest route: one dependency, no task group
-        shell, consistency, pool = services.shell, services.consistency, services.pool
+        # The hottest route: no dependencies (Litestar resolves two or more in a task group),
+        # and the caller's session is read with the channel (see caller_and_channel).
+        services = services_of(request)
+        shell, consistency = services.shell, services.consistency
         limiter, settings = services.limiter, services.settings
+        principal, found = await caller_and_channel(shell, request.headers.get("authorization"), channel_id)
         user = principal.user_id
-        found = await channel_access(shell, channel_id, user)
         writable(found.channel, user, found.role)
         must_be_member(found, user, "post in it")
         files_not_yet(data.file_ids)
@@ -175,7 +189,7 @@ class MessagesController(Controller):
                          client_msg_id=data.client_msg_id)
         outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal, key),
                                      new=key is None)
-        seq = await seq_of(pool, consistency, message_id, outcome.position)
+        seq = await seq_of(services.seqs, consistency, message_id, outcome.position)
         return with_position(Response(PostedOut(message_id, seq, outcome.position), status_code=201), outcome.position)
 
     @patch("/messages/{message_id:str}", operation_id="editMessage")
@@ -235,10 +249,7 @@ async def react(request: Request, shell: CommandShell, principal: Principal, mes
     return with_position(Response(body), position)
 
 
-async def seq_of(pool: AsyncConnectionPool, consistency: ReadConsistency, message_id: str, position: int) -> int | None:
+async def seq_of(seqs: SeqLookup, consistency: ReadConsistency, message_id: str, position: int) -> int | None:
     if not await consistency.watcher.wait((READ_MODEL,), position, consistency.timeout_s):
         return None
-    async with pool.connection() as conn:
-        cur = await conn.execute(_SEQ, (message_id,))
-        row = await cur.fetchone()
-    return None if row is None else int(row[0])
+    return await seqs.seq(message_id)

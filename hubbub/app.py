@@ -38,6 +38,7 @@ from readapi import accounts as accounts_queries
 from readapi import channels as channels_queries
 from readapi import workspaces as workspaces_queries
 from infra import consistency
+from readapi.seqs import SeqLookup
 from readapi import messages as messages_queries
 
 log = structlog.get_logger(__name__)
@@ -125,7 +126,7 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     return deps.Services(
         settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
         shell=CommandShell(store), passwords=Passwords(cheap=settings.insecure_fast_passwords),
-        limiter=RedisRateLimiter(redis),
+        limiter=RedisRateLimiter(redis), seqs=SeqLookup(pool),
     )
 
 

@@ -6,6 +6,8 @@ revocation is honoured by the very next request in every process; nothing is cac
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Request
 from litestar.di import Provide
 from litestar.datastructures import State
@@ -17,10 +19,20 @@ SCHEME = "bearer "
 
 
 async def authenticate(shell: CommandShell, authorization: str | None) -> Principal:
+    stream = session_stream_of(authorization)
+    return principal_of(stream, await shell.load(SESSION, stream))
+
+
+def session_stream_of(authorization: str | None) -> str:
+    """The session stream a bearer token names (401 without one); a route that reads other
+    streams too can load it with them, in one round trip, and pass it to ``principal_of``."""
     if not authorization or not authorization.lower().startswith(SCHEME):
         raise SessionGone("send Authorization: Bearer <token>; get a token from /api/v1/auth/login")
-    stream = session_stream(authorization[len(SCHEME):].strip())
-    loaded = await shell.load(SESSION, stream)
+    return session_stream(authorization[len(SCHEME):].strip())
+
+
+def principal_of(stream: str, loaded: Any) -> Principal:
+    """Who the loaded session stream says is calling; 401 if it is no active session."""
     state = loaded.state
     if not state.active or state.user_id is None or state.session_id is None:
         raise SessionGone("this token is not valid (unknown, logged out or revoked); log in again")

@@ -20,6 +20,7 @@ from infra.passwords import Passwords
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings
 from infra.consistency import ReadConsistency
+from readapi.seqs import SeqLookup
 
 STATE_KEY = "services"
 
@@ -35,6 +36,7 @@ class Services:
     shell: CommandShell
     passwords: Passwords
     limiter: RateLimiter
+    seqs: SeqLookup
 
 
 def provide_services(state: State) -> Services:
