@@ -26,6 +26,7 @@ from commands import workspaces as workspaces_commands
 from commands import messages as messages_commands
 from commands.shell import CommandShell
 from hubbub import deps, health, problems
+from hubbub.auth import authenticate
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
 from infra.eventstore.port import EventStore
@@ -40,6 +41,8 @@ from readapi import workspaces as workspaces_queries
 from infra import consistency
 from readapi.seqs import SeqLookup
 from readapi import messages as messages_queries
+from realtime import gateway as realtime_gateway
+from realtime import service as realtime_service
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +56,7 @@ WORKSPACE_ROUTES = [workspaces_commands.WorkspaceCommands, workspaces_commands.I
 def api_routes() -> list[Any]:
     """Hubbub's controllers, mounted under ``/api/v1`` (commands, queries, realtime add theirs here)."""
     return [accounts_commands.AuthController, accounts_queries.me, messages_commands.MessagesController,
-            messages_queries.MessageQueries,
+            messages_queries.MessageQueries, realtime_gateway.ws_endpoint,
             *WORKSPACE_ROUTES]
 
 
@@ -101,6 +104,10 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await _open_services(settings, stack)
         app.state[deps.STATE_KEY] = services
         app.state[consistency.STATE_KEY] = services.consistency
+        app.state[realtime_gateway.STATE_KEY] = await stack.enter_async_context(realtime_service.running(
+            settings=settings, pool=services.pool, store=services.store, nats=services.nats,
+            watcher=services.consistency.watcher, read_models=services.consistency.read_models,
+            authenticate=lambda token: authenticate(services.shell, f"Bearer {token}")))
         log.info("app.started", read_models=list(services.consistency.read_models))
         yield
         log.info("app.stopping")

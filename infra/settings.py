@@ -47,6 +47,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     rate_login_per_s: float = 0.2
     rate_login_burst: int = 5
     insecure_fast_passwords: bool = False  # tests only: the cheapest argon2 parameters
+    ws_heartbeat_s: float = 30.0  # clients heartbeat this often; 2.5x that without one closes with 4009
+    ws_hello_timeout_s: float = 10.0
+    ws_send_queue: int = 1024  # frames queued per socket before it is closed with 4008
+    ws_resume_max_events: int = 200_000  # a resume that would replay more log positions starts afresh
 
 
 _SCHEMES = {
@@ -59,7 +63,8 @@ _SCHEMES = {
     "smtp_url": ("smtp", "smtps"),
 }
 _LISTS = {"allowed_origins"}
-_POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst")
+_POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst",
+             "ws_heartbeat_s", "ws_hello_timeout_s", "ws_send_queue", "ws_resume_max_events")
 
 
 def env_name(field: str) -> str:

@@ -1,0 +1,39 @@
+"""What a user's sockets listen to: the subjects of everything the user may see now.
+
+The rule is ``readapi/visibility.py``'s (the same SQL fragments), applied to every workspace at
+once: the user's own subject, the workspace subject of each workspace where they are more than a
+guest (guests see only the channels they were added to), and the subject of every channel they
+may see. Read from the read models, which must have passed the positions that matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from infra.consistency import read_checkpoints
+from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE
+from realtime import subjects
+
+_SUBJECTS = f"""
+SELECT 'ws', workspace_id FROM workspace_members WHERE user_id = %(user_id)s AND role <> 'guest'
+UNION ALL
+SELECT 'ch', c.channel_id FROM {VISIBLE_FROM} WHERE {VISIBLE_WHERE}
+"""
+
+
+async def subjects_for(conn: psycopg.AsyncConnection, user_id: str) -> set[str]:
+    cur = await conn.execute(_SUBJECTS, {"user_id": user_id})
+    found = {subjects.user(user_id)}
+    for kind, ident in await cur.fetchall():
+        found.add(subjects.workspace(ident) if kind == "ws" else subjects.channel(ident))
+    return found
+
+
+async def read_models_position(pool: AsyncConnectionPool, read_models: Sequence[str]) -> int:
+    """The position every read model has passed, read now from the database (not a cached copy:
+    whatever was published before this call is at or below it)."""
+    checkpoints = await read_checkpoints(pool, read_models)
+    return min((checkpoints.get(name, 0) for name in read_models), default=0)

@@ -1,0 +1,138 @@
+"""One authenticated socket: what it listens to, how far it got, and its bounded send queue.
+
+Delivery is exactly-once and in log order per socket:
+- ``position`` is the last event put in the queue; anything at or below it is dropped, which
+  covers an event that comes both from a replay and live, or on two subjects.
+- While the socket is being *synced* (first connect, resume, a membership change, a NATS
+  reconnect) live events are buffered, not sent. A sync (1) subscribes to every subject the user
+  may see now, then reads the read models' position ``upto`` (anything published after that
+  arrives live, since the subscriptions came first); (2) replays ``(after, upto]`` from the log
+  for those subjects; (3) sends the buffered events above that, and goes live again with no await
+  between the last buffered event and the switch, so nothing can slip between the two.
+- What the user may no longer see is dropped from the buffer (it was filtered by the subjects as
+  they are after the sync), and the hub dispatches in log order, so an event after a removal
+  never reaches the removed user.
+The hub calls ``offer``, ``request_sync`` and ``close_soon`` from its dispatcher: they never await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+import structlog
+
+from realtime.access import read_models_position, subjects_for
+from realtime.replay import replay
+from realtime.subjects import Envelope
+
+if TYPE_CHECKING:
+    from realtime.hub import Hub
+
+log = structlog.get_logger(__name__)
+
+TOO_SLOW = 4008
+
+
+class Connection:
+    def __init__(self, hub: Hub, user_id: str, session_id: str, queue_size: int) -> None:
+        self.hub, self.user_id, self.session_id = hub, user_id, session_id
+        self.subjects: set[str] = set()
+        self.position = 0
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self.buffer: list[Envelope] | None = []  # buffering until the first sync is done
+        self.buffer_limit = 4 * queue_size
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.done = asyncio.Event()
+        self.heard_at = 0.0
+        """When the client's last heartbeat came (loop time; 0 before the first)."""
+        self._sync_from: int | None = None
+        self._sync_wake = asyncio.Event()
+
+    # -- from the hub's dispatcher (no awaits) -------------------------------------------------
+
+    def offer(self, envelope: Envelope) -> None:
+        if self.done.is_set() or envelope.position <= self.position:
+            return
+        if self.buffer is None:
+            self.send_all(envelope.frames)
+            self.position = envelope.position
+        elif len(self.buffer) < self.buffer_limit:
+            self.buffer.append(envelope)
+        else:
+            self.close_soon(TOO_SLOW, f"too slow; reconnect with resume_from {self.position}")
+
+    def request_sync(self, after: int) -> None:
+        """What this user may see has changed at ``after`` (or the events since may be lost)."""
+        if self.buffer is None:
+            self.buffer = []
+        self._sync_from = after if self._sync_from is None else min(self._sync_from, after)
+        self._sync_wake.set()
+
+    def close_soon(self, code: int | None, reason: str = "") -> None:
+        """Ask the gateway to close the socket with ``code`` (None: it is gone already)."""
+        if not self.done.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.done.set()
+
+    def send(self, frame: str) -> None:
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.close_soon(TOO_SLOW, f"too slow; reconnect with resume_from {self.position}")
+
+    def send_all(self, frames: Collection[str]) -> None:
+        for frame in frames:
+            self.send(frame)
+
+    # -- the socket's own tasks ----------------------------------------------------------------
+
+    async def settle(self) -> int:
+        """Subscribe to what the user may see now; the position above which all of it comes live."""
+        pool = self.hub.pool
+        while True:
+            async with pool.connection() as conn:
+                wanted = await subjects_for(conn, self.user_id)
+            await self.hub.watch(self, wanted - self.subjects)
+            self.subjects |= wanted
+            upto = await read_models_position(pool, self.hub.read_models)
+            async with pool.connection() as conn:
+                now = await subjects_for(conn, self.user_id)  # as of upto or later
+            if now <= self.subjects:
+                await self.hub.unwatch(self, self.subjects - now)
+                self.subjects = now
+                return upto
+
+    async def follow(self, after: int, upto: int) -> None:
+        """Catch up on ``(after, upto]``, then live; re-sync whenever asked. Runs until cancelled."""
+        await self._catch_up(after, upto)
+        while True:
+            await self._sync_wake.wait()
+            self._sync_wake.clear()
+            while self._sync_from is not None:
+                after, self._sync_from = self._sync_from, None
+                upto = await self.settle()
+                log.debug("realtime.socket_synced", user_id=self.user_id, after=after, upto=upto)
+                await self._catch_up(after, upto)
+
+    async def _catch_up(self, after: int, upto: int) -> None:
+        async for page in replay(self.hub.store, self.hub.pool, after, upto, self.subjects):
+            for item in page:
+                await self._put(item.position, item.route.subjects, item.frames)
+        self.position = max(self.position, upto)
+        while self._sync_from is None:
+            items, self.buffer = self.buffer or [], []
+            if not items:
+                self.buffer = None  # live from here: nothing awaited since the buffer was seen empty
+                return
+            for envelope in items:
+                await self._put(envelope.position, (envelope.subject,), envelope.frames)
+
+    async def _put(self, position: int, where: Collection[str], frames: Collection[str]) -> None:
+        if position <= self.position or self.subjects.isdisjoint(where):
+            return
+        for frame in frames:
+            await self.queue.put(frame)  # a replay waits for a slow socket; live events buffer meanwhile
+        self.position = position

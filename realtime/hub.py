@@ -1,0 +1,144 @@
+"""The gateway's per-process fan-out: one NATS subscription per subject that any local socket
+listens to (reference counted), each message parsed once and its frames handed to every local
+socket that listens to the subject.
+
+Order matters for privacy: a removal from a channel (on the user's subject) must take effect
+before the channel's next message (on the channel's subject). nats-py runs one task per
+subscription, so messages of different subscriptions can be handled out of order. The callbacks
+therefore only collect; one dispatcher task takes what has been collected, in position order,
+and hands it out. Every callback of one read from the NATS socket has run before the dispatcher
+wakes (it is woken by the first of them, and asyncio runs ready tasks first in, first out), and
+positions grow along the wire (one publisher), so sorting each take restores log order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, defaultdict
+from collections.abc import Collection, Sequence
+
+import nats
+import structlog
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from psycopg_pool import AsyncConnectionPool
+
+from infra.aio import cancel_and_wait
+from infra.eventstore.port import EventStore
+from realtime import subjects
+from realtime.connection import Connection
+from realtime.subjects import Envelope
+
+log = structlog.get_logger(__name__)
+
+SESSION_ENDED = 4001
+
+
+class Hub:
+    def __init__(self, *, nats_url: str, store: EventStore, pool: AsyncConnectionPool, read_models: Sequence[str]) -> None:
+        self.nats_url, self.store, self.pool, self.read_models = nats_url, store, pool, tuple(read_models)
+        self.nc: NATS | None = None
+        self.connections: set[Connection] = set()
+        self.listeners: defaultdict[str, set[Connection]] = defaultdict(set)
+        self._refs: Counter[str] = Counter()
+        self._subs: dict[str, Subscription] = {}
+        self._lock = asyncio.Lock()
+        self._collected: list[Envelope] = []
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.nc = await nats.connect(self.nats_url, name="hubbub-gateway", connect_timeout=2, max_reconnect_attempts=-1,
+                                     reconnect_time_wait=1, error_cb=self._on_error,
+                                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="realtime-dispatcher")
+
+    async def stop(self) -> None:
+        if self._dispatcher is not None:
+            await cancel_and_wait([self._dispatcher])
+        if self.nc is not None:
+            await self.nc.close()
+
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+
+    async def remove(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        await self.unwatch(conn, conn.subjects)
+        conn.subjects = set()
+
+    async def watch(self, conn: Connection, wanted: Collection[str]) -> None:
+        """``conn`` hears ``wanted`` from now on; returns once NATS has every subscription."""
+        assert self.nc is not None
+        async with self._lock:
+            for subject in wanted:
+                if subject not in self._subs:
+                    self._subs[subject] = await self.nc.subscribe(subject, cb=self._collect)
+                self._refs[subject] += 1
+                self.listeners[subject].add(conn)
+        # A PING answered means the server has every SUB sent before it, ours or a racing caller's.
+        await self.nc.flush(timeout=5)
+
+    async def unwatch(self, conn: Connection, unwanted: Collection[str]) -> None:
+        async with self._lock:
+            for subject in unwanted:
+                self.listeners[subject].discard(conn)
+                self._refs[subject] -= 1
+                if self._refs[subject] <= 0:
+                    del self._refs[subject]
+                    self.listeners.pop(subject, None)
+                    sub = self._subs.pop(subject, None)
+                    if sub is not None:
+                        with contextlib.suppress(Exception):  # a closed connection has no subscriptions left
+                            await sub.unsubscribe()
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._subs)
+
+    async def _collect(self, msg: Msg) -> None:
+        envelope = subjects.parse(msg.subject, msg.headers, msg.data)
+        if envelope is None:
+            log.warning("realtime.foreign_message", subject=msg.subject)
+            return
+        self._collected.append(envelope)
+        self._wake.set()
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0)  # let the callbacks of the same read run first (see module doc)
+            self._wake.clear()
+            taken, self._collected = self._collected, []
+            taken.sort(key=lambda e: e.position)  # stable: one event's subjects keep their order
+            for envelope in taken:
+                try:
+                    self._deliver(envelope)
+                except Exception:
+                    log.exception("realtime.dispatch_failed", position=envelope.position, subject=envelope.subject)
+
+    def _deliver(self, envelope: Envelope) -> None:
+        for conn in list(self.listeners.get(envelope.subject, ())):
+            if envelope.session_ended is not None:
+                if conn.session_id == envelope.session_ended:
+                    conn.close_soon(SESSION_ENDED, "session ended (logged out or revoked); log in again")
+                continue
+            conn.offer(envelope)
+            if envelope.resync:
+                conn.request_sync(envelope.position)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("realtime.nats_error", error=str(exc))
+
+    async def _on_disconnected(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            log.warning("realtime.nats_disconnected", sockets=len(self.connections))
+
+    async def _on_reconnected(self) -> None:
+        # Whatever was published while we were away is in the log: every socket catches up from
+        # where it was, as a resuming client would.
+        log.info("realtime.nats_reconnected", sockets=len(self.connections))
+        for conn in list(self.connections):
+            conn.request_sync(conn.position)

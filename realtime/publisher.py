@@ -1,0 +1,119 @@
+"""The realtime publisher: a follower of the log that sends client frames to NATS.
+
+Reads: every event (``realtime.frames.route`` picks the ones clients hear about).
+Writes: NATS messages on ``hubbub.ch.{channel}``, ``hubbub.user.{user}``, ``hubbub.ws.{workspace}``
+(see ``realtime/subjects.py``), and its checkpoint row ``realtime`` in ``projection_checkpoints``.
+
+Like a projection it is active in one process at a time (the advisory lock of the projector
+runtime, under the name ``realtime``, so ``hubbub projections status`` shows its lag and leader).
+Unlike one, its effect is not in PostgreSQL, so it is at-least-once: a batch is published, NATS
+confirms it (flush), and only then is the checkpoint moved; a leader that dies in between has its
+batch published again by the next one, and gateways drop what they delivered already (by position).
+
+A batch is published only once every read model has passed its last position, so a client that
+gets an event can fetch what it names, and the message objects in the frames come from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+import psycopg
+import structlog
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from domain.events import RecordedEvent
+from infra.aio import cancel_and_wait
+from infra.consistency import CheckpointWatcher
+from infra.eventstore.port import EventStore
+from projections.runtime import LOCK_CLASS, Backoff, lock_key
+from realtime.frames import route, shape
+
+log = structlog.get_logger(__name__)
+
+NAME = "realtime"
+READ_MODEL_WAIT_S = 5.0
+
+
+class Publisher:
+    def __init__(self, *, pool: AsyncConnectionPool, conninfo: str, store: EventStore, nats: NATS,
+                 watcher: CheckpointWatcher, read_models: Sequence[str], batch_size: int = 500,
+                 lock_retry_s: float = 1.0) -> None:
+        self.pool, self.conninfo, self.store, self.nats = pool, conninfo, store, nats
+        self.watcher, self.read_models = watcher, tuple(read_models)
+        self.batch_size, self.lock_retry_s = batch_size, lock_retry_s
+        self.leading = False
+        self.position: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="realtime-publisher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+
+    async def _run(self) -> None:
+        backoff = Backoff(0.5, 30.0)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    await self._lead(conn)
+                    await self._follow(conn, backoff)
+            except Exception as exc:  # connection, NATS or read model trouble: start over from the checkpoint
+                delay = backoff.next()
+                log.warning("realtime.publisher_failed", error=repr(exc), position=self.position, retry_in_s=delay)
+                await asyncio.sleep(delay)
+            finally:
+                self.leading = False
+
+    async def _lead(self, conn: psycopg.AsyncConnection) -> None:
+        while True:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(NAME)))
+            row = await cur.fetchone()
+            if row and row[0]:
+                self.leading = True
+                log.info("realtime.publisher_leading")
+                return
+            await asyncio.sleep(self.lock_retry_s)
+
+    async def _follow(self, conn: psycopg.AsyncConnection, backoff: Backoff) -> None:
+        position = self.position = await self._checkpoint(conn)
+        log.info("realtime.publisher_following", position=position)
+        async with contextlib.aclosing(self.store.subscribe(after=position, batch_size=self.batch_size)) as batches:  # type: ignore[type-var]
+            async for batch in batches:
+                await self._publish(batch)
+                await conn.execute("UPDATE projection_checkpoints SET position = %s, updated_at = now() WHERE name = %s",
+                                   (batch[-1].position, NAME))
+                self.position = batch[-1].position
+                backoff.reset()
+
+    async def _checkpoint(self, conn: psycopg.AsyncConnection) -> int:
+        # First run: start at the head. Nobody can be waiting for older events live (a client
+        # resumes them from the log), and replaying all history to NATS would help nobody.
+        cur = await conn.execute("SELECT position FROM projection_checkpoints WHERE name = %s", (NAME,))
+        row = await cur.fetchone()
+        if row is not None:
+            return int(row[0])
+        head = await self.store.head()
+        await conn.execute("INSERT INTO projection_checkpoints (name, position) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                           (NAME, head))
+        return await self._checkpoint(conn)
+
+    async def _publish(self, batch: Sequence[RecordedEvent]) -> None:
+        routed = [(event, where) for event in batch if (where := route(event)) is not None]
+        if not routed:
+            return
+        last = batch[-1].position
+        while not await self.watcher.wait(self.read_models, last, READ_MODEL_WAIT_S):
+            log.warning("realtime.read_models_behind", position=last, waited_s=READ_MODEL_WAIT_S)
+        async with self.pool.connection() as conn:
+            shaped = await shape(conn, routed)
+        for item in shaped:
+            for envelope in item.envelopes():
+                await self.nats.publish(envelope.subject, envelope.payload(), headers=envelope.headers())
+        await self.nats.flush(timeout=5)
+        log.debug("realtime.published", position=last, events=len(shaped))

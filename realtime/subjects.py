@@ -1,0 +1,62 @@
+"""NATS subjects and the envelope of a published event.
+
+One NATS message carries one log event for one subject: its client frames (JSON, one per line,
+already encoded: a gateway forwards them as they are) and, in headers, the log position and
+what the gateway must do besides forwarding (re-check who sees what; close a session).
+An event's frames are the same on every subject it goes to, so a socket that gets it twice
+(on its user subject and on a channel subject) keeps the first by position and loses nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POSITION = "Hubbub-Position"
+RESYNC = "Hubbub-Resync"
+"""Present when the event changes what the subject's recipients may see (membership, role)."""
+SESSION_ENDED = "Hubbub-Session-Ended"
+"""The id of a session that logged out or was revoked: its sockets are closed."""
+
+
+def channel(channel_id: str) -> str:
+    return f"hubbub.ch.{channel_id}"
+
+
+def user(user_id: str) -> str:
+    return f"hubbub.user.{user_id}"
+
+
+def workspace(workspace_id: str) -> str:
+    """Workspace-wide events every non-guest member may see (a public channel created, members)."""
+    return f"hubbub.ws.{workspace_id}"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A published event as a gateway reads it."""
+
+    subject: str
+    position: int
+    frames: tuple[str, ...]
+    resync: bool = False
+    session_ended: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {POSITION: str(self.position)}
+        if self.resync:
+            headers[RESYNC] = "1"
+        if self.session_ended:
+            headers[SESSION_ENDED] = self.session_ended
+        return headers
+
+    def payload(self) -> bytes:
+        return "\n".join(self.frames).encode()
+
+
+def parse(subject: str, headers: dict[str, str] | None, data: bytes) -> Envelope | None:
+    """The envelope of a NATS message, None if it is not one of ours (no position)."""
+    raw = (headers or {}).get(POSITION, "")
+    if not raw.isdigit():
+        return None
+    frames = tuple(data.decode().split("\n")) if data else ()
+    return Envelope(subject, int(raw), frames, RESYNC in (headers or {}), (headers or {}).get(SESSION_ENDED))
