@@ -53,10 +53,15 @@ class Gateway:
             await socket.close(protocol.ORIGIN_REFUSED, "origin not allowed")  # before accept: HTTP 403
             return
         await socket.accept()
-        with contextlib.suppress(WebSocketDisconnect):
+        try:
             hello = await self._hello(socket)
             if hello is not None:
                 await self._session(socket, *hello)
+        except WebSocketDisconnect:
+            pass
+        except Exception:  # the database or NATS failed us: the client reconnects and resumes
+            log.exception("realtime.socket_failed")
+            await _close(socket, protocol.SERVER_ERROR, "server error; reconnect and resume")
 
     def _origin_allowed(self, socket: WebSocket) -> bool:
         origin = socket.headers.get("origin")
@@ -110,6 +115,9 @@ class Gateway:
             await conn.done.wait()
         except SessionGone:
             conn.close_soon(protocol.BAD_TOKEN, "session ended (logged out or revoked); log in again")
+        except Exception:
+            log.exception("realtime.connect_failed", user_id=principal.user_id)
+            conn.close_soon(protocol.SERVER_ERROR, "server error; reconnect and resume")
         finally:
             await cancel_and_wait(tasks)
             await self.hub.remove(conn)
@@ -186,7 +194,7 @@ def _guarded(conn: Connection, coro: Coroutine[Any, Any, None]) -> asyncio.Task[
             raise
         except Exception:
             log.exception("realtime.socket_task_failed", user_id=conn.user_id, position=conn.position)
-            conn.close_soon(1011, "server error; reconnect and resume")
+            conn.close_soon(protocol.SERVER_ERROR, "server error; reconnect and resume")
 
     return asyncio.create_task(run())
 

@@ -1,0 +1,91 @@
+"""The gateway's per-process pieces without sockets: a slow socket is cut off with 4008 instead of
+holding anyone up, repeats are dropped by position, and the hub hands events out in log order
+even when NATS subscriptions hand them over out of order."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from realtime import subjects
+from realtime.connection import TOO_SLOW, Connection
+from realtime.hub import Hub
+from realtime.subjects import Envelope
+
+
+def _conn(queue_size: int = 4) -> Connection:
+    conn = Connection(hub=None, user_id="u", session_id="s", queue_size=queue_size)  # type: ignore[arg-type]
+    conn.buffer = None  # live
+    conn.subjects = {subjects.channel("c")}
+    return conn
+
+
+def _envelope(position: int, subject: str = subjects.channel("c"), **extra: Any) -> Envelope:
+    return Envelope(subject, position, (f'{{"op":"event","position":{position}}}',), **extra)
+
+
+def test_a_socket_whose_queue_is_full_is_closed_with_4008_and_a_resume_hint() -> None:
+    conn = _conn(queue_size=3)
+    for position in range(1, 5):
+        conn.offer(_envelope(position))
+    assert conn.done.is_set() and conn.close_code == TOO_SLOW
+    assert "resume_from 3" in conn.close_reason
+    conn.offer(_envelope(9))  # a closed socket takes nothing more
+    assert conn.queue.qsize() == 3
+
+
+def test_a_socket_that_buffers_too_much_while_catching_up_is_closed_with_4008() -> None:
+    conn = _conn(queue_size=1)
+    conn.buffer = []
+    for position in range(1, conn.buffer_limit + 2):
+        conn.offer(_envelope(position))
+    assert conn.close_code == TOO_SLOW and conn.queue.empty()
+
+
+def test_an_event_at_or_below_the_last_position_is_dropped() -> None:
+    conn = _conn()
+    conn.offer(_envelope(5))
+    conn.offer(_envelope(5, subjects.user("u")))  # the same event on the user's own subject
+    conn.offer(_envelope(4))
+    assert conn.queue.qsize() == 1 and conn.position == 5
+
+
+@dataclass
+class _Msg:
+    subject: str
+    position: int
+    data: bytes = b"{}"
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.headers = {subjects.POSITION: str(self.position)}
+
+
+@dataclass(eq=False)
+class _Listener:
+    session_id: str = "s"
+    got: list[int] = field(default_factory=list)
+
+    def offer(self, envelope: Envelope) -> None:
+        self.got.append(envelope.position)
+
+    def request_sync(self, after: int) -> None:
+        pass
+
+
+async def test_the_hub_hands_out_in_log_order_whatever_order_subscriptions_deliver_in() -> None:
+    hub = Hub(nats_url="nats://unused", store=None, pool=None, read_models=())  # type: ignore[arg-type]
+    listener = _Listener()
+    for subject in ("hubbub.ch.a", "hubbub.user.u"):
+        hub.listeners[subject].add(listener)  # type: ignore[arg-type]
+    dispatcher = asyncio.create_task(hub._dispatch())
+    try:
+        # One read from the NATS socket: subscription "a" runs its callbacks before "user" does.
+        for msg in (_Msg("hubbub.ch.a", 1), _Msg("hubbub.ch.a", 3), _Msg("hubbub.user.u", 2)):
+            await hub._collect(msg)  # type: ignore[arg-type]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert listener.got == [1, 2, 3]
+    finally:
+        dispatcher.cancel()
