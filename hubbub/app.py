@@ -40,6 +40,9 @@ from readapi import channels as channels_queries
 from readapi import workspaces as workspaces_queries
 from infra import consistency
 from readapi.seqs import SeqLookup
+from infra.presence import RedisPresence
+from hubbub import presence as presence_routes
+from hubbub.presence import PresenceFanout
 from readapi import messages as messages_queries
 from realtime import gateway as realtime_gateway
 from realtime import service as realtime_service
@@ -56,6 +59,7 @@ WORKSPACE_ROUTES = [workspaces_commands.WorkspaceCommands, workspaces_commands.I
 def api_routes() -> list[Any]:
     """Hubbub's controllers, mounted under ``/api/v1`` (commands, queries, realtime add theirs here)."""
     return [accounts_commands.AuthController, accounts_queries.me, messages_commands.MessagesController,
+            presence_routes.PresenceController,
             messages_queries.MessageQueries, realtime_gateway.ws_endpoint,
             *WORKSPACE_ROUTES]
 
@@ -130,10 +134,14 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     stack.push_async_callback(watcher.stop)
     names = await _start_projectors(pool, database_url, store, stack)
     read = consistency.ReadConsistency(watcher, names, settings.read_wait_timeout_s)
+    presence = RedisPresence(redis)
+    fanout = PresenceFanout(presence, pool, nc)
+    fanout.start()
+    stack.push_async_callback(fanout.stop)
     return deps.Services(
         settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
         shell=CommandShell(store), passwords=Passwords(cheap=settings.insecure_fast_passwords),
-        limiter=RedisRateLimiter(redis), seqs=SeqLookup(pool),
+        limiter=RedisRateLimiter(redis), seqs=SeqLookup(pool), presence=presence, presence_fanout=fanout,
     )
 
 

@@ -15,8 +15,10 @@ from redis.asyncio import Redis
 
 from commands.shell import CommandShell
 from hubbub.auth import provide_principal
+from hubbub.presence import PresenceFanout
 from infra.eventstore.port import EventStore
 from infra.passwords import Passwords
+from infra.presence import Presence
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings
 from infra.consistency import ReadConsistency
@@ -37,6 +39,8 @@ class Services:
     passwords: Passwords
     limiter: RateLimiter
     seqs: SeqLookup
+    presence: Presence
+    presence_fanout: PresenceFanout
 
 
 def provide_services(state: State) -> Services:

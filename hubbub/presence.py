@@ -1,0 +1,157 @@
+"""Presence over HTTP (``PUT /presence``, ``GET /workspaces/{ws}/presence``) and its fan-out.
+
+A device is a session: the WebSocket gateway reports its sockets' heartbeats and closes, and a
+client without a socket can ``PUT /presence``, which keeps that session's device alive for one
+heartbeat timeout. ``PresenceFanout`` runs in every app process: it collects status changes,
+sweeps devices whose time is up (any process may; each change is reported once), and once a
+second publishes one ``presence.changed`` frame per workspace to ``hubbub.ws.{ws}.presence``
+for everyone whose status changed, so a 10,000-member workspace gets one frame a second, not one
+per change. Presence is ephemeral: never in the log, no position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+import structlog
+from litestar import Controller, Request, get, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter
+from nats.aio.client import Client as NATS
+from psycopg_pool import AsyncConnectionPool
+
+from domain.access import looks_like_id
+from domain.errors import DomainError, NotFound
+from domain.session import Principal
+from infra.aio import cancel_and_wait
+from infra.presence import Change, Presence
+from readapi.visibility import workspace_role
+
+log = structlog.get_logger(__name__)
+
+TIMEOUT_HEARTBEATS = 2.5
+"""A device is gone this many heartbeat intervals after its last sign of life (as the gateway's 4009)."""
+MAX_USER_IDS = 200
+
+_MEMBERS = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id > %s ORDER BY user_id LIMIT %s"
+_ASKED = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id = ANY(%s) ORDER BY user_id"
+_WORKSPACES_OF = "SELECT workspace_id, user_id FROM workspace_members WHERE user_id = ANY(%s)"
+
+
+def subject(workspace_id: str) -> str:
+    return f"hubbub.ws.{workspace_id}.presence"
+
+
+class PresenceBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    status: Literal["active", "away"]
+
+
+class PresenceOut(msgspec.Struct, frozen=True):
+    user_id: str
+    status: str
+    last_seen_at: dt.datetime | None
+
+
+class PresenceListOut(msgspec.Struct, frozen=True):
+    items: list[PresenceOut]
+    next_after: str | None = None
+
+
+class PresenceController(Controller):
+    path = "/"
+    tags = ["presence"]
+
+    @put("/presence", operation_id="setPresence")
+    async def set_presence(self, request: Request, data: JSONBody[PresenceBody],
+                           principal: NamedDependency[Principal]) -> PresenceOut:
+        services = request.app.state["services"]
+        ttl = services.settings.ws_heartbeat_s * TIMEOUT_HEARTBEATS
+        change = await services.presence.seen(principal.user_id, principal.session_id, data.status, ttl)
+        if change is not None:
+            services.presence_fanout.report(change)
+        seen = (await services.presence.statuses([principal.user_id]))[principal.user_id]
+        return PresenceOut(principal.user_id, seen.status, seen.last_seen_at)
+
+    @get("/workspaces/{workspace_id:str}/presence", operation_id="listPresence")
+    async def list_presence(
+        self, request: Request, workspace_id: FromPath[str], principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50, after: FromQuery[str] = "",
+        user_ids: FromQuery[str | None] = None,
+    ) -> PresenceListOut:
+        """Members' status: ``?user_ids=a,b`` for those (members only, up to 200), else a page."""
+        asked = _asked(user_ids)
+        if not looks_like_id(workspace_id):
+            raise NotFound("no such workspace")
+        async with pool.connection() as conn:
+            if await workspace_role(conn, workspace_id, principal.user_id) is None:
+                raise NotFound("no such workspace")
+            cur = await (conn.execute(_ASKED, (workspace_id, asked)) if asked is not None
+                         else conn.execute(_MEMBERS, (workspace_id, after, limit)))
+            members = [row[0] for row in await cur.fetchall()]
+        seen = await request.app.state["services"].presence.statuses(members)
+        items = [PresenceOut(u, seen[u].status, seen[u].last_seen_at) for u in members]
+        return PresenceListOut(items, members[-1] if asked is None and len(members) == limit else None)
+
+
+def _asked(user_ids: str | None) -> list[str] | None:
+    if user_ids is None:
+        return None
+    asked = sorted({u for u in user_ids.split(",") if u})
+    if not asked or len(asked) > MAX_USER_IDS:
+        raise DomainError(f"user_ids takes 1 to {MAX_USER_IDS} comma-separated ids", field="user_ids")
+    return asked
+
+
+class PresenceFanout:
+    """Collects changes, sweeps timed-out devices, publishes one frame per workspace a second."""
+
+    def __init__(self, presence: Presence, pool: AsyncConnectionPool, nats: NATS, interval_s: float = 1.0) -> None:
+        self._presence, self._pool, self._nats, self._interval_s = presence, pool, nats, interval_s
+        self._pending: dict[str, Change] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def report(self, change: Change) -> None:
+        self._pending[change.user_id] = change  # the latest wins: subscribers want the status now
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="presence-fanout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait([self._task])
+        await self.flush()  # a clean shutdown still tells the others who went offline
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                for change in await self._presence.expire():
+                    self.report(change)
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - Redis, PostgreSQL or NATS away: try next second
+                log.warning("presence.fanout_failed", error=str(exc), pending=len(self._pending))
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        changes, self._pending = self._pending, {}
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_WORKSPACES_OF, (list(changes),))
+            rows = await cur.fetchall()
+        by_workspace: dict[str, list[Change]] = {}
+        for workspace_id, user_id in rows:
+            by_workspace.setdefault(workspace_id, []).append(changes[user_id])
+        for workspace_id, items in by_workspace.items():
+            await self._nats.publish(subject(workspace_id), frame(workspace_id, items))
+        log.debug("presence.published", changes=len(changes), workspaces=len(by_workspace))
+
+
+def frame(workspace_id: str, changes: list[Change]) -> bytes:
+    """The ``presence.changed`` frame as sockets get it (ephemeral: no position)."""
+    items = [{"user_id": c.user_id, "status": c.status, "last_seen_at": c.last_seen_at} for c in changes]
+    return msgspec.json.encode({"op": "event", "type": "presence.changed", "workspace_id": workspace_id,
+                                "data": {"items": items}})

@@ -1,0 +1,102 @@
+"""The Presence contract, against a real Redis (the session's embedded one or HUBBUB_REDIS_URL).
+
+Every test uses people of its own; ``expire`` sweeps everyone's devices, so tests look only at
+the changes of their own people.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from infra.presence import Presence, RedisPresence
+
+LONG = 60.0
+
+
+@pytest.fixture
+async def redis(service_urls: dict[str, str]) -> AsyncIterator[Redis]:
+    client = Redis.from_url(service_urls["redis"])
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(params=["redis"])
+def presence(request: pytest.FixtureRequest, redis: Redis) -> Presence:
+    return RedisPresence(redis)
+
+
+def person() -> str:
+    return f"u-{uuid.uuid4().hex[:12]}"
+
+
+async def status(presence: Presence, user: str) -> str:
+    return (await presence.statuses([user]))[user].status
+
+
+async def test_a_first_device_brings_a_person_online_once(presence: Presence) -> None:
+    user = person()
+    first = await presence.seen(user, "phone", "active", LONG)
+    assert first is not None and (first.user_id, first.status) == (user, "online")
+    assert first.last_seen_at is not None
+    assert await presence.seen(user, "phone", "active", LONG) is None  # a heartbeat is no news
+    assert await presence.seen(user, "laptop", "active", LONG) is None  # nor is a second device
+    assert await status(presence, user) == "online"
+
+
+async def test_online_while_any_device_is_active_away_when_all_are(presence: Presence) -> None:
+    user = person()
+    await presence.seen(user, "phone", "active", LONG)
+    await presence.seen(user, "laptop", "away", LONG)
+    assert await status(presence, user) == "online"
+    change = await presence.seen(user, "phone", "away", LONG)
+    assert change is not None and change.status == "away"
+    back = await presence.seen(user, "laptop", "active", LONG)
+    assert back is not None and back.status == "online"
+
+
+async def test_a_clean_close_of_the_last_device_is_offline_at_once(presence: Presence) -> None:
+    user = person()
+    await presence.seen(user, "phone", "active", LONG)
+    await presence.seen(user, "laptop", "active", LONG)
+    assert await presence.gone(user, "phone") is None
+    change = await presence.gone(user, "laptop")
+    assert change is not None and change.status == "offline" and change.last_seen_at is not None
+    seen = (await presence.statuses([user]))[user]
+    assert seen.status == "offline" and seen.last_seen_at == change.last_seen_at
+
+
+async def test_a_lost_device_times_out_and_expire_reports_it_once(presence: Presence) -> None:
+    user, steady = person(), person()
+    await presence.seen(user, "phone", "active", 0.2)
+    await presence.seen(steady, "phone", "active", LONG)
+    await asyncio.sleep(0.35)
+    mine = [c for c in await presence.expire() if c.user_id in (user, steady)]
+    assert [(c.user_id, c.status) for c in mine] == [(user, "offline")]
+    assert [c for c in await presence.expire() if c.user_id == user] == []
+    assert await status(presence, user) == "offline" and await status(presence, steady) == "online"
+
+
+async def test_a_heartbeat_in_time_keeps_the_device(presence: Presence) -> None:
+    user = person()
+    await presence.seen(user, "phone", "active", 0.3)
+    await asyncio.sleep(0.2)
+    await presence.seen(user, "phone", "active", 0.3)
+    await asyncio.sleep(0.2)
+    assert [c for c in await presence.expire() if c.user_id == user] == []
+    assert await status(presence, user) == "online"
+
+
+async def test_a_person_never_seen_is_offline_with_no_last_seen(presence: Presence) -> None:
+    user = person()
+    seen = (await presence.statuses([user]))[user]
+    assert (seen.status, seen.last_seen_at) == ("offline", None)
+
+
+async def test_a_device_status_must_be_active_or_away(presence: Presence) -> None:
+    with pytest.raises(ValueError, match="active or away"):
+        await presence.seen(person(), "phone", "busy", LONG)  # type: ignore[arg-type]
