@@ -16,13 +16,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import nats
 import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from litestar import Litestar
+
 from hubbub.app import create_app
 from infra.settings import load_settings
+from realtime.gateway import STATE_KEY as GATEWAY
 from tests.integration.conftest import User, register
 from tests.integration.messaging_helpers import (
     API, Team, accept, add_to_channel, create_channel, create_workspace, invite, join_workspace, open_dm,
@@ -31,19 +35,28 @@ from tests.integration.messaging_helpers import (
 WAIT_S = 10.0  # how long a test waits for a frame before it fails (not a performance target)
 
 
+class Address(str):
+    """``host:port`` of a served app, with the app (for tests that reach into the gateway)."""
+
+    app: Litestar
+
+
 @contextlib.asynccontextmanager
-async def serving(settings: Any) -> AsyncIterator[str]:
-    """The app under uvicorn on a free port of 127.0.0.1; its ``host:port``."""
+async def serving(settings: Any) -> AsyncIterator[Address]:
+    """The app under uvicorn on a free port of 127.0.0.1."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), lifespan="on", log_config=None, access_log=False))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))
     task = asyncio.create_task(server._serve(sockets=[sock]))  # serve() would take over the signals
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.02)
     try:
-        yield "127.0.0.1:%d" % sock.getsockname()[1]
+        address = Address("127.0.0.1:%d" % sock.getsockname()[1])
+        address.app = app
+        yield address
     finally:
         server.should_exit = True
         await task
@@ -55,7 +68,7 @@ def _settings(service_urls: dict[str, str], database_url: str, **overrides: Any)
 
 
 @pytest.fixture(scope="module")
-async def server(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[str]:
+async def server(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[Address]:
     async with serving(_settings(service_urls, migrated_url)) as address:
         yield address
 
@@ -294,6 +307,38 @@ async def test_resume_shows_only_what_the_user_may_see_now(api: httpx.AsyncClien
         left = await sock.event("channel.member_left", "message.posted")
         assert left["type"] == "channel.member_left"
         assert (await sock.message())["id"] == sentinel["id"]
+
+
+async def test_after_a_nats_outage_the_gateway_resumes_its_sockets_itself(
+        api: httpx.AsyncClient, server: Address, service_urls: dict[str, str]) -> None:
+    team = await team_of(api, "Bea")
+    owner, bea = team.owner, team.people["Bea"]
+    hub = server.app.state[GATEWAY].hub
+    watcher = await nats.connect(service_urls["nats"])
+    published: asyncio.Queue[Any] = asyncio.Queue()
+    await watcher.subscribe(f"hubbub.ch.{team.general_id}", cb=published.put)
+    try:
+        async with ws(server, bea) as sock:
+            before = await post(api, owner, team.general_id, "before the outage")
+            assert (await sock.message())["id"] == before["id"]
+            for sub in hub._subs.values():
+                sub._cb = _dropping  # NATS is away: what is published now never reaches this gateway
+            lost = [await post(api, owner, team.general_id, f"lost {i}") for i in range(3)]
+            async with asyncio.timeout(WAIT_S):
+                while published.qsize() < 4:  # "before" and the three lost ones went out
+                    await asyncio.sleep(0.02)
+            for sub in hub._subs.values():
+                sub._cb = hub._collect
+            await hub._on_reconnected()
+            after = await post(api, owner, team.general_id, "after the outage")
+            got = [await sock.message() for _ in range(4)]
+    finally:
+        await watcher.close()
+    assert [m["id"] for m in got] == [m["id"] for m in lost] + [after["id"]]
+
+
+async def _dropping(msg: Any) -> None:
+    pass
 
 
 # -- bad input, tokens, heartbeats ----------------------------------------------------------------------
