@@ -55,9 +55,13 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: IO[str] | 
     root.handlers = [handler]
     root.setLevel(level.upper())
     logging.captureWarnings(True)  # library warnings become log lines too, not stray stderr text
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []  # let them reach the root handler, once
         logging.getLogger(name).propagate = True
+    # RequestContext writes the access line (with the request id); uvicorn's would be a second
+    # one per request, and uvicorn logs it whenever the logger has any handler up the tree.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers, access.propagate, access.disabled = [], False, True
 
 
 class _NamedWriteLogger(structlog.WriteLogger):

@@ -263,6 +263,7 @@ def test_serve_runs_against_external_services(tmp_path: Path, service_urls: dict
             assert _wait_ready(f"http://127.0.0.1:{port}/readyz"), (tmp_path / "serve.stderr").read_text()[-3000:]
             children = psutil.Process(proc.pid).children(recursive=True)
             assert len(children) >= (workers if workers > 1 else 0)
+            httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"x-request-id": "one-line-please"})
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
         finally:
@@ -272,7 +273,12 @@ def test_serve_runs_against_external_services(tmp_path: Path, service_urls: dict
     # them a bounded while, then none may be left.
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not [c for c in alive if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
-    assert "Traceback" not in (tmp_path / "serve.stderr").read_text()
+    logged = (tmp_path / "serve.stderr").read_text()
+    assert "Traceback" not in logged
+    # One access line per request, ours (with the request id): not uvicorn's as well.
+    assert [line for line in logged.splitlines() if "/healthz" in line and "GET" in line] == [
+        line for line in logged.splitlines() if "one-line-please" in line and "http.request" in line]
+    assert "one-line-please" in logged
 
 
 def _wait_ready(url: str, timeout: float = 60) -> bool:
