@@ -8,6 +8,7 @@ may see. Read from the read models, which must have passed the positions that ma
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import psycopg
@@ -26,9 +27,10 @@ SELECT 'ch', c.channel_id FROM {VISIBLE_FROM} WHERE {VISIBLE_WHERE}
 
 async def subjects_for(conn: psycopg.AsyncConnection, user_id: str) -> set[str]:
     cur = await conn.execute(_SUBJECTS, {"user_id": user_id})
-    found = {subjects.user(user_id)}
+    found = {sys.intern(subjects.user(user_id))}
     for kind, ident in await cur.fetchall():
-        found.add(subjects.workspace(ident) if kind == "ws" else subjects.channel(ident))
+        # Interned: thousands of sockets listening to the same channels share one string each.
+        found.add(sys.intern(subjects.workspace(ident) if kind == "ws" else subjects.channel(ident)))
     return found
 
 

@@ -229,6 +229,28 @@ async def test_private_channels_reach_members_only_from_the_moment_they_are_adde
         assert (await sock.message())["id"] == sentinel["id"]
 
 
+async def test_a_new_public_channel_reaches_members_at_once_and_guests_only_once_added(
+        api: httpx.AsyncClient, server: str) -> None:
+    team = await team_of(api, "Bea")
+    owner, bea = team.owner, team.people["Bea"]
+    gus = await join_workspace(api, team, "Gus", role="guest")  # type: ignore[arg-type]
+    dm = await open_dm(api, team, owner, gus)  # type: ignore[arg-type]
+    async with ws(server, bea) as member, ws(server, gus) as guest:
+        news = await create_channel(api, team, owner, "news")  # type: ignore[arg-type]
+        created = await member.event("channel.created")
+        assert created["channel_id"] == news and created["data"]["private"] is False
+        first = await post(api, owner, news, "first news")  # right after: Bea has not joined, but may see it
+        assert (await member.message())["id"] == first["id"]
+        await post(api, owner, team.general_id, "not for guests")
+        sentinel = await post(api, owner, dm, "for Gus")
+        assert (await guest.event())["data"]["id"] == sentinel["id"]  # no channel.created, nothing of #general
+
+        await add_to_channel(api, team, news, owner, gus)  # type: ignore[arg-type]
+        assert (await guest.event("channel.member_joined"))["channel_id"] == news
+        second = await post(api, owner, news, "second news")
+        assert (await guest.message())["id"] == second["id"]
+
+
 async def test_direct_messages_reach_their_people_only(api: httpx.AsyncClient, server: str) -> None:
     team = await team_of(api, "Bea", "Cy")
     owner, bea, cy = team.owner, team.people["Bea"], team.people["Cy"]
