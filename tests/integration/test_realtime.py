@@ -302,6 +302,42 @@ async def test_resume_replays_what_was_missed_once_in_order_then_goes_live(api: 
     assert first["id"] not in [m["id"] for m in got]
 
 
+async def test_reconnecting_while_others_post_gets_every_message_once_in_order(
+        api: httpx.AsyncClient, server: str, hasty: str) -> None:
+    team = await team_of(api, "Bea")
+    owner, bea = team.owner, team.people["Bea"]
+    async with ws(server, bea) as sock:
+        position = sock.ready["position"]
+    writer = asyncio.create_task(_post_many(api, owner, team.general_id, 40))
+    got: list[str] = []
+    for turn in range(200):
+        if len(got) == 40:
+            break
+        async with ws((server, hasty)[turn % 2], bea, resume_from=position) as sock:
+            heartbeat_on_hasty = asyncio.create_task(_heartbeats(sock))
+            try:
+                for _ in range(1 + turn % 4):  # a few frames, then drop the connection
+                    if len(got) == 40:
+                        break
+                    frame = await sock.event("message.posted")
+                    got.append(frame["data"]["id"])
+                    position = frame["position"]
+            finally:
+                heartbeat_on_hasty.cancel()
+    posted = await writer
+    assert got == [p["id"] for p in posted]
+
+
+async def _post_many(api: httpx.AsyncClient, user: User, channel_id: str, n: int) -> list[dict[str, Any]]:
+    return [await post(api, user, channel_id, f"message {i}") for i in range(n)]
+
+
+async def _heartbeats(sock: Socket) -> None:
+    while True:
+        await asyncio.sleep(0.2)
+        await sock.send({"op": "heartbeat"})
+
+
 async def test_resume_on_another_gateway_process(api: httpx.AsyncClient, server: str, hasty: str) -> None:
     team = await team_of(api, "Bea")
     owner, bea = team.owner, team.people["Bea"]
