@@ -95,8 +95,8 @@ class Connection:
         while True:
             async with pool.connection() as conn:
                 wanted = await subjects_for(conn, self.user_id)
-            await self.hub.watch(self, wanted - self.subjects)
-            self.subjects |= wanted
+            added, self.subjects = wanted - self.subjects, self.subjects | wanted  # first: a failed watch is undone by remove
+            await self.hub.watch(self, added)
             upto = await read_models_position(pool, self.hub.read_models)
             async with pool.connection() as conn:
                 now = await subjects_for(conn, self.user_id)  # as of upto or later
@@ -112,7 +112,9 @@ class Connection:
             await self._sync_wake.wait()
             self._sync_wake.clear()
             while self._sync_from is not None:
-                after, self._sync_from = self._sync_from, None
+                # A change at or below ``position`` is in what was sent already: a replay that went
+                # past it filtered by what the user may see as of after it.
+                after, self._sync_from = max(self._sync_from, self.position), None
                 upto = await self.settle()
                 log.debug("realtime.socket_synced", user_id=self.user_id, after=after, upto=upto)
                 await self._catch_up(after, upto)

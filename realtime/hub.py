@@ -84,6 +84,8 @@ class Hub:
     async def unwatch(self, conn: Connection, unwanted: Collection[str]) -> None:
         async with self._lock:
             for subject in unwanted:
+                if conn not in self.listeners.get(subject, ()):
+                    continue  # never got that far (a watch that failed half way)
                 self.listeners[subject].discard(conn)
                 self._refs[subject] -= 1
                 if self._refs[subject] <= 0:
