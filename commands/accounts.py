@@ -1,4 +1,4 @@
-"""Register, log in, log out: the command side of *Accounts and sessions* in API.md.
+"""Register, log in, log out, revoke a device: the command side of *Accounts and sessions* in API.md.
 
 Registering writes the account and its first session in one atomic append, so there is never an
 account whose creator got no token, nor a token for an account that does not exist.
@@ -12,13 +12,14 @@ import datetime as dt
 import secrets
 
 import msgspec
-from litestar import Controller, Request, Response, post
+from litestar import Controller, Request, Response, delete, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
+from psycopg_pool import AsyncConnectionPool
 
 from commands.shell import CommandShell, Context
 from domain import account, session
-from domain.errors import DomainError
+from domain.errors import DomainError, NotFound
 from domain.session import Principal
 from commands.ratelimits import check_login
 from infra.http import with_position
@@ -123,3 +124,26 @@ class AuthController(Controller):
             session.SESSION, principal.session_stream, session.End("logout"), context(request, principal.user_id)
         )
         return with_position(Response(None, status_code=204), outcome.position)
+
+
+# Only the caller's own, still open: anyone else's session is as missing as an unknown one.
+_OWN_SESSION = "SELECT stream_id FROM sessions WHERE session_id = %s AND user_id = %s AND ended_at IS NULL"
+
+
+@delete("/me/sessions/{session_id:str}", status_code=204, operation_id="revokeSession", tags=["accounts"])
+async def revoke_session(
+    request: Request, session_id: FromPath[str], principal: NamedDependency[Principal],
+    shell: NamedDependency[CommandShell], pool: NamedDependency[AsyncConnectionPool],
+) -> Response[None]:
+    """Log one of the caller's devices out (a lost phone): its token stops working at once
+    everywhere, and its sockets are closed."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_OWN_SESSION, (session_id, principal.user_id))
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        raise NotFound("no such session (it may have ended already)")
+    try:
+        outcome = await shell.handle(session.SESSION, row[0], session.End("revoked"), context(request, principal.user_id))
+    except session.SessionGone:  # it ended meanwhile (a logout, another revoke)
+        raise NotFound("no such session (it may have ended already)") from None
+    return with_position(Response(None, status_code=204), outcome.position)

@@ -58,7 +58,8 @@ WORKSPACE_ROUTES = [workspaces_commands.WorkspaceCommands, workspaces_commands.I
 
 def api_routes() -> list[Any]:
     """Hubbub's controllers, mounted under ``/api/v1`` (commands, queries, realtime add theirs here)."""
-    return [accounts_commands.AuthController, accounts_queries.me, messages_commands.MessagesController,
+    return [accounts_commands.AuthController, accounts_commands.revoke_session, accounts_queries.me,
+            accounts_queries.sessions, messages_commands.MessagesController,
             presence_routes.PresenceController,
             messages_queries.MessageQueries, realtime_gateway.ws_endpoint,
             *WORKSPACE_ROUTES]

@@ -3,7 +3,9 @@
 Reads: ``account.registered``, ``session.started``, ``session.ended``.
 Writes: ``users`` (one row per account) and ``sessions`` (one row per device login, with when
 and why it ended). Times are the events' ``recorded_at``, so a rebuild reproduces every row.
-Password hashes and token hashes are not copied here: only the log holds them.
+Password hashes are not copied here: only the log holds them. A session row names its stream
+(``session-{sha256(token)}``) so that its owner can revoke it from another device; the hash
+cannot be turned back into the token, and a token is what authenticates, never its hash.
 Idempotency: the runtime commits rows and checkpoint together; every write is also an upsert
 keyed by the event's own id (user, session), so applying an event twice changes nothing.
 """
@@ -34,14 +36,17 @@ CREATE TABLE IF NOT EXISTS sessions{s} (
     started_at timestamptz NOT NULL,
     ended_at   timestamptz,
     end_reason text,
+    stream_id  text,
     CONSTRAINT sessions{s}_pkey PRIMARY KEY (session_id)
 );
+-- Added after the first release: older rows get it from ``hubbub projections rebuild accounts``.
+ALTER TABLE sessions{s} ADD COLUMN IF NOT EXISTS stream_id text;
 CREATE INDEX IF NOT EXISTS sessions{s}_user_idx ON sessions{s} (user_id, started_at);
 """
 
 _USER = """INSERT INTO users{s} (user_id, email, display_name, created_at) VALUES (%s, %s, %s, %s)
            ON CONFLICT (user_id) DO NOTHING"""
-_STARTED = """INSERT INTO sessions{s} (session_id, user_id, device, started_at) VALUES (%s, %s, %s, %s)
+_STARTED = """INSERT INTO sessions{s} (session_id, user_id, device, started_at, stream_id) VALUES (%s, %s, %s, %s, %s)
               ON CONFLICT (session_id) DO NOTHING"""
 _ENDED = """UPDATE sessions{s} SET ended_at = %s, end_reason = %s WHERE session_id = %s AND ended_at IS NULL"""
 
@@ -61,7 +66,7 @@ class Accounts:
                 case AccountRegistered(user_id=user_id, email=email, display_name=name):
                     users.append((user_id, email, name, at))
                 case SessionStarted(session_id=sid, user_id=user_id, device=device):
-                    started.append((sid, user_id, device, at))
+                    started.append((sid, user_id, device, at, recorded.stream_id))
                 case SessionEnded(session_id=sid, reason=reason):
                     ended.append((at, reason, sid))
         # In this order: a session ends after it starts, and both may be in one batch.

@@ -1,5 +1,5 @@
-"""``GET /me``: the query side of *Accounts and sessions* (read model: ``users``, projection
-``accounts``)."""
+"""``GET /me`` and ``GET /me/sessions``: the query side of *Accounts and sessions* (read models:
+``users`` and ``sessions``, projection ``accounts``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from domain.session import Principal
 from infra.consistency import ReadConsistency
 
 _ME = "SELECT user_id, email, display_name, created_at FROM users WHERE user_id = %s"
+_SESSIONS = """SELECT session_id, device, started_at FROM sessions
+               WHERE user_id = %s AND ended_at IS NULL ORDER BY started_at DESC, session_id"""
 
 
 class MeOut(msgspec.Struct, frozen=True):
@@ -38,3 +40,27 @@ async def me(
     if row is None:
         raise NotFound("no such user")
     return MeOut(*row, session_id=principal.session_id)
+
+
+class SessionOut(msgspec.Struct, frozen=True):
+    id: str
+    device: str | None
+    started_at: dt.datetime
+    current: bool
+
+
+class SessionsOut(msgspec.Struct, frozen=True):
+    items: list[SessionOut]
+
+
+@get("/me/sessions", operation_id="listSessions", tags=["accounts"])
+async def sessions(
+    principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+    consistency: NamedDependency[ReadConsistency],
+) -> SessionsOut:
+    """The caller's devices still logged in, newest first; ``current`` is this one."""
+    await consistency.wait(principal.since_position)
+    async with pool.connection() as conn:
+        cur = await conn.execute(_SESSIONS, (principal.user_id,))
+        rows = await cur.fetchall()
+    return SessionsOut([SessionOut(sid, device, at, sid == principal.session_id) for sid, device, at in rows])

@@ -98,3 +98,43 @@ async def test_password_guessing_is_rate_limited_per_account(api: AsyncTestClien
     assert int(guesses[-1].headers["Retry-After"]) >= 1
     # The right password is refused too until the bucket refills: the limit is not a hint.
     assert (await api.post("/api/v1/auth/login", json={"email": user.email, "password": "correct horse battery"})).status_code == 429
+
+
+async def _login(api: AsyncTestClient, user, device: str) -> tuple[dict[str, str], int]:
+    response = await api.post("/api/v1/auth/login",
+                              json={"email": user.email, "password": "correct horse battery", "device": device})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}, response.json()["position"]
+
+
+async def _sessions(api: AsyncTestClient, auth: dict[str, str], position: int) -> list[dict]:
+    response = await api.get("/api/v1/me/sessions", headers={**auth, "X-Hubbub-Position": str(position)})
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def test_a_lost_phone_is_logged_out_from_the_laptop(api: AsyncTestClient) -> None:
+    user = await register(api, "Grace")
+    phone, position = await _login(api, user, "phone")
+    listed = await _sessions(api, user.auth, position)
+    assert [(s["device"], s["current"]) for s in listed][:1] == [("phone", False)]
+    assert len(listed) == 2 and sum(s["current"] for s in listed) == 1
+    phone_id = listed[0]["id"]
+
+    revoked = await api.delete(f"/api/v1/me/sessions/{phone_id}", headers=user.auth)
+    assert revoked.status_code == 204 and int(revoked.headers["X-Hubbub-Position"]) > position
+    problem(await api.get("/api/v1/me", headers=phone), 401)  # at once, in every process
+    remaining = await _sessions(api, user.auth, int(revoked.headers["X-Hubbub-Position"]))
+    assert [s["current"] for s in remaining] == [True]
+    problem(await api.delete(f"/api/v1/me/sessions/{phone_id}", headers=user.auth), 404)  # ended already
+
+
+async def test_nobody_can_see_or_end_someone_elses_sessions(api: AsyncTestClient) -> None:
+    owner, other = await register(api, "Ada"), await register(api, "Eve")
+    _, position = await _login(api, owner, "tablet")
+    tablet = [s for s in await _sessions(api, owner.auth, position) if s["device"] == "tablet"][0]
+    assert tablet["id"] not in [s["id"] for s in await _sessions(api, other.auth, position)]
+    problem(await api.delete(f"/api/v1/me/sessions/{tablet['id']}", headers=other.auth), 404)
+    problem(await api.delete(f"/api/v1/me/sessions/{uuid.uuid4()}", headers=owner.auth), 404)
+    problem(await api.delete(f"/api/v1/me/sessions/{tablet['id']}"), 401)
+    assert tablet["id"] in [s["id"] for s in await _sessions(api, owner.auth, position)]
