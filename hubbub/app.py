@@ -112,7 +112,8 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         app.state[realtime_gateway.STATE_KEY] = await stack.enter_async_context(realtime_service.running(
             settings=settings, pool=services.pool, store=services.store, nats=services.nats,
             watcher=services.consistency.watcher, read_models=services.consistency.read_models,
-            authenticate=lambda token: authenticate(services.shell, f"Bearer {token}")))
+            authenticate=lambda token: authenticate(services.shell, f"Bearer {token}"),
+            presence=services.presence, report=services.presence_fanout.report))
         log.info("app.started", read_models=list(services.consistency.read_models))
         yield
         log.info("app.stopping")

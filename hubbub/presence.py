@@ -29,6 +29,7 @@ from domain.session import Principal
 from infra.aio import cancel_and_wait
 from infra.presence import Change, Presence
 from readapi.visibility import workspace_role
+from realtime import subjects
 
 log = structlog.get_logger(__name__)
 
@@ -41,8 +42,6 @@ _ASKED = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user
 _WORKSPACES_OF = "SELECT workspace_id, user_id FROM workspace_members WHERE user_id = ANY(%s)"
 
 
-def subject(workspace_id: str) -> str:
-    return f"hubbub.ws.{workspace_id}.presence"
 
 
 class PresenceBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -146,7 +145,7 @@ class PresenceFanout:
         for workspace_id, user_id in rows:
             by_workspace.setdefault(workspace_id, []).append(changes[user_id])
         for workspace_id, items in by_workspace.items():
-            await self._nats.publish(subject(workspace_id), frame(workspace_id, items))
+            await self._nats.publish(subjects.presence(workspace_id), frame(workspace_id, items))
         log.debug("presence.published", changes=len(changes), workspaces=len(by_workspace))
 
 

@@ -18,8 +18,9 @@ The hub calls ``offer``, ``request_sync`` and ``close_soon`` from its dispatcher
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
@@ -48,6 +49,9 @@ class Connection:
         self.done = asyncio.Event()
         self.heard_at = 0.0
         """When the client's last heartbeat came (loop time; 0 before the first)."""
+        self.device_id = uuid.uuid4().hex
+        """This socket as a presence device (one session may hold several sockets)."""
+        self.status: Literal["active", "away"] = "active"
         self._sync_from: int | None = None
         self._sync_wake = asyncio.Event()
 

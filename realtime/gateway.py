@@ -20,8 +20,9 @@ from litestar.exceptions import WebSocketDisconnect
 
 from domain.session import Principal, SessionGone
 from infra.aio import cancel_and_wait
+from infra.presence import Change, DeviceStatus, Presence
 from infra.settings import Settings
-from realtime import protocol
+from realtime import protocol, subjects
 from realtime.connection import Connection
 from realtime.hub import Hub
 from realtime.protocol import ProtocolError
@@ -34,8 +35,10 @@ Authenticate = Callable[[str], Awaitable[Principal]]
 
 
 class Gateway:
-    def __init__(self, hub: Hub, authenticate: Authenticate, settings: Settings) -> None:
+    def __init__(self, hub: Hub, authenticate: Authenticate, settings: Settings, presence: Presence,
+                 report: Callable[[Change], None]) -> None:
         self.hub, self.authenticate, self.settings = hub, authenticate, settings
+        self.presence, self.report = presence, report
         self.heartbeat_s = settings.ws_heartbeat_s
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -110,6 +113,7 @@ class Gateway:
                                        "resumed": start == resume_from}))
             log.info("realtime.connected", user_id=principal.user_id, position=start, resume_from=resume_from,
                      subjects=len(conn.subjects))
+            await self._seen(conn, "active")
             tasks = [_guarded(conn, c) for c in (self._write(socket, conn), conn.follow(start, upto),
                                                   self._read(socket, conn), self._watchdog(conn))]
             await conn.done.wait()
@@ -121,6 +125,7 @@ class Gateway:
         finally:
             await cancel_and_wait(tasks)
             await self.hub.remove(conn)
+            await self._gone(conn)
         log.info("realtime.disconnected", user_id=principal.user_id, code=conn.close_code, position=conn.position)
         if conn.close_code is not None:
             await _close(socket, conn.close_code, conn.close_reason)
@@ -158,14 +163,40 @@ class Gateway:
                     case "heartbeat":
                         conn.heard_at = loop.time()
                         conn.send(protocol.HEARTBEAT_ACK)
+                        await self._seen(conn, conn.status)
                     case "hello":
                         raise ProtocolError("already_hello", "hello is sent once, first")
-                    case "typing" | "presence":
-                        raise ProtocolError("not_supported", f"{frame['op']} is not served yet")
+                    case "typing":
+                        channel_id = protocol.typing_channel(frame)
+                        if subjects.channel(channel_id) not in conn.subjects:  # as for HTTP: unseen is unknown
+                            raise ProtocolError("unknown_channel", "no such channel")
+                        await self.hub.typing(conn, channel_id)
+                    case "presence":
+                        await self._seen(conn, protocol.presence_status(frame))
                     case _:
                         raise ProtocolError("unknown_op", "ops are hello, heartbeat, typing and presence")
             except ProtocolError as exc:
                 conn.send(exc.frame())
+
+    async def _seen(self, conn: Connection, status: DeviceStatus) -> None:
+        """The socket is a device: alive for one heartbeat timeout more, active or away."""
+        conn.status = status
+        try:
+            change = await self.presence.seen(conn.user_id, conn.device_id, status, 2.5 * self.heartbeat_s)
+        except Exception as exc:  # noqa: BLE001 - Redis away: the socket works on, presence lags
+            log.warning("realtime.presence_failed", user_id=conn.user_id, error=str(exc))
+            return
+        if change is not None:
+            self.report(change)
+
+    async def _gone(self, conn: Connection) -> None:
+        try:
+            change = await self.presence.gone(conn.user_id, conn.device_id)
+        except Exception as exc:  # noqa: BLE001 - the device times out in Redis instead
+            log.warning("realtime.presence_failed", user_id=conn.user_id, error=str(exc))
+            return
+        if change is not None:
+            self.report(change)
 
     async def _watchdog(self, conn: Connection) -> None:
         # Two heartbeats missed, with half an interval of slack for a slow network.

@@ -9,14 +9,22 @@ therefore only collect; one dispatcher task takes what has been collected, in po
 and hands it out. Every callback of one read from the NATS socket has run before the dispatcher
 wakes (it is woken by the first of them, and asyncio runs ready tasks first in, first out), and
 positions grow along the wire (one publisher), so sorting each take restores log order.
+
+Ephemeral events (never in the log, no position) ride on companion subjects: every channel
+subject ``hubbub.ch.{ch}`` a socket hears brings ``hubbub.ch.{ch}.typing``, and every workspace
+subject ``hubbub.ws.{ws}`` brings ``hubbub.ws.{ws}.presence``. They skip the ordering and the
+position bookkeeping: a typing frame goes straight to the listeners (not to the typer's own
+sockets); presence frames of a workspace are merged and handed out at most once a second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import nats
 import structlog
@@ -34,6 +42,21 @@ from realtime.subjects import Envelope
 log = structlog.get_logger(__name__)
 
 SESSION_ENDED = 4001
+TYPING_EVERY_S = 3.0
+"""A user's typing in one channel is passed on at most this often (clients send it per keystroke)."""
+TYPING_EXPIRES_S = 5
+PRESENCE_EVERY_S = 1.0
+"""At most one presence.changed frame per workspace per socket in this long (a presence storm)."""
+
+
+def _with_companions(names: Collection[str]) -> list[str]:
+    out = []
+    for subject in names:
+        out.append(subject)
+        companion = subjects.ephemeral_companion(subject)
+        if companion is not None:
+            out.append(companion)
+    return out
 
 
 class Hub:
@@ -48,6 +71,10 @@ class Hub:
         self._collected: list[Envelope] = []
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
+        self._presence: dict[str, dict[str, Any]] = {}  # workspace subject -> user_id -> latest item
+        self._presence_sent: dict[str, float] = {}
+        self._presence_flush: asyncio.TimerHandle | None = None
+        self._typed: dict[tuple[str, str], float] = {}
 
     async def start(self) -> None:
         self.nc = await nats.connect(self.nats_url, name="hubbub-gateway", connect_timeout=2, max_reconnect_attempts=-1,
@@ -73,9 +100,10 @@ class Hub:
         """``conn`` hears ``wanted`` from now on; returns once NATS has every subscription."""
         assert self.nc is not None
         async with self._lock:
-            for subject in wanted:
+            for subject in _with_companions(wanted):
                 if subject not in self._subs:
-                    self._subs[subject] = await self.nc.subscribe(subject, cb=self._collect)
+                    callback = self._collect if subjects.companion_of(subject) is None else self._ephemeral
+                    self._subs[subject] = await self.nc.subscribe(subject, cb=callback)
                 self._refs[subject] += 1
                 self.listeners[subject].add(conn)
         # A PING answered means the server has every SUB sent before it, ours or a racing caller's.
@@ -83,7 +111,7 @@ class Hub:
 
     async def unwatch(self, conn: Connection, unwanted: Collection[str]) -> None:
         async with self._lock:
-            for subject in unwanted:
+            for subject in _with_companions(unwanted):
                 if conn not in self.listeners.get(subject, ()):
                     continue  # never got that far (a watch that failed half way)
                 self.listeners[subject].discard(conn)
@@ -130,6 +158,63 @@ class Hub:
             conn.offer(envelope)
             if envelope.resync:
                 conn.request_sync(envelope.position)
+
+    # -- ephemeral: typing and presence --------------------------------------------------------
+
+    async def typing(self, conn: Connection, channel_id: str) -> bool:
+        """Tell the channel's other sockets that ``conn``'s user is typing; False if throttled."""
+        assert self.nc is not None
+        loop = asyncio.get_running_loop()
+        key = (conn.user_id, channel_id)
+        if loop.time() - self._typed.get(key, -TYPING_EVERY_S) < TYPING_EVERY_S:
+            return False
+        self._typed[key] = loop.time()
+        if len(self._typed) > 10_000:  # forget old entries rather than grow forever
+            self._typed = {k: t for k, t in self._typed.items() if loop.time() - t < TYPING_EVERY_S}
+        frame = {"op": "event", "type": "typing", "channel_id": channel_id,
+                 "data": {"user_id": conn.user_id, "expires_in_s": TYPING_EXPIRES_S}}
+        await self.nc.publish(subjects.typing(channel_id), json.dumps(frame).encode(),
+                              headers={subjects.TYPIST: conn.user_id})
+        return True
+
+    async def _ephemeral(self, msg: Msg) -> None:
+        if msg.subject.endswith(subjects.TYPING_SUFFIX):
+            typist = (msg.headers or {}).get(subjects.TYPIST)
+            frame = msg.data.decode()
+            for conn in list(self.listeners.get(msg.subject, ())):
+                if conn.user_id != typist and conn.buffer is None:  # a socket mid-sync misses it: it expires anyway
+                    conn.send(frame)
+            return
+        try:
+            event = json.loads(msg.data)
+            items = event["data"]["items"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("realtime.foreign_message", subject=msg.subject)
+            return
+        pending = self._presence.setdefault(msg.subject, {"workspace_id": event.get("workspace_id"), "items": {}})
+        for item in items:
+            pending["items"][item["user_id"]] = item  # the latest status wins
+        self._schedule_presence()
+
+    def _schedule_presence(self) -> None:
+        if self._presence_flush is not None:
+            return
+        loop = asyncio.get_running_loop()
+        due = min(self._presence_sent.get(s, 0.0) + PRESENCE_EVERY_S for s in self._presence)
+        self._presence_flush = loop.call_at(max(due, loop.time()), self._flush_presence)
+
+    def _flush_presence(self) -> None:
+        self._presence_flush = None
+        now = asyncio.get_running_loop().time()
+        for subject in [s for s in self._presence if now >= self._presence_sent.get(s, 0.0) + PRESENCE_EVERY_S]:
+            pending = self._presence.pop(subject)
+            self._presence_sent[subject] = now
+            frame = json.dumps({"op": "event", "type": "presence.changed", "workspace_id": pending["workspace_id"],
+                                "data": {"items": list(pending["items"].values())}})
+            for conn in list(self.listeners.get(subject, ())):
+                conn.send(frame)
+        if self._presence:
+            self._schedule_presence()
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("realtime.nats_error", error=str(exc))

@@ -6,7 +6,7 @@ a ``dict`` with a string ``op``, or a ``ProtocolError`` that becomes an ``error`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -72,3 +72,19 @@ def hello_fields(frame: dict[str, Any]) -> tuple[str, int | None]:
         raise ProtocolError("bad_resume_from", "resume_from is the position of the last event received "
                                                "(a whole number >= 0) or null")
     return token, resume_from
+
+
+def typing_channel(frame: dict[str, Any]) -> str:
+    """The ``channel_id`` of a typing frame."""
+    channel_id = frame.get("channel_id")
+    if not isinstance(channel_id, str) or not channel_id or len(channel_id) > 100:
+        raise ProtocolError("bad_typing", "typing needs \"channel_id\": the channel being typed in")
+    return channel_id
+
+
+def presence_status(frame: dict[str, Any]) -> Literal["active", "away"]:
+    """The ``status`` of a presence frame."""
+    status = frame.get("status")
+    if status not in ("active", "away"):
+        raise ProtocolError("bad_presence", "presence needs \"status\": \"active\" or \"away\"")
+    return status

@@ -31,6 +31,38 @@ def workspace(workspace_id: str) -> str:
     return f"hubbub.ws.{workspace_id}"
 
 
+TYPING_SUFFIX = ".typing"
+PRESENCE_SUFFIX = ".presence"
+TYPIST = "Hubbub-Typist"
+"""Who is typing: the gateway does not echo a typing event to that user's own sockets."""
+
+
+def typing(channel_id: str) -> str:
+    return channel(channel_id) + TYPING_SUFFIX
+
+
+def presence(workspace_id: str) -> str:
+    """Where ``hubbub/presence.py`` publishes a workspace's presence.changed frames."""
+    return workspace(workspace_id) + PRESENCE_SUFFIX
+
+
+def ephemeral_companion(subject: str) -> str | None:
+    """The subject of the ephemeral events that go with a channel or workspace subject."""
+    if subject.startswith("hubbub.ch.") and subject.count(".") == 2:
+        return subject + TYPING_SUFFIX
+    if subject.startswith("hubbub.ws.") and subject.count(".") == 2:
+        return subject + PRESENCE_SUFFIX
+    return None
+
+
+def companion_of(subject: str) -> str | None:
+    """The channel or workspace subject an ephemeral subject goes with (None for others)."""
+    for suffix in (TYPING_SUFFIX, PRESENCE_SUFFIX):
+        if subject.endswith(suffix) and subject.count(".") == 3:
+            return subject[: -len(suffix)]
+    return None
+
+
 @dataclass(frozen=True)
 class Envelope:
     """A published event as a gateway reads it."""
