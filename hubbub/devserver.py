@@ -29,6 +29,10 @@ from infra.logging import configure_logging
 from infra.settings import Settings, load_settings
 
 PID_FILE = "hubbub.pid"
+WS_MAX_BYTES = 1024 * 1024
+"""uvicorn's cap on one WebSocket message (its default, 16 MiB, would be held in memory before the
+gateway's own 64 KiB check): frames up to this get the gateway's ``too_large`` error frame,
+bigger ones close the socket with 1009."""
 _URLS = {"database_url": "HUBBUB_DATABASE_URL (postgresql://...)", "nats_url": "HUBBUB_NATS_URL (nats://...)",
          "redis_url": "HUBBUB_REDIS_URL (redis://...)"}
 
@@ -211,7 +215,7 @@ def _run(settings: Settings, stop: list[int], note: str) -> int:
     from hubbub.app import create_app
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_config=None, access_log=False, lifespan="on")
+                            log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES)
     try:
         asyncio.run(_Server(config, stop, note).serve())
     except SystemExit as exc:  # uvicorn exits this way when the app or the socket fails at start
@@ -240,5 +244,5 @@ def _run_workers(settings: Settings, workers: int) -> int:
     print(f"Hubbub is starting {workers} workers at http://{_url_host(settings.host)}:{settings.port} "
           "(Ctrl-C to stop)", flush=True)
     uvicorn.run("hubbub.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_config=None, access_log=False, lifespan="on")
+                workers=workers, log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES)
     return 0

@@ -113,6 +113,15 @@ def to_message(row: tuple[Any, ...]) -> MessageOut:
                       files=[], mentions=mentions)
 
 
+_BY_IDS = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"
+
+
+async def messages_by_ids(conn: psycopg.AsyncConnection, ids: list[str]) -> dict[str, MessageOut]:
+    """Message objects by id, whoever may see them (the realtime publisher routes them by channel)."""
+    cur = await conn.execute(_BY_IDS, (ids,))
+    return {m.id: m for m in map(to_message, await cur.fetchall())}
+
+
 async def visible_message(conn: psycopg.AsyncConnection, message_id: str, user_id: str) -> MessageOut:
     if not could_be_id(message_id):
         raise NotFound("no such message")  # could not exist, and would not reach the database intact

@@ -23,13 +23,11 @@ from domain.events import RecordedEvent
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
 from domain.readstate import ReadMarkerMoved
 from domain.session import SessionEnded
-from readapi.messages import _COLUMNS as MESSAGE_COLUMNS  # the one definition of a message object
-from readapi.messages import MessageOut, to_message
+from readapi.messages import MessageOut, messages_by_ids  # the one definition of a message object
 from realtime import subjects
 
 log = structlog.get_logger(__name__)
 
-_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"
 _CHANNELS = """SELECT channel_id, workspace_id, name, kind, private, topic, archived, member_count
                FROM channels WHERE channel_id = ANY(%s)"""
 MESSAGE_EVENTS = (MessagePosted, MessageEdited, MessageDeleted, ReactionAdded, ReactionRemoved)
@@ -130,8 +128,7 @@ async def _messages(conn: psycopg.AsyncConnection, events: Sequence[tuple[Record
                 ids.add(root)
     if not ids:
         return {}
-    cur = await conn.execute(_MESSAGES, (list(ids),))
-    return {m.id: m for m in map(to_message, await cur.fetchall())}
+    return await messages_by_ids(conn, list(ids))
 
 
 def _channel_of(recorded: RecordedEvent) -> str | None:
