@@ -423,6 +423,18 @@ async def test_logout_closes_that_sessions_sockets_only(api: httpx.AsyncClient, 
         assert await laptop.recv() == {"op": "heartbeat_ack"}
 
 
+async def test_revoking_a_lost_phone_closes_its_sockets(api: httpx.AsyncClient, server: str) -> None:
+    bea = await register(api, "Bea")  # type: ignore[arg-type]
+    login = await api.post(f"{API}/auth/login", json={"email": bea.email, "password": "correct horse battery"})
+    phone = User(bea.id, bea.email, login.json()["token"], bea.display_name)
+    async with ws(server, bea) as laptop, ws(server, phone) as handset:
+        revoked = await api.delete(f"{API}/me/sessions/{handset.ready['session_id']}", headers=bea.auth)
+        assert revoked.status_code == 204, revoked.text
+        assert await handset.closed() == 4001
+        await laptop.send({"op": "heartbeat"})
+        assert await laptop.recv() == {"op": "heartbeat_ack"}
+
+
 async def test_forged_resume_positions_get_an_error_and_4002(api: httpx.AsyncClient, server: str) -> None:
     bea = await register(api, "Bea")  # type: ignore[arg-type]
     for forged in (-1, 10**15, "7", 1.5, True):
