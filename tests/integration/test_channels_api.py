@@ -13,11 +13,13 @@ from tests.integration.conftest import register
 from tests.integration.messaging_helpers import (
     API,
     Team,
+    accept,
     add_to_channel,
     at,
     channels_of,
     create_channel,
     create_workspace,
+    invite,
     join_channel,
     join_workspace,
     open_dm,
@@ -307,3 +309,26 @@ async def test_ids_that_cannot_exist_are_404_never_500(api: AsyncTestClient) -> 
             assert problem(response, 404), (method, path[:60])
     dm = await api.post(f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": ["a\u0000b"]}, headers=auth)
     assert problem(dm, 404)["errors"][0]["field"] == "user_ids"
+
+
+async def _member_count(api: AsyncTestClient, team: Team, channel_id: str, position: int) -> tuple[int, int]:
+    """The channel's member_count, and how many its member list shows."""
+    viewer = at(team.owner, max(team.position, position))
+    found = await api.get(f"{API}/channels/{channel_id}", headers=viewer)
+    listed = await api.get(f"{API}/channels/{channel_id}/members", headers=viewer)
+    assert found.status_code == 200 and listed.status_code == 200, (found.text, listed.text)
+    return found.json()["member_count"], len(listed.json()["items"])
+
+
+async def test_member_count_follows_people_out_of_the_workspace_and_back(api: AsyncTestClient) -> None:
+    team = await team_of(api)
+    mem, oth = team.people["Mem"], team.people["Oth"]
+    cid = await create_channel(api, team, mem, "room")
+    await join_channel(api, team, cid, oth)
+    assert await _member_count(api, team, cid, team.position) == (2, 2)
+    left = await api.delete(f"{API}/workspaces/{team.workspace_id}/members/{oth.id}", headers=oth.auth)
+    assert left.status_code == 200, left.text
+    assert await _member_count(api, team, cid, left.json()["position"]) == (1, 1)
+    back = await accept(api, team, oth, await invite(api, team))  # their channel memberships are kept
+    assert await _member_count(api, team, cid, back) == (2, 2)
+    assert await _member_count(api, team, team.general_id, back) == (4, 4)  # Ada, Adm, Mem, Oth: guests are not in it
