@@ -105,6 +105,15 @@ async def test_commands_from_two_processes_on_one_stream_all_land(shell) -> None
     assert sorted(o.version for o in outcomes) == list(range(1, 9))
 
 
+async def test_a_burst_on_one_stream_from_eight_processes_all_lands(shell) -> None:
+    # Like a thousand people accepting one workspace's invite at once, from every app process.
+    _, store = shell
+    s = f"tab-{uuid.uuid4().hex}"
+    processes = [CommandShell(store) for _ in range(8)]
+    outcomes = await asyncio.gather(*(sh.handle(TAB, s, Add(0), ctx()) for sh in processes * 10))
+    assert sorted(o.version for o in outcomes) == list(range(1, 81))
+
+
 async def test_commit_many_writes_every_stream_or_none_and_answers_a_repeated_key_once(shell) -> None:
     commands, store = shell
     a, b, fresh = (f"tab-{uuid.uuid4().hex}" for _ in range(3))
