@@ -41,3 +41,14 @@ class Conflict(DomainError):
 
     status = 409
     title = "Conflict"
+
+
+class NotYet(DomainError):
+    """The log has it, the read models do not yet (they are catching up): retry shortly."""
+
+    status = 503
+    title = "Not ready yet"
+
+    def __init__(self, detail: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}

@@ -10,7 +10,7 @@ from litestar import get
 from litestar.di import NamedDependency
 from psycopg_pool import AsyncConnectionPool
 
-from domain.errors import NotFound
+from domain.errors import NotYet
 from domain.session import Principal
 from infra.consistency import ReadConsistency
 
@@ -37,8 +37,8 @@ async def me(
     async with pool.connection() as conn:
         cur = await conn.execute(_ME, (principal.user_id,))
         row = await cur.fetchone()
-    if row is None:
-        raise NotFound("no such user")
+    if row is None:  # the session is valid, so the account exists: the read model is behind
+        raise NotYet("your account is still being set up; try again in a moment")
     return MeOut(*row, session_id=principal.session_id)
 
 

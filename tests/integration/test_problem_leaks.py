@@ -161,6 +161,21 @@ async def test_readyz_says_a_silent_dependency_did_not_answer(service_urls, migr
     _assert_readyz_says_only(body, "no answer within 1s")
 
 
+async def test_me_before_the_read_models_have_the_account_says_retry_not_missing(client, pool) -> None:
+    # No projector runs in this module: the account is in the log and nowhere else.
+    from projections.accounts import Accounts  # the real module (the stand-ins replace the registry only)
+
+    async with pool.connection() as conn:
+        await conn.execute(Accounts().schema())
+    email = f"late-{uuid.uuid4().hex[:8]}@example.com"
+    registered = await client.post("/api/v1/auth/register",
+                                   json={"email": email, "password": "correct horse battery", "display_name": "Late"})
+    assert registered.status_code == 201, registered.text
+    response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {registered.json()['token']}"})
+    body = _problem(response, 503)
+    assert response.headers["retry-after"] == "1" and "try again" in body["detail"]
+
+
 # -- conflicts -------------------------------------------------------------------------------------
 
 
