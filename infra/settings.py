@@ -26,7 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     host: str = "127.0.0.1"
     port: int = 8000
     database_url: str | None = None
-    nats_url: str | None = None
+    nats_url: str | list[str] | None = None  # several, comma-separated: a cluster (nats-py's server pool)
     redis_url: str | None = None
     blob_url: str | None = None
     event_store: Literal["postgres", "kurrentdb"] = "postgres"
@@ -63,6 +63,7 @@ _SCHEMES = {
     "smtp_url": ("smtp", "smtps"),
 }
 _LISTS = {"allowed_origins"}
+_URL_LISTS = {"nats_url"}  # one URL stays a str; several become a list
 _POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst",
              "ws_heartbeat_s", "ws_hello_timeout_s", "ws_send_queue", "ws_resume_max_events")
 
@@ -96,8 +97,9 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, object]:
                 f"{key} is not a Hubbub setting; unset it or use one of: {', '.join(sorted(known))}"
             )
         field = known[key]
-        if field in _LISTS:
-            raw[field] = [item.strip() for item in value.split(",") if item.strip()]
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if field in _LISTS or (field in _URL_LISTS and len(items) > 1):
+            raw[field] = items
         elif value.strip() != "":
             raw[field] = value.strip()
     return raw
@@ -116,12 +118,10 @@ def _explain(exc: msgspec.ValidationError) -> str:
 def _check_urls(settings: Settings) -> None:
     for field, schemes in _SCHEMES.items():
         value = getattr(settings, field)
-        if value is None:
-            continue
-        scheme = urlsplit(value).scheme
-        if scheme not in schemes:
-            wanted = " or ".join(f"{s}://" for s in schemes)
-            raise SettingsError(f"{env_name(field)} is not a {wanted} URL: {redacted(value)!r}")
+        for url in [value] if isinstance(value, str) else value or ():
+            if urlsplit(url).scheme not in schemes:
+                wanted = " or ".join(f"{s}://" for s in schemes)
+                raise SettingsError(f"{env_name(field)} is not a {wanted} URL: {redacted(url)!r}")
     if settings.event_store == "kurrentdb" and not settings.kurrentdb_url:
         raise SettingsError("HUBBUB_EVENT_STORE=kurrentdb needs HUBBUB_KURRENTDB_URL (esdb://host:2113?Tls=false)")
     if settings.search_backend == "opensearch" and not settings.opensearch_url:

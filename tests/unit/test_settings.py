@@ -54,6 +54,15 @@ def test_a_url_with_the_wrong_scheme_says_which_scheme(variable: str, value: str
         load_settings({variable: value})
 
 
+def test_several_nats_servers_are_a_list_each_url_checked() -> None:
+    one = "nats://t0k3n@n1:4222"
+    assert load_settings({"HUBBUB_NATS_URL": one}).nats_url == one
+    cluster = load_settings({"HUBBUB_NATS_URL": f"{one}, nats://t0k3n@n2:4222,"}).nats_url
+    assert cluster == [one, "nats://t0k3n@n2:4222"]  # nats-py takes the list as its server pool
+    with pytest.raises(SettingsError, match=r"^HUBBUB_NATS_URL is not a .*nats://.* URL: 'http://\*\*\*@n2:4222'"):
+        load_settings({"HUBBUB_NATS_URL": f"{one},http://t0k3n@n2:4222"})
+
+
 @pytest.mark.parametrize(("variable", "value"), [
     ("HUBBUB_PORT", "eighty"),
     ("HUBBUB_DB_POOL_MAX", "10.5"),
