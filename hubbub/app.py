@@ -32,6 +32,7 @@ from infra.eventstore.factory import open_event_store
 from infra.eventstore.port import EventStore
 from infra.logging import RequestContext, configure_logging
 from infra.migrations import migrate
+from infra.nats_connect import connect_options
 from infra.passwords import Passwords
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import Settings, SettingsError, load_settings
@@ -147,7 +148,7 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     )
 
 
-async def _connect_nats(url: str) -> nats.NATS:
+async def _connect_nats(url: str | list[str]) -> nats.NATS:
     client = nats.NATS()
 
     async def on_error(exc: Exception) -> None:
@@ -160,8 +161,9 @@ async def _connect_nats(url: str) -> nats.NATS:
     async def on_reconnected() -> None:
         log.info("nats.reconnected")
 
-    await client.connect(url, name="hubbub", connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=1,
-                         error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected)
+    await client.connect(**connect_options(url), name="hubbub", connect_timeout=2, max_reconnect_attempts=-1,
+                         reconnect_time_wait=1, error_cb=on_error, disconnected_cb=on_disconnected,
+                         reconnected_cb=on_reconnected)
     return client
 
 

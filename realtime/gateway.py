@@ -111,6 +111,9 @@ class Gateway:
             conn.send(protocol.encode({"op": "ready", "position": start, "heartbeat_s": self.heartbeat_s,
                                        "session_id": principal.session_id, "user_id": principal.user_id,
                                        "resumed": start == resume_from}))
+            if resume_from is not None and start != resume_from:  # after ready: a client reads ready first
+                conn.send(protocol.error_frame("resume_unavailable", "too much was missed to replay; refetch your "
+                                                                     "state over HTTP; events after the ready position follow"))
             log.info("realtime.connected", user_id=principal.user_id, position=start, resume_from=resume_from,
                      subjects=len(conn.subjects))
             await self._seen(conn, "active")
@@ -136,9 +139,6 @@ class Gateway:
         if resume_from is not None and upto - resume_from <= self.settings.ws_resume_max_events:
             conn.position = resume_from
             return resume_from
-        if resume_from is not None:
-            conn.send(protocol.error_frame("resume_unavailable", "too much was missed to replay; refetch your state "
-                                                                  "over HTTP; events after the ready position follow"))
         conn.position = upto
         return upto
 

@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.aio import cancel_and_wait
 from infra.eventstore.port import EventStore
+from infra.nats_connect import connect_options
 from realtime import subjects
 from realtime.connection import Connection
 from realtime.subjects import Envelope
@@ -60,7 +61,7 @@ def _with_companions(names: Collection[str]) -> list[str]:
 
 
 class Hub:
-    def __init__(self, *, nats_url: str, store: EventStore, pool: AsyncConnectionPool, read_models: Sequence[str]) -> None:
+    def __init__(self, *, nats_url: str | list[str], store: EventStore, pool: AsyncConnectionPool, read_models: Sequence[str]) -> None:
         self.nats_url, self.store, self.pool, self.read_models = nats_url, store, pool, tuple(read_models)
         self.nc: NATS | None = None
         self.connections: set[Connection] = set()
@@ -77,7 +78,8 @@ class Hub:
         self._typed: dict[tuple[str, str], float] = {}
 
     async def start(self) -> None:
-        self.nc = await nats.connect(self.nats_url, name="hubbub-gateway", connect_timeout=2, max_reconnect_attempts=-1,
+        self.nc = await nats.connect(**connect_options(self.nats_url), name="hubbub-gateway", connect_timeout=2,
+                                     max_reconnect_attempts=-1,
                                      reconnect_time_wait=1, error_cb=self._on_error,
                                      disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="realtime-dispatcher")

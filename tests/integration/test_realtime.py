@@ -435,6 +435,22 @@ async def test_revoking_a_lost_phone_closes_its_sockets(api: httpx.AsyncClient, 
         assert await laptop.recv() == {"op": "heartbeat_ack"}
 
 
+async def test_a_resume_too_far_back_says_ready_first_then_refetch(api: httpx.AsyncClient, service_urls: dict[str, str],
+                                                                   migrated_url: str) -> None:
+    team = await team_of(api, "Bea")
+    bea = team.people["Bea"]
+    async with serving(_settings(service_urls, migrated_url, ws_resume_max_events=2)) as short:
+        async with ws(short, bea) as sock:
+            left_at = sock.ready["position"]
+        for i in range(4):
+            await post(api, team.owner, team.general_id, f"while away {i}")
+        async with ws(short) as sock:
+            await sock.send({"op": "hello", "token": bea.token, "resume_from": left_at})
+            ready = await sock.recv()
+            assert ready["op"] == "ready" and ready["resumed"] is False and ready["position"] > left_at
+            assert (await sock.recv())["code"] == "resume_unavailable"
+
+
 async def test_forged_resume_positions_get_an_error_and_4002(api: httpx.AsyncClient, server: str) -> None:
     bea = await register(api, "Bea")  # type: ignore[arg-type]
     for forged in (-1, 10**15, "7", 1.5, True):
