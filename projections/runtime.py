@@ -1,17 +1,22 @@
 """The projector runtime: named projections follow the log and keep their tables current.
 
-Each projection runs in one asyncio task per process, but is *active* in only one process at a
-time: the task first takes a session-level advisory lock keyed by the projection's name on a
-connection of its own, and the instances that do not get it retry every ``lock_retry_s``; when
-the leader dies its session ends, the lock is released and a follower takes over.
+Each projection is *active* in only one process at a time: its leader holds a session-level
+advisory lock keyed by the projection's name. A runner leads as many of its projections as it
+can get the locks of, all on one connection of its own, and tries for the others every
+``lock_retry_s`` (between batches, or while it leads none); when a leader dies its session ends,
+its locks are released and another runner takes over.
 
-The leader follows ``store.subscribe(after=checkpoint)``. For each batch it writes the rows, the
-new checkpoint and a ``hubbub_checkpoints`` notification (``"{name} {position}"``) in ONE
-transaction, on the connection that holds the lock (a leader that lost its connection has lost the
-lock and cannot write either). Every batch transaction starts by moving its checkpoint row, which
-locks it, on the condition that it still holds the position the runner resumed from. That row lock is also how a
-rebuild pauses the live projector (see ``projections/rebuild.py``), and the check fences off
-any other writer of the checkpoint: the runner re-reads it and resumes from there.
+The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of
+their checkpoints)``, and ONE transaction per batch: the new checkpoints with a
+``hubbub_checkpoints`` notification each (``"{name} {position}"``), then each projection's rows
+for the events past its own checkpoint. So a batch costs one read and one commit however many
+read models there are, and it is written on the connection that holds the locks (a leader that
+lost its connection has lost its locks and cannot write either). The transaction starts by
+moving the checkpoint rows, which locks them, on the condition that they still hold the
+positions the runner resumed from. That row lock is also how a rebuild pauses the live projector
+(see ``projections/rebuild.py``), and the check fences off any other writer of a checkpoint: the
+runner re-reads them and resumes from there. A projection whose batch fails holds up the others
+of its runner until it passes (retried with a backoff, logged with every position).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 import psycopg
@@ -102,15 +107,36 @@ async def save_checkpoint(conn: psycopg.AsyncConnection, name: str, position: in
     return await cur.fetchone() is not None
 
 
-async def apply_batch(
-    conn: psycopg.AsyncConnection, projection: Projection, events: Sequence[RecordedEvent], expected: int
-) -> int:
-    """Rows and checkpoint in one transaction: all of the batch takes effect, or none of it."""
+# Several checkpoints at once, each only from where it was: the projections of one batch.
+_SAVE_ALL = """
+WITH saved AS (
+    UPDATE projection_checkpoints c SET position = w.target, updated_at = now()
+    FROM unnest(%(names)s::text[], %(froms)s::bigint[], %(tos)s::bigint[]) AS w(name, position, target)
+    WHERE c.name = w.name AND c.position = w.position
+    RETURNING c.name, c.position
+)
+SELECT name, pg_notify(%(channel)s, name || ' ' || position::text) FROM saved
+"""
+
+
+async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, Projection],
+                      batch: Sequence[RecordedEvent], positions: Mapping[str, int]) -> dict[str, int]:
+    """Rows and checkpoints of every projection in ONE transaction: all of the batch takes
+    effect, or none of it. A projection gets the events past its own checkpoint (after a
+    rebuild moved it, it may be ahead of the others). Checkpoints first: the UPDATE takes their
+    row locks, which a rebuild holds while it swaps tables in."""
+    names = list(projections)
+    targets = {name: max(positions[name], batch[-1].position) for name in names}  # never backwards
     async with conn.transaction():
-        if not await save_checkpoint(conn, projection.name, events[-1].position, expected):
-            raise CheckpointMoved(await lock_checkpoint(conn, projection.name))
-        await projection.handle(conn, events)
-    return events[-1].position
+        cur = await conn.execute(_SAVE_ALL, {"names": names, "froms": [positions[n] for n in names],
+                                             "tos": [targets[n] for n in names], "channel": NOTIFY_CHANNEL})
+        if len(await cur.fetchall()) != len(names):
+            raise CheckpointMoved(min(positions.values()))
+        for name, projection in projections.items():
+            events = [e for e in batch if e.position > positions[name]]
+            if events:
+                await projection.handle(conn, events)
+    return targets
 
 
 async def tables_exist(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> bool:
@@ -153,18 +179,19 @@ class Backoff:
         self.current = self.initial
 
 
-class _Worker:
-    """One projection in this process: wait for the lead, then follow the log."""
+class _Group:
+    """The projections of one runner: take the lead of as many as can be had, then follow the log
+    for all of them with one subscription, each batch in one transaction."""
 
-    def __init__(self, runner: ProjectorRunner, projection: Projection) -> None:
+    def __init__(self, runner: ProjectorRunner, projections: Sequence[Projection]) -> None:
         self.runner = runner
-        self.projection = projection
-        self.log = log.bind(projection=projection.name)
+        self.projections = {p.name: p for p in projections}
+        self.log = log.bind(projections=list(self.projections))
         self.backoff = Backoff(runner.retry_initial_s, runner.retry_max_s)
-        self.leading = False
+        self.leading: dict[str, Projection] = {}
+        self.positions: dict[str, int] = {}
         self.in_batch = False
         self.stopping = False
-        self.position: int | None = None
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -172,20 +199,20 @@ class _Worker:
             try:
                 await self._session()
             except Exception as exc:
-                # The connection (and with it the lead) is gone: connect again and re-elect.
+                # The connection (and with it every lead) is gone: connect again and re-elect.
                 delay = self.backoff.next()
                 self.log.warning("projection.connection_lost", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
             finally:
-                self.leading = False
+                self.leading = {}
 
     async def _session(self) -> None:
         async with await psycopg.AsyncConnection.connect(self.runner.conninfo, autocommit=True) as conn:
             # Read models can always be rebuilt from the log, and a crash can only lose the last
-            # batches together with their checkpoint: no need to wait for each commit's fsync.
+            # batches together with their checkpoints: no need to wait for each commit's fsync.
             await conn.execute("SET synchronous_commit = off")
-            await self._acquire(conn)
             while not self.stopping:
+                await self._elect(conn)
                 try:
                     await self._follow(conn)
                 except CheckpointMoved as moved:
@@ -194,51 +221,59 @@ class _Worker:
                     raise
                 except Exception:
                     delay = self.backoff.next()
-                    self.log.exception("projection.batch_failed", position=self.position, retry_in_s=delay)
+                    self.log.exception("projection.batch_failed", positions=self.positions, retry_in_s=delay)
                     await asyncio.sleep(delay)
 
-    async def _acquire(self, conn: psycopg.AsyncConnection) -> None:
-        key = lock_key(self.projection.name)
-        while True:
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, key))
-            row = await cur.fetchone()
-            if row and row[0]:
-                self.leading = True
-                self.log.info("projection.leading")
+    async def _elect(self, conn: psycopg.AsyncConnection) -> None:
+        """Take the lead of every projection whose lock is free; wait while none is."""
+        while not self.stopping:
+            for name in self.projections.keys() - self.leading.keys():
+                cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
+                row = await cur.fetchone()
+                if row and row[0]:
+                    self.leading[name] = self.projections[name]
+                    self.log.info("projection.leading", projection=name)
+            if self.leading:
                 return
             await asyncio.sleep(self.runner.lock_retry_s)
 
     async def _follow(self, conn: psycopg.AsyncConnection) -> None:
-        position = await self._prepare(conn)
-        self.log.info("projection.following", position=position)
-        batches = self.runner.store.subscribe(after=position, batch_size=self.runner.batch_size)
+        """Follow the log until asked to stop, or, while some projection is led elsewhere, until
+        it is time to try for it again (the next batch after ``lock_retry_s``)."""
+        self.positions = await self._prepare(conn)
+        self.log.info("projection.following", positions=self.positions)
+        loop = asyncio.get_running_loop()
+        retry_at = loop.time() + self.runner.lock_retry_s
+        batches = self.runner.store.subscribe(after=min(self.positions.values()), batch_size=self.runner.batch_size)
         async with _closing(batches):
             async for batch in batches:
                 self.in_batch = True
                 try:
-                    position = self.position = await apply_batch(conn, self.projection, batch, position)
+                    self.positions = await apply_batch(conn, self.leading, batch, self.positions)
                 finally:
                     self.in_batch = False
                 self.backoff.reset()
-                self.log.debug("projection.batch_applied", position=position, events=len(batch))
-                if self.stopping:
+                self.log.debug("projection.batch_applied", position=batch[-1].position, events=len(batch))
+                if self.stopping or (len(self.leading) < len(self.projections) and loop.time() >= retry_at):
                     return
 
-    async def _prepare(self, conn: psycopg.AsyncConnection) -> int:
-        # Under the checkpoint row lock, so that a rebuild swapping tables is not raced.
+    async def _prepare(self, conn: psycopg.AsyncConnection) -> dict[str, int]:
+        # Under the checkpoint row locks, so that a rebuild swapping tables is not raced.
+        positions = {}
         async with conn.transaction():
-            self.position = await lock_checkpoint(conn, self.projection.name)
-            if self.position and not await tables_exist(conn, self.projection.tables):
-                await self._start_over(conn)
-            await conn.execute(self.projection.schema())
-        return self.position
+            for name, projection in self.leading.items():
+                positions[name] = await lock_checkpoint(conn, name)
+                if positions[name] and not await tables_exist(conn, projection.tables):
+                    positions[name] = await self._start_over(conn, projection)
+                await conn.execute(projection.schema())
+        return positions
 
-    async def _start_over(self, conn: psycopg.AsyncConnection) -> None:
+    async def _start_over(self, conn: psycopg.AsyncConnection, projection: Projection) -> int:
         # Someone dropped the read model (all or part of it): its checkpoint means nothing now.
-        self.log.warning("projection.tables_missing", position=self.position, action="replaying the log from 0")
-        await conn.execute(drop_tables(self.projection.tables))
-        await save_checkpoint(conn, self.projection.name, 0)
-        self.position = 0
+        self.log.warning("projection.tables_missing", projection=projection.name, action="replaying the log from 0")
+        await conn.execute(drop_tables(projection.tables))
+        await save_checkpoint(conn, projection.name, 0)
+        return 0
 
     async def stop(self, grace_s: float) -> None:
         """Let a batch in flight commit (up to ``grace_s``); anything else is cancelled at once.
@@ -280,20 +315,19 @@ class ProjectorRunner:
         self.lock_retry_s = lock_retry_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
-        self._workers = [_Worker(self, p) for p in projections]
+        self._group = _Group(self, projections)
 
     async def start(self) -> None:
-        for worker in self._workers:
-            if worker.task is None:
-                worker.task = asyncio.create_task(worker.run(), name=f"projection-{worker.projection.name}")
+        if self._group.task is None and self._group.projections:
+            self._group.task = asyncio.create_task(self._group.run(), name="projections")
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        await asyncio.gather(*(w.stop(grace_s) for w in self._workers))
-        log.info("projections.stopped", projections=[w.projection.name for w in self._workers])
+        await self._group.stop(grace_s)
+        log.info("projections.stopped", projections=list(self._group.projections))
 
     def is_leading(self, name: str) -> bool:
         """Whether this instance is the active one for projection ``name``."""
-        return any(w.leading for w in self._workers if w.projection.name == name)
+        return name in self._group.leading
 
     async def positions(self) -> dict[str, int]:
         """Every checkpoint in the database, by projection name."""

@@ -230,6 +230,44 @@ async def test_a_follower_takes_over_when_the_leaders_connection_dies(pool, stor
     await eventually(lambda: has_rows(pool, p, first + second))
 
 
+# -- several projections in one runner -------------------------------------------------------------
+
+
+async def test_projections_of_one_runner_each_get_the_events_past_their_own_checkpoint(pool, store, runners) -> None:
+    a, b = NoteLog(prefix()), NoteLog(prefix())
+    b.prefix = a.prefix  # both record the same streams
+    await start_at_head(pool, store, a)
+    early = await append_notes(store, a.prefix, 6)
+    await start_at_head(pool, store, b)  # b starts later on the log: it never sees the first six
+    late = await append_notes(store, a.prefix, 6)
+    await runners(a, b, batch_size=4).start()
+    await eventually(lambda: has_rows(pool, a, early + late))
+    await eventually(lambda: has_rows(pool, b, late))
+    await eventually(lambda: _at_least(checkpoint(pool, b.name), late[-1]))
+    assert await checkpoint(pool, a.name) == await checkpoint(pool, b.name)
+
+
+async def test_a_runner_takes_the_lead_it_lacked_once_it_is_free_and_catches_it_up(pool, store, runners) -> None:
+    a, b = NoteLog(prefix()), NoteLog(prefix())
+    for p in (a, b):
+        await start_at_head(pool, store, p)
+    async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as other:  # b's leader elsewhere
+        await other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(b.name)))
+        runner = runners(a, b)
+        await runner.start()
+        await eventually(lambda: _true(runner.is_leading(a.name)))
+        first_a, first_b = await append_notes(store, a.prefix, 5), await append_notes(store, b.prefix, 5)
+        await eventually(lambda: has_rows(pool, a, first_a))
+        assert not runner.is_leading(b.name) and await positions_in(pool, b.table) == []
+    # The other leader is gone; with the next events (after lock_retry_s) this runner takes b too.
+    await asyncio.sleep(0.3)
+    more_a = await append_notes(store, a.prefix, 3)
+    await eventually(lambda: _true(runner.is_leading(b.name)))
+    await append_notes(store, a.prefix, 1)  # what wakes it, if the lead came after the last batch
+    await eventually(lambda: has_rows(pool, b, first_b))
+    assert (await positions_in(pool, a.table))[: len(first_a + more_a)] == first_a + more_a
+
+
 async def test_a_dropped_read_model_is_replayed_from_the_start(pool, store, runners) -> None:
     p = NoteLog(prefix())
     positions = await append_notes(store, p.prefix, 8)
