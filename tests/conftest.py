@@ -69,3 +69,24 @@ async def pool(migrated_url: str) -> AsyncIterator:
     pool = await open_pool(migrated_url, 2, 20)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[dict[str, str]]:
+    """A real S3 API over HTTP: moto's server in a thread, on a free port, with a fresh bucket.
+    The settings a blob store needs to use it (``blob_url``, endpoint, region, keys)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    bucket = f"hubbub-test-{uuid.uuid4().hex[:8]}"
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(Bucket=bucket)
+    try:
+        yield {"blob_url": f"s3://{bucket}/blobs", "s3_endpoint_url": endpoint, "s3_region": "us-east-1",
+               "s3_access_key_id": "testing", "s3_secret_access_key": "testing", "bucket": bucket}
+    finally:
+        server.stop()

@@ -1,0 +1,268 @@
+"""The blob store port and its one adapter, over fsspec: ``file://`` (local disk, the default,
+under the data dir) or ``s3://bucket/prefix`` through s3fs.
+
+Keys are made by the server (``{workspace}/{file}/...``), never from user input. fsspec's calls
+block (s3fs runs its own event loop in a thread and waits for it), so every call runs in this
+store's thread pool and the app's event loop never waits on the disk or the network.
+
+A write is all or nothing: ``writer(key)`` returns a ``BlobWriter`` whose bytes become the blob
+only on ``commit()``; ``discard()`` (or an error) leaves nothing behind. On local disk the bytes
+go to ``{key}.part`` and are renamed into place (same directory, so the rename is atomic); on S3
+they go to a multipart upload that is completed on commit and aborted on discard. A crash
+mid-upload can leave a ``.part`` file or an incomplete multipart upload, never a blob under a
+real key (buckets should expire incomplete multipart uploads with a lifecycle rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+T = TypeVar("T")
+
+WRITE_BATCH = 1 << 20
+"""Bytes gathered before one write is handed to a thread (one hop per MiB, not per 64 KiB chunk)."""
+READ_CHUNK = 256 << 10
+S3_PART_SIZE = 8 << 20
+"""s3fs buffers a part in memory before sending it (its default is 50 MiB per open upload)."""
+
+
+class BlobWriter(Protocol):
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self) -> None:
+        """Make the written bytes the blob under the key."""
+        ...
+
+    async def discard(self) -> None:
+        """Drop everything written; nothing is left under the key. Safe to call after a failure."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Where file bytes live. Contract: ``tests/contract/test_blobstore.py``, run over local disk
+    and S3 (moto's server, over HTTP)."""
+
+    url: str
+
+    async def writer(self, key: str, content_type: str | None = None) -> BlobWriter:
+        """A writer for a new blob at ``key`` (``content_type`` is stored where the backend can)."""
+        ...
+
+    async def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Store a small blob in one call (thumbnails)."""
+        ...
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes ``start`` to ``end`` (exclusive; None: the end), in chunks."""
+        ...
+
+    async def size(self, key: str) -> int | None:
+        """The blob's size in bytes, None if there is no blob at ``key``."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove the blobs (missing ones are fine)."""
+        ...
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a blocking function (that reads blobs through ``open_sync``) in the store's threads."""
+        ...
+
+    def open_sync(self, key: str) -> Any:
+        """A blocking binary file object for reading ``key``; only inside ``call``."""
+        ...
+
+    async def presigned_url(self, key: str, *, expires_s: int, content_type: str, disposition: str) -> str | None:
+        """A URL that serves the blob directly for ``expires_s`` seconds with these response headers,
+        or None where the backend cannot (local disk: the app streams it)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class FsspecBlobStore:
+    def __init__(self, url: str, fs: fsspec.AbstractFileSystem, root: str, threads: int = 4) -> None:
+        self.url = url
+        self._fs = fs
+        self._root = root.rstrip("/")
+        self._local = isinstance(fs, LocalFileSystem)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blobs")
+
+    def _path(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"not a blob key: {key!r}")
+        return f"{self._root}/{key}"
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    def open_sync(self, key: str) -> Any:
+        return self._fs.open(self._path(key), "rb")
+
+    async def writer(self, key: str, content_type: str | None = None) -> BlobWriter:
+        path = self._path(key)
+        if self._local:
+            return await self.call(_local_writer, self, path)
+        extra = {"ContentType": content_type} if content_type else {}
+        handle = await self.call(lambda: self._fs.open(path, "wb", autocommit=False, block_size=S3_PART_SIZE, **extra))
+        return _s3_writer(self, handle)
+
+    async def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        writer = await self.writer(key, content_type)
+        try:
+            await writer.write(data)
+            await writer.commit()
+        except BaseException:
+            await writer.discard()
+            raise
+
+    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        handle = await self.call(self.open_sync, key)
+        try:
+            await self.call(handle.seek, start)
+            remaining = None if end is None else end - start
+            while remaining is None or remaining > 0:
+                chunk = await self.call(handle.read, READ_CHUNK if remaining is None else min(READ_CHUNK, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            await asyncio.shield(self.call(handle.close))
+
+    async def size(self, key: str) -> int | None:
+        def info() -> int | None:
+            try:
+                return int(self._fs.info(self._path(key))["size"])
+            except FileNotFoundError:
+                return None
+
+        return await self.call(info)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        paths = [self._path(k) for k in keys]
+
+        def remove() -> None:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    self._fs.rm_file(path)
+            self._fs.invalidate_cache()
+
+        await self.call(remove)
+
+    async def presigned_url(self, key: str, *, expires_s: int, content_type: str, disposition: str) -> str | None:
+        if self._local:
+            return None
+        path = self._path(key)
+        return await self.call(lambda: self._fs.sign(path, expiration=expires_s, ResponseContentType=content_type,
+                                                     ResponseContentDisposition=disposition))
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Writer:
+    """Bytes gathered to ``WRITE_BATCH``, each batch written in a thread while the next one is
+    gathered (at most one write in flight: memory stays at about two batches). ``finish`` and
+    ``drop`` run in a thread and close the handle themselves."""
+
+    def __init__(self, store: FsspecBlobStore, write: Callable[[bytes], Any], *, finish: Callable[[], None],
+                 drop: Callable[[], None]) -> None:
+        self._store = store
+        self._write = write
+        self._finish = finish
+        self._drop = drop
+        self._buffer = bytearray()
+        self._pending: asyncio.Future[Any] | None = None
+        self._done = False
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= WRITE_BATCH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+        if self._buffer:
+            batch, self._buffer = bytes(self._buffer), bytearray()
+            self._pending = asyncio.ensure_future(self._store.call(self._write, batch))
+
+    async def commit(self) -> None:
+        await self._flush()
+        await self._flush()  # waits for the last batch
+        self._done = True
+        await self._store.call(self._finish)
+
+    async def discard(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        pending, self._pending = self._pending, None
+        # Shielded: a cancelled upload (client gone) must still leave nothing behind.
+        await asyncio.shield(self._dropped(pending))
+
+    async def _dropped(self, pending: asyncio.Future[Any] | None) -> None:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending  # the thread must be done with the handle first
+        await self._store.call(self._drop)
+
+
+def _local_writer(store: FsspecBlobStore, path: str) -> _Writer:
+    part = path + ".part"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle = open(part, "xb")  # noqa: SIM115 - closed by finish or drop
+
+    def finish() -> None:
+        handle.close()
+        os.replace(part, path)  # same directory: atomic
+
+    def drop() -> None:
+        handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(part)
+
+    return _Writer(store, handle.write, finish=finish, drop=drop)
+
+
+def _s3_writer(store: FsspecBlobStore, handle: Any) -> _Writer:
+    def finish() -> None:
+        handle.close()  # uploads the last part; with autocommit=False nothing is visible yet
+        handle.commit()  # completes the multipart upload
+
+    def drop() -> None:
+        handle.discard()  # aborts the multipart upload, if one was started
+        handle.closed = True  # or fsspec's close (also on garbage collection) would start another
+
+    return _Writer(store, handle.write, finish=finish, drop=drop)
+
+
+def open_blob_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None,
+                    s3_access_key_id: str | None = None, s3_secret_access_key: str | None = None) -> FsspecBlobStore:
+    """The store at ``url``: ``file:///abs/dir`` or ``s3://bucket/prefix``."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        root = os.path.abspath(parts.netloc + parts.path if parts.netloc else parts.path)
+        return FsspecBlobStore(url, LocalFileSystem(), root)
+    if parts.scheme == "s3":
+        import s3fs
+
+        client_kwargs = {"region_name": s3_region} if s3_region else {}
+        fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint_url, key=s3_access_key_id, secret=s3_secret_access_key,
+                               client_kwargs=client_kwargs, default_block_size=S3_PART_SIZE,
+                               config_kwargs={"signature_version": "s3v4"},  # presigned URLs state X-Amz-Expires
+                               skip_instance_cache=True)
+        return FsspecBlobStore(url, fs, f"{parts.netloc}{parts.path}".rstrip("/"))
+    raise ValueError(f"HUBBUB_BLOB_URL must be a file:// or s3:// URL, not {url!r}")

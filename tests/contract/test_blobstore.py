@@ -1,0 +1,136 @@
+"""The blob store contract, over both backends: local disk, and S3 through moto's server over real
+HTTP with real s3fs (``s3_server`` in ``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from infra.blobs import S3_PART_SIZE, WRITE_BATCH, BlobStore, open_blob_store
+
+
+@pytest.fixture(params=["file", "s3"])
+async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    if request.param == "file":
+        store = open_blob_store(f"file://{tmp_path}/blobs")
+    else:
+        s3 = request.getfixturevalue("s3_server")
+        store = open_blob_store(f"{s3['blob_url']}-{uuid.uuid4().hex[:6]}", s3_endpoint_url=s3["s3_endpoint_url"],
+                                s3_region=s3["s3_region"], s3_access_key_id=s3["s3_access_key_id"],
+                                s3_secret_access_key=s3["s3_secret_access_key"])
+    yield store
+    await store.close()
+
+
+async def read_all(store: BlobStore, key: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join([chunk async for chunk in store.read(key, start, end)])
+
+
+def key() -> str:
+    return f"ws/{uuid.uuid4()}/blob"
+
+
+async def test_put_then_read_gives_the_same_bytes_and_size(blobs: BlobStore) -> None:
+    k = key()
+    await blobs.put(k, b"hello, blob", "text/plain")
+    assert await read_all(blobs, k) == b"hello, blob"
+    assert await blobs.size(k) == 11
+
+
+async def test_a_streamed_write_of_many_chunks_is_one_blob(blobs: BlobStore) -> None:
+    k, data = key(), os.urandom(2 * S3_PART_SIZE + WRITE_BATCH + 12_345)  # several S3 parts, a short last one
+    writer = await blobs.writer(k, "application/octet-stream")
+    for i in range(0, len(data), 64 << 10):
+        await writer.write(data[i:i + (64 << 10)])
+    assert await blobs.size(k) is None  # nothing under the key before commit
+    await writer.commit()
+    assert await blobs.size(k) == len(data)
+    assert hashlib.sha256(await read_all(blobs, k)).digest() == hashlib.sha256(data).digest()
+
+
+async def test_a_discarded_write_leaves_nothing(blobs: BlobStore, tmp_path: Path) -> None:
+    k = key()
+    writer = await blobs.writer(k)
+    await writer.write(os.urandom(S3_PART_SIZE + WRITE_BATCH))  # far enough for an S3 part to be sent
+    await writer.write(b"more")
+    await writer.discard()
+    await writer.discard()  # twice is fine
+    assert await blobs.size(k) is None
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # local: no .part file either
+
+
+async def test_a_discarded_s3_write_leaves_no_multipart_upload(s3_server: dict[str, str]) -> None:
+    import boto3
+
+    prefix = f"mpu-{uuid.uuid4().hex[:6]}"
+    store = open_blob_store(f"s3://{s3_server['bucket']}/{prefix}", s3_endpoint_url=s3_server["s3_endpoint_url"],
+                            s3_region="us-east-1", s3_access_key_id="testing", s3_secret_access_key="testing")
+    try:
+        writer = await store.writer("ws/f/blob")
+        await writer.write(os.urandom(S3_PART_SIZE + WRITE_BATCH))
+        await writer.write(os.urandom(S3_PART_SIZE))
+        await writer.discard()
+    finally:
+        await store.close()
+    client = boto3.client("s3", endpoint_url=s3_server["s3_endpoint_url"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    uploads = client.list_multipart_uploads(Bucket=s3_server["bucket"], Prefix=prefix).get("Uploads", [])
+    assert uploads == []
+    assert client.list_objects_v2(Bucket=s3_server["bucket"], Prefix=prefix).get("KeyCount") == 0
+
+
+async def test_ranges_read_exactly_the_bytes_asked_for(blobs: BlobStore) -> None:
+    k, data = key(), bytes(range(256)) * 4096  # 1 MiB: several read chunks
+    await blobs.put(k, data)
+    assert await read_all(blobs, k, 0, 1) == data[:1]
+    assert await read_all(blobs, k, 1000, 300_000) == data[1000:300_000]
+    assert await read_all(blobs, k, len(data) - 5) == data[-5:]
+
+
+async def test_delete_removes_blobs_and_ignores_missing_ones(blobs: BlobStore) -> None:
+    a, b = key(), key()
+    await blobs.put(a, b"a")
+    await blobs.put(b, b"b")
+    await blobs.delete([a, b, key()])
+    assert await blobs.size(a) is None and await blobs.size(b) is None
+
+
+async def test_a_key_cannot_leave_the_store(blobs: BlobStore) -> None:
+    for bad in ("../outside", "ws/../../outside", "/etc/passwd", ""):
+        with pytest.raises(ValueError):
+            await blobs.put(bad, b"x")
+
+
+async def test_blocking_readers_run_in_the_store_threads(blobs: BlobStore) -> None:
+    k = key()
+    await blobs.put(k, b"0123456789")
+
+    def read_tail() -> bytes:
+        with blobs.open_sync(k) as handle:
+            handle.seek(6)
+            return handle.read()
+
+    assert await blobs.call(read_tail) == b"6789"
+
+
+async def test_a_presigned_url_serves_the_blob_with_the_headers_asked_for(blobs: BlobStore) -> None:
+    k = key()
+    await blobs.put(k, b"<html>not to be rendered</html>", "text/html")
+    url = await blobs.presigned_url(k, expires_s=300, content_type="application/octet-stream",
+                                    disposition='attachment; filename="x.html"')
+    if blobs.url.startswith("file://"):
+        assert url is None  # local disk: the app streams it
+        return
+    assert url is not None
+    assert parse_qs(urlsplit(url).query)["X-Amz-Expires"] == ["300"]
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"<html>not to be rendered</html>"
+        assert response.headers["Content-Disposition"] == 'attachment; filename="x.html"'
+        assert response.headers["Content-Type"] == "application/octet-stream"
