@@ -4,6 +4,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from infra.eventstore import EventStore
 from infra.eventstore.postgres import PostgresEventStore
@@ -24,3 +25,11 @@ async def store(request: pytest.FixtureRequest, pool, migrated_url: str) -> Asyn
         backend = KurrentEventStore(url)
     yield backend
     await backend.close()
+
+
+@pytest.fixture
+async def redis(service_urls: dict[str, str]) -> AsyncIterator[Redis]:
+    """A client of the session's Redis (embedded, or HUBBUB_REDIS_URL)."""
+    client = Redis.from_url(service_urls["redis"])
+    yield client
+    await client.aclose()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -16,13 +15,6 @@ from redis.asyncio import Redis
 from infra.presence import Presence, RedisPresence
 
 LONG = 60.0
-
-
-@pytest.fixture
-async def redis(service_urls: dict[str, str]) -> AsyncIterator[Redis]:
-    client = Redis.from_url(service_urls["redis"])
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(params=["redis"])

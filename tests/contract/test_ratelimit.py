@@ -20,13 +20,6 @@ from infra.ratelimit import KEY_PREFIX, RateLimit, RateLimiter, RateLimiterUnava
 SLOW = 0.001  # tokens per second: nothing refills during a test
 
 
-@pytest.fixture
-async def redis(service_urls: dict[str, str]) -> AsyncIterator[Redis]:
-    client = Redis.from_url(service_urls["redis"])
-    yield client
-    await client.aclose()
-
-
 @pytest.fixture(params=["redis"])
 def limiter(request: pytest.FixtureRequest, redis: Redis) -> RateLimiter:
     return RedisRateLimiter(redis)
