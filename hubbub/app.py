@@ -45,6 +45,9 @@ from infra.presence import RedisPresence
 from hubbub import presence as presence_routes
 from hubbub.presence import PresenceFanout
 from readapi import messages as messages_queries
+from readapi import search as search_queries
+from infra.search.factory import open_search_index
+from infra.search.port import SearchIndex
 from realtime import gateway as realtime_gateway
 from realtime import service as realtime_service
 
@@ -62,7 +65,7 @@ def api_routes() -> list[Any]:
     return [accounts_commands.AuthController, accounts_commands.revoke_session, accounts_queries.me,
             accounts_queries.sessions, messages_commands.MessagesController,
             presence_routes.PresenceController,
-            messages_queries.MessageQueries, realtime_gateway.ws_endpoint,
+            messages_queries.MessageQueries, search_queries.SearchQueries, realtime_gateway.ws_endpoint,
             *WORKSPACE_ROUTES]
 
 
@@ -135,7 +138,8 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     watcher = consistency.CheckpointWatcher(pool, database_url)
     await watcher.start()
     stack.push_async_callback(watcher.stop)
-    names = await _start_projectors(pool, database_url, store, stack)
+    search = await stack.enter_async_context(open_search_index(settings))
+    names = await _start_projectors(pool, database_url, store, stack, search)
     read = consistency.ReadConsistency(watcher, names, settings.read_wait_timeout_s)
     presence = RedisPresence(redis)
     fanout = PresenceFanout(presence, pool, nc)
@@ -144,7 +148,7 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     return deps.Services(
         settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
         shell=CommandShell(store), passwords=Passwords(cheap=settings.insecure_fast_passwords),
-        limiter=RedisRateLimiter(redis), seqs=SeqLookup(pool), presence=presence, presence_fanout=fanout,
+        limiter=RedisRateLimiter(redis), seqs=SeqLookup(pool), presence=presence, presence_fanout=fanout, search=search,
     )
 
 
@@ -168,13 +172,14 @@ async def _connect_nats(url: str | list[str]) -> nats.NATS:
 
 
 async def _start_projectors(pool: AsyncConnectionPool, database_url: str, store: EventStore,
-                            stack: contextlib.AsyncExitStack) -> tuple[str, ...]:
+                            stack: contextlib.AsyncExitStack, search: SearchIndex) -> tuple[str, ...]:
     # Imported when the app starts, not when this module loads, so that a test can put
     # stand-in projections in place first.
     from projections.registry import all_projections
     from projections.runtime import ProjectorRunner
+    from projections.search import with_search_backend
 
-    projections = all_projections()
+    projections = with_search_backend(all_projections(), search)  # the configured search backend's
     runner = ProjectorRunner(pool=pool, conninfo=database_url, store=store, projections=projections)
     await runner.start()
     stack.push_async_callback(runner.stop)

@@ -19,6 +19,7 @@ from hubbub.presence import PresenceFanout
 from infra.eventstore.port import EventStore
 from infra.passwords import Passwords
 from infra.presence import Presence
+from infra.search.port import SearchIndex
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings
 from infra.consistency import ReadConsistency
@@ -41,6 +42,7 @@ class Services:
     seqs: SeqLookup
     presence: Presence
     presence_fanout: PresenceFanout
+    search: SearchIndex
 
 
 def provide_services(state: State) -> Services:
@@ -63,6 +65,6 @@ def _field(name: str) -> Provide:
 def dependencies() -> dict[str, Provide]:
     return {
         "services": Provide(provide_services, sync_to_thread=False),
-        **{name: _field(name) for name in ("settings", "pool", "store", "nats", "redis", "consistency", "shell", "passwords", "limiter")},
+        **{name: _field(name) for name in ("settings", "pool", "store", "nats", "redis", "consistency", "shell", "passwords", "limiter", "search")},
         "principal": provide_principal(),
     }

@@ -5,13 +5,14 @@ from __future__ import annotations
 from projections.accounts import Accounts
 from projections.messages import Messages
 from projections.runtime import Projection
+from projections.search import Search
 from projections.streams import StreamCatalog
 from projections.workspaces import Workspaces
 
 
 def all_projections() -> list[Projection]:
     """A fresh list (projections may keep per-instance state)."""
-    return [StreamCatalog(), Accounts(), Messages(), Workspaces()]
+    return [StreamCatalog(), Accounts(), Messages(), Workspaces(), Search()]
 
 
 def by_name(name: str) -> Projection | None:
