@@ -34,6 +34,7 @@ from domain.session import SESSION
 from domain.workspace import WORKSPACE, Workspace, workspace_stream
 from hubbub.auth import authenticate, principal_of, session_stream_of
 from commands.ratelimits import check_post
+from commands.here import here_online
 from hubbub.deps import services_of
 from infra.http import with_position
 from infra.ids import new_id
@@ -186,7 +187,9 @@ class MessagesController(Controller):
         command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
                          author_id=user, text=data.text, workspace_members=found.members,
                          thread_root_id=data.thread_root_id, root=root, file_ids=tuple(data.file_ids),
-                         client_msg_id=data.client_msg_id)
+                         client_msg_id=data.client_msg_id,
+                         online_ids=await here_online(services.presence, data.text, found.channel.members & found.members,
+                                                      user))
         outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal, key),
                                      new=key is None)
         seq = await seq_of(services.seqs, consistency, message_id, outcome.position)

@@ -27,3 +27,8 @@ def parse_mentions(text: str, members: Collection[str]) -> Mentions:
     users = dict.fromkeys(m for m in USER.findall(text) if m in members)
     words = {m.group(1) for m in BROADCAST.finditer(text)}
     return Mentions(tuple(users), channel="channel" in words, here="here" in words)
+
+
+def says_here(text: str) -> bool:
+    """Whether ``text`` holds an ``@here`` (the post route then reads who is online)."""
+    return any(m.group(1) == "here" for m in BROADCAST.finditer(text))

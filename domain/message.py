@@ -52,6 +52,9 @@ class MessagePosted(Event, frozen=True, tag="message.posted"):
     mention_here: bool = False
     file_ids: list[str] = []
     client_msg_id: str | None = None
+    here_user_ids: list[str] = []
+    """With ``@here``: the channel's members who were online when it was posted (the log must hold
+    it: presence is not in the log, and notifications are rebuilt from the log)."""
 
 
 class MessageEdited(Event, frozen=True, tag="message.edited"):
@@ -117,6 +120,8 @@ class Post(msgspec.Struct, frozen=True, kw_only=True):
     """The state of ``message-{thread_root_id}``, loaded by the caller when replying."""
     file_ids: tuple[str, ...] = ()
     client_msg_id: str | None = None
+    online_ids: frozenset[str] = frozenset()
+    """The channel's members online at posting time, read by the caller when the text says @here."""
 
 
 class Edit(msgspec.Struct, frozen=True, kw_only=True):
@@ -243,6 +248,7 @@ def _post(state: Message, command: Post) -> Sequence[Event]:
         author_id=command.author_id, text=text, thread_root_id=command.thread_root_id,
         mentions=list(mentions.user_ids), mention_channel=mentions.channel, mention_here=mentions.here,
         file_ids=files, client_msg_id=check_client_msg_id(command.client_msg_id),
+        here_user_ids=sorted(command.online_ids) if mentions.here else [],
     )]
 
 
