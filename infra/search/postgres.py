@@ -45,7 +45,7 @@ SHORT_TEXT = 280
 """Texts up to this long are highlighted whole; longer ones as up to two fragments."""
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS search_messages{s} (
+CREATE TABLE IF NOT EXISTS {t}{s} (
     message_id     text        NOT NULL,
     workspace_id   text        NOT NULL,
     channel_id     text        NOT NULL,
@@ -60,32 +60,32 @@ CREATE TABLE IF NOT EXISTS search_messages{s} (
     has_link       boolean     NOT NULL DEFAULT false,
     reaction_keys  text[]      NOT NULL DEFAULT '{{}}',
     position       bigint      NOT NULL,
-    CONSTRAINT search_messages{s}_pkey PRIMARY KEY (message_id)
+    CONSTRAINT {t}{s}_pkey PRIMARY KEY (message_id)
 );
-CREATE INDEX IF NOT EXISTS search_messages{s}_tsv_idx ON search_messages{s} USING gin (tsv);
-CREATE INDEX IF NOT EXISTS search_messages{s}_recent_idx
-    ON search_messages{s} (workspace_id, created_at DESC, message_id DESC);
-CREATE INDEX IF NOT EXISTS search_messages{s}_thread_idx ON search_messages{s} (thread_root_id)
+CREATE INDEX IF NOT EXISTS {t}{s}_tsv_idx ON {t}{s} USING gin (tsv);
+CREATE INDEX IF NOT EXISTS {t}{s}_recent_idx
+    ON {t}{s} (workspace_id, created_at DESC, message_id DESC);
+CREATE INDEX IF NOT EXISTS {t}{s}_thread_idx ON {t}{s} (thread_root_id)
     WHERE thread_root_id IS NOT NULL;
 """
 
 _INDEXED = """
-INSERT INTO search_messages{s} (message_id, workspace_id, channel_id, author_id, created_at, text, thread_root_id,
+INSERT INTO {t}{s} (message_id, workspace_id, channel_id, author_id, created_at, text, thread_root_id,
                                 has_file, has_link, position)
 VALUES (%(message_id)s, %(workspace_id)s, %(channel_id)s, %(author_id)s, %(created_at)s, %(text)s,
         %(thread_root_id)s, %(has_file)s, %(has_link)s, %(position)s)
 ON CONFLICT (message_id) DO NOTHING
 """
-_TEXT = """UPDATE search_messages{s} SET text = %(text)s, has_link = %(has_link)s, edited_at = %(edited_at)s
+_TEXT = """UPDATE {t}{s} SET text = %(text)s, has_link = %(has_link)s, edited_at = %(edited_at)s
            WHERE message_id = %(message_id)s"""
-_REACTED = """UPDATE search_messages{s} SET reaction_keys = array_append(reaction_keys, %(key)s)
+_REACTED = """UPDATE {t}{s} SET reaction_keys = array_append(reaction_keys, %(key)s)
               WHERE message_id = %(message_id)s AND NOT (%(key)s = ANY(reaction_keys))"""
-_UNREACTED = """UPDATE search_messages{s} SET reaction_keys = array_remove(reaction_keys, %(key)s)
+_UNREACTED = """UPDATE {t}{s} SET reaction_keys = array_remove(reaction_keys, %(key)s)
                 WHERE message_id = %(message_id)s"""
-_REPLIES = """UPDATE search_messages{s} SET reply_count = (
-                  SELECT count(*) FROM search_messages{s} r WHERE r.thread_root_id = %(root_id)s)
+_REPLIES = """UPDATE {t}{s} SET reply_count = (
+                  SELECT count(*) FROM {t}{s} r WHERE r.thread_root_id = %(root_id)s)
               WHERE message_id = %(root_id)s"""
-_REMOVED = "DELETE FROM search_messages{s} WHERE message_id = %(message_id)s"
+_REMOVED = "DELETE FROM {t}{s} WHERE message_id = %(message_id)s"
 
 
 def _statement(change: Change) -> tuple[str, dict[str, Any]]:
@@ -103,11 +103,18 @@ def _statement(change: Change) -> tuple[str, dict[str, Any]]:
 
 
 class PostgresSearchIndex:
+    """``table`` is ``search_messages`` but for tests that need a table the projection does not own."""
+
     projection_name = "search"
-    tables: Sequence[str] = ("search_messages",)
+
+    def __init__(self, table: str = "search_messages") -> None:
+        if not table.isidentifier():
+            raise ValueError(f"not a table name: {table!r}")
+        self.table = table
+        self.tables: Sequence[str] = (table,)
 
     def schema(self, suffix: str = "") -> str:
-        return _SCHEMA.format(s=suffix)
+        return _SCHEMA.format(t=self.table, s=suffix)
 
     async def write(self, conn: psycopg.AsyncConnection, changes: Sequence[Change], suffix: str = "") -> None:
         if not changes:
@@ -116,14 +123,14 @@ class PostgresSearchIndex:
         async with conn.pipeline(), conn.cursor() as cur:
             for change in changes:
                 statement, params = _statement(change)
-                await cur.execute(statement.format(s=suffix), params)
+                await cur.execute(statement.format(t=self.table, s=suffix), params)
 
     async def search(self, conn: psycopg.AsyncConnection, query: SearchQuery, visible: Sequence[str],
                      limit: int, after: list[Any] | None) -> Hits:
         channels = searched_channels(query, visible)
         if nothing_to_find(query, channels):
             return Hits([])
-        statement, params = _select(query, channels, limit + 1, _cursor(query, after))
+        statement, params = _select(self.table, query, channels, limit + 1, _cursor(query, after))
         cur = await conn.execute(statement, params, prepare=False)
         rows = await cur.fetchall()
         hits = [Hit(message_id, _marked(highlight)) for message_id, _, _, highlight in rows[:limit]]
@@ -169,7 +176,7 @@ _NEWEST = ("m.created_at DESC, m.message_id DESC", "h.created_at DESC, h.message
 _RELEVANCE = ("rank DESC, m.created_at DESC, m.message_id DESC", "h.rank DESC, h.created_at DESC, h.message_id DESC")
 
 
-def _select(query: SearchQuery, channels: Sequence[str], limit: int,
+def _select(table: str, query: SearchQuery, channels: Sequence[str], limit: int,
             cursor: tuple[Any, ...] | None) -> tuple[sql.Composable, dict[str, Any]]:
     pos, params = _tsquery(query.words, query.phrases, "pos", "&&")
     neg, neg_params = _tsquery(query.not_words, query.not_phrases, "neg", "||")
@@ -192,10 +199,10 @@ def _select(query: SearchQuery, channels: Sequence[str], limit: int,
                      .format(rank=rank) if query.sort == "relevance" else
                      sql.SQL("(m.created_at, m.message_id) < (%(c_at)s, %(c_id)s)"))
     statement = sql.SQL("""SELECT h.message_id, h.created_at, h.rank, {headline} FROM (
-            SELECT m.message_id, m.created_at, m.text, {rank} AS rank FROM search_messages m
+            SELECT m.message_id, m.created_at, m.text, {rank} AS rank FROM {table} m
             WHERE {where} ORDER BY {inner_order} LIMIT %(limit)s) AS h
         ORDER BY {outer_order}""").format(
-        headline=_headline(pos) if query.has_text else sql.SQL("''"), rank=rank,
+        headline=_headline(pos) if query.has_text else sql.SQL("''"), rank=rank, table=sql.Identifier(table),
         where=sql.SQL(" AND ").join(where), inner_order=sql.SQL(inner_order), outer_order=sql.SQL(outer_order))
     return statement, params
 
