@@ -4,6 +4,8 @@ Every route first loads the channel's and the workspace's decider state (``chann
 ``workspace-{id}``) and asks ``domain/access.py``: a channel the caller may not see is 404 for
 everything in it, an archived one refuses writes (409), and posting, reacting and editing need
 membership (403 in a channel the caller can see). The message's own rules are its decider's.
+A post with ``file_ids`` and the deletion of a message with files also write the files' streams
+(``file.shared`` / ``file.unshared``, see ``commands/files.py``) in the same append.
 
 ``POST .../messages`` answers ``{id, seq, position}``: seq is given by the ``messages``
 projection in log order, so the route waits (at most ``read_wait_timeout_s``) for it to pass the
@@ -28,14 +30,15 @@ from domain import access
 from domain import message as m
 from domain.channel import CHANNEL, Channel, channel_stream, visible, writable
 from domain.emoji import check_emoji
-from domain.errors import DomainError, Forbidden, NotFound
+from domain.errors import Forbidden, NotFound
 from domain.session import Principal
 from domain.session import SESSION
 from domain.workspace import WORKSPACE, Workspace, workspace_stream
 from hubbub.auth import authenticate, principal_of, session_stream_of
 from commands.ratelimits import check_post
 from commands.here import here_online
-from hubbub.deps import services_of
+from hubbub.deps import Services, services_of
+from commands.files import share_entries, unshare_entries
 from infra.http import with_position
 from infra.ids import new_id
 from infra.consistency import ReadConsistency
@@ -150,13 +153,6 @@ async def thread_root(shell: CommandShell, root_id: str | None) -> m.Message | N
     return (await shell.load(m.MESSAGE, m.message_stream(root_id))).state
 
 
-def files_not_yet(file_ids: list[str]) -> None:
-    # Files are issue 5: until a file aggregate can say who uploaded what, listing an id here
-    # would share a file nobody checked, so none are accepted.
-    if file_ids:
-        raise DomainError("file_ids are not supported yet: post the text alone", field="file_ids")
-
-
 async def stream_position(shell: CommandShell, stream_id: str) -> int:
     """The latest position of a stream: the answer of a command that changed nothing."""
     return max((await shell.load(m.MESSAGE, stream_id)).positions.values(), default=0)
@@ -179,7 +175,6 @@ class MessagesController(Controller):
         user = principal.user_id
         writable(found.channel, user, found.role)
         must_be_member(found, user, "post in it")
-        files_not_yet(data.file_ids)
         await check_post(limiter, settings, user)
         key = m.check_client_msg_id(data.client_msg_id) or request.headers.get("idempotency-key")
         message_id = m.client_message_id(channel_id, user, key) if key else new_id()
@@ -190,10 +185,14 @@ class MessagesController(Controller):
                          client_msg_id=data.client_msg_id,
                          online_ids=await here_online(services.presence, data.text, found.channel.members & found.members,
                                                       user))
-        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal, key),
-                                     new=key is None)
-        seq = await seq_of(services.seqs, consistency, message_id, outcome.position)
-        return with_position(Response(PostedOut(message_id, seq, outcome.position), status_code=201), outcome.position)
+        if data.file_ids:
+            position = await post_with_files(request, services, principal, command, key)
+        else:
+            outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command,
+                                         context(request, principal, key), new=key is None)
+            position = outcome.position
+        seq = await seq_of(services.seqs, consistency, message_id, position)
+        return with_position(Response(PostedOut(message_id, seq, position), status_code=201), position)
 
     @patch("/messages/{message_id:str}", operation_id="editMessage")
     async def edit_message(
@@ -217,11 +216,15 @@ class MessagesController(Controller):
         shell: NamedDependency[CommandShell],
     ) -> Response[DeletedOut]:
         user = principal.user_id
-        _, found = await message_access(shell, message_id, user)
+        message, found = await message_access(shell, message_id, user)
         writable(found.channel, user, found.role)
         command = m.Delete(actor_id=user, actor_is_admin=access.is_admin(found.role))
-        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal))
-        position = outcome.position or await stream_position(shell, m.message_stream(message_id))
+        if message.file_ids:  # the files stop being visible through this message, in the same append
+            entries = [(m.MESSAGE, m.message_stream(message_id), [command]), *unshare_entries(message.file_ids, message_id)]
+            position, _ = await shell.decide_many(entries, context(request, principal))
+        else:
+            outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal))
+            position = outcome.position or await stream_position(shell, m.message_stream(message_id))
         return with_position(Response(DeletedOut(message_id, True, position)), position)
 
     @put("/messages/{message_id:str}/reactions/{emoji:str}", operation_id="addReaction")
@@ -250,6 +253,19 @@ async def react(request: Request, shell: CommandShell, principal: Principal, mes
     position = outcome.position or await stream_position(shell, m.message_stream(message_id))
     body = ReactionOut(message_id, check_emoji(command.emoji), isinstance(command, m.React), position)
     return with_position(Response(body), position)
+
+
+async def post_with_files(request: Request, services: Services, principal: Principal, command: m.Post,
+                          key: str | None) -> int:
+    """The post and a ``file.shared`` on each file's stream, in one append (all or nothing).
+    Under a client key the message id stands in for it: it is unique per channel and author,
+    while the same client_msg_id may share the same file in another channel."""
+    m.check_files(command.file_ids)
+    entries = [(m.MESSAGE, m.message_stream(command.message_id), [command]),
+               *await share_entries(services, list(command.file_ids), command.author_id, command.workspace_id,
+                                    command.channel_id, command.message_id)]
+    position, _ = await services.shell.decide_many(entries, context(request, principal, key and command.message_id))
+    return position
 
 
 async def seq_of(seqs: SeqLookup, consistency: ReadConsistency, message_id: str, position: int) -> int | None:

@@ -98,6 +98,8 @@ class File:
     """message id -> channel id, for the live messages that list the file"""
     deleted: bool = False
     blobs_removed: bool = False
+    uploaded: FileUploaded | None = None
+    """The upload as recorded (a repeated upload is answered from it)."""
 
     @property
     def exists(self) -> bool:
@@ -261,7 +263,7 @@ def evolve(state: File, event: Event) -> File:
     match event:
         case FileUploaded():
             keys = (event.storage_key, *(t.key for t in event.thumbnails))
-            return File(event.file_id, event.workspace_id, event.uploader_id, keys)
+            return File(event.file_id, event.workspace_id, event.uploader_id, keys, uploaded=event)
         case FileShared():
             return replace(state, shares={**state.shares, event.message_id: event.channel_id})
         case FileUnshared():

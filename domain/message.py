@@ -8,6 +8,8 @@ its text, its author, its thread, its reactions.
 Rules where the API is silent, chosen like Slack:
 - text is trimmed at both ends and then holds 1 to 40,000 characters (code points); it may be
   empty only when files come with it. Control characters other than tab and newlines are refused.
+- files: at most 10 different ones; who may attach which file is the file decider's rule
+  (``domain/file.py``), decided in the same append as the post.
 - threads are one level deep: a reply names its channel's top-level message as root; a reply to
   a reply is refused (422). A deleted root still takes replies (its thread lives on, as in Slack).
 - editing is for the author only, and an edit with the same text records nothing; every earlier
@@ -101,6 +103,7 @@ class Message:
     versions: int = 0
     deleted: bool = False
     reactions: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (emoji, user_id)
+    file_ids: tuple[str, ...] = ()
 
     @property
     def exists(self) -> bool:
@@ -298,11 +301,11 @@ def evolve(state: Message, event: Event) -> Message:
     match event:
         case MessagePosted():
             return Message(event.message_id, event.channel_id, event.workspace_id, event.author_id,
-                           event.thread_root_id, event.text, versions=1)
+                           event.thread_root_id, event.text, versions=1, file_ids=tuple(event.file_ids))
         case MessageEdited():
             return replace(state, text=event.text, versions=state.versions + 1)
         case MessageDeleted():
-            return replace(state, text="", deleted=True, reactions=frozenset())
+            return replace(state, text="", deleted=True, reactions=frozenset(), file_ids=())
         case ReactionAdded():
             return replace(state, reactions=state.reactions | {(event.emoji, event.user_id)})
         case ReactionRemoved():

@@ -24,18 +24,23 @@ from commands import accounts as accounts_commands
 from commands import channels as channels_commands
 from commands import workspaces as workspaces_commands
 from commands import messages as messages_commands
+from commands import files as files_commands
+from commands.file_purge import BlobJanitor
+from commands.uploads import Reservations
 from commands.shell import CommandShell
 from hubbub import deps, health, problems
 from hubbub.auth import authenticate
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
+from infra.blobs import open_blob_store
 from infra.eventstore.port import EventStore
+from infra.images import Thumbnailer
 from infra.logging import RequestContext, configure_logging
 from infra.migrations import migrate
 from infra.nats_connect import connect_options
 from infra.passwords import Passwords
 from infra.ratelimit import RedisRateLimiter
-from infra.settings import Settings, SettingsError, load_settings
+from infra.settings import Settings, SettingsError, blob_url, load_settings
 from readapi import accounts as accounts_queries
 from readapi import channels as channels_queries
 from readapi import workspaces as workspaces_queries
@@ -45,6 +50,7 @@ from infra.presence import RedisPresence
 from hubbub import presence as presence_routes
 from hubbub.presence import PresenceFanout
 from readapi import messages as messages_queries
+from readapi import files as files_queries
 from readapi import search as search_queries
 from infra.search.factory import open_search_index
 from infra.search.port import SearchIndex
@@ -66,6 +72,7 @@ def api_routes() -> list[Any]:
             accounts_queries.sessions, messages_commands.MessagesController,
             presence_routes.PresenceController,
             messages_queries.MessageQueries, search_queries.SearchQueries, realtime_gateway.ws_endpoint,
+            files_commands.FileCommands, files_queries.FileQueries,
             *WORKSPACE_ROUTES]
 
 
@@ -145,10 +152,21 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     fanout = PresenceFanout(presence, pool, nc)
     fanout.start()
     stack.push_async_callback(fanout.stop)
+    blobs = open_blob_store(blob_url(settings), s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region,
+                            s3_access_key_id=settings.s3_access_key_id,
+                            s3_secret_access_key=settings.s3_secret_access_key)
+    stack.push_async_callback(blobs.close)
+    thumbnailer = Thumbnailer(settings.thumbnail_workers, settings.max_image_pixels)
+    stack.push_async_callback(thumbnailer.close)
+    shell = CommandShell(store)
+    janitor = BlobJanitor(shell, blobs, pool)
+    janitor.start()
+    stack.push_async_callback(janitor.stop)
     return deps.Services(
         settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
-        shell=CommandShell(store), passwords=Passwords(cheap=settings.insecure_fast_passwords),
+        shell=shell, passwords=Passwords(cheap=settings.insecure_fast_passwords),
         limiter=RedisRateLimiter(redis), seqs=SeqLookup(pool), presence=presence, presence_fanout=fanout, search=search,
+        blobs=blobs, thumbnailer=thumbnailer, uploads=Reservations(),
     )
 
 

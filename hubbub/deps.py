@@ -14,9 +14,12 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from commands.shell import CommandShell
+from commands.uploads import Reservations
 from hubbub.auth import provide_principal
 from hubbub.presence import PresenceFanout
+from infra.blobs import BlobStore
 from infra.eventstore.port import EventStore
+from infra.images import Thumbnailer
 from infra.passwords import Passwords
 from infra.presence import Presence
 from infra.search.port import SearchIndex
@@ -43,6 +46,9 @@ class Services:
     presence: Presence
     presence_fanout: PresenceFanout
     search: SearchIndex
+    blobs: BlobStore
+    thumbnailer: Thumbnailer
+    uploads: Reservations
 
 
 def provide_services(state: State) -> Services:

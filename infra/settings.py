@@ -52,6 +52,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ws_hello_timeout_s: float = 10.0
     ws_send_queue: int = 1024  # frames queued per socket before it is closed with 4008
     ws_resume_max_events: int = 200_000  # a resume that would replay more log positions starts afresh
+    max_upload_bytes: int = 100 * 1024 * 1024  # a larger file is refused with 413 as soon as it passes this
+    workspace_quota_bytes: int | None = None  # total size of a workspace's files (unset: no quota)
+    s3_endpoint_url: str | None = None  # S3-compatible server (unset: AWS)
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None  # unset: the usual AWS credential chain (env, profile, instance role)
+    s3_secret_access_key: str | None = None
+    presigned_url_ttl_s: int = 300  # how long an S3 download link works (at most 300)
+    max_image_pixels: int = 50_000_000  # larger images (decompression bombs) get no thumbnail
+    thumbnail_workers: int = 1  # threads making thumbnails
 
 
 _SCHEMES = {
@@ -59,6 +68,7 @@ _SCHEMES = {
     "nats_url": ("nats", "tls", "ws", "wss"),
     "redis_url": ("redis", "rediss", "unix"),
     "blob_url": ("file", "s3"),
+    "s3_endpoint_url": ("http", "https"),
     "kurrentdb_url": ("kurrentdb", "kurrentdb+discover", "esdb", "esdb+discover"),
     "opensearch_url": ("http", "https"),
     "smtp_url": ("smtp", "smtps"),
@@ -66,7 +76,14 @@ _SCHEMES = {
 _LISTS = {"allowed_origins"}
 _URL_LISTS = {"nats_url"}  # one URL stays a str; several become a list
 _POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst",
-             "ws_heartbeat_s", "ws_hello_timeout_s", "ws_send_queue", "ws_resume_max_events")
+             "ws_heartbeat_s", "ws_hello_timeout_s", "ws_send_queue", "ws_resume_max_events",
+             "max_upload_bytes", "max_image_pixels", "thumbnail_workers")
+MAX_PRESIGNED_TTL_S = 300
+
+
+def blob_url(settings: Settings) -> str:
+    """Where file bytes go: ``HUBBUB_BLOB_URL``, else ``file://<data dir>/blobs``."""
+    return settings.blob_url or f"file://{os.path.abspath(settings.data_dir)}/blobs"
 
 
 def env_name(field: str) -> str:
@@ -152,3 +169,7 @@ def _check_ranges(settings: Settings) -> None:
         value = getattr(settings, field)
         if not (math.isfinite(value) and value > 0):
             raise SettingsError(f"{env_name(field)} must be a number > 0, not {value}")
+    if settings.workspace_quota_bytes is not None and settings.workspace_quota_bytes <= 0:
+        raise SettingsError("HUBBUB_WORKSPACE_QUOTA_BYTES must be > 0 bytes, or unset for no quota")
+    if not 1 <= settings.presigned_url_ttl_s <= MAX_PRESIGNED_TTL_S:
+        raise SettingsError(f"HUBBUB_PRESIGNED_URL_TTL_S must be between 1 and {MAX_PRESIGNED_TTL_S} seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from projections.accounts import Accounts
+from projections.files import Files
 from projections.messages import Messages
 from projections.runtime import Projection
 from projections.search import Search
@@ -12,7 +13,7 @@ from projections.workspaces import Workspaces
 
 def all_projections() -> list[Projection]:
     """A fresh list (projections may keep per-instance state)."""
-    return [StreamCatalog(), Accounts(), Messages(), Workspaces(), Search()]
+    return [StreamCatalog(), Accounts(), Messages(), Workspaces(), Files(), Search()]
 
 
 def by_name(name: str) -> Projection | None:

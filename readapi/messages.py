@@ -1,6 +1,7 @@
 """Channel history, one message, a thread, a message's versions: the query side of *Messages,
-threads, reactions* in API.md (read model: the ``messages`` projection; who may see which
-channel: ``readapi/visibility.py``, so an invisible channel's messages are 404 like missing ones).
+threads, reactions* in API.md (read models: the ``messages`` projection, and ``files`` for the
+files a message lists; who may see which channel: ``readapi/visibility.py``, so an invisible
+channel's messages are 404 like missing ones).
 
 One statement per page: the messages and, per message, its reactions aggregated
 (``[{emoji, count, user_ids}]``, emoji in order of first use, users in order of reacting).
@@ -37,8 +38,17 @@ _REACTIONS = """coalesce((
     FROM (SELECT emoji, count(*) AS n, array_agg(user_id ORDER BY created_at, user_id) AS users,
                  min(created_at) AS first_at
           FROM reactions WHERE message_id = m.message_id GROUP BY emoji) AS r), '[]'::json)"""
+# Files in the order the message lists them; a deleted file is a tombstone (``deleted: true``).
+_FILES = """coalesce((
+    SELECT json_agg(CASE WHEN f.deleted THEN json_build_object('id', f.file_id, 'name', '', 'size', 0, 'mime', '',
+                                                               'deleted', true)
+                         ELSE json_build_object('id', f.file_id, 'name', f.name, 'size', f.size, 'mime', f.mime,
+                                                'thumbnail_url', CASE WHEN jsonb_array_length(f.thumbnails) > 0
+                                                    THEN '/api/v1/files/' || f.file_id || '/thumbnail' END) END
+                    ORDER BY listed.n)
+    FROM unnest(m.file_ids) WITH ORDINALITY AS listed(file_id, n) JOIN files f ON f.file_id = listed.file_id), '[]'::json)"""
 _COLUMNS = f"""m.message_id, m.channel_id, m.seq, m.author_id, m.text, m.created_at, m.edited_at, m.deleted,
-    m.thread_root_id, m.reply_count, m.last_reply_at, m.reply_user_ids, {_REACTIONS}, m.mentions"""
+    m.thread_root_id, m.reply_count, m.last_reply_at, m.reply_user_ids, {_REACTIONS}, m.mentions, {_FILES}"""
 _ONE = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = %(id)s"
 _TOP_LEVEL = "m.channel_id = %(channel)s AND m.thread_root_id IS NULL AND m.seq > %(after)s AND m.seq < %(before)s"
 _NEWEST = f"SELECT {_COLUMNS} FROM messages m WHERE {_TOP_LEVEL} ORDER BY m.seq DESC LIMIT %(limit)s"
@@ -64,6 +74,8 @@ class FileOut(msgspec.Struct, frozen=True, omit_defaults=True):
     size: int
     mime: str
     thumbnail_url: str | None = None
+    deleted: bool = False
+    """A deleted file stays listed as a tombstone: its id, empty name and type, size 0."""
 
 
 class MessageOut(msgspec.Struct, frozen=True):
@@ -107,10 +119,10 @@ class VersionsOut(msgspec.Struct, frozen=True):
 
 def to_message(row: tuple[Any, ...]) -> MessageOut:
     (message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id, reply_count,
-     last_reply_at, reply_user_ids, reactions, mentions) = row
+     last_reply_at, reply_user_ids, reactions, mentions, files) = row
     return MessageOut(message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id,
                       reply_count, last_reply_at, reply_user_ids, msgspec.convert(reactions, list[Reaction]),
-                      files=[], mentions=mentions)
+                      files=msgspec.convert(files, list[FileOut]), mentions=mentions)
 
 
 _BY_IDS = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"

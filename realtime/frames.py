@@ -20,10 +20,11 @@ import structlog
 from domain import channel as ch
 from domain import workspace as ws
 from domain.events import RecordedEvent
+from domain.file import FileShared
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
 from domain.readstate import ReadMarkerMoved
 from domain.session import SessionEnded
-from readapi.messages import MessageOut, messages_by_ids  # the one definition of a message object
+from readapi.messages import FileOut, MessageOut, messages_by_ids  # the one definition of a message object
 from realtime import subjects
 
 log = structlog.get_logger(__name__)
@@ -31,6 +32,9 @@ log = structlog.get_logger(__name__)
 _CHANNELS = """SELECT channel_id, workspace_id, name, kind, private, topic, archived, member_count
                FROM channels WHERE channel_id = ANY(%s)"""
 MESSAGE_EVENTS = (MessagePosted, MessageEdited, MessageDeleted, ReactionAdded, ReactionRemoved)
+_FILES = """SELECT file_id, name, size, mime,
+                  CASE WHEN jsonb_array_length(thumbnails) > 0 THEN '/api/v1/files/' || file_id || '/thumbnail' END
+           FROM files WHERE file_id = ANY(%s) AND NOT deleted"""
 
 
 class ChannelInfo(msgspec.Struct, frozen=True):
@@ -80,7 +84,7 @@ def route(recorded: RecordedEvent) -> Route | None:
     """Which subjects ``recorded`` goes to; None for events no client is told about."""
     event = recorded.event
     match event:
-        case MessagePosted() | MessageEdited() | MessageDeleted() | ReactionAdded() | ReactionRemoved():
+        case MessagePosted() | MessageEdited() | MessageDeleted() | ReactionAdded() | ReactionRemoved() | FileShared():
             return Route((subjects.channel(event.channel_id),))
         case ch.ChannelCreated() if not event.private:
             where = subjects.workspace(event.workspace_id)
@@ -108,9 +112,11 @@ async def shape(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEv
     the read models do not hold are left out (logged)."""
     messages = await _messages(conn, events)
     channels = await _channels(conn, events)
+    files = await _files(conn, events)
     shaped = []
     for recorded, where in events:
-        frames = _frames(recorded, messages, channels)
+        frames = _file_frames(recorded, files, channels) if isinstance(recorded.event, FileShared) else \
+            _frames(recorded, messages, channels)
         if frames is None:
             log.warning("realtime.shape_missing_row", position=recorded.position, type=recorded.type)
             continue
@@ -131,9 +137,31 @@ async def _messages(conn: psycopg.AsyncConnection, events: Sequence[tuple[Record
     return await messages_by_ids(conn, list(ids))
 
 
+async def _files(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]]) -> dict[str, FileOut]:
+    ids = {r.event.file_id for r, _ in events if isinstance(r.event, FileShared)}
+    if not ids:
+        return {}
+    cur = await conn.execute(_FILES, (list(ids),))
+    return {row[0]: FileOut(*row) for row in await cur.fetchall()}
+
+
+def _file_frames(recorded: RecordedEvent, files: dict[str, FileOut],
+                 channels: dict[str, ChannelInfo]) -> list[EventFrame] | None:
+    """``file.shared``: the file object as messages list it, and the message that shared it."""
+    event = recorded.event
+    assert isinstance(event, FileShared)
+    info, found = channels.get(event.channel_id), files.get(event.file_id)
+    if info is None:
+        return None
+    if found is None:
+        return []  # deleted since: nobody is told about it any more
+    return [EventFrame(position=recorded.position, type="file.shared", workspace_id=info.workspace_id,
+                       channel_id=info.id, data={"message_id": event.message_id, "file": found})]
+
+
 def _channel_of(recorded: RecordedEvent) -> str | None:
     event = recorded.event
-    if isinstance(event, (*MESSAGE_EVENTS, ReadMarkerMoved)):
+    if isinstance(event, (*MESSAGE_EVENTS, ReadMarkerMoved, FileShared)):
         return event.channel_id
     if isinstance(event, ch.ChannelCreated):
         return event.channel_id
