@@ -1,0 +1,45 @@
+"""``file.shared`` over the WebSocket: channel members hear of a file when a message shares it,
+right after the message itself; people who cannot see the channel never do."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import register
+from tests.integration.messaging_helpers import API, create_channel, create_workspace, join_workspace
+from tests.integration.test_realtime import _settings, serving, ws
+
+
+@pytest.fixture(scope="module")
+async def server(service_urls: dict[str, str], migrated_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    blobs: Path = tmp_path_factory.mktemp("blobs")
+    async with serving(_settings(service_urls, migrated_url, blob_url=f"file://{blobs}")) as address:
+        yield address
+
+
+async def test_a_shared_file_reaches_the_channel_after_its_message(server: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as api:
+        team = await create_workspace(api, await register(api, "Owner"))  # type: ignore[arg-type]
+        bea = await join_workspace(api, team, "Bea")  # type: ignore[arg-type]
+        cy = await join_workspace(api, team, "Cy")  # type: ignore[arg-type]
+        secret = await create_channel(api, team, team.owner, "secret", private=True)  # type: ignore[arg-type]
+        up = (await api.post(f"{API}/workspaces/{team.workspace_id}/files", files={"file": ("n.txt", b"notes")},
+                             headers=team.owner.auth)).json()
+        hidden = (await api.post(f"{API}/workspaces/{team.workspace_id}/files", files={"file": ("s.txt", b"s")},
+                                 headers=team.owner.auth)).json()
+        async with ws(server, bea) as bea_sock, ws(server, cy) as cy_sock:
+            await api.post(f"{API}/channels/{secret}/messages", json={"file_ids": [hidden["id"]]}, headers=team.owner.auth)
+            posted = (await api.post(f"{API}/channels/{team.general_id}/messages",
+                                     json={"text": "see", "file_ids": [up["id"]]}, headers=team.owner.auth)).json()
+            message = await bea_sock.event()
+            shared = await bea_sock.event()
+            assert (await cy_sock.event())["type"] == "message.posted"  # Cy never hears of the secret file
+        assert message["type"] == "message.posted" and message["data"]["files"][0]["id"] == up["id"]
+        assert shared["type"] == "file.shared" and shared["position"] == posted["position"]
+        assert shared["channel_id"] == team.general_id
+        assert shared["data"] == {"message_id": posted["id"],
+                                  "file": {"id": up["id"], "name": "n.txt", "size": 5, "mime": "text/plain"}}
