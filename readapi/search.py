@@ -137,6 +137,24 @@ def _items(hits: Sequence[Hit], messages: dict[str, MessageOut], visible: set[st
     return items
 
 
+async def search_workspace(conn: psycopg.AsyncConnection, index: SearchIndex, workspace_id: str, user_id: str,
+                           parsed: ParsedQuery, sort: Sort, limit: int, after: list[Any] | None) -> SearchPage:
+    """One page of ``parsed``'s results in ``workspace_id`` for ``user_id`` (404 if not a member)."""
+    if await workspace_role(conn, workspace_id, user_id) is None:
+        raise NotFound("no such workspace")
+    visible = await visible_channel_ids(conn, workspace_id, user_id)
+    query = search_query(parsed, workspace_id, sort, await _authors(conn, parsed, workspace_id, user_id),
+                         await _channels(conn, parsed, workspace_id))
+    try:
+        found = await index.search(conn, query, visible, limit, after)
+    except BadCursor:
+        raise InvalidQuery("cursor is not one this search handed out; pass next_cursor unchanged",
+                           field="cursor") from None
+    messages = await messages_by_ids(conn, [hit.message_id for hit in found.hits])
+    next_cursor = encode_cursor(sort, found.after) if found.after is not None else None
+    return SearchPage(_items(found.hits, messages, set(visible)), next_cursor)
+
+
 class SearchQueries(Controller):
     path = "/workspaces/{workspace_id:str}/search"
     tags = ["search"]
@@ -156,17 +174,4 @@ class SearchQueries(Controller):
         parsed = parse(q)
         after = decode_cursor(cursor, sort)
         async with pool.connection() as conn:
-            if await workspace_role(conn, workspace_id, principal.user_id) is None:
-                raise NotFound("no such workspace")
-            visible = await visible_channel_ids(conn, workspace_id, principal.user_id)
-            query = search_query(parsed, workspace_id, sort, await _authors(conn, parsed, workspace_id,
-                                                                             principal.user_id),
-                                 await _channels(conn, parsed, workspace_id))
-            try:
-                found = await search.search(conn, query, visible, limit, after)
-            except BadCursor:
-                raise InvalidQuery("cursor is not one this search handed out; pass next_cursor unchanged",
-                                   field="cursor") from None
-            messages = await messages_by_ids(conn, [hit.message_id for hit in found.hits])
-        next_cursor = encode_cursor(sort, found.after) if found.after is not None else None
-        return SearchPage(_items(found.hits, messages, set(visible)), next_cursor)
+            return await search_workspace(conn, search, workspace_id, principal.user_id, parsed, sort, limit, after)
