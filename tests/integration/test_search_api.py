@@ -56,7 +56,7 @@ async def api(request: pytest.FixtureRequest, service_urls: dict[str, str],
             await index.client.indices.delete(index=index.index_name, ignore_unavailable=True)
 
 
-async def post(api: AsyncTestClient, team: Team, channel_id: str, user: User, text: str, **extra: str) -> str:
+async def post(api: AsyncTestClient, team: Team, channel_id: str, user: User, text: str, **extra: object) -> str:
     response = await api.post(f"{API}/channels/{channel_id}/messages", json={"text": text, **extra}, headers=user.auth)
     assert response.status_code == 201, response.text
     team.position = max(team.position, response.json()["position"])
@@ -244,3 +244,15 @@ async def test_a_bad_position_header_is_a_400_and_no_token_a_401(api: AsyncTestC
     path = f"{API}/workspaces/{team.workspace_id}/search"
     problem(await api.get(path, params={"q": "x"}, headers={**team.owner.auth, "X-Hubbub-Position": "soon"}), 400)
     problem(await api.get(path, params={"q": "x"}), 401)
+
+
+async def test_has_file_finds_messages_that_share_files(api: AsyncTestClient, team: Team) -> None:
+    owner, channel = team.owner, team.channels["lobby"]  # type: ignore[attr-defined]
+    response = await api.post(f"{API}/workspaces/{team.workspace_id}/files",
+                              files={"file": ("notes.txt", b"meeting notes", "text/plain")}, headers=owner.auth)
+    assert response.status_code == 201, response.text
+    team.position = max(team.position, response.json()["position"])
+    with_file = await post(api, team, channel, owner, "notes attached", file_ids=[response.json()["id"]])
+    await post(api, team, channel, owner, "notes to follow")
+    assert await found(api, team, owner, "notes has:file") == [with_file]
+    assert await found(api, team, team.people["Gus"], "has:file") == []  # a guest outside #lobby
