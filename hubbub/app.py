@@ -195,10 +195,11 @@ async def _start_projectors(pool: AsyncConnectionPool, database_url: str, store:
     # stand-in projections in place first.
     from projections.registry import all_projections
     from projections.runtime import ProjectorRunner
-    from projections.search import with_search_backend
+    from projections.search import split_external, with_search_backend
 
     projections = with_search_backend(all_projections(), search)  # the configured search backend's
-    runner = ProjectorRunner(pool=pool, conninfo=database_url, store=store, projections=projections)
-    await runner.start()
-    stack.push_async_callback(runner.stop)
+    for group in split_external(projections):  # OpenSearch's projection apart: its outage holds up no other
+        runner = ProjectorRunner(pool=pool, conninfo=database_url, store=store, projections=group)
+        await runner.start()
+        stack.push_async_callback(runner.stop)
     return tuple(p.name for p in projections)

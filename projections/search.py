@@ -73,3 +73,12 @@ class Search:
 def with_search_backend(projections: Sequence[object], index: SearchIndex) -> list[object]:
     """``projections`` with the default search projection replaced by one over ``index``."""
     return [Search(index) if isinstance(p, Search) else p for p in projections]
+
+
+def split_external(projections: Sequence[object]) -> list[list[object]]:
+    """``projections`` in runner groups: those writing to PostgreSQL together, and a search
+    projection over an external index (OpenSearch) apart, so that while that index is down the
+    read models in PostgreSQL, which share one transaction per batch, do not wait for it."""
+    external = [p for p in projections if isinstance(p, Search) and not isinstance(p.index, PostgresSearchIndex)]
+    local = [p for p in projections if p not in external]
+    return [group for group in (local, external) if group]

@@ -80,3 +80,13 @@ def test_cursors_of_the_wrong_shape_are_refused(sort: str, after: list) -> None:
 def test_index_names_are_checked() -> None:
     with pytest.raises(ValueError, match="HUBBUB_OPENSEARCH_INDEX"):
         OpenSearchIndex(client=None, alias="Bad Name")  # type: ignore[arg-type]
+
+
+def test_the_opensearch_projection_follows_the_log_apart() -> None:
+    from projections.registry import all_projections
+    from projections.search import split_external, with_search_backend
+
+    local = all_projections()
+    assert [[p.name for p in g] for g in split_external(local)] == [[p.name for p in local]]
+    groups = split_external(with_search_backend(local, OpenSearchIndex(client=None, alias="x")))  # type: ignore[arg-type]
+    assert [[p.name for p in g] for g in groups] == [[p.name for p in local if p.name != "search"], ["search_opensearch"]]
