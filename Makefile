@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench bench-post bench-search bench-files clean
+.PHONY: install dev test bench bench-post bench-search clean
 
 install: $(STAMP)
 
@@ -27,9 +27,6 @@ bench: install
 
 bench-post: install  # needs wrk (Debian: apt-get install wrk)
 	$(BIN)/python -m bench.post
-
-bench-files: install  # ~2 min: a 500 MiB upload, 40 thumbnails of a 12-MP JPEG; ARGS=--quick for 200 MiB, 15
-	$(BIN)/python -m bench.files $(ARGS)
 
 bench-search: install  # ~10 min (1M messages); add --quick by hand for a ~1.5 min run on 100k
 	$(BIN)/python -m bench.search

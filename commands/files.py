@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-import time
 import uuid
-from collections.abc import Callable
 
 import msgspec
 import structlog
@@ -82,9 +80,9 @@ class Stored:
     def original(self) -> str:
         return f"{self.prefix}/original"
 
-    async def open_original(self, mime: str, observe: Callable[[bytes], object]) -> BlobWriter:
+    async def open_original(self, mime: str) -> BlobWriter:
         self.keys.append(self.original)
-        return await self.blobs.writer(self.original, mime, observe)
+        return await self.blobs.writer(self.original, mime)
 
     async def put(self, name: str, data: bytes, mime: str) -> str:
         key = f"{self.prefix}/{name}"
@@ -132,15 +130,14 @@ async def thumbnails(services: Services, stored: Stored, mime: str) -> dict[str,
     """Width, height and thumbnails of an image (stored next to it); nothing for other files."""
     if not is_image(mime):
         return {}
-    started = time.perf_counter()
-    facts = await services.thumbnailer.describe(services.blobs.source(stored.original))
+    facts = await services.thumbnailer.describe(lambda: services.blobs.open_sync(stored.original))
     made = []
     for thumb in facts.thumbnails:
         key = await stored.put(f"thumb-{thumb.px}", thumb.data, thumb.mime)
         made.append(f.Thumbnail(px=thumb.px, key=key, width=thumb.width, height=thumb.height, mime=thumb.mime,
                                 size=len(thumb.data)))
-    log.info("file.thumbnailed", key=stored.original, thumbnails=len(made), error=facts.error,
-             duration_ms=round((time.perf_counter() - started) * 1000, 1))
+    if facts.error:
+        log.info("file.no_thumbnail", reason=facts.error, key=stored.original)
     return {"width": facts.width, "height": facts.height, "thumbnails": tuple(made), "thumbnail_error": facts.error}
 
 

@@ -140,7 +140,7 @@ async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, P
 
 
 async def tables_exist(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> bool:
-    cur = await conn.execute("SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+    cur = await conn.execute("SELECT coalesce(bool_and(to_regclass(t) IS NOT NULL), true) FROM unnest(%s::text[]) AS t",
                              (list(tables),))
     row = await cur.fetchone()
     return bool(row and row[0])
