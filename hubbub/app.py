@@ -24,6 +24,7 @@ from commands import accounts as accounts_commands
 from commands import channels as channels_commands
 from commands import workspaces as workspaces_commands
 from commands import messages as messages_commands
+from commands import notifications as notifications_commands
 from commands import files as files_commands
 from commands.file_purge import BlobJanitor
 from commands.uploads import Reservations
@@ -50,6 +51,7 @@ from infra.presence import RedisPresence
 from hubbub import presence as presence_routes
 from hubbub.presence import PresenceFanout
 from readapi import messages as messages_queries
+from readapi import notifications as notifications_queries
 from readapi import files as files_queries
 from readapi import search as search_queries
 from infra.search.factory import open_search_index
@@ -73,6 +75,7 @@ def api_routes() -> list[Any]:
             presence_routes.PresenceController,
             messages_queries.MessageQueries, search_queries.SearchQueries, realtime_gateway.ws_endpoint,
             files_commands.FileCommands, files_queries.FileQueries,
+            notifications_commands.NotificationCommands, notifications_queries.NotificationQueries,
             *WORKSPACE_ROUTES]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from projections.accounts import Accounts
 from projections.files import Files
 from projections.messages import Messages
+from projections.notifications import Notifications
 from projections.runtime import Projection
 from projections.search import Search
 from projections.streams import StreamCatalog
@@ -13,7 +14,7 @@ from projections.workspaces import Workspaces
 
 def all_projections() -> list[Projection]:
     """A fresh list (projections may keep per-instance state)."""
-    return [StreamCatalog(), Accounts(), Messages(), Workspaces(), Files(), Search()]
+    return [StreamCatalog(), Accounts(), Messages(), Workspaces(), Notifications(), Files(), Search()]
 
 
 def by_name(name: str) -> Projection | None:

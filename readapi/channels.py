@@ -3,7 +3,9 @@
 Read models: ``channels`` and ``channel_members`` (projection ``workspaces``) and ``channel_seqs``
 (projection ``messages``). Only what ``readapi/visibility.py`` lets the caller see; the rest is
 404. ``unread_count = channel_seqs.last_seq - channel_members.last_read_seq`` per row, so a list
-costs the same whatever the channels' sizes. ``mention_count`` is 0 until notifications (issue 6).
+costs the same whatever the channels' sizes. ``mention_count`` is the member's unread notifications
+of the counted kinds in the channel (``notification_counts``, projection ``notifications``): one row
+per (channel, user), kept current by the projection, so it is O(1) per row too.
 Lists are ordered by channel id (creation order) and page with ``after`` = the last id seen.
 """
 
@@ -29,15 +31,16 @@ _COLUMNS = """
 c.channel_id, c.name, c.kind, c.private, c.topic, cm.user_id IS NOT NULL,
 coalesce(s.last_seq, 0), coalesce(cm.last_read_seq, 0),
 CASE WHEN cm.user_id IS NULL THEN 0 ELSE greatest(coalesce(s.last_seq, 0) - cm.last_read_seq, 0) END,
-0, c.workspace_id, c.archived, c.member_count
+CASE WHEN cm.user_id IS NULL THEN 0 ELSE coalesce(nc.mention_count, 0) END, c.workspace_id, c.archived, c.member_count
 """
+_COUNTS = "LEFT JOIN notification_counts nc ON nc.channel_id = c.channel_id AND nc.user_id = %(user_id)s"
 _LIST = f"""
-SELECT {_COLUMNS} FROM {VISIBLE_FROM} LEFT JOIN channel_seqs s ON s.channel_id = c.channel_id
+SELECT {_COLUMNS} FROM {VISIBLE_FROM} LEFT JOIN channel_seqs s ON s.channel_id = c.channel_id {_COUNTS}
 WHERE c.workspace_id = %(workspace_id)s AND {VISIBLE_WHERE} AND c.channel_id > %(after)s
 ORDER BY c.channel_id LIMIT %(limit)s
 """
 _ONE = f"""
-SELECT {_COLUMNS} FROM {VISIBLE_FROM} LEFT JOIN channel_seqs s ON s.channel_id = c.channel_id
+SELECT {_COLUMNS} FROM {VISIBLE_FROM} LEFT JOIN channel_seqs s ON s.channel_id = c.channel_id {_COUNTS}
 WHERE c.channel_id = %(channel_id)s AND {VISIBLE_WHERE}
 """
 _MEMBERS = """

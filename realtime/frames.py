@@ -22,6 +22,7 @@ from domain import workspace as ws
 from domain.events import RecordedEvent
 from domain.file import FileShared
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
+from domain.notify import NotificationsRead
 from domain.readstate import ReadMarkerMoved
 from domain.session import SessionEnded
 from readapi.messages import FileOut, MessageOut, messages_by_ids  # the one definition of a message object
@@ -97,7 +98,7 @@ def route(recorded: RecordedEvent) -> Route | None:
         case ws.MemberJoined() | ws.RoleChanged() | ws.MemberLeft():
             who = subjects.user(event.user_id)
             return Route((subjects.workspace(_id(recorded.stream_id, "workspace-")), who), resync=frozenset({who}))
-        case ReadMarkerMoved():
+        case ReadMarkerMoved() | NotificationsRead():
             return Route((subjects.user(_id(recorded.stream_id, "user-")),))
         case SessionEnded():
             return Route((subjects.user(event.user_id),), session_ended=event.session_id)
@@ -183,6 +184,9 @@ def _frames(recorded: RecordedEvent, messages: dict[str, MessageOut],
     event, position = recorded.event, recorded.position
     if isinstance(event, SessionEnded):
         return []  # for the gateway only (see Route.session_ended)
+    if isinstance(event, NotificationsRead):  # read on another device: ``{ids, all}``
+        return [EventFrame(position=position, type="notifications.read", workspace_id=None, channel_id=None,
+                           data={"ids": event.ids, "all": event.all})]
     if isinstance(event, (ws.MemberJoined, ws.RoleChanged, ws.MemberLeft)):
         return [_workspace_frame(recorded)]
     channel_id = _channel_of(recorded)

@@ -31,6 +31,7 @@ from infra.consistency import CheckpointWatcher
 from infra.eventstore.port import EventStore
 from projections.runtime import LOCK_CLASS, Backoff, lock_key
 from realtime.frames import route, shape
+from realtime.notifications import notification_envelopes
 
 log = structlog.get_logger(__name__)
 
@@ -112,8 +113,10 @@ class Publisher:
             log.warning("realtime.read_models_behind", position=last, waited_s=READ_MODEL_WAIT_S)
         async with self.pool.connection() as conn:
             shaped = await shape(conn, routed)
+            personal = await notification_envelopes(conn, shaped, routed)
         for item in shaped:
-            for envelope in item.envelopes():
+            # A notified person's envelope first: their sockets keep it and drop the channel's.
+            for envelope in [*personal.get(item.position, ()), *item.envelopes()]:
                 await self.nats.publish(envelope.subject, envelope.payload(), headers=envelope.headers())
         await self.nats.flush(timeout=5)
         log.debug("realtime.published", position=last, events=len(shaped))

@@ -1,5 +1,6 @@
 """Replay from the log: the frames of the events in ``(after, upto]`` that go to any of ``wanted``
-subjects, shaped exactly as the publisher shapes them, page by page in log order."""
+subjects, shaped exactly as the publisher shapes them, page by page in log order, with the
+``notification.created`` frames of the socket's user (``realtime/notifications.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from domain.events import RecordedEvent
 from infra.eventstore.port import EventStore
 from realtime.frames import Route, Shaped, route, shape
+from realtime.notifications import with_notifications
 
 PAGE = 500
 
@@ -23,7 +25,7 @@ async def replay(store: EventStore, pool: AsyncConnectionPool, after: int, upto:
         relevant = [(e, r) for e in page if e.position <= upto and (r := _wanted(e, wanted)) is not None]
         if relevant:
             async with pool.connection() as conn:
-                yield await shape(conn, relevant)
+                yield await with_notifications(conn, await shape(conn, relevant), relevant, wanted)
         after = page[-1].position
 
 

@@ -136,7 +136,7 @@ async def test_rebuilding_every_projection_gives_the_live_tables(api: AsyncTestC
     for result in results:
         assert result.had_live and result.identical, (result.name, [d for d in result.diffs if d.differs])
         assert result.swapped and result.events > 0 and result.position >= story.team.position, result
-    assert {r.name for r in results} == {"streams", "accounts", "messages", "workspaces", "files", "search"}
+    assert {r.name for r in results} == {"streams", "accounts", "messages", "workspaces", "files", "search", "notifications"}
     after = await answers(api, story)
     for (what, status, body), (_, status_after, body_after) in zip(before, after, strict=True):
         assert (status_after, body_after) == (status, body), what

@@ -1,0 +1,125 @@
+"""Notification preferences and read state: the command side of *Presence, notifications* in
+API.md. Every command appends to the caller's ``user-{id}`` stream (decider ``domain.notify``),
+so all of a person's devices share them; the ``notifications`` projection applies them.
+
+- ``PUT /channels/{ch}/notify {level, muted?}``: the channel must be visible to the caller
+  (404 otherwise, as everywhere); ``muted`` left out keeps the current mute.
+- ``PUT /me/dnd {until}`` / ``{until: null}``; ``PUT /me/keywords {keywords}``;
+  ``PUT /me/email-notifications {enabled, delay_s?}`` (ours: email of unread mentions and DMs).
+- ``POST /notifications/read {ids}`` or ``{all: true}``: ids that are not the caller's change
+  nothing (and say nothing). The event reaches the caller's other sockets as ``notifications.read``.
+A command that changes nothing answers the stream's last position.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, post, put
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from commands.channels import channel_and_role
+from commands.shell import CommandShell
+from commands.workspaces import context, position_of
+from domain import notify as n
+from domain.readstate import user_stream
+from domain.session import Principal
+from infra.http import with_position
+
+
+class NotifyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    level: str
+    muted: bool | None = None
+
+
+class NotifyOut(msgspec.Struct, frozen=True):
+    channel_id: str
+    level: str
+    muted: bool
+    position: int
+
+
+class DndBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    until: dt.datetime | None
+
+
+class DndOut(msgspec.Struct, frozen=True):
+    until: dt.datetime | None
+    position: int
+
+
+class KeywordsBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    keywords: list[str]
+
+
+class KeywordsOut(msgspec.Struct, frozen=True):
+    keywords: list[str]
+    position: int
+
+
+class EmailBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    enabled: bool
+    delay_s: int | None = None
+
+
+class EmailOut(msgspec.Struct, frozen=True):
+    enabled: bool
+    delay_s: int
+    position: int
+
+
+class ReadBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ids: list[str] = []
+    all: bool = False
+
+
+class ReadOut(msgspec.Struct, frozen=True):
+    position: int
+
+
+async def decide(request: Request, shell: CommandShell, principal: Principal, command: Any) -> tuple[int, n.NotifyPrefs]:
+    stream = user_stream(principal.user_id)
+    outcome = await shell.handle(n.NOTIFY, stream, command, context(request, principal))
+    return await position_of(shell, n.NOTIFY, stream, outcome), outcome.state
+
+
+class NotificationCommands(Controller):
+    path = "/"
+    tags = ["notifications"]
+
+    @put("/channels/{channel_id:str}/notify", operation_id="setChannelNotify")
+    async def channel(self, request: Request, channel_id: FromPath[str], data: JSONBody[NotifyBody],
+                      principal: NamedDependency[Principal], shell: NamedDependency[CommandShell]) -> Response[NotifyOut]:
+        await channel_and_role(shell, channel_id, principal.user_id)  # 404 unless visible
+        command = n.SetChannelNotify(channel_id, data.level, data.muted)
+        position, state = await decide(request, shell, principal, command)
+        pref = state.channel(channel_id)
+        return with_position(Response(NotifyOut(channel_id, pref.level, pref.muted, position)), position)
+
+    @put("/me/dnd", operation_id="setDoNotDisturb")
+    async def dnd(self, request: Request, data: JSONBody[DndBody], principal: NamedDependency[Principal],
+                  shell: NamedDependency[CommandShell]) -> Response[DndOut]:
+        command = n.SetDnd(data.until, dt.datetime.now(dt.UTC))
+        position, state = await decide(request, shell, principal, command)
+        return with_position(Response(DndOut(state.dnd_until, position)), position)
+
+    @put("/me/keywords", operation_id="setKeywords")
+    async def keywords(self, request: Request, data: JSONBody[KeywordsBody], principal: NamedDependency[Principal],
+                       shell: NamedDependency[CommandShell]) -> Response[KeywordsOut]:
+        position, state = await decide(request, shell, principal, n.SetKeywords(data.keywords))
+        return with_position(Response(KeywordsOut(list(state.keywords), position)), position)
+
+    @put("/me/email-notifications", operation_id="setEmailNotifications")
+    async def email(self, request: Request, data: JSONBody[EmailBody], principal: NamedDependency[Principal],
+                    shell: NamedDependency[CommandShell]) -> Response[EmailOut]:
+        position, state = await decide(request, shell, principal, n.SetEmailNotify(data.enabled, data.delay_s))
+        return with_position(Response(EmailOut(state.email_enabled, state.email_delay_s, position)), position)
+
+    @post("/notifications/read", status_code=200, operation_id="markNotificationsRead")
+    async def read(self, request: Request, data: JSONBody[ReadBody], principal: NamedDependency[Principal],
+                   shell: NamedDependency[CommandShell]) -> Response[ReadOut]:
+        position, _ = await decide(request, shell, principal, n.MarkRead(tuple(data.ids), data.all))
+        return with_position(Response(ReadOut(position)), position)

@@ -1,0 +1,274 @@
+"""``notifications``: who is notified of which message, whether they have read it, and the
+per-(user, channel) ``mention_count`` of the channel list.
+
+Reads: ``message.posted`` and ``message.deleted``; the membership events (``channel.created``,
+``channel.member_joined`` / ``member_left``, ``workspace.member_joined`` / ``member_left``); and the
+user stream's ``read_marker.moved``, ``notify.*`` preferences and ``notifications.read`` /
+``notifications.emailed``.
+Writes: ``notifications`` (one row per person and message: kind, seq, read, pushed),
+``notification_counts`` (unread notifications of the counted kinds per person and channel, read
+by the channel list in O(1)), and its own copies of what deciding needs, as of each event's place
+in the log: ``notify_channels`` (kind and the seq counter), ``notify_members``,
+``notify_workspace_members``, ``notify_threads`` (who started or replied to a thread),
+``notify_users`` (do-not-disturb, email), ``notify_channel_prefs`` and ``notify_keywords``.
+Own copies, not the ``workspaces`` and ``messages`` tables: those may be ahead of or behind this
+projection (another process may lead them), and a rebuild must decide as the live run did.
+
+A post is one statement: the channel's seq counter moves (the same rule as the ``messages``
+projection: every post takes ``last_seq + 1`` in log order), every kind's candidates are
+gathered (direct mentions, the DM's people, ``@channel``'s members, ``@here``'s recorded online
+members, keyword matches through the ``first_word`` index, thread followers, level ``all``), each
+person keeps the first kind by ``domain.notify.KINDS`` precedence, the level, mute, channel and
+workspace membership filter them, and the rows and counts are written with INSERT ... SELECT: an
+``@channel`` to 10,000 members is one statement, not 10,000. ``pushed`` is false when the channel
+is muted or the person was in do-not-disturb at the message's time (recorded, not pushed).
+A read marker marks the person's notifications in the channel up to its seq read; a deletion
+removes the message's notifications. Counts move by exactly the rows that changed.
+Idempotency: the runtime commits rows and checkpoint together; inserts are ``ON CONFLICT DO
+NOTHING`` and reads only turn unread rows read. Times are the events' ``occurred_at``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from domain import channel as ch
+from domain import notify as n
+from domain import workspace as ws
+from domain.events import RecordedEvent
+from domain.message import MessageDeleted, MessagePosted
+from domain.readstate import ReadMarkerMoved
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications{s} (
+    user_id      text        NOT NULL,
+    id           text        NOT NULL,
+    kind         text        NOT NULL,
+    workspace_id text        NOT NULL,
+    channel_id   text        NOT NULL,
+    message_id   text        NOT NULL,
+    seq          bigint      NOT NULL,
+    created_at   timestamptz NOT NULL,
+    read         boolean     NOT NULL DEFAULT false,
+    pushed       boolean     NOT NULL,
+    position     bigint      NOT NULL,
+    CONSTRAINT notifications{s}_pkey PRIMARY KEY (user_id, id)
+);
+CREATE INDEX IF NOT EXISTS notifications{s}_unread_idx ON notifications{s} (user_id, channel_id, seq) WHERE NOT read;
+CREATE INDEX IF NOT EXISTS notifications{s}_message_idx ON notifications{s} (message_id);
+CREATE TABLE IF NOT EXISTS notification_counts{s} (
+    channel_id    text    NOT NULL,
+    user_id       text    NOT NULL,
+    mention_count integer NOT NULL DEFAULT 0,
+    CONSTRAINT notification_counts{s}_pkey PRIMARY KEY (channel_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS notify_channels{s} (
+    channel_id   text   NOT NULL,
+    workspace_id text   NOT NULL,
+    kind         text   NOT NULL,
+    last_seq     bigint NOT NULL DEFAULT 0,
+    CONSTRAINT notify_channels{s}_pkey PRIMARY KEY (channel_id)
+);
+CREATE TABLE IF NOT EXISTS notify_members{s} (
+    channel_id text NOT NULL,
+    user_id    text NOT NULL,
+    CONSTRAINT notify_members{s}_pkey PRIMARY KEY (channel_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS notify_workspace_members{s} (
+    workspace_id text NOT NULL,
+    user_id      text NOT NULL,
+    CONSTRAINT notify_workspace_members{s}_pkey PRIMARY KEY (workspace_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS notify_threads{s} (
+    root_id text NOT NULL,
+    user_id text NOT NULL,
+    CONSTRAINT notify_threads{s}_pkey PRIMARY KEY (root_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS notify_users{s} (
+    user_id       text        NOT NULL,
+    dnd_until     timestamptz,
+    email_enabled boolean     NOT NULL DEFAULT true,
+    email_delay_s integer     NOT NULL DEFAULT {delay},
+    emailed_upto  text        NOT NULL DEFAULT '',
+    CONSTRAINT notify_users{s}_pkey PRIMARY KEY (user_id)
+);
+CREATE TABLE IF NOT EXISTS notify_channel_prefs{s} (
+    channel_id text    NOT NULL,
+    user_id    text    NOT NULL,
+    level      text    NOT NULL,
+    muted      boolean NOT NULL,
+    CONSTRAINT notify_channel_prefs{s}_pkey PRIMARY KEY (channel_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS notify_keywords{s} (
+    user_id    text NOT NULL,
+    phrase     text NOT NULL,
+    first_word text NOT NULL,
+    keyword    text NOT NULL,
+    n          integer NOT NULL,
+    CONSTRAINT notify_keywords{s}_pkey PRIMARY KEY (user_id, phrase)
+);
+CREATE INDEX IF NOT EXISTS notify_keywords{s}_word_idx ON notify_keywords{s} (first_word);
+"""
+
+_COUNTED = "(" + ", ".join(f"'{k}'" for k in n.COUNTED) + ")"
+_DIRECT = "(" + ", ".join(f"'{k}'" for k in n.DIRECT) + ")"
+
+# Every kind's candidates, the first kind per person by precedence (rank), then who may get it.
+_POSTED = f"""
+WITH bump AS (
+    INSERT INTO notify_channels{{s}} AS c (channel_id, workspace_id, kind, last_seq)
+    VALUES (%(ch)s, %(ws)s, 'channel', 1)
+    ON CONFLICT (channel_id) DO UPDATE SET last_seq = c.last_seq + 1
+    RETURNING last_seq, kind
+), candidates (user_id, kind, rank) AS (
+    SELECT m.user_id, 'dm', 0 FROM notify_members{{s}} m, bump WHERE bump.kind <> 'channel' AND m.channel_id = %(ch)s
+    UNION ALL SELECT u, 'mention', 1 FROM unnest(%(mentions)s::text[]) AS u
+    UNION ALL SELECT m.user_id, 'channel', 2 FROM notify_members{{s}} m WHERE %(everyone)s AND m.channel_id = %(ch)s
+    UNION ALL SELECT u, 'here', 3 FROM unnest(%(here)s::text[]) AS u
+    UNION ALL SELECT k.user_id, 'thread_reply', 4 FROM notify_threads{{s}} k WHERE k.root_id = %(root)s
+    UNION ALL SELECT k.user_id, 'keyword', 5 FROM notify_keywords{{s}} k
+              WHERE k.first_word = ANY(%(words)s::text[]) AND strpos(%(norm)s, ' ' || k.phrase || ' ') > 0
+    UNION ALL SELECT p.user_id, 'message', 6 FROM notify_channel_prefs{{s}} p
+              WHERE %(root)s::text IS NULL AND p.channel_id = %(ch)s AND p.level = 'all'
+), best AS (
+    SELECT DISTINCT ON (user_id) user_id, kind FROM candidates WHERE user_id <> %(author)s ORDER BY user_id, rank
+), added AS (
+    INSERT INTO notifications{{s}} (user_id, id, kind, workspace_id, channel_id, message_id, seq, created_at, pushed,
+                                  position)
+    SELECT b.user_id, %(prefix)s || substr(md5(b.user_id), 1, 12), b.kind, %(ws)s, %(ch)s, %(message_id)s,
+           bump.last_seq, %(at)s, NOT coalesce(p.muted, false) AND NOT coalesce(u.dnd_until > %(at)s, false),
+           %(position)s
+    FROM best b CROSS JOIN bump
+    JOIN notify_members{{s}} m ON m.channel_id = %(ch)s AND m.user_id = b.user_id
+    JOIN notify_workspace_members{{s}} w ON w.workspace_id = %(ws)s AND w.user_id = b.user_id
+    LEFT JOIN notify_channel_prefs{{s}} p ON p.channel_id = %(ch)s AND p.user_id = b.user_id
+    LEFT JOIN notify_users{{s}} u ON u.user_id = b.user_id
+    WHERE coalesce(p.level, 'mentions') <> 'nothing' AND (NOT coalesce(p.muted, false) OR b.kind IN {_DIRECT})
+    ON CONFLICT DO NOTHING
+    RETURNING user_id, kind
+)
+INSERT INTO notification_counts{{s}} AS c (channel_id, user_id, mention_count)
+SELECT %(ch)s, user_id, 1 FROM added WHERE kind IN {_COUNTED}
+ON CONFLICT (channel_id, user_id) DO UPDATE SET mention_count = c.mention_count + 1
+"""
+_FOLLOW = "INSERT INTO notify_threads{s} (root_id, user_id) VALUES (%(root)s, %(author)s) ON CONFLICT DO NOTHING"
+_DELETED = f"""
+WITH gone AS (DELETE FROM notifications{{s}} WHERE message_id = %(message_id)s RETURNING user_id, channel_id, kind, read)
+UPDATE notification_counts{{s}} c SET mention_count = c.mention_count - g.k
+FROM (SELECT user_id, channel_id, count(*) AS k FROM gone WHERE NOT read AND kind IN {_COUNTED} GROUP BY 1, 2) g
+WHERE c.channel_id = g.channel_id AND c.user_id = g.user_id
+"""
+_MARKER = f"""
+WITH r AS (UPDATE notifications{{s}} SET read = true
+           WHERE user_id = %(user)s AND channel_id = %(ch)s AND seq <= %(seq)s AND NOT read RETURNING kind)
+UPDATE notification_counts{{s}} SET mention_count = mention_count - (SELECT count(*) FROM r WHERE kind IN {_COUNTED})
+WHERE channel_id = %(ch)s AND user_id = %(user)s
+"""
+_READ = f"""
+WITH r AS (UPDATE notifications{{s}} SET read = true
+           WHERE user_id = %(user)s AND NOT read AND (%(all)s OR id = ANY(%(ids)s::text[])) RETURNING channel_id, kind)
+UPDATE notification_counts{{s}} c SET mention_count = c.mention_count - g.k
+FROM (SELECT channel_id, count(*) AS k FROM r WHERE kind IN {_COUNTED} GROUP BY 1) g
+WHERE c.channel_id = g.channel_id AND c.user_id = %(user)s
+"""
+_SQL = {
+    "channel": "INSERT INTO notify_channels{s} (channel_id, workspace_id, kind) VALUES (%(ch)s, %(ws)s, %(kind)s)"
+               " ON CONFLICT (channel_id) DO UPDATE SET workspace_id = excluded.workspace_id, kind = excluded.kind",
+    "ch_joined": "INSERT INTO notify_members{s} VALUES (%(ch)s, %(user)s) ON CONFLICT DO NOTHING",
+    "ch_left": "DELETE FROM notify_members{s} WHERE channel_id = %(ch)s AND user_id = %(user)s",
+    "ws_joined": "INSERT INTO notify_workspace_members{s} VALUES (%(ws)s, %(user)s) ON CONFLICT DO NOTHING",
+    "ws_left": "DELETE FROM notify_workspace_members{s} WHERE workspace_id = %(ws)s AND user_id = %(user)s",
+    "level": "INSERT INTO notify_channel_prefs{s} VALUES (%(ch)s, %(user)s, %(level)s, %(muted)s)"
+             " ON CONFLICT (channel_id, user_id) DO UPDATE SET level = excluded.level, muted = excluded.muted",
+    "dnd": "INSERT INTO notify_users{s} (user_id, dnd_until) VALUES (%(user)s, %(until)s)"
+           " ON CONFLICT (user_id) DO UPDATE SET dnd_until = excluded.dnd_until",
+    "email": "INSERT INTO notify_users{s} (user_id, email_enabled, email_delay_s) VALUES (%(user)s, %(on)s, %(delay)s)"
+             " ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled,"
+             " email_delay_s = excluded.email_delay_s",
+    "emailed": "INSERT INTO notify_users{s} (user_id, emailed_upto) VALUES (%(user)s, %(upto)s)"
+               " ON CONFLICT (user_id) DO UPDATE SET emailed_upto = greatest(notify_users{s}.emailed_upto, excluded.emailed_upto)",
+    "kw_clear": "DELETE FROM notify_keywords{s} WHERE user_id = %(user)s",
+    "kw_add": "INSERT INTO notify_keywords{s} SELECT %(user)s, p, f, kw, i"
+              " FROM unnest(%(phrases)s::text[], %(firsts)s::text[], %(keywords)s::text[]) WITH ORDINALITY AS t(p, f, kw, i)"
+              " ON CONFLICT DO NOTHING",
+}
+
+
+def _posted(recorded: RecordedEvent, e: MessagePosted) -> list[tuple[str, dict[str, Any]]]:
+    words = n.words(e.text)
+    params = {
+        "ch": e.channel_id, "ws": e.workspace_id, "message_id": e.message_id, "author": e.author_id,
+        "root": e.thread_root_id, "mentions": e.mentions, "everyone": e.mention_channel,
+        "here": e.here_user_ids if e.mention_here else [], "words": sorted(set(words)),
+        "norm": " " + " ".join(words) + " ", "prefix": n.id_prefix(recorded.position),
+        "at": recorded.meta.occurred_at or recorded.recorded_at, "position": recorded.position,
+    }
+    follow = {"root": e.thread_root_id or e.message_id, "author": e.author_id}
+    return [(_POSTED, params), (_FOLLOW, follow)]
+
+
+def _preferences(user: str, e: Any) -> list[tuple[str, dict[str, Any]]]:
+    match e:
+        case n.ChannelNotifySet():
+            return [(_SQL["level"], {"ch": e.channel_id, "user": user, "level": e.level, "muted": e.muted})]
+        case n.DndSet():
+            return [(_SQL["dnd"], {"user": user, "until": e.until})]
+        case n.EmailNotifySet():
+            return [(_SQL["email"], {"user": user, "on": e.enabled, "delay": e.delay_s})]
+        case n.NotificationsEmailed():
+            return [(_SQL["emailed"], {"user": user, "upto": e.upto})]
+        case n.KeywordsSet():
+            phrases = [n.keyword_phrase(k) for k in e.keywords]
+            return [(_SQL["kw_clear"], {"user": user}),
+                    (_SQL["kw_add"], {"user": user, "phrases": phrases, "firsts": [p.split(" ")[0] for p in phrases],
+                                            "keywords": e.keywords})]
+        case n.NotificationsRead():
+            return [(_READ, {"user": user, "all": e.all, "ids": e.ids})]
+        case ReadMarkerMoved():
+            return [(_MARKER, {"user": user, "ch": e.channel_id, "seq": e.seq})]
+    return []
+
+
+def statements(recorded: RecordedEvent) -> list[tuple[str, dict[str, Any]]]:
+    """The statements (with ``{s}`` for the table suffix) that apply one event, in order."""
+    e, stream = recorded.event, recorded.stream_id
+    match e:
+        case MessagePosted():
+            return _posted(recorded, e)
+        case MessageDeleted():
+            return [(_DELETED, {"message_id": e.message_id})]
+        case ch.ChannelCreated():
+            return [(_SQL["channel"], {"ch": e.channel_id, "ws": e.workspace_id, "kind": e.kind})]
+        case ch.ChannelMemberJoined():
+            return [(_SQL["ch_joined"], {"ch": stream.removeprefix("channel-"), "user": e.user_id})]
+        case ch.ChannelMemberLeft():
+            return [(_SQL["ch_left"], {"ch": stream.removeprefix("channel-"), "user": e.user_id})]
+        case ws.MemberJoined():
+            return [(_SQL["ws_joined"], {"ws": stream.removeprefix("workspace-"), "user": e.user_id})]
+        case ws.MemberLeft():
+            return [(_SQL["ws_left"], {"ws": stream.removeprefix("workspace-"), "user": e.user_id})]
+    if stream.startswith("user-"):
+        return _preferences(stream.removeprefix("user-"), e)
+    return []
+
+
+class Notifications:
+    name = "notifications"
+    tables: Sequence[str] = ("notifications", "notification_counts", "notify_channels", "notify_members",
+                             "notify_workspace_members", "notify_threads", "notify_users", "notify_channel_prefs",
+                             "notify_keywords")
+
+    def schema(self, suffix: str = "") -> str:
+        return _SCHEMA.format(s=suffix, delay=n.DEFAULT_EMAIL_DELAY_S)
+
+    async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
+        todo = [s for recorded in events for s in statements(recorded)]
+        if not todo:
+            return
+        # In log order, pipelined: one round trip for the batch.
+        async with conn.pipeline(), conn.cursor() as cur:
+            for statement, params in todo:
+                await cur.execute(statement.format(s=suffix), params)
