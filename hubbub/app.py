@@ -25,6 +25,7 @@ from commands import channels as channels_commands
 from commands import workspaces as workspaces_commands
 from commands import messages as messages_commands
 from commands import notifications as notifications_commands
+from commands import notify_email
 from commands import files as files_commands
 from commands.file_purge import BlobJanitor
 from commands.uploads import Reservations
@@ -37,6 +38,7 @@ from infra.blobs import open_blob_store
 from infra.eventstore.port import EventStore
 from infra.images import Thumbnailer
 from infra.logging import RequestContext, configure_logging
+from infra.mail import SmtpMailer
 from infra.migrations import migrate
 from infra.nats_connect import connect_options
 from infra.passwords import Passwords
@@ -128,6 +130,10 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
             watcher=services.consistency.watcher, read_models=services.consistency.read_models,
             authenticate=lambda token: authenticate(services.shell, f"Bearer {token}"),
             presence=services.presence, report=services.presence_fanout.report))
+        if settings.smtp_url and settings.database_url:  # email for unread mentions and DMs; off without it
+            await stack.enter_async_context(notify_email.running(notify_email.EmailNotifier(
+                pool=services.pool, conninfo=settings.database_url, shell=services.shell,
+                mailer=SmtpMailer.from_url(settings.smtp_url))))
         log.info("app.started", read_models=list(services.consistency.read_models))
         yield
         log.info("app.stopping")
