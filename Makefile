@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench bench-post bench-search clean
+.PHONY: install dev test bench bench-post bench-notify bench-search clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ bench: install
 
 bench-post: install  # needs wrk (Debian: apt-get install wrk)
 	$(BIN)/python -m bench.post
+
+bench-notify: install  # ~1 min: @channel to 10,000 members; make bench-notify ARGS=--quick for 1,000
+	$(BIN)/python -m bench.notify $(ARGS)
 
 bench-search: install  # ~10 min (1M messages); add --quick by hand for a ~1.5 min run on 100k
 	$(BIN)/python -m bench.search
