@@ -128,7 +128,8 @@ WITH bump AS (
     UNION ALL SELECT u, 'mention', 1 FROM unnest(%(mentions)s::text[]) AS u
     UNION ALL SELECT m.user_id, 'channel', 2 FROM notify_members{{s}} m WHERE %(everyone)s AND m.channel_id = %(ch)s
     UNION ALL SELECT u, 'here', 3 FROM unnest(%(here)s::text[]) AS u
-    UNION ALL SELECT k.user_id, 'thread_reply', 4 FROM notify_threads{{s}} k WHERE k.root_id = %(root)s
+    UNION ALL SELECT k.user_id, 'thread_reply', 4 FROM notify_threads{{s}} k
+              WHERE %(root)s::text IS NOT NULL AND k.root_id = %(root)s
     UNION ALL SELECT k.user_id, 'keyword', 5 FROM notify_keywords{{s}} k
               WHERE k.first_word = ANY(%(words)s::text[]) AND strpos(%(norm)s, ' ' || k.phrase || ' ') > 0
     UNION ALL SELECT p.user_id, 'message', 6 FROM notify_channel_prefs{{s}} p
