@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench bench-post bench-notify bench-search clean
+.PHONY: install dev test bench bench-post bench-notify bench-search bench-files clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ bench-post: install  # needs wrk (Debian: apt-get install wrk)
 
 bench-notify: install  # ~1 min: @channel to 10,000 members; make bench-notify ARGS=--quick for 1,000
 	$(BIN)/python -m bench.notify $(ARGS)
+
+bench-files: install  # ~2 min: a 500 MiB upload, 40 thumbnails of a 12-MP JPEG; ARGS=--quick for 200 MiB, 15
+	$(BIN)/python -m bench.files $(ARGS)
 
 bench-search: install  # ~10 min (1M messages); add --quick by hand for a ~1.5 min run on 100k
 	$(BIN)/python -m bench.search

@@ -19,12 +19,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import msgspec
 import structlog
 from litestar import Controller, Request, Response, delete, post
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
 from commands.file_purge import purge
@@ -62,6 +66,17 @@ class UploadedOut(msgspec.Struct, frozen=True, omit_defaults=True):
     thumbnail_url: str | None = None
 
 
+@dataclass
+class UploadOperation(Operation):
+    """The upload's body in the OpenAPI document (the route reads the body itself, so Litestar
+    cannot infer it)."""
+
+    def __post_init__(self) -> None:
+        file_part = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY, description="the file")
+        form = Schema(type=OpenAPIType.OBJECT, properties={"file": file_part}, required=["file"])
+        self.request_body = RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=form)}, required=True)
+
+
 class FileDeletedOut(msgspec.Struct, frozen=True):
     id: str
     deleted: bool
@@ -80,9 +95,9 @@ class Stored:
     def original(self) -> str:
         return f"{self.prefix}/original"
 
-    async def open_original(self, mime: str) -> BlobWriter:
+    async def open_original(self, mime: str, observe: Callable[[bytes], object]) -> BlobWriter:
         self.keys.append(self.original)
-        return await self.blobs.writer(self.original, mime)
+        return await self.blobs.writer(self.original, mime, observe)
 
     async def put(self, name: str, data: bytes, mime: str) -> str:
         key = f"{self.prefix}/{name}"
@@ -130,14 +145,15 @@ async def thumbnails(services: Services, stored: Stored, mime: str) -> dict[str,
     """Width, height and thumbnails of an image (stored next to it); nothing for other files."""
     if not is_image(mime):
         return {}
-    facts = await services.thumbnailer.describe(lambda: services.blobs.open_sync(stored.original))
+    started = time.perf_counter()
+    facts = await services.thumbnailer.describe(services.blobs.source(stored.original))
     made = []
     for thumb in facts.thumbnails:
         key = await stored.put(f"thumb-{thumb.px}", thumb.data, thumb.mime)
         made.append(f.Thumbnail(px=thumb.px, key=key, width=thumb.width, height=thumb.height, mime=thumb.mime,
                                 size=len(thumb.data)))
-    if facts.error:
-        log.info("file.no_thumbnail", reason=facts.error, key=stored.original)
+    log.info("file.thumbnailed", key=stored.original, thumbnails=len(made), error=facts.error,
+             duration_ms=round((time.perf_counter() - started) * 1000, 1))
     return {"width": facts.width, "height": facts.height, "thumbnails": tuple(made), "thumbnail_error": facts.error}
 
 
@@ -152,6 +168,7 @@ class FileCommands(Controller):
 
     @post("/workspaces/{workspace_id:str}/files", status_code=201, operation_id="uploadFile",
           request_max_body_size=None,  # the upload enforces its own cap while streaming (commands/uploads.py)
+          operation_class=UploadOperation,
           description="multipart/form-data with the file in a part named `file`; streamed, never held in memory.")
     async def upload(self, request: Request, workspace_id: FromPath[str]) -> Response[UploadedOut]:
         services = services_of(request)

@@ -3,7 +3,7 @@
 The body is read straight from the ASGI ``receive`` channel and fed to ``multipart``'s push
 parser (Litestar's own form parsing would first spool the file to a temporary file). The part
 named ``file`` goes to a ``BlobWriter`` as it arrives: its first ``SNIFF_BYTES`` decide its type,
-its sha256 and size are computed on the way, and the upload stops with 413 as soon as it passes
+its size is counted and its sha256 computed on the way (in the writer's thread, beside the event loop), and the upload stops with 413 as soon as it passes
 the size cap or the workspace's remaining quota, without reading the rest. Other form fields
 are skipped (at most ``MAX_FIELDS_BYTES`` of them). Anything malformed is a 4xx problem, and a
 failure at any point discards what was written: the caller gets a committed blob or nothing.
@@ -130,7 +130,7 @@ class _FilePart:
     """The ``file`` part: sniffed, hashed, counted and written as it arrives."""
 
     def __init__(self, segment: MultipartSegment, limits: Limits,
-                 open_writer: Callable[[str], Awaitable[BlobWriter]]) -> None:
+                 open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]]) -> None:
         self.name = clean_name(segment.filename)
         self.limits = limits
         self.open_writer = open_writer
@@ -143,7 +143,6 @@ class _FilePart:
     async def feed(self, data: bytes) -> None:
         self.size += len(data)
         self.limits.check(self.size)
-        self.hash.update(data)
         if self.writer is not None:
             await self.writer.write(data)
             return
@@ -153,7 +152,7 @@ class _FilePart:
 
     async def _start(self, complete: bool) -> None:
         self.mime = sniff(bytes(self.head[:SNIFF_BYTES]), complete=complete)
-        self.writer = await self.open_writer(self.mime)
+        self.writer = await self.open_writer(self.mime, self.hash.update)  # hashed in the writer's thread
         head, self.head = bytes(self.head), bytearray()
         await self.writer.write(head)
 
@@ -163,7 +162,7 @@ class _FilePart:
         if self.writer is None:
             await self._start(complete=True)
         assert self.writer is not None
-        await self.writer.commit()
+        await self.writer.commit()  # every chunk has been hashed once this returns
         return Received(self.name, self.size, self.hash.hexdigest(), self.mime)
 
     async def discard(self) -> None:
@@ -172,8 +171,8 @@ class _FilePart:
 
 
 async def receive_file(chunks: AsyncIterator[bytes], boundary: bytes, limits: Limits,
-                       open_writer: Callable[[str], Awaitable[BlobWriter]]) -> Received:
-    """Stream the ``file`` part of the body into the writer ``open_writer(mime)`` gives, and commit
+                       open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]]) -> Received:
+    """Stream the ``file`` part of the body into the writer ``open_writer(mime, observe)`` gives, and commit
     it once the whole body has been read and found well-formed."""
     part: _FilePart | None = None
     received: Received | None = None
@@ -202,7 +201,7 @@ async def receive_file(chunks: AsyncIterator[bytes], boundary: bytes, limits: Li
 
 
 def _segment(segment: MultipartSegment, part: _FilePart | None, limits: Limits,
-             open_writer: Callable[[str], Awaitable[BlobWriter]]) -> _FilePart | bool:
+             open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]]) -> _FilePart | bool:
     if segment.name != FIELD:
         return False
     if part is not None:

@@ -20,6 +20,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,6 +34,17 @@ WRITE_BATCH = 1 << 20
 READ_CHUNK = 256 << 10
 S3_PART_SIZE = 8 << 20
 """s3fs buffers a part in memory before sending it (its default is 50 MiB per open upload)."""
+
+
+@dataclass(frozen=True)
+class BlobSource:
+    """A blob to read in another process (fsspec file systems pickle with their settings)."""
+
+    fs: fsspec.AbstractFileSystem
+    path: str
+
+    def open(self) -> Any:
+        return self.fs.open(self.path, "rb")
 
 
 class BlobWriter(Protocol):
@@ -53,8 +65,10 @@ class BlobStore(Protocol):
 
     url: str
 
-    async def writer(self, key: str, content_type: str | None = None) -> BlobWriter:
-        """A writer for a new blob at ``key`` (``content_type`` is stored where the backend can)."""
+    async def writer(self, key: str, content_type: str | None = None,
+                     observe: Callable[[bytes], Any] | None = None) -> BlobWriter:
+        """A writer for a new blob at ``key`` (``content_type`` is stored where the backend can);
+        ``observe`` is called with every chunk, in order, off the event loop (e.g. a hash's update)."""
         ...
 
     async def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
@@ -79,6 +93,10 @@ class BlobStore(Protocol):
 
     def open_sync(self, key: str) -> Any:
         """A blocking binary file object for reading ``key``; only inside ``call``."""
+        ...
+
+    def source(self, key: str) -> BlobSource:
+        """``key`` as something another process can open."""
         ...
 
     async def presigned_url(self, key: str, *, expires_s: int, content_type: str, disposition: str) -> str | None:
@@ -108,13 +126,17 @@ class FsspecBlobStore:
     def open_sync(self, key: str) -> Any:
         return self._fs.open(self._path(key), "rb")
 
-    async def writer(self, key: str, content_type: str | None = None) -> BlobWriter:
+    def source(self, key: str) -> BlobSource:
+        return BlobSource(self._fs, self._path(key))
+
+    async def writer(self, key: str, content_type: str | None = None,
+                     observe: Callable[[bytes], Any] | None = None) -> BlobWriter:
         path = self._path(key)
         if self._local:
-            return await self.call(_local_writer, self, path)
+            return await self.call(_local_writer, self, path, observe)
         extra = {"ContentType": content_type} if content_type else {}
         handle = await self.call(lambda: self._fs.open(path, "wb", autocommit=False, block_size=S3_PART_SIZE, **extra))
-        return _s3_writer(self, handle)
+        return _s3_writer(self, handle, observe)
 
     async def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         writer = await self.writer(key, content_type)
@@ -172,32 +194,42 @@ class FsspecBlobStore:
 
 
 class _Writer:
-    """Bytes gathered to ``WRITE_BATCH``, each batch written in a thread while the next one is
-    gathered (at most one write in flight: memory stays at about two batches). ``finish`` and
-    ``drop`` run in a thread and close the handle themselves."""
+    """Chunks gathered to ``WRITE_BATCH``, each batch written in a thread while the next one is
+    gathered (at most one write in flight: memory stays at about two batches). ``observe`` sees
+    every chunk in that thread, in order (hashing there runs beside the event loop: hashlib lets go
+    of the GIL). ``finish`` and ``drop`` run in a thread and close the handle themselves."""
 
     def __init__(self, store: FsspecBlobStore, write: Callable[[bytes], Any], *, finish: Callable[[], None],
-                 drop: Callable[[], None]) -> None:
+                 drop: Callable[[], None], observe: Callable[[bytes], Any] | None = None) -> None:
         self._store = store
         self._write = write
         self._finish = finish
         self._drop = drop
-        self._buffer = bytearray()
+        self._observe = observe
+        self._chunks: list[bytes] = []
+        self._gathered = 0
         self._pending: asyncio.Future[Any] | None = None
         self._done = False
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= WRITE_BATCH:
+        self._chunks.append(data)
+        self._gathered += len(data)
+        if self._gathered >= WRITE_BATCH:
             await self._flush()
+
+    def _write_batch(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            if self._observe is not None:
+                self._observe(chunk)
+            self._write(chunk)
 
     async def _flush(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             await pending
-        if self._buffer:
-            batch, self._buffer = bytes(self._buffer), bytearray()
-            self._pending = asyncio.ensure_future(self._store.call(self._write, batch))
+        if self._chunks:
+            batch, self._chunks, self._gathered = self._chunks, [], 0
+            self._pending = asyncio.ensure_future(self._store.call(self._write_batch, batch))
 
     async def commit(self) -> None:
         await self._flush()
@@ -220,12 +252,14 @@ class _Writer:
         await self._store.call(self._drop)
 
 
-def _local_writer(store: FsspecBlobStore, path: str) -> _Writer:
+def _local_writer(store: FsspecBlobStore, path: str, observe: Callable[[bytes], Any] | None) -> _Writer:
     part = path + ".part"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     handle = open(part, "xb")  # noqa: SIM115 - closed by finish or drop
 
     def finish() -> None:
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the event that names it is appended
         handle.close()
         os.replace(part, path)  # same directory: atomic
 
@@ -234,10 +268,10 @@ def _local_writer(store: FsspecBlobStore, path: str) -> _Writer:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(part)
 
-    return _Writer(store, handle.write, finish=finish, drop=drop)
+    return _Writer(store, handle.write, finish=finish, drop=drop, observe=observe)
 
 
-def _s3_writer(store: FsspecBlobStore, handle: Any) -> _Writer:
+def _s3_writer(store: FsspecBlobStore, handle: Any, observe: Callable[[bytes], Any] | None) -> _Writer:
     def finish() -> None:
         handle.close()  # uploads the last part; with autocommit=False nothing is visible yet
         handle.commit()  # completes the multipart upload
@@ -246,7 +280,7 @@ def _s3_writer(store: FsspecBlobStore, handle: Any) -> _Writer:
         handle.discard()  # aborts the multipart upload, if one was started
         handle.closed = True  # or fsspec's close (also on garbage collection) would start another
 
-    return _Writer(store, handle.write, finish=finish, drop=drop)
+    return _Writer(store, handle.write, finish=finish, drop=drop, observe=observe)
 
 
 def open_blob_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None,

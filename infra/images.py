@@ -1,11 +1,9 @@
 """Image facts and thumbnails with Pillow, off the event loop.
 
-``describe`` is blocking and pure CPU + reading: the ``Thumbnailer`` runs it in threads of its
-own (Pillow releases the GIL while it decodes, resizes and encodes, so the event loop keeps
-serving meanwhile; a process pool would add a copy of every image and a slower start for no
-gain here). Safety, for images from anyone:
+``describe`` is blocking and pure CPU + reading: the ``Thumbnailer`` runs it in worker processes
+(see there why not threads). Safety, for images from anyone:
 - the pixel count is checked from the header, before anything is decoded (``max_pixels``; Pillow's
-  own ``Image.MAX_IMAGE_PIXELS`` is set to the same limit for the process, so its check at open
+  own ``Image.MAX_IMAGE_PIXELS`` is set to the same limit in the workers, so its check at open
   agrees); a decompression bomb gets no thumbnail, not a 500;
 - JPEGs are decoded at 1/2, 1/4 or 1/8 scale when that still covers the largest thumbnail
   (``draft``), which makes a 12-megapixel photo cheap;
@@ -18,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -105,27 +105,47 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
+def _init_worker(max_pixels: int) -> None:
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own check at open agrees with describe()'s
+
+
+def _describe_blob(source: Any, sizes: Sequence[int], max_pixels: int) -> ImageFacts:
+    try:
+        with source.open() as handle:
+            return describe(handle, sizes=sizes, max_pixels=max_pixels)
+    except OSError as exc:
+        return ImageFacts(error=f"could not read the file: {_reason(exc)}")
+
+
 class Thumbnailer:
-    """Runs ``describe`` in ``workers`` threads (the decode is CPU-heavy: with 2 cores, one thread
-    leaves the other to the event loop)."""
+    """Runs ``describe`` in ``workers`` processes of its own, started on first use ("spawn": the
+    server has threads, so no fork). Untrusted images are decoded outside the server process: a
+    decoder that crashes or balloons takes a worker down, not the server, and the event loop never
+    competes with the decoder for the GIL (with 2 cores, one worker leaves the other to it). The
+    image is read by the worker itself (``source.open()``, a picklable ``BlobSource``); only the
+    thumbnails travel back."""
 
     def __init__(self, workers: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS, sizes: Sequence[int] = SIZES) -> None:
-        Image.MAX_IMAGE_PIXELS = max_pixels  # process-wide, and the same limit describe() checks first
+        self.workers = workers
         self.max_pixels = max_pixels
         self.sizes = tuple(sizes)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="thumbnails")
+        self._pool: ProcessPoolExecutor | None = None
 
-    async def describe(self, open_source: Callable[[], Any]) -> ImageFacts:
-        """Facts and thumbnails of the image ``open_source()`` opens (a blocking binary file,
-        closed afterwards), computed in this thumbnailer's threads."""
-        def run() -> ImageFacts:
-            try:
-                with open_source() as source:
-                    return describe(source, sizes=self.sizes, max_pixels=self.max_pixels)
-            except OSError as exc:
-                return ImageFacts(error=f"could not read the file: {_reason(exc)}")
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(self.max_pixels,))
+        return self._pool
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+    async def describe(self, source: Any) -> ImageFacts:
+        """Facts and thumbnails of the image ``source.open()`` opens (a blocking binary file)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor(), _describe_blob, source, self.sizes, self.max_pixels)
+        except BrokenProcessPool as exc:
+            self._pool = None  # the next image gets a fresh worker
+            return ImageFacts(error=f"the image decoder crashed: {_reason(exc)}")
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
