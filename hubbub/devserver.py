@@ -17,7 +17,8 @@ import pwd
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 from pathlib import Path
 
 import psutil
@@ -217,11 +218,22 @@ def _run(settings: Settings, stop: list[int], note: str) -> int:
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES)
     try:
-        asyncio.run(_Server(config, stop, note).serve())
+        _event_loop_run(_Server(config, stop, note).serve())
     except SystemExit as exc:  # uvicorn exits this way when the app or the socket fails at start
         if exc.code not in (0, None):
             raise StartError("the server did not start; the log above says why") from None
     return 0
+
+
+def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` on uvloop when it is installed (uvicorn[standard] brings it), as uvicorn
+    itself picks for ``--workers``: one worker served on asyncio's own loop took ~25% more CPU."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _bind_tcp_socket(config: uvicorn.Config) -> socket.socket:
