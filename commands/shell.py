@@ -82,11 +82,8 @@ class StateCache:
 def _fold(decider: Decider[S, Any], loaded: _Loaded[S], tail: Sequence[RecordedEvent]) -> _Loaded[S]:
     if not tail:
         return loaded
-    state, positions = loaded.state, dict(loaded.positions)
-    for recorded in tail:
-        if not isinstance(recorded.event, UnknownEvent):
-            state = decider.evolve(state, recorded.event)
-        positions[recorded.event_id] = recorded.position
+    state = decider.evolve_all(loaded.state, [r.event for r in tail if not isinstance(r.event, UnknownEvent)])
+    positions = {**loaded.positions, **{r.event_id: r.position for r in tail}}
     return _Loaded(state, tail[-1].version, positions)
 
 

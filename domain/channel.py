@@ -210,6 +210,25 @@ def evolve(state: Channel, event: Event) -> Channel:
     return state
 
 
+def fold(state: Channel, events: Sequence[Event]) -> Channel:
+    """``evolve`` over ``events``, with the members of a run of joins and leaves gathered in one
+    mutable set and frozen once (not copied per event)."""
+    members: set[str] | None = None
+    for event in events:
+        match event:
+            case ChannelMemberJoined() | ChannelMemberLeft():
+                members = set(state.members) if members is None else members
+                if isinstance(event, ChannelMemberJoined):
+                    members.add(event.user_id)
+                else:
+                    members.discard(event.user_id)
+            case _:
+                if members is not None:
+                    state, members = replace(state, members=frozenset(members)), None
+                state = evolve(state, event)
+    return state if members is None else replace(state, members=frozenset(members))
+
+
 def visible(state: Channel, actor_id: str, role: str | None) -> Channel:
     if not access.can_see_channel(role, state, actor_id):
         raise NotFound("no such channel")
@@ -353,7 +372,7 @@ def decide(state: Channel, command: ChannelCommand) -> Sequence[Event]:
             return _remove(state, command)
 
 
-CHANNEL: Decider[Channel, ChannelCommand] = Decider("channel", Channel(), evolve, decide)
+CHANNEL: Decider[Channel, ChannelCommand] = Decider("channel", Channel(), evolve, decide, fold)
 
 
 # -- unique names: stream ``channelname-{ws}-{name}`` --------------------------------------------

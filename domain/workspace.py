@@ -169,6 +169,38 @@ def evolve(state: Workspace, event: Event) -> Workspace:
     return state
 
 
+def fold(state: Workspace, events: Sequence[Event]) -> Workspace:
+    """``evolve`` over ``events``, with members and invites of a run of membership events kept
+    in mutable dicts and set once (not copied per event)."""
+    members: dict[str, str] | None = None
+    invites: dict[str, Invite] = {}
+    for event in events:
+        match event:
+            case InviteCreated() | MemberJoined() | RoleChanged() | MemberLeft():
+                if members is None:
+                    members, invites = dict(state.members), dict(state.invites)
+                _apply(members, invites, event)
+            case _:
+                if members is not None:
+                    state, members = replace(state, members=members, invites=invites), None
+                state = evolve(state, event)
+    return state if members is None else replace(state, members=members, invites=invites)
+
+
+def _apply(members: dict[str, str], invites: dict[str, Invite], event: Event) -> None:
+    match event:
+        case InviteCreated():
+            invites[event.code_hash] = Invite(event.role, event.expires_at)
+        case MemberJoined():
+            if event.code_hash in invites:
+                invites[event.code_hash] = replace(invites[event.code_hash], used_by=event.user_id)
+            members[event.user_id] = event.role
+        case RoleChanged():
+            members[event.user_id] = event.role
+        case MemberLeft():
+            members.pop(event.user_id, None)
+
+
 def member_role(state: Workspace, user_id: str) -> str:
     """The caller's role, or NotFound: a workspace you are not in looks like no workspace."""
     role = access.role_of(state.members, user_id)
@@ -255,4 +287,4 @@ def decide(state: Workspace, command: WorkspaceCommand) -> Sequence[Event]:
             return _remove(state, command)
 
 
-WORKSPACE: Decider[Workspace, WorkspaceCommand] = Decider("workspace", Workspace(), evolve, decide)
+WORKSPACE: Decider[Workspace, WorkspaceCommand] = Decider("workspace", Workspace(), evolve, decide, fold)
