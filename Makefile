@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench bench-post bench-notify bench-search bench-files clean
+.PHONY: install dev test bench bench-post bench-search bench-notify bench-realtime bench-files clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ bench-post: install  # needs wrk (Debian: apt-get install wrk)
 
 bench-notify: install  # ~1 min: @channel to 10,000 members; make bench-notify ARGS=--quick for 1,000
 	$(BIN)/python -m bench.notify $(ARGS)
+
+bench-realtime: install  # ~6 min; add --quick by hand for a ~1.5 min smoke run
+	$(BIN)/python -m bench.realtime
 
 bench-files: install  # ~2 min: a 500 MiB upload, 40 thumbnails of a 12-MP JPEG; ARGS=--quick for 200 MiB, 15
 	$(BIN)/python -m bench.files $(ARGS)

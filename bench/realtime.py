@@ -1,0 +1,247 @@
+"""The realtime gateway under load: ``python -m bench.realtime [--quick] [--no-deflate]``.
+
+Measures, in one run, against a real ``hubbub serve --workers 2`` (each worker is a gateway), the
+targets of issue 4 ("Performance"):
+
+1. post sent -> ``message.posted`` frame received by the channel's other members, p50 / p99, at
+   200 posts/s offered (open loop, paced) with 1,000 connected clients; the posts go to 100
+   private channels of 10 connected members (public channels are visible to, and so delivered to,
+   every member of the workspace: 200/s into them would be 200,000 deliveries/s, phase 3's subject);
+2. fan-out: a message to ``#general`` with every user connected (10,000; ``--quick``: 2,000):
+   time until the last member has it, p99 over 20 messages (``--quick``: 5) sent 2 s apart; then
+   a burst (20 messages at once) to see how many deliveries/s each gateway process drains, and
+   how many per second of its CPU;
+3. memory: RSS growth of the worker processes per idle authenticated socket (psutil), from before
+   the first socket to all connected, and for the last 9,000 alone;
+4. presence storm: with every user connected (each socket is a presence device, so all are
+   online), 1,000 ``{"op":"presence"}`` frames/s over the sockets (away on the first pass over
+   the users, active on the next, ...); the ``presence.changed`` frames each socket gets in any
+   1 s, what ``PresenceFanout`` publishes on NATS (observed by a NATS client of the benchmark),
+   and how long a change takes to be published there.
+
+Latency is (time a frame arrived) - (time the POST was written to its socket), both from
+``time.monotonic()`` (CLOCK_MONOTONIC, one clock for all processes of the machine); frames are
+matched to posts by their text ``rt:<key>``. Clients: ``websockets`` asyncio clients in 4
+processes of their own (RLIMIT_NOFILE raised in each), offering permessage-deflate as browsers
+do (``--no-deflate`` for none); posts from paced processes with a small keep-alive HTTP client.
+All of it, the server, PostgreSQL, NATS and Redis share the machine's 2 cores: the generators'
+CPU is reported per phase next to the server's (and what other processes on the machine used). Users are made over HTTP
+(``HUBBUB_INSECURE_FAST_PASSWORDS=true``, post rate limit raised; set-up time reported).
+Table on stdout, progress on stderr, ``bench/results/realtime[-quick].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench._common import RESULTS_DIR, logs_to_stderr, machine_facts, markdown_table, progress, rate
+from bench._server import running_server
+from bench._ws_clients import Fleet
+from bench._ws_http import raise_nofile
+from bench._ws_phases import Ctx, phase_fanout, phase_latency, phase_memory
+from bench._ws_presence import phase_presence
+from bench._ws_server import log_summary, settled_memory, workers
+from bench._ws_setup import build, wait_projections
+
+WORKERS = 2
+SERVER_SETTINGS = {
+    "HUBBUB_INSECURE_FAST_PASSWORDS": "true",
+    "HUBBUB_RATE_POST_PER_S": "1000000",
+    "HUBBUB_RATE_POST_BURST": "1000000",
+}
+TARGETS = {"p50_ms": 15, "p99_ms": 50, "fanout_all_ms": 1000, "deliveries_per_s": 50_000, "kib_per_socket": 32,
+           "presence_frames_per_s": 1, "presence_lag_ms": 2000}
+
+
+@dataclass(frozen=True)
+class Plan:
+    users: int
+    latency_clients: int
+    group_size: int
+    post_rate: int
+    post_warmup_s: float
+    post_s: float
+    fanout_messages: int
+    fanout_gap_s: float
+    burst_messages: int
+    presence_rate: int
+    presence_s: float
+    client_processes: int
+
+
+FULL = Plan(users=10_000, latency_clients=1_000, group_size=10, post_rate=200, post_warmup_s=5, post_s=20,
+            fanout_messages=20, fanout_gap_s=2, burst_messages=20, presence_rate=1000, presence_s=15, client_processes=4)
+QUICK = Plan(users=2_000, latency_clients=1_000, group_size=10, post_rate=200, post_warmup_s=3, post_s=8,
+             fanout_messages=5, fanout_gap_s=2, burst_messages=20, presence_rate=1000, presence_s=5, client_processes=4)
+
+
+def run(plan: Plan, deflate: bool, save) -> dict:
+    results: dict = {"machine": machine_facts(), "plan": asdict(plan), "workers": WORKERS, "deflate": deflate,
+                     "server_settings": SERVER_SETTINGS, "nofile": raise_nofile(), "code": _code()}
+    with running_server(WORKERS, SERVER_SETTINGS) as srv:
+        progress(f"set-up over HTTP: {plan.users:,} users who accept an invite (and so join #general), "
+                 f"{plan.latency_clients // plan.group_size} private channels of {plan.group_size}")
+        began = time.monotonic()
+        world = asyncio.run(build(srv.base_url, plan.users, plan.latency_clients, plan.group_size))
+        caught = wait_projections(srv.database_url)
+        results["setup"] = world.timings_s | {"projections_s": round(caught, 1), "total_s": round(time.monotonic() - began, 1)}
+        progress(f"  set-up took {results['setup']}")
+        procs = workers(srv.pids["server"])
+        if len(procs) != WORKERS:
+            raise SystemExit(f"expected {WORKERS} worker processes under hubbub serve, found {len(procs)}")
+        before_any = settled_memory(procs)
+        port = urlsplit(srv.base_url).port
+        fleet = Fleet(f"ws://127.0.0.1:{port}/api/v1/ws", world.tokens, plan.client_processes, deflate)
+        try:
+            ctx = Ctx(srv, world, fleet, procs, plan, port)
+            results["latency"] = phase_latency(ctx)
+            save(results)
+            before_rest = settled_memory(procs)
+            results["memory"] = phase_memory(ctx, before_any, before_rest)
+            save(results)
+            results["fanout"] = phase_fanout(ctx)
+            save(results)
+            after = results["fanout"]["rss_after_spaced"]
+            results["memory"]["per_socket_kib_after_fanout"] = round(
+                (after["rss"] - before_any["rss"]) / results["memory"]["open_sockets"] / 1024, 1)
+            results["presence"] = phase_presence(ctx)
+            results["clients_end"] = fleet.stats()
+            results["close"] = fleet.close()
+            progress(f"clients at the end: {results['clients_end']}; closed in {results['close']['seconds']:.1f}s")
+        finally:
+            fleet.stop()
+            results["server_log_warnings"] = log_summary(srv.log_path)
+            save(results)
+    return results
+
+
+def _code() -> dict[str, object]:
+    """The commit measured, and files changed but not committed (the server runs from this tree)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+
+    return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": git("status", "--short", "--", "realtime",
+                                                                           "hubbub", "infra").splitlines()}
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _v(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _cpu(phase: dict) -> str:
+    c = phase["cpu_pct_of_one_core"]
+    return (f"server {c.get('server')}%, PostgreSQL {c.get('postgres')}%, NATS {c.get('nats')}%, Redis {c.get('redis')}%, "
+            f"WebSocket clients {c.get('ws_clients')}%, pacers {c.get('pacers')}%, other processes on the machine "
+            f"{c.get('other_processes')}% (machine {phase['machine_cpu_pct']}% of 2 cores)")
+
+
+def report(r: dict) -> str:
+    lat, mem, fan, pres, plan = r["latency"], r["memory"], r["fanout"], r["presence"], r["plan"]
+    sp, burst, pd = fan["spaced"], fan["burst"], mem["presence_after_connect"]
+    n = mem["open_sockets"]
+    best_rate = max((w["per_s"] or 0 for w in burst["per_worker"].values()), default=0)
+    best_cpu = max((w["per_worker_cpu_s"] or 0 for w in burst["per_worker"].values()), default=0)
+    rate_ok = True if best_rate >= TARGETS["deliveries_per_s"] else (None if best_cpu >= TARGETS["deliveries_per_s"] else False)
+    no_presence = pres["sockets_with_presence_frames"] == 0
+    why = (f"not measurable yet: no socket got a presence.changed frame ({pres['nats_frames']} were published on NATS "
+           f"hubbub.ws.{{ws}}.presence)")
+    lag = pres["publish_lag_ms"]
+    vacuous = pres["changes_published"] < 0.9 * pres["sent"]  # few frames: "at most one a second" proves nothing
+    rows = [
+        [f"post -> frame at other clients, p50 ({lat['offered_per_s']} posts/s, {lat['connect']['ok']:,} clients)",
+         f"{lat['latency_ms']['p50']:.1f} ms", "< 15 ms", _v(lat["latency_ms"]["p50"] < TARGETS["p50_ms"])],
+        ["the same, p99", f"{lat['latency_ms']['p99']:.1f} ms (max {lat['latency_ms']['max']:.0f})", "< 50 ms",
+         _v(lat["latency_ms"]["p99"] < TARGETS["p99_ms"])],
+        [f"fan-out: all {sp['members']:,} members have it, p99 over {sp['messages']} messages",
+         f"{sp['time_to_all_ms']['p99']:.0f} ms (p50 {sp['time_to_all_ms']['p50']:.0f})", "< 1 s at 10,000",
+         _v(sp["time_to_all_ms"]["p99"] < TARGETS["fanout_all_ms"])],
+        ["deliveries/s one gateway process drains (burst; per CPU-second of it)",
+         f"{rate(best_rate)}/s ({rate(best_cpu)} per CPU-s)", ">= 50,000/s", _v(rate_ok)],
+        [f"RSS per idle authenticated socket at {n:,} (from none; last {n - lat['connect']['ok']:,} only)",
+         f"{mem['per_socket_kib_from_zero']} KiB ({mem['per_socket_kib_marginal']} KiB)", "<= 32 KiB",
+         _v(mem["per_socket_kib_from_zero"] <= TARGETS["kib_per_socket"])],
+        [f"presence storm: most presence frames any socket got in 1 s ({pres['users_online']:,} online, "
+         f"{pres['offered_per_s']:,}/s changes)", why if no_presence else ("vacuous: " if vacuous else "") + f"{pres['socket_max_frames_in_1s']} ({pres['sockets_with_2_in_1s']:,} of "
+         f"{pres['sockets_with_presence_frames']:,} sockets got 2; shortest gap {pres['socket_gap_ms']['min']:.0f} ms)", "<= 1",
+         "n/a" if no_presence or vacuous else _v(pres["socket_max_frames_in_1s"] <= TARGETS["presence_frames_per_s"])],
+        ["presence storm: changes sent/s; published on NATS within, p99",
+         f"{pres['sent_per_s']:,.0f}/s; {lag['p99']:.0f} ms ({pres['changes_published']:,}/{pres['sent']:,} published; "
+         f"max {pres['nats_max_frames_in_1s']} frames/s on NATS)", "1,000/s; ~1-2 s",
+         _v(pres["sent_per_s"] >= 0.95 * pres["offered_per_s"] and lag["p99"] <= TARGETS["presence_lag_ms"])],
+    ]
+    table = markdown_table(["what (issue 4 target)", "measured", "target", ""], rows)
+    m, s = r["machine"], r["setup"]
+    notes = [
+        f"- Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, load average at "
+        f"start {m['loadavg_1m']}. `hubbub serve --workers {r['workers']}` (each worker a gateway) with durable embedded "
+        "PostgreSQL, NATS and Redis; the WebSocket clients (4 processes) and pacers run on the SAME 2 cores and compete "
+        "with the server: their CPU is shown per phase. Clients "
+        + ("offer permessage-deflate (as browsers do; uvicorn accepts it)." if r["deflate"] else "offer no compression."),
+        f"- Code: {r['code']['head']}, uncommitted in realtime/ hubbub/ infra/: {r['code']['uncommitted'] or 'none'}. "
+        f"Set-up over HTTP ({plan['users']:,} users): {s}.",
+        f"- Phase 1: posts {lat['statuses']} ({lat['unanswered']} unanswered at the cut-off), accepted in p50 "
+        f"{lat['accept_ms']['p50']:.1f} / p99 {lat['accept_ms']['p99']:.1f} ms after being written (the pacer's wait for one "
+        f"of its 64 connections: p99 {lat['send_lag_ms']['p99']:.0f} ms); deliveries {lat['deliveries_received']:,}/{lat['deliveries_expected']:,}; from "
+        f"when each post was due: p50 {lat['latency_from_due_ms']['p50']:.1f} / p99 {lat['latency_from_due_ms']['p99']:.1f} ms. "
+        f"From the 201 to the frame: p50 {lat['latency_from_201_ms']['p50']:.1f} / p99 "
+        f"{lat['latency_from_201_ms']['p99']:.1f} ms. CPU: {_cpu(lat)}. Connecting: {lat['connect']['per_s']:,.0f} sockets/s.",
+        f"- Phase 2 (connect the rest): {mem['connect']['ok']:,} in {mem['connect']['seconds']:.0f}s "
+        f"({mem['connect']['per_s']:,.0f}/s, failed {mem['connect']['failed']}), sockets per worker "
+        f"{mem['sockets_per_worker']}. CPU: {_cpu(mem['connect'])}. RSS {mem['rss_before_any_socket']['rss'] / 2**20:.0f} -> "
+        f"{mem['rss_idle_all']['rss'] / 2**20:.0f} MiB (USS {mem['uss_per_socket_kib_from_zero']} KiB per socket); after "
+        f"the fan-out frames: {mem['per_socket_kib_after_fanout']} KiB per socket. Every connect is a presence change that "
+        f"every connected member hears: the clients read {pd['presence_frames']:,} presence.changed frames "
+        f"({pd['presence_mib']:,} MiB) during this phase, the last {pd['drain_s']} s after the last connect (phase 3 "
+        f"waits for that); CPU meanwhile: {_cpu(pd)}.",
+        f"- Phase 3a, after the gateways were responsive again ({fan['settle']['settle_s']} s of probes after phase 2's "
+        f"presence frames stopped; probes: (s, reached, ms to all) {fan['settle']['probes'][-6:]}): each delivery p50 {sp['delivery_ms']['p50']:.0f} / p99 {sp['delivery_ms']['p99']:.0f} ms; time to all "
+        f"per message {sp['time_to_all_each_ms']} ms. CPU: {_cpu(sp)}.",
+        f"- Phase 3b: {burst['deliveries']:,}/{burst['expected']:,} delivered, {rate(burst['per_s_from_first_post'] or 0)}/s "
+        f"from the first post to the last frame; per worker {burst['per_worker']}. CPU: {_cpu(burst)}.",
+        f"- Phase 4: {pres['sent']:,} presence frames sent by the clients (send lag p99 {pres['send_lag_ms']['p99']:.0f} ms); "
+        f"NATS: {pres['nats_frames']} presence.changed frames carrying {pres['nats_changes']:,} changes; publish lag p50 "
+        f"{lag['p50']:.0f} / p99 {lag['p99']:.0f} / max {lag['max']:.0f} ms; sockets: {pres['socket_frames']:,} frames to "
+        f"{pres['sockets_with_presence_frames']:,} sockets, the last {pres['socket_frames_last_s']} s after the storm "
+        f"began ({pres['seconds']:.0f} s long); {pres['sockets_with_2_in_1s']:,} sockets got two within 1 s (shortest gap "
+        f"{pres['socket_gap_ms']['min']} ms, p50 {pres['socket_gap_ms']['p50']} ms); {pres['socket_kib_per_s']} KiB/s of "
+        f"presence per socket. CPU: {_cpu(pres)}; per worker {pres['worker_cpu_pct']}%.",
+        f"- Sockets closed by the server during the run: {r['clients_end']['closed'] or 'none'}. Warnings and errors in "
+        f"the server's log: {r.get('server_log_warnings') or 'none'}.",
+    ]
+    return table + "\n\n" + "\n".join(notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.realtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2,000 users, shorter phases (a few minutes)")
+    parser.add_argument("--no-deflate", action="store_true", help="clients offer no permessage-deflate")
+    args = parser.parse_args(argv)
+    logs_to_stderr()
+    began = time.monotonic()
+    RESULTS_DIR.mkdir(exist_ok=True)
+    name = "realtime" + ("-quick" if args.quick else "") + ("-no-deflate" if args.no_deflate else "") + ".json"
+
+    def save(results: dict) -> None:  # after every phase: a failure later keeps what was measured
+        (RESULTS_DIR / name).write_text(json.dumps(results, indent=2, default=str))
+
+    results = run(QUICK if args.quick else FULL, deflate=not args.no_deflate, save=save)
+    results["total_s"] = round(time.monotonic() - began, 1)
+    save(results)
+    print(report(results))
+    progress(f"done in {results['total_s']:.0f}s; raw numbers in {RESULTS_DIR / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
