@@ -49,6 +49,8 @@ class Connection:
         self.done = asyncio.Event()
         self.heard_at = 0.0
         """When the client's last heartbeat came (loop time; 0 before the first)."""
+        self.live = False
+        """Whether ``ready`` has been queued: ephemeral frames (typing, presence) wait for it."""
         self.device_id = uuid.uuid4().hex
         """This socket as a presence device (one session may hold several sockets)."""
         self.status: Literal["active", "away"] = "active"

@@ -111,6 +111,7 @@ class Gateway:
             conn.send(protocol.encode({"op": "ready", "position": start, "heartbeat_s": self.heartbeat_s,
                                        "session_id": principal.session_id, "user_id": principal.user_id,
                                        "resumed": start == resume_from}))
+            conn.live = True
             if resume_from is not None and start != resume_from:  # after ready: a client reads ready first
                 conn.send(protocol.error_frame("resume_unavailable", "too much was missed to replay; refetch your "
                                                                      "state over HTTP; events after the ready position follow"))

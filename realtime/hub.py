@@ -184,7 +184,7 @@ class Hub:
             typist = (msg.headers or {}).get(subjects.TYPIST)
             frame = msg.data.decode()
             for conn in list(self.listeners.get(msg.subject, ())):
-                if conn.user_id != typist and conn.buffer is None:  # a socket mid-sync misses it: it expires anyway
+                if conn.user_id != typist and conn.live:
                     conn.send(frame)
             return
         try:
@@ -214,7 +214,8 @@ class Hub:
             frame = json.dumps({"op": "event", "type": "presence.changed", "workspace_id": pending["workspace_id"],
                                 "data": {"items": list(pending["items"].values())}})
             for conn in list(self.listeners.get(subject, ())):
-                conn.send(frame)
+                if conn.live:  # before ready, a client has nothing to apply it to (it reads the list after)
+                    conn.send(frame)
         if self._presence:
             self._schedule_presence()
 
