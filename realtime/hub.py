@@ -109,7 +109,13 @@ class Hub:
                 self._refs[subject] += 1
                 self.listeners[subject].add(conn)
         # A PING answered means the server has every SUB sent before it, ours or a racing caller's.
-        await self.nc.flush(timeout=5)
+        # Our 5 s bound is kept outside nats-py's flush: when its own timeout cancels the PING's
+        # future, the late PONG then fails its read loop (InvalidStateError) and it reconnects,
+        # re-syncing every socket (nats.py #624-like; seen under load). Shielded, the flush just
+        # finishes later.
+        flush = asyncio.ensure_future(self.nc.flush(timeout=60))
+        async with asyncio.timeout(5):
+            await asyncio.shield(flush)
 
     async def unwatch(self, conn: Connection, unwanted: Collection[str]) -> None:
         async with self._lock:
