@@ -18,7 +18,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from psycopg_pool import AsyncConnectionPool
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from commands import accounts as accounts_commands
 from commands import channels as channels_commands
@@ -149,7 +149,11 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     stack.push_async_callback(store.close)
     nc = await _connect_nats(settings.nats_url)
     stack.push_async_callback(nc.close)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    # A pool that waits for a free connection (at most 2 s) instead of failing: redis-py's default
+    # refuses the 101st concurrent command, which lost presence updates and rate-limit checks
+    # under 10,000 sockets' heartbeats (bench/realtime.py).
+    redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=200, timeout=2, socket_connect_timeout=2, socket_timeout=5))
     stack.push_async_callback(redis.aclose)
     watcher = consistency.CheckpointWatcher(pool, database_url)
     await watcher.start()

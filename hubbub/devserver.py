@@ -33,7 +33,11 @@ PID_FILE = "hubbub.pid"
 WS_MAX_BYTES = 1024 * 1024
 """uvicorn's cap on one WebSocket message (its default, 16 MiB, would be held in memory before the
 gateway's own 64 KiB check): frames up to this get the gateway's ``too_large`` error frame,
-bigger ones close the socket with 1009."""
+bigger ones close the socket with 1009.
+
+Both servers also turn permessage-deflate off: uvicorn compresses every frame again for every
+socket, so one message to 10,000 sockets was compressed 10,000 times (bench/realtime.py: ~42% of
+a worker, fan-out to 10,000 in 31 s instead of 1.3 s, twice the memory per socket)."""
 _URLS = {"database_url": "HUBBUB_DATABASE_URL (postgresql://...)", "nats_url": "HUBBUB_NATS_URL (nats://...)",
          "redis_url": "HUBBUB_REDIS_URL (redis://...)"}
 
@@ -216,7 +220,8 @@ def _run(settings: Settings, stop: list[int], note: str) -> int:
     from hubbub.app import create_app
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES)
+                            log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES,
+                            ws_per_message_deflate=False)
     try:
         _event_loop_run(_Server(config, stop, note).serve())
     except SystemExit as exc:  # uvicorn exits this way when the app or the socket fails at start
@@ -256,5 +261,6 @@ def _run_workers(settings: Settings, workers: int) -> int:
     print(f"Hubbub is starting {workers} workers at http://{_url_host(settings.host)}:{settings.port} "
           "(Ctrl-C to stop)", flush=True)
     uvicorn.run("hubbub.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES)
+                workers=workers, log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES,
+                ws_per_message_deflate=False)
     return 0
