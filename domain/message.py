@@ -23,7 +23,7 @@ Rules where the API is silent, chosen like Slack:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import assert_never
 
@@ -116,8 +116,8 @@ class Post(msgspec.Struct, frozen=True, kw_only=True):
     workspace_id: str
     author_id: str
     text: str
-    workspace_members: frozenset[str]
-    """Who a ``<@id>`` may name."""
+    workspace_members: Collection[str]
+    """Who a ``<@id>`` may name (the workspace state's own key view: no copy of 10,000 ids per post)."""
     thread_root_id: str | None = None
     root: Message | None = None
     """The state of ``message-{thread_root_id}``, loaded by the caller when replying."""
@@ -130,7 +130,7 @@ class Post(msgspec.Struct, frozen=True, kw_only=True):
 class Edit(msgspec.Struct, frozen=True, kw_only=True):
     actor_id: str
     text: str
-    workspace_members: frozenset[str]
+    workspace_members: Collection[str]
 
 
 class Delete(msgspec.Struct, frozen=True, kw_only=True):
