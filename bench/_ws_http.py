@@ -190,7 +190,3 @@ class Pacers:
         done = sorted((d for o in outs for d in o["done"]), key=lambda d: d.index)
         return {"done": done, "unanswered": sum(o["unanswered"] for o in outs),
                 "generator_cpu_pct_of_one_core": [round(100 * o["cpu_s"] / o["wall_s"], 1) for o in outs]}
-
-
-def run_paced(base_url: str, jobs: list[Job], rate: float, processes: int = 1, **kw) -> dict:
-    return Pacers(base_url, jobs, rate, processes, **kw).wait()

@@ -188,11 +188,6 @@ def _truncated(name: str) -> str:
     return head + suffix
 
 
-def sees_file(state: File, actor_id: str, actor_sees_a_channel: bool) -> bool:
-    """The uploader sees their file; others only through a channel it is shared in."""
-    return state.exists and (state.uploader_id == actor_id or actor_sees_a_channel)
-
-
 def decide(state: File, command: FileCommand) -> Sequence[Event]:
     match command:
         case Upload():

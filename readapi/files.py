@@ -52,7 +52,6 @@ WHERE f.file_id = %(file_id)s AND NOT f.deleted AND ({_UPLOADER} OR {_SHARED_VIS
 _SHARED_WITH = f"SELECT {_SHARED_VISIBLY} FROM files f WHERE f.file_id = %(file_id)s"
 _USAGE = "SELECT coalesce(sum(size), 0) FROM files WHERE workspace_id = %s AND NOT deleted"
 _UNPURGED = "SELECT file_id FROM files WHERE deleted AND NOT blobs_removed ORDER BY file_id LIMIT %s"
-_THUMBNAILS = msgspec.json.Decoder(list[Thumbnail])
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
                     "Cache-Control": "private, max-age=0, must-revalidate"}
 
