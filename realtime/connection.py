@@ -1,7 +1,7 @@
-"""One authenticated socket: what it listens to, how far it got, and its bounded send queue.
+"""One authenticated socket: what it listens to, how far it got, and how far its client is behind.
 
 Delivery is exactly-once and in log order per socket:
-- ``position`` is the last event put in the queue; anything at or below it is dropped, which
+- ``position`` is the last event written; anything at or below it is dropped, which
   covers an event that comes both from a replay and live, or on two subjects.
 - While the socket is being *synced* (first connect, resume, a membership change, a NATS
   reconnect) live events are buffered, not sent. A sync (1) subscribes to every subject the user
@@ -12,21 +12,24 @@ Delivery is exactly-once and in log order per socket:
 - What the user may no longer see is dropped from the buffer (it was filtered by the subjects as
   they are after the sync), and the hub dispatches in log order, so an event after a removal
   never reaches the removed user.
-The hub calls ``offer``, ``request_sync`` and ``close_soon`` from its dispatcher: they never await.
+The hub calls ``offer``, ``request_sync``, ``write`` and ``close_soon`` from its dispatcher: they
+never await. Frames go to the socket's ``Sink`` (``realtime/wire.py``) as bytes built once per
+node; no task runs per socket while it is idle: a sync runs in a task made when one is asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Collection, Coroutine
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
 from realtime.access import read_models_position, subjects_for
 from realtime.replay import replay
 from realtime.subjects import Envelope
+from realtime.wire import Sink, text_frame, text_frames
 
 if TYPE_CHECKING:
     from realtime.hub import Hub
@@ -34,14 +37,22 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 TOO_SLOW = 4008
+SERVER_ERROR = 1011
 
 
 class Connection:
-    def __init__(self, hub: Hub, user_id: str, session_id: str, queue_size: int) -> None:
+    __slots__ = ("hub", "user_id", "session_id", "subjects", "position", "sink", "queue_size", "backlog", "buffer",
+                 "buffer_limit", "close_code", "close_reason", "done", "heard_at", "live", "device_id", "status",
+                 "syncer", "_sync_from", "__weakref__")
+
+    def __init__(self, hub: Hub, user_id: str, session_id: str, queue_size: int, sink: Sink | None = None) -> None:
         self.hub, self.user_id, self.session_id = hub, user_id, session_id
         self.subjects: set[str] = set()
         self.position = 0
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self.sink = sink
+        self.queue_size = queue_size
+        self.backlog = 0
+        """Frames written while the sink was paused (the client not reading): over ``queue_size``, 4008."""
         self.buffer: list[Envelope] | None = []  # buffering until the first sync is done
         self.buffer_limit = 4 * queue_size
         self.close_code: int | None = None
@@ -50,12 +61,13 @@ class Connection:
         self.heard_at = 0.0
         """When the client's last heartbeat came (loop time; 0 before the first)."""
         self.live = False
-        """Whether ``ready`` has been queued: ephemeral frames (typing, presence) wait for it."""
+        """Whether ``ready`` has been written: ephemeral frames (typing, presence) wait for it."""
         self.device_id = uuid.uuid4().hex
         """This socket as a presence device (one session may hold several sockets)."""
         self.status: Literal["active", "away"] = "active"
+        self.syncer: asyncio.Task[None] | None = None
+        """The task replaying and re-subscribing, while there is a sync to do (``follow``)."""
         self._sync_from: int | None = None
-        self._sync_wake = asyncio.Event()
 
     # -- from the hub's dispatcher (no awaits) -------------------------------------------------
 
@@ -63,7 +75,7 @@ class Connection:
         if self.done.is_set() or envelope.position <= self.position:
             return
         if self.buffer is None:
-            self.send_all(envelope.frames)
+            self.write(envelope.wire, len(envelope.frames))
             self.position = envelope.position
         elif len(self.buffer) < self.buffer_limit:
             self.buffer.append(envelope)
@@ -75,7 +87,8 @@ class Connection:
         if self.buffer is None:
             self.buffer = []
         self._sync_from = after if self._sync_from is None else min(self._sync_from, after)
-        self._sync_wake.set()
+        if self.syncer is None and self.live and not self.done.is_set():
+            self._start_syncer(self._resync())
 
     def close_soon(self, code: int | None, reason: str = "") -> None:
         """Ask the gateway to close the socket with ``code`` (None: it is gone already)."""
@@ -83,15 +96,22 @@ class Connection:
             self.close_code, self.close_reason = code, reason
             self.done.set()
 
-    def send(self, frame: str) -> None:
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            self.close_soon(TOO_SLOW, f"too slow; reconnect with resume_from {self.position}")
+    def write(self, wire: bytes, frames: int = 1) -> None:
+        """``frames`` frames, already on-the-wire bytes; 4008 once too many wait for the client."""
+        if self.done.is_set():
+            return
+        assert self.sink is not None
+        if self.sink.paused():
+            self.backlog += frames
+            if self.backlog > self.queue_size:
+                self.close_soon(TOO_SLOW, f"too slow; reconnect with resume_from {self.position}")
+                return
+        else:
+            self.backlog = 0
+        self.sink.write(wire)
 
-    def send_all(self, frames: Collection[str]) -> None:
-        for frame in frames:
-            self.send(frame)
+    def send(self, frame: str) -> None:
+        self.write(text_frame(frame))
 
     # -- the socket's own tasks ----------------------------------------------------------------
 
@@ -111,19 +131,37 @@ class Connection:
                 self.subjects = now
                 return upto
 
-    async def follow(self, after: int, upto: int) -> None:
-        """Catch up on ``(after, upto]``, then live; re-sync whenever asked. Runs until cancelled."""
+    def follow(self, after: int, upto: int) -> None:
+        """Catch up on ``(after, upto]``, then live; a sync asked for meanwhile follows it."""
+        self._start_syncer(self._first(after, upto))
+
+    def _start_syncer(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(coro))
+        self.syncer = task
+
+    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("realtime.socket_task_failed", user_id=self.user_id, position=self.position)
+            self.close_soon(SERVER_ERROR, "server error; reconnect and resume")
+        finally:
+            self.syncer = None  # no await between the last look at _sync_from and this
+
+    async def _first(self, after: int, upto: int) -> None:
         await self._catch_up(after, upto)
-        while True:
-            await self._sync_wake.wait()
-            self._sync_wake.clear()
-            while self._sync_from is not None:
-                # A change at or below ``position`` is in what was sent already: a replay that went
-                # past it filtered by what the user may see as of after it.
-                after, self._sync_from = max(self._sync_from, self.position), None
-                upto = await self.settle()
-                log.debug("realtime.socket_synced", user_id=self.user_id, after=after, upto=upto)
-                await self._catch_up(after, upto)
+        await self._resync()
+
+    async def _resync(self) -> None:
+        while self._sync_from is not None:
+            # A change at or below ``position`` is in what was sent already: a replay that went
+            # past it filtered by what the user may see as of after it.
+            after, self._sync_from = max(self._sync_from, self.position), None
+            upto = await self.settle()
+            log.debug("realtime.socket_synced", user_id=self.user_id, after=after, upto=upto)
+            await self._catch_up(after, upto)
 
     async def _catch_up(self, after: int, upto: int) -> None:
         async for page in replay(self.hub.store, self.hub.pool, after, upto, self.subjects):
@@ -141,6 +179,8 @@ class Connection:
     async def _put(self, position: int, where: Collection[str], frames: Collection[str]) -> None:
         if position <= self.position or self.subjects.isdisjoint(where):
             return
-        for frame in frames:
-            await self.queue.put(frame)  # a replay waits for a slow socket; live events buffer meanwhile
+        assert self.sink is not None
+        while self.sink.paused() and not self.done.is_set():
+            await self.sink.drained()  # a replay waits for a slow socket; live events buffer meanwhile
+        self.write(text_frames(frames), len(frames))
         self.position = position

@@ -1,8 +1,9 @@
 """``GET /api/v1/ws``: hello, ready, heartbeats, and the socket's send, receive and sync tasks.
 
-The protocol is in docs/realtime.md. A socket is served by four tasks that end together: the
-reader (client frames), the writer (the bounded send queue -> the socket), ``Connection.follow``
-(replay, sync, live) and the heartbeat watchdog. Any of them ends the socket by
+The protocol is in docs/realtime.md. A socket is served by its ASGI task, which reads the client's
+frames once ready is sent, and, while there is one to do, a sync task (``Connection.follow``).
+Frames are written to the socket's transport as they come (``realtime/wire.py``); the hub's
+sweep closes sockets whose heartbeats stopped. Any of them ends the socket by
 ``Connection.close_soon``; nothing a client sends can raise out of here.
 """
 
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import structlog
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from domain.session import Principal, SessionGone
 from infra.aio import cancel_and_wait
@@ -26,6 +28,7 @@ from realtime import protocol, subjects
 from realtime.connection import Connection
 from realtime.hub import Hub
 from realtime.protocol import ProtocolError
+from realtime.wire import AsgiSink, Sink, TransportSink, sansio_protocol
 
 log = structlog.get_logger(__name__)
 
@@ -40,9 +43,15 @@ class Gateway:
         self.hub, self.authenticate, self.settings = hub, authenticate, settings
         self.presence, self.report = presence, report
         self.heartbeat_s = settings.ws_heartbeat_s
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="realtime-heartbeats")
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Close every socket (1001: reconnect and resume, elsewhere or later); wait for them a little."""
+        if self._sweeper is not None:
+            await cancel_and_wait([self._sweeper])
         for conn in list(self.hub.connections):
             conn.close_soon(protocol.GOING_AWAY, "server shutting down; reconnect and resume")
         loop = asyncio.get_running_loop()
@@ -101,9 +110,10 @@ class Gateway:
             detail = "resume_from is beyond this log's newest event; connect with resume_from null and refetch"
             await _close(socket, protocol.BAD_HELLO, "bad resume_from", protocol.error_frame("bad_resume_from", detail))
             return
-        conn = Connection(self.hub, principal.user_id, principal.session_id, self.settings.ws_send_queue)
+        sink = _sink(socket)
+        conn = Connection(self.hub, principal.user_id, principal.session_id, self.settings.ws_send_queue, sink)
         self.hub.add(conn)
-        tasks: list[asyncio.Task[None]] = []
+        tasks = [_guarded(conn, _sending(sink, conn))] if isinstance(sink, AsgiSink) else []
         try:
             upto = await conn.settle()
             await self.authenticate(token)  # a logout before we listened was not heard: check once more
@@ -115,11 +125,11 @@ class Gateway:
             if resume_from is not None and start != resume_from:  # after ready: a client reads ready first
                 conn.send(protocol.error_frame("resume_unavailable", "too much was missed to replay; refetch your "
                                                                      "state over HTTP; events after the ready position follow"))
+            conn.follow(start, upto)  # no await since live: a sync asked for meanwhile waits for this one
             log.info("realtime.connected", user_id=principal.user_id, position=start, resume_from=resume_from,
                      subjects=len(conn.subjects))
             await self._seen(conn, "active")
-            tasks = [_guarded(conn, c) for c in (self._write(socket, conn), conn.follow(start, upto),
-                                                  self._read(socket, conn), self._watchdog(conn))]
+            tasks.append(_guarded(conn, self._read(socket, conn)))
             await conn.done.wait()
         except SessionGone:
             conn.close_soon(protocol.BAD_TOKEN, "session ended (logged out or revoked); log in again")
@@ -127,7 +137,7 @@ class Gateway:
             log.exception("realtime.connect_failed", user_id=principal.user_id)
             conn.close_soon(protocol.SERVER_ERROR, "server error; reconnect and resume")
         finally:
-            await cancel_and_wait(tasks)
+            await cancel_and_wait([*tasks, *([conn.syncer] if conn.syncer else [])])
             await self.hub.remove(conn)
             await self._gone(conn)
         log.info("realtime.disconnected", user_id=principal.user_id, code=conn.close_code, position=conn.position)
@@ -142,13 +152,6 @@ class Gateway:
             return resume_from
         conn.position = upto
         return upto
-
-    async def _write(self, socket: WebSocket, conn: Connection) -> None:
-        try:
-            while True:
-                await socket.send_text(await conn.queue.get())
-        except (WebSocketDisconnect, OSError):
-            conn.close_soon(None)
 
     async def _read(self, socket: WebSocket, conn: Connection) -> None:
         loop = asyncio.get_running_loop()
@@ -199,17 +202,17 @@ class Gateway:
         if change is not None:
             self.report(change)
 
-    async def _watchdog(self, conn: Connection) -> None:
-        # Two heartbeats missed, with half an interval of slack for a slow network.
+    async def _sweep(self) -> None:
+        """Close sockets that missed two heartbeats (with half an interval of slack for a slow
+        network), looking every quarter interval: one task for all sockets, not one each."""
         allowed = 2.5 * self.heartbeat_s
         loop = asyncio.get_running_loop()
         while True:
-            left = (conn.heard_at or loop.time()) + allowed - loop.time()
-            if left <= 0:
-                conn.close_soon(protocol.HEARTBEAT_MISSED, f"no heartbeat for {allowed:g} s")
-                return
-            await asyncio.sleep(left)
-
+            await asyncio.sleep(self.heartbeat_s / 4)
+            now = loop.time()
+            for conn in list(self.hub.connections):
+                if conn.heard_at and now - conn.heard_at > allowed:
+                    conn.close_soon(protocol.HEARTBEAT_MISSED, f"no heartbeat for {allowed:g} s")
 
 
 def _hello_of(frame: dict[str, Any]) -> tuple[str, int | None]:
@@ -239,7 +242,36 @@ async def _close(socket: WebSocket, code: int, reason: str, frame: str | None = 
             await socket.close(code, reason)
 
 
-@websocket("/ws", opt={"exclude_from_auth": True})
+def _sink(socket: WebSocket) -> Sink:
+    """Straight to uvicorn's transport when the server is uvicorn's sans-I/O websockets protocol
+    (``hubbub serve``'s); else through ASGI, by a writer task (``_sending``)."""
+    proto = socket.scope.get(RAW_PROTOCOL)  # type: ignore[call-overload]
+    return AsgiSink(socket.send_text) if proto is None else TransportSink(proto)
+
+
+async def _sending(sink: AsgiSink, conn: Connection) -> None:
+    try:
+        await sink.run()
+    except (WebSocketDisconnect, OSError):
+        conn.close_soon(None)
+
+
+RAW_PROTOCOL = "hubbub.ws_protocol"
+
+
+def _raw_protocol(app: ASGIApp) -> ASGIApp:
+    """Route middleware: the ASGI server's protocol object, when frames may be written to its
+    transport directly (see ``_sink``), under ``scope[RAW_PROTOCOL]``."""
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        proto = sansio_protocol(send)
+        if proto is not None:
+            scope[RAW_PROTOCOL] = proto  # type: ignore[literal-required]
+        await app(scope, receive, send)
+
+    return middleware
+
+
+@websocket("/ws", opt={"exclude_from_auth": True}, middleware=[_raw_protocol])
 async def ws_endpoint(socket: WebSocket) -> None:
     """The realtime gateway (docs/realtime.md)."""
     gateway: Gateway = socket.app.state[STATE_KEY]

@@ -39,6 +39,7 @@ from infra.nats_connect import connect_options
 from realtime import subjects
 from realtime.connection import Connection
 from realtime.subjects import Envelope
+from realtime.wire import text_frame
 
 log = structlog.get_logger(__name__)
 
@@ -190,10 +191,10 @@ class Hub:
     async def _ephemeral(self, msg: Msg) -> None:
         if msg.subject.endswith(subjects.TYPING_SUFFIX):
             typist = (msg.headers or {}).get(subjects.TYPIST)
-            frame = msg.data.decode()
+            wire = text_frame(msg.data.decode())
             for conn in list(self.listeners.get(msg.subject, ())):
                 if conn.user_id != typist and conn.live:
-                    conn.send(frame)
+                    conn.write(wire)
             return
         try:
             event = json.loads(msg.data)
@@ -219,11 +220,11 @@ class Hub:
         for subject in [s for s in self._presence if now >= self._presence_sent.get(s, 0.0) + PRESENCE_EVERY_S]:
             pending = self._presence.pop(subject)
             self._presence_sent[subject] = now
-            frame = json.dumps({"op": "event", "type": "presence.changed", "workspace_id": pending["workspace_id"],
-                                "data": {"items": list(pending["items"].values())}})
-            for conn in list(self.listeners.get(subject, ())):
+            wire = text_frame(json.dumps({"op": "event", "type": "presence.changed", "workspace_id": pending["workspace_id"],
+                                          "data": {"items": list(pending["items"].values())}}))
+            for conn in list(self.listeners.get(subject, ())):  # the same bytes to every socket
                 if conn.live:  # before ready, a client has nothing to apply it to (it reads the list after)
-                    conn.send(frame)
+                    conn.write(wire)
         if self._presence:
             self._schedule_presence()
 

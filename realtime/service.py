@@ -32,6 +32,7 @@ async def running(*, settings: Settings, pool: AsyncConnectionPool, store: Event
     async with contextlib.AsyncExitStack() as stack:
         await hub.start()
         stack.push_async_callback(hub.stop)
+        gateway.start()
         stack.push_async_callback(gateway.stop)
         await publisher.start()
         stack.push_async_callback(publisher.stop)

@@ -10,6 +10,9 @@ An event's frames are the same on every subject it goes to, so a socket that get
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+
+from realtime.wire import text_frames
 
 POSITION = "Hubbub-Position"
 RESYNC = "Hubbub-Resync"
@@ -72,6 +75,11 @@ class Envelope:
     frames: tuple[str, ...]
     resync: bool = False
     session_ended: str | None = None
+
+    @cached_property
+    def wire(self) -> bytes:
+        """The frames as WebSocket frames, built the first time a socket needs them (once per node)."""
+        return text_frames(self.frames)
 
     def headers(self) -> dict[str, str]:
         headers = {POSITION: str(self.position)}

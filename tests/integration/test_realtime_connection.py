@@ -12,43 +12,85 @@ from realtime import subjects
 from realtime.connection import TOO_SLOW, Connection
 from realtime.hub import Hub
 from realtime.subjects import Envelope
+from realtime.wire import split_text_frames, text_frames
 
 
-def _conn(queue_size: int = 4) -> Connection:
-    conn = Connection(hub=None, user_id="u", session_id="s", queue_size=queue_size)  # type: ignore[arg-type]
+class _Sink:
+    """A client that reads nothing once ``stalled``: what is written waits behind what it has not read."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.stalled = False
+
+    def write(self, wire: bytes) -> None:
+        self.written.append(wire)
+
+    def paused(self) -> bool:
+        return self.stalled
+
+    async def drained(self) -> None:
+        raise AssertionError("nothing waits in these tests")
+
+    def frames(self) -> list[str]:
+        return [text for wire in self.written for text in split_text_frames(wire)]
+
+
+def _conn(queue_size: int = 4, stalled: bool = False) -> tuple[Connection, _Sink]:
+    sink = _Sink()
+    sink.stalled = stalled
+    conn = Connection(hub=None, user_id="u", session_id="s", queue_size=queue_size, sink=sink)  # type: ignore[arg-type]
     conn.buffer = None  # live
     conn.subjects = {subjects.channel("c")}
-    return conn
+    return conn, sink
 
 
 def _envelope(position: int, subject: str = subjects.channel("c"), **extra: Any) -> Envelope:
     return Envelope(subject, position, (f'{{"op":"event","position":{position}}}',), **extra)
 
 
-def test_a_socket_whose_queue_is_full_is_closed_with_4008_and_a_resume_hint() -> None:
-    conn = _conn(queue_size=3)
+def test_a_socket_whose_client_falls_behind_is_closed_with_4008_and_a_resume_hint() -> None:
+    conn, sink = _conn(queue_size=3, stalled=True)
     for position in range(1, 5):
         conn.offer(_envelope(position))
     assert conn.done.is_set() and conn.close_code == TOO_SLOW
     assert "resume_from 3" in conn.close_reason
     conn.offer(_envelope(9))  # a closed socket takes nothing more
-    assert conn.queue.qsize() == 3
+    assert len(sink.frames()) == 3
+
+
+def test_a_client_that_catches_up_may_fall_behind_again() -> None:
+    conn, sink = _conn(queue_size=3, stalled=True)
+    for position in range(1, 4):
+        conn.offer(_envelope(position))
+    sink.stalled = False
+    conn.offer(_envelope(4))  # the client read what was waiting
+    sink.stalled = True
+    for position in range(5, 8):
+        conn.offer(_envelope(position))
+    assert not conn.done.is_set() and len(sink.frames()) == 7
 
 
 def test_a_socket_that_buffers_too_much_while_catching_up_is_closed_with_4008() -> None:
-    conn = _conn(queue_size=1)
+    conn, sink = _conn(queue_size=1)
     conn.buffer = []
     for position in range(1, conn.buffer_limit + 2):
         conn.offer(_envelope(position))
-    assert conn.close_code == TOO_SLOW and conn.queue.empty()
+    assert conn.close_code == TOO_SLOW and not sink.written
 
 
 def test_an_event_at_or_below_the_last_position_is_dropped() -> None:
-    conn = _conn()
+    conn, sink = _conn()
     conn.offer(_envelope(5))
     conn.offer(_envelope(5, subjects.user("u")))  # the same event on the user's own subject
     conn.offer(_envelope(4))
-    assert conn.queue.qsize() == 1 and conn.position == 5
+    assert sink.frames() == ['{"op":"event","position":5}'] and conn.position == 5
+
+
+def test_frames_are_unmasked_text_frames_of_every_length_class() -> None:
+    texts = ["", "a" * 125, "é" * 63, "b" * 126, "c" * 65_535, "d" * 65_536]
+    wire = text_frames(texts)
+    assert split_text_frames(wire) == texts
+    assert wire[:2] == b"\x81\x00" and all(byte & 0x80 == 0 for byte in wire[1:2])
 
 
 @dataclass
