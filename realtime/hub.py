@@ -85,6 +85,11 @@ class Hub:
                                      max_reconnect_attempts=-1,
                                      reconnect_time_wait=1, error_cb=self._on_error,
                                      disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+        # Every user's subject through one subscription: a socket listens to its user's subject, and
+        # a NATS subscription each (with nats-py's queue and task) cost several KiB per socket.
+        # What arrives for a user without a socket here is dropped before it is parsed.
+        self._subs[subjects.ALL_USERS] = await self.nc.subscribe(subjects.ALL_USERS, cb=self._collect)
+        await self.nc.flush(timeout=5)
         self._dispatcher = asyncio.create_task(self._dispatch(), name="realtime-dispatcher")
 
     async def stop(self) -> None:
@@ -106,7 +111,7 @@ class Hub:
         assert self.nc is not None
         async with self._lock:
             for subject in _with_companions(wanted):
-                if subject not in self._subs:
+                if subject not in self._subs and not subjects.is_user(subject):
                     callback = self._collect if subjects.companion_of(subject) is None else self._ephemeral
                     self._subs[subject] = await self.nc.subscribe(subject, cb=callback)
                 self._refs[subject] += 1
@@ -140,6 +145,8 @@ class Hub:
         return len(self._subs)
 
     async def _collect(self, msg: Msg) -> None:
+        if msg.subject not in self.listeners:  # a user subject nobody here listens to (ALL_USERS)
+            return
         envelope = subjects.parse(msg.subject, msg.headers, msg.data)
         if envelope is None:
             log.warning("realtime.foreign_message", subject=msg.subject)

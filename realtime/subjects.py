@@ -29,6 +29,13 @@ def user(user_id: str) -> str:
     return f"hubbub.user.{user_id}"
 
 
+ALL_USERS = "hubbub.user.*"
+
+
+def is_user(subject: str) -> bool:
+    return subject.startswith("hubbub.user.")
+
+
 def workspace(workspace_id: str) -> str:
     """Workspace-wide events every non-guest member may see (a public channel created, members)."""
     return f"hubbub.ws.{workspace_id}"
