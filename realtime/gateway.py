@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import structlog
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
-from litestar.types import ASGIApp, Receive, Scope, Send
 
 from domain.session import Principal, SessionGone
 from infra.aio import cancel_and_wait
@@ -28,7 +27,7 @@ from realtime import protocol, subjects
 from realtime.connection import Connection
 from realtime.hub import Hub
 from realtime.protocol import ProtocolError
-from realtime.wire import AsgiSink, Sink, TransportSink, sansio_protocol
+from realtime.wire import AsgiSink, Sink, TransportSink, raw_protocol
 
 log = structlog.get_logger(__name__)
 
@@ -243,9 +242,9 @@ async def _close(socket: WebSocket, code: int, reason: str, frame: str | None = 
 
 
 def _sink(socket: WebSocket) -> Sink:
-    """Straight to uvicorn's transport when the server is uvicorn's sans-I/O websockets protocol
-    (``hubbub serve``'s); else through ASGI, by a writer task (``_sending``)."""
-    proto = socket.scope.get(RAW_PROTOCOL)  # type: ignore[call-overload]
+    """Straight to the transport when the server offers it (``realtime.wire.GatewayProtocol``,
+    as ``hubbub serve`` runs); else through ASGI, by a writer task (``_sending``)."""
+    proto = raw_protocol(socket.scope)
     return AsgiSink(socket.send_text) if proto is None else TransportSink(proto)
 
 
@@ -256,22 +255,7 @@ async def _sending(sink: AsgiSink, conn: Connection) -> None:
         conn.close_soon(None)
 
 
-RAW_PROTOCOL = "hubbub.ws_protocol"
-
-
-def _raw_protocol(app: ASGIApp) -> ASGIApp:
-    """Route middleware: the ASGI server's protocol object, when frames may be written to its
-    transport directly (see ``_sink``), under ``scope[RAW_PROTOCOL]``."""
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        proto = sansio_protocol(send)
-        if proto is not None:
-            scope[RAW_PROTOCOL] = proto  # type: ignore[literal-required]
-        await app(scope, receive, send)
-
-    return middleware
-
-
-@websocket("/ws", opt={"exclude_from_auth": True}, middleware=[_raw_protocol])
+@websocket("/ws", opt={"exclude_from_auth": True})
 async def ws_endpoint(socket: WebSocket) -> None:
     """The realtime gateway (docs/realtime.md)."""
     gateway: Gateway = socket.app.state[STATE_KEY]

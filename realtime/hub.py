@@ -161,14 +161,19 @@ class Hub:
             self._wake.clear()
             taken, self._collected = self._collected, []
             taken.sort(key=lambda e: e.position)  # stable: one event's subjects keep their order
+            touched: dict[Connection, None] = {}
             for envelope in taken:
                 try:
-                    self._deliver(envelope)
+                    self._deliver(envelope, touched)
                 except Exception:
                     log.exception("realtime.dispatch_failed", position=envelope.position, subject=envelope.subject)
+            for conn in touched:
+                conn.flush()
 
-    def _deliver(self, envelope: Envelope) -> None:
-        for conn in list(self.listeners.get(envelope.subject, ())):
+    def _deliver(self, envelope: Envelope, touched: dict[Connection, None]) -> None:
+        listeners = self.listeners.get(envelope.subject, ())
+        touched.update(dict.fromkeys(listeners))
+        for conn in list(listeners):
             if envelope.session_ended is not None:
                 if conn.session_id == envelope.session_ended:
                     conn.close_soon(SESSION_ENDED, "session ended (logged out or revoked); log in again")

@@ -20,6 +20,8 @@ import struct
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
 _TEXT_FIN = 0x81
 
 
@@ -120,9 +122,23 @@ class AsgiSink:
                 self._pending.popleft()
 
 
-def sansio_protocol(send: Any) -> Any | None:
-    """The uvicorn protocol behind an ASGI ``send`` callable, if it is the sans-I/O websockets one."""
-    proto = getattr(send, "__self__", None)
-    if type(proto).__name__ == "WebSocketsSansIOProtocol" and hasattr(proto, "transport"):
-        return proto
-    return None
+RAW_TRANSPORT = "hubbub.raw_transport"
+"""The ASGI scope extension under which ``GatewayProtocol`` hands itself to the gateway."""
+
+
+class GatewayProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O websockets protocol, offering itself to the app in the connection's
+    scope (``extensions[RAW_TRANSPORT]``) so that the gateway can write frames to its transport.
+    ``hubbub serve`` runs uvicorn with ``ws="realtime.wire:GatewayProtocol"``; under any other
+    protocol the gateway sends through ASGI (``AsgiSink``)."""
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)  # makes the scope and the app's task, which has not run yet
+        scope = getattr(self, "scope", None)
+        if scope is not None and not self.close_sent:
+            scope["extensions"][RAW_TRANSPORT] = self  # type: ignore[index]
+
+
+def raw_protocol(scope: Any) -> GatewayProtocol | None:
+    """The protocol a socket's frames may be written through, if the server offers it."""
+    return (scope.get("extensions") or {}).get(RAW_TRANSPORT)

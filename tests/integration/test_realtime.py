@@ -47,7 +47,8 @@ async def serving(settings: Any) -> AsyncIterator[Address]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
+                                           ws="realtime.wire:GatewayProtocol", ws_ping_interval=None))
     task = asyncio.create_task(server._serve(sockets=[sock]))  # serve() would take over the signals
     while not server.started:
         if task.done():
@@ -454,6 +455,43 @@ async def test_a_resume_too_far_back_says_ready_first_then_refetch(api: httpx.As
             ready = await sock.recv()
             assert ready["op"] == "ready" and ready["resumed"] is False and ready["position"] > left_at
             assert (await sock.recv())["code"] == "resume_unavailable"
+
+
+async def test_a_client_that_stops_reading_is_closed_with_4008_and_resumes_without_gap(
+        api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str) -> None:
+    team = await team_of(api, "Bea", "Cy")
+    bea, cy = team.people["Bea"], team.people["Cy"]
+    big = "x" * 30_000
+    async with serving(_settings(service_urls, migrated_url, ws_send_queue=4)) as cramped, ws(cramped, cy) as quick:
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few frames
+        host, port = cramped.split(":")
+        client.connect((host, int(port)))
+        async with connect(f"ws://{cramped}{API}/ws", sock=client, max_queue=1, open_timeout=WAIT_S) as raw:
+            stalled = Socket(raw)
+            await stalled.send({"op": "hello", "token": bea.token, "resume_from": None})
+            assert (await stalled.recv())["op"] == "ready"
+            gateway = cramped.app.state[GATEWAY]
+            sent = []
+            while any(c.user_id == bea.id for c in gateway.hub.connections) and len(sent) < 400:
+                sent.append(await post(api, team.owner, team.general_id, f"{len(sent)} {big}"))
+                assert (await quick.message())["id"] == sent[-1]["id"]  # the others are not held up
+            assert len(sent) < 400, "the stalled socket was never closed"
+            got, code = [], None
+            with contextlib.suppress(ConnectionClosed):
+                async with asyncio.timeout(WAIT_S):
+                    while True:
+                        frame = json.loads(await raw.recv())
+                        if frame.get("type") == "message.posted":
+                            got.append(frame)
+            code, reason = raw.close_code, raw.close_reason or ""
+        assert code == 4008, (code, reason)
+        assert [f["data"]["id"] for f in got] == [m["id"] for m in sent[:len(got)]]
+        hint = int(reason.rsplit(" ", 1)[1])  # "too slow; reconnect with resume_from N"
+        assert got and hint == got[-1]["position"]
+        more = [m["id"] for m in sent[len(got):]]
+        async with ws(cramped, bea, resume_from=hint) as back:
+            assert [(await back.message())["id"] for _ in more] == more
 
 
 async def test_forged_resume_positions_get_an_error_and_4002(api: httpx.AsyncClient, server: str) -> None:

@@ -50,11 +50,16 @@ def _envelope(position: int, subject: str = subjects.channel("c"), **extra: Any)
 
 def test_a_socket_whose_client_falls_behind_is_closed_with_4008_and_a_resume_hint() -> None:
     conn, sink = _conn(queue_size=3, stalled=True)
-    for position in range(1, 5):
+    for position in range(1, 4):
         conn.offer(_envelope(position))
+        conn.flush()
+    conn.offer(_envelope(4))
+    conn.offer(_envelope(5))
+    conn.flush()  # one write of two frames: neither is sent
     assert conn.done.is_set() and conn.close_code == TOO_SLOW
     assert "resume_from 3" in conn.close_reason
     conn.offer(_envelope(9))  # a closed socket takes nothing more
+    conn.flush()
     assert len(sink.frames()) == 3
 
 
@@ -62,11 +67,14 @@ def test_a_client_that_catches_up_may_fall_behind_again() -> None:
     conn, sink = _conn(queue_size=3, stalled=True)
     for position in range(1, 4):
         conn.offer(_envelope(position))
+        conn.flush()
     sink.stalled = False
     conn.offer(_envelope(4))  # the client read what was waiting
+    conn.flush()
     sink.stalled = True
     for position in range(5, 8):
         conn.offer(_envelope(position))
+        conn.flush()
     assert not conn.done.is_set() and len(sink.frames()) == 7
 
 
@@ -83,7 +91,17 @@ def test_an_event_at_or_below_the_last_position_is_dropped() -> None:
     conn.offer(_envelope(5))
     conn.offer(_envelope(5, subjects.user("u")))  # the same event on the user's own subject
     conn.offer(_envelope(4))
+    conn.flush()
     assert sink.frames() == ['{"op":"event","position":5}'] and conn.position == 5
+
+
+def test_what_one_dispatch_pass_offers_a_socket_is_one_write_in_order() -> None:
+    conn, sink = _conn()
+    for position in (1, 2, 3):
+        conn.offer(_envelope(position))
+    assert not sink.written
+    conn.flush()
+    assert len(sink.written) == 1 and [f[-2] for f in sink.frames()] == ["1", "2", "3"]
 
 
 def test_frames_are_unmasked_text_frames_of_every_length_class() -> None:
@@ -113,6 +131,9 @@ class _Listener:
         self.got.append(envelope.position)
 
     def request_sync(self, after: int) -> None:
+        pass
+
+    def flush(self) -> None:
         pass
 
 
