@@ -221,7 +221,7 @@ def _run(settings: Settings, stop: list[int], note: str) -> int:
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES,
-                            ws_per_message_deflate=False)
+                            ws_per_message_deflate=False, ws="realtime.wire:GatewayProtocol", ws_ping_interval=None)
     try:
         _event_loop_run(_Server(config, stop, note).serve())
     except SystemExit as exc:  # uvicorn exits this way when the app or the socket fails at start
@@ -262,5 +262,5 @@ def _run_workers(settings: Settings, workers: int) -> int:
           "(Ctrl-C to stop)", flush=True)
     uvicorn.run("hubbub.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                 workers=workers, log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES,
-                ws_per_message_deflate=False)
+                ws_per_message_deflate=False, ws="realtime.wire:GatewayProtocol", ws_ping_interval=None)
     return 0
