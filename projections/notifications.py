@@ -14,14 +14,17 @@ in the log: ``notify_channels`` (kind and the seq counter), ``notify_members``,
 Own copies, not the ``workspaces`` and ``messages`` tables: those may be ahead of or behind this
 projection (another process may lead them), and a rebuild must decide as the live run did.
 
-A post is one statement: the channel's seq counter moves (the same rule as the ``messages``
-projection: every post takes ``last_seq + 1`` in log order), every kind's candidates are
-gathered (direct mentions, the DM's people, ``@channel``'s members, ``@here``'s recorded online
-members, keyword matches through the ``first_word`` index, thread followers, level ``all``), each
-person keeps the first kind by ``domain.notify.KINDS`` precedence, the level, mute, channel and
-workspace membership filter them, and the rows and counts are written with INSERT ... SELECT: an
-``@channel`` to 10,000 members is one statement, not 10,000. ``pushed`` is false when the channel
-is muted or the person was in do-not-disturb at the message's time (recorded, not pushed).
+Posts are applied a run at a time (consecutive posts with nothing between them that this
+projection reads), in one statement: each channel's seq counter moves (the same rule as the
+``messages`` projection: every post takes ``last_seq + 1`` in log order), every kind's candidates
+are gathered per post (direct mentions, the DM's people, ``@channel``'s members, ``@here``'s
+recorded online members, keyword matches through the ``first_word`` index, thread followers,
+level ``all``), each person keeps the first kind by ``domain.notify.KINDS`` precedence, the
+level, mute, channel and workspace membership filter them, and the rows and counts are written
+with INSERT ... SELECT: an ``@channel`` to 10,000 members, or a batch of 500 posts, is one
+statement. Membership and preference events end a run, so each post is decided against them as
+of its place in the log. ``pushed`` is false when the channel is muted or the person was in
+do-not-disturb at the message's time (recorded, not pushed).
 A read marker marks the person's notifications in the channel up to its seq read; a deletion
 removes the message's notifications. Counts move by exactly the rows that changed.
 Idempotency: the runtime commits rows and checkpoint together; inserts are ``ON CONFLICT DO
@@ -33,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import psycopg
 
 from domain import channel as ch
@@ -113,49 +117,69 @@ CREATE TABLE IF NOT EXISTS notify_keywords{s} (
 CREATE INDEX IF NOT EXISTS notify_keywords{s}_word_idx ON notify_keywords{s} (first_word);
 """
 
+_JSON = msgspec.json.Encoder()
 _COUNTED = "(" + ", ".join(f"'{k}'" for k in n.COUNTED) + ")"
 _DIRECT = "(" + ", ".join(f"'{k}'" for k in n.DIRECT) + ")"
 
-# Every kind's candidates, the first kind per person by precedence (rank), then who may get it.
+# A run of posts (consecutive in the log, nothing else between them that this projection reads)
+# in ONE statement, the posts as one JSON parameter. Each channel's seq counter moves by its posts
+# and they take the seqs after it in log order; every kind's candidates are gathered per post; each
+# person keeps the first kind by precedence (rank); then who may get it. A post also makes its
+# author follow its thread, and the later posts of the run see that (the ``earlier`` branch: a
+# statement does not see its own inserts).
 _POSTED = f"""
-WITH bump AS (
+WITH p AS (
+    SELECT * FROM jsonb_to_recordset(%s::jsonb) AS p(
+        i int, ch text, ws text, message_id text, author text, root text, mentions text[], everyone boolean,
+        here text[], words text[], norm text, prefix text, at timestamptz, position bigint)
+), bump AS (
     INSERT INTO notify_channels{{s}} AS c (channel_id, workspace_id, kind, last_seq)
-    VALUES (%(ch)s, %(ws)s, 'channel', 1)
-    ON CONFLICT (channel_id) DO UPDATE SET last_seq = c.last_seq + 1
-    RETURNING last_seq, kind
-), candidates (user_id, kind, rank) AS (
-    SELECT m.user_id, 'dm', 0 FROM notify_members{{s}} m, bump WHERE bump.kind <> 'channel' AND m.channel_id = %(ch)s
-    UNION ALL SELECT u, 'mention', 1 FROM unnest(%(mentions)s::text[]) AS u
-    UNION ALL SELECT m.user_id, 'channel', 2 FROM notify_members{{s}} m WHERE %(everyone)s AND m.channel_id = %(ch)s
-    UNION ALL SELECT u, 'here', 3 FROM unnest(%(here)s::text[]) AS u
-    UNION ALL SELECT k.user_id, 'thread_reply', 4 FROM notify_threads{{s}} k
-              WHERE %(root)s::text IS NOT NULL AND k.root_id = %(root)s
-    UNION ALL SELECT k.user_id, 'keyword', 5 FROM notify_keywords{{s}} k
-              WHERE k.first_word = ANY(%(words)s::text[]) AND strpos(%(norm)s, ' ' || k.phrase || ' ') > 0
-    UNION ALL SELECT p.user_id, 'message', 6 FROM notify_channel_prefs{{s}} p
-              WHERE %(root)s::text IS NULL AND p.channel_id = %(ch)s AND p.level = 'all'
+    SELECT ch, min(ws), 'channel', count(*) FROM p GROUP BY ch
+    ON CONFLICT (channel_id) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq
+    RETURNING channel_id, last_seq, kind
+), posts AS (
+    SELECT p.*, b.kind,
+           b.last_seq - count(*) OVER (PARTITION BY p.ch) + row_number() OVER (PARTITION BY p.ch ORDER BY p.i) AS seq
+    FROM p JOIN bump b ON b.channel_id = p.ch
+), candidates (i, user_id, kind, rank) AS (
+    SELECT q.i, m.user_id, 'dm', 0 FROM posts q JOIN notify_members{{s}} m ON m.channel_id = q.ch
+    WHERE q.kind <> 'channel'
+    UNION ALL SELECT q.i, u, 'mention', 1 FROM posts q, unnest(q.mentions) AS u
+    UNION ALL SELECT q.i, m.user_id, 'channel', 2 FROM posts q JOIN notify_members{{s}} m ON m.channel_id = q.ch
+              WHERE q.everyone
+    UNION ALL SELECT q.i, u, 'here', 3 FROM posts q, unnest(q.here) AS u
+    UNION ALL SELECT q.i, k.user_id, 'thread_reply', 4 FROM posts q JOIN notify_threads{{s}} k ON k.root_id = q.root
+    UNION ALL SELECT q.i, earlier.author, 'thread_reply', 4 FROM posts q
+              JOIN p earlier ON earlier.i < q.i AND coalesce(earlier.root, earlier.message_id) = q.root
+    UNION ALL SELECT q.i, k.user_id, 'keyword', 5 FROM posts q JOIN notify_keywords{{s}} k
+              ON k.first_word = ANY(q.words) AND strpos(q.norm, ' ' || k.phrase || ' ') > 0
+    UNION ALL SELECT q.i, pr.user_id, 'message', 6 FROM posts q JOIN notify_channel_prefs{{s}} pr
+              ON pr.channel_id = q.ch AND pr.level = 'all' WHERE q.root IS NULL
 ), best AS (
-    SELECT DISTINCT ON (user_id) user_id, kind FROM candidates WHERE user_id <> %(author)s ORDER BY user_id, rank
+    SELECT DISTINCT ON (c.i, c.user_id) c.i, c.user_id, c.kind
+    FROM candidates c JOIN p ON p.i = c.i WHERE c.user_id <> p.author ORDER BY c.i, c.user_id, c.rank
 ), added AS (
     INSERT INTO notifications{{s}} (user_id, id, kind, workspace_id, channel_id, message_id, seq, created_at, pushed,
                                   position)
-    SELECT b.user_id, %(prefix)s || substr(md5(b.user_id), 1, 12), b.kind, %(ws)s, %(ch)s, %(message_id)s,
-           bump.last_seq, %(at)s, NOT coalesce(p.muted, false) AND NOT coalesce(u.dnd_until > %(at)s, false),
-           %(position)s
-    FROM best b CROSS JOIN bump
-    JOIN notify_members{{s}} m ON m.channel_id = %(ch)s AND m.user_id = b.user_id
-    JOIN notify_workspace_members{{s}} w ON w.workspace_id = %(ws)s AND w.user_id = b.user_id
-    LEFT JOIN notify_channel_prefs{{s}} p ON p.channel_id = %(ch)s AND p.user_id = b.user_id
+    SELECT b.user_id, q.prefix || substr(md5(b.user_id), 1, 12), b.kind, q.ws, q.ch, q.message_id, q.seq, q.at,
+           NOT coalesce(pr.muted, false) AND NOT coalesce(u.dnd_until > q.at, false), q.position
+    FROM best b JOIN posts q ON q.i = b.i
+    JOIN notify_members{{s}} m ON m.channel_id = q.ch AND m.user_id = b.user_id
+    JOIN notify_workspace_members{{s}} w ON w.workspace_id = q.ws AND w.user_id = b.user_id
+    LEFT JOIN notify_channel_prefs{{s}} pr ON pr.channel_id = q.ch AND pr.user_id = b.user_id
     LEFT JOIN notify_users{{s}} u ON u.user_id = b.user_id
-    WHERE coalesce(p.level, 'mentions') <> 'nothing' AND (NOT coalesce(p.muted, false) OR b.kind IN {_DIRECT})
+    WHERE coalesce(pr.level, 'mentions') <> 'nothing' AND (NOT coalesce(pr.muted, false) OR b.kind IN {_DIRECT})
     ON CONFLICT DO NOTHING
-    RETURNING user_id, kind
+    RETURNING user_id, channel_id, kind
+), follow AS (
+    INSERT INTO notify_threads{{s}} (root_id, user_id)
+    SELECT DISTINCT coalesce(root, message_id), author FROM p
+    ON CONFLICT DO NOTHING
 )
 INSERT INTO notification_counts{{s}} AS c (channel_id, user_id, mention_count)
-SELECT %(ch)s, user_id, 1 FROM added WHERE kind IN {_COUNTED}
-ON CONFLICT (channel_id, user_id) DO UPDATE SET mention_count = c.mention_count + 1
+SELECT channel_id, user_id, count(*) FROM added WHERE kind IN {_COUNTED} GROUP BY channel_id, user_id
+ON CONFLICT (channel_id, user_id) DO UPDATE SET mention_count = c.mention_count + excluded.mention_count
 """
-_FOLLOW = "INSERT INTO notify_threads{s} (root_id, user_id) VALUES (%(root)s, %(author)s) ON CONFLICT DO NOTHING"
 _DELETED = f"""
 WITH gone AS (DELETE FROM notifications{{s}} WHERE message_id = %(message_id)s RETURNING user_id, channel_id, kind, read)
 UPDATE notification_counts{{s}} c SET mention_count = c.mention_count - g.k
@@ -198,17 +222,16 @@ _SQL = {
 }
 
 
-def _posted(recorded: RecordedEvent, e: MessagePosted) -> list[tuple[str, dict[str, Any]]]:
+def _posted(i: int, recorded: RecordedEvent, e: MessagePosted) -> dict[str, Any]:
+    """One post of a run, as ``_POSTED`` reads it."""
     words = n.words(e.text)
-    params = {
-        "ch": e.channel_id, "ws": e.workspace_id, "message_id": e.message_id, "author": e.author_id,
+    return {
+        "i": i, "ch": e.channel_id, "ws": e.workspace_id, "message_id": e.message_id, "author": e.author_id,
         "root": e.thread_root_id, "mentions": e.mentions, "everyone": e.mention_channel,
         "here": e.here_user_ids if e.mention_here else [], "words": sorted(set(words)),
         "norm": " " + " ".join(words) + " ", "prefix": n.id_prefix(recorded.position),
         "at": recorded.meta.occurred_at or recorded.recorded_at, "position": recorded.position,
     }
-    follow = {"root": e.thread_root_id or e.message_id, "author": e.author_id}
-    return [(_POSTED, params), (_FOLLOW, follow)]
 
 
 def _preferences(user: str, e: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -234,11 +257,10 @@ def _preferences(user: str, e: Any) -> list[tuple[str, dict[str, Any]]]:
 
 
 def statements(recorded: RecordedEvent) -> list[tuple[str, dict[str, Any]]]:
-    """The statements (with ``{s}`` for the table suffix) that apply one event, in order."""
+    """The statements (with ``{s}`` for the table suffix) that apply one event other than a post
+    (posts are applied in runs: ``Notifications.handle``), in order."""
     e, stream = recorded.event, recorded.stream_id
     match e:
-        case MessagePosted():
-            return _posted(recorded, e)
         case MessageDeleted():
             return [(_DELETED, {"message_id": e.message_id})]
         case ch.ChannelCreated():
@@ -266,7 +288,19 @@ class Notifications:
         return _SCHEMA.format(s=suffix, delay=n.DEFAULT_EMAIL_DELAY_S)
 
     async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
-        todo = [s for recorded in events for s in statements(recorded)]
+        todo: list[tuple[str, Any]] = []
+        run: list[dict[str, Any]] = []  # posts since the last other event that changes anything here
+        for recorded in events:
+            if isinstance(recorded.event, MessagePosted):
+                run.append(_posted(len(run), recorded, recorded.event))
+                continue
+            more = statements(recorded)
+            if more and run:
+                todo.append((_POSTED, (_JSON.encode(run).decode(),)))
+                run = []
+            todo += more
+        if run:
+            todo.append((_POSTED, (_JSON.encode(run).decode(),)))
         if not todo:
             return
         # In log order, pipelined: one round trip for the batch.
