@@ -21,7 +21,7 @@ from collections import Counter
 from bench._ws_http import raise_nofile
 
 MARK = b'"text":"rt:'
-PRESENCE = b'"presence.changed"'  # the hub writes it with json.dumps (spaces), events with msgspec (none)
+PRESENCE = b'"presence.changed"'
 HEARTBEAT = '{"op":"heartbeat"}'
 
 

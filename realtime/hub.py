@@ -39,6 +39,7 @@ from infra.nats_connect import connect_options
 from realtime import subjects
 from realtime.connection import Connection
 from realtime.subjects import Envelope
+from realtime.presence_batch import WorkspacePresence
 from realtime.wire import text_frame
 
 log = structlog.get_logger(__name__)
@@ -75,8 +76,7 @@ class Hub:
         self._collected: list[Envelope] = []
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
-        self._presence: dict[str, dict[str, Any]] = {}  # workspace subject -> user_id -> latest item
-        self._presence_sent: dict[str, float] = {}
+        self._presence: dict[str, WorkspacePresence] = {}  # by workspace presence subject
         self._presence_flush: asyncio.TimerHandle | None = None
         self._typed: dict[tuple[str, str], float] = {}
 
@@ -214,31 +214,29 @@ class Hub:
         except (ValueError, KeyError, TypeError):
             log.warning("realtime.foreign_message", subject=msg.subject)
             return
-        pending = self._presence.setdefault(msg.subject, {"workspace_id": event.get("workspace_id"), "items": {}})
-        for item in items:
-            pending["items"][item["user_id"]] = item  # the latest status wins
+        batch = self._presence.get(msg.subject)
+        if batch is None:
+            batch = self._presence[msg.subject] = WorkspacePresence(event.get("workspace_id"))
+        batch.add(items)
         self._schedule_presence()
 
     def _schedule_presence(self) -> None:
         if self._presence_flush is not None:
             return
-        loop = asyncio.get_running_loop()
-        due = min(self._presence_sent.get(s, 0.0) + PRESENCE_EVERY_S for s in self._presence)
-        self._presence_flush = loop.call_at(max(due, loop.time()), self._flush_presence)
+        busy = [batch.sent_at for batch in self._presence.values() if batch.busy]
+        if busy:
+            loop = asyncio.get_running_loop()
+            self._presence_flush = loop.call_at(max(min(busy) + PRESENCE_EVERY_S, loop.time()), self._flush_presence)
 
     def _flush_presence(self) -> None:
         self._presence_flush = None
         now = asyncio.get_running_loop().time()
-        for subject in [s for s in self._presence if now >= self._presence_sent.get(s, 0.0) + PRESENCE_EVERY_S]:
-            pending = self._presence.pop(subject)
-            self._presence_sent[subject] = now
-            wire = text_frame(json.dumps({"op": "event", "type": "presence.changed", "workspace_id": pending["workspace_id"],
-                                          "data": {"items": list(pending["items"].values())}}))
-            for conn in list(self.listeners.get(subject, ())):  # the same bytes to every socket
-                if conn.live:  # before ready, a client has nothing to apply it to (it reads the list after)
-                    conn.write(wire)
-        if self._presence:
-            self._schedule_presence()
+        for subject, batch in list(self._presence.items()):
+            if batch.busy and now >= batch.sent_at + PRESENCE_EVERY_S:
+                batch.flush(set(self.listeners.get(subject, ())), now)
+            if not batch.busy and subject not in self.listeners:
+                del self._presence[subject]
+        self._schedule_presence()
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("realtime.nats_error", error=str(exc))
