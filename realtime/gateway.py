@@ -1,7 +1,8 @@
 """``GET /api/v1/ws``: hello, ready, heartbeats, and the socket's send, receive and sync tasks.
 
-The protocol is in docs/realtime.md. A socket is served by its ASGI task, which reads the client's
-frames once ready is sent, and, while there is one to do, a sync task (``Connection.follow``).
+The protocol is in docs/realtime.md. A socket is served by its ASGI task (hello, then waiting for
+the end), a reader task (the client's frames) and, while there is one to do, a sync task
+(``Connection.follow``).
 Frames are written to the socket's transport as they come (``realtime/wire.py``); the hub's
 sweep closes sockets whose heartbeats stopped. Any of them ends the socket by
 ``Connection.close_soon``; nothing a client sends can raise out of here.
