@@ -60,6 +60,24 @@ async def test_concurrent_takes_never_overspend(limiter: RateLimiter) -> None:
     assert sorted(d.remaining for d in decisions if d.allowed) == list(range(10))
 
 
+async def test_concurrent_takes_on_many_buckets_each_get_their_own_answer(limiter: RateLimiter) -> None:
+    """Takes that arrive together travel together (one pipelined round trip); each still counts
+    against its own bucket only."""
+    names, limit = [bucket() for _ in range(4)], RateLimit(rate_per_s=SLOW, burst=2)
+    order = [name for _ in range(5) for name in names]
+    decisions = await asyncio.gather(*(limiter.take(name, limit) for name in order))
+    for name in names:
+        assert [d.allowed for n, d in zip(order, decisions, strict=True) if n == name] == [True, True, False, False, False]
+
+
+async def test_takes_go_on_after_redis_forgets_its_scripts(limiter: RateLimiter, redis: Redis) -> None:
+    names, limit = [bucket() for _ in range(3)], RateLimit(rate_per_s=SLOW, burst=1)
+    await limiter.take(bucket(), limit)  # the script is loaded
+    await redis.script_flush()  # as after a Redis restart
+    decisions = await asyncio.gather(*(limiter.take(name, limit) for name in names + names))
+    assert [d.allowed for d in decisions] == [True] * 3 + [False] * 3
+
+
 async def test_buckets_are_independent(limiter: RateLimiter) -> None:
     first, second, limit = bucket(), bucket(), RateLimit(rate_per_s=SLOW, burst=2)
     assert await takes(limiter, first, limit, 3) == [True, True, False]
