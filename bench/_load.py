@@ -1,5 +1,6 @@
 """Load generators: ``wrk`` (C, closed loop) with a Lua script that rotates bearer tokens, and an
-open-loop paced poster in separate Python processes (wrk cannot pace; Debian has no wrk2)."""
+open-loop paced poster in a process of its own (wrk cannot pace; Debian has no wrk2): raw
+keep-alive HTTP/1.1 on uvloop with every request rendered before the clock starts."""
 
 from __future__ import annotations
 
@@ -90,107 +91,134 @@ def run_wrk(base_url: str, workdir: Path, tokens: list[str], *, method: str, pat
     }
 
 
-# -- open loop, paced, in separate processes --------------------------------------------------------
+# -- open loop, paced ------------------------------------------------------------------------------
 
 
-IN_FLIGHT = 64  # per process; 32 clients' worth each, more than 500/s needs at 50 ms
+IN_FLIGHT = 64  # connections; more than 500/s needs at 50 ms each
+
+
+class _Conn:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for the pacer:
+    pre-rendered requests out, status line + headers + a Content-Length body in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "_Conn":
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def exchange(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _render(host: str, path: str, token: str, text: str) -> bytes:
+    body = json.dumps({"text": text}).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 def _paced_process(base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float,
-                   proc_no: int, cutoff_s: float, results) -> None:
+                   cutoff_s: float, results) -> None:
     try:
-        results.put(asyncio.run(_paced(base_url, path, tokens, rate, start, seconds, proc_no, cutoff_s)))
+        import uvloop
+
+        results.put(uvloop.run(_paced(base_url, path, tokens, rate, start, seconds, cutoff_s)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
 async def _paced(base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float,
-                 proc_no: int, cutoff_s: float) -> dict:
-    import httpx
+                 cutoff_s: float) -> dict:
+    """Posts due at ``start + i / rate``, each sent on an idle connection of a fixed set of
+    ``IN_FLIGHT``; a post that finds none waits (FIFO) and its wait counts: latency is measured
+    from when it was due (no coordinated omission). Requests are rendered before the clock starts,
+    so the generator costs a few tens of microseconds per post."""
+    host, port = base_url.removeprefix("http://").split(":")
+    count = int(rate * seconds)
+    requests = [_render(f"{host}:{port}", path, tokens[i % len(tokens)], f"paced {i}") for i in range(count)]
+    idle: asyncio.Queue[_Conn] = asyncio.Queue()
+    for _ in range(IN_FLIGHT):
+        idle.put_nowait(await _Conn.open(host, int(port)))
+    latencies: list[float] = []
+    service: list[float] = []
+    statuses: dict[int | str, int] = {}
+    lag: list[float] = []
 
-    # Bounded in flight: httpx's pool is quadratic in queued requests, so an overloaded server
-    # would otherwise make the generator the bottleneck. Requests beyond the bound wait here, in
-    # FIFO order, and their wait counts: latency is measured from when each was due.
-    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
-    gate = asyncio.Semaphore(IN_FLIGHT)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
-        for tok in tokens[:4]:  # open a few connections before the clock starts
-            await client.get("/healthz")
-        count = int(rate * seconds)
-        latencies: list[float] = []
-        service: list[float] = []
-        statuses: dict[int | str, int] = {}
-        lag: list[float] = []
+    async def one(i: int, due: float) -> None:
+        conn = await idle.get()
+        sent = time.monotonic()
+        lag.append(sent - due)
+        try:
+            status: int | str = await conn.exchange(requests[i])
+            idle.put_nowait(conn)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:  # counted, and its time too
+            status = type(exc).__name__
+            conn.close()
+            idle.put_nowait(await _Conn.open(host, int(port)))
+        done = time.monotonic()
+        statuses[status] = statuses.get(status, 0) + 1
+        latencies.append((done - due) * 1000)
+        service.append((done - sent) * 1000)
 
-        async def one(i: int, due: float) -> None:
-            headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"}
-            async with gate:
-                sent = time.monotonic()
-                lag.append(sent - due)
-                try:
-                    r = await client.post(path, json={"text": f"paced {proc_no}-{i}"}, headers=headers)
-                    status: int | str = r.status_code
-                except httpx.HTTPError as exc:  # counted, and its time too: a failure is no faster answer
-                    status = type(exc).__name__
-            done = time.monotonic()
-            statuses[status] = statuses.get(status, 0) + 1
-            latencies.append((done - due) * 1000)  # from when it was due: no coordinated omission
-            service.append((done - sent) * 1000)
-
-        cpu0, began = time.process_time(), time.monotonic()
-        tasks = []
-        for i in range(count):
-            due = start + i / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-        # An overloaded server must not stretch the phase without bound: whatever is unanswered
-        # ``cutoff_s`` after the last was due is cancelled and counted with its wait so far (a lower bound).
-        _, late = await asyncio.wait(tasks, timeout=max(0.0, start + seconds + cutoff_s - time.monotonic()))
-        cut = time.monotonic()
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
-        statuses["unanswered"] = len(late)
-        latencies += [(cut - (start + i / rate)) * 1000 for i in range(count - len(late), count)]
-        cpu = time.process_time() - cpu0
-        wall = time.monotonic() - max(start, began)
+    cpu0, began = time.process_time(), time.monotonic()
+    tasks = []
+    for i in range(count):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, due)))
+    # An overloaded server must not stretch the phase without bound: whatever is unanswered
+    # ``cutoff_s`` after the last was due is cancelled and counted with its wait so far (a lower bound).
+    _, late = await asyncio.wait(tasks, timeout=max(0.0, start + seconds + cutoff_s - time.monotonic()))
+    cut = time.monotonic()
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    statuses["unanswered"] = len(late)
+    latencies += [(cut - (start + i / rate)) * 1000 for i in range(count - len(late), count)]
+    cpu = time.process_time() - cpu0
+    wall = time.monotonic() - max(start, began)
+    while not idle.empty():
+        idle.get_nowait().close()
     return {"latencies_ms": latencies, "service_ms": service, "statuses": statuses, "cpu_s": cpu, "wall_s": wall,
             "max_send_lag_ms": max(lag) * 1000 if lag else 0.0}
 
 
-def run_paced_posts(base_url: str, path: str, tokens: list[str], rate: float, seconds: float, processes: int,
+def run_paced_posts(base_url: str, path: str, tokens: list[str], rate: float, seconds: float,
                     cutoff_s: float = 20) -> dict:
-    """Open loop: ``rate`` posts/s in total, due at fixed times, from ``processes`` processes."""
+    """Open loop: ``rate`` posts/s, due at fixed times, from one generator process of its own."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    start = time.monotonic() + 3.0  # after the children have imported httpx
-    children = [ctx.Process(target=_paced_process,
-                            args=(base_url, path, tokens[p::processes], rate / processes,
-                                  start + p / rate, seconds, p, cutoff_s, results)) for p in range(processes)]
-    for child in children:
-        child.start()
-    outs = [results.get(timeout=seconds + 120) for _ in children]
-    for child in children:
-        child.join(10)
-    errors = [o["error"] for o in outs if "error" in o]
-    if errors:
-        raise RuntimeError(f"paced posters failed: {errors[0]}")
-    lat = sorted(x for o in outs for x in o["latencies_ms"])
-    svc = sorted(x for o in outs for x in o["service_ms"])
-    statuses: dict[str, int] = {}
-    for o in outs:
-        for code, n in o["statuses"].items():
-            if n:
-                statuses[str(code)] = statuses.get(str(code), 0) + n
+    start = time.monotonic() + 3.0  # after the child has started and rendered its requests
+    child = ctx.Process(target=_paced_process, args=(base_url, path, tokens, rate, start, seconds, cutoff_s, results))
+    child.start()
+    out = results.get(timeout=seconds + cutoff_s + 120)
+    child.join(10)
+    if "error" in out:
+        raise RuntimeError(f"paced poster failed: {out['error']}")
+    lat, svc = sorted(out["latencies_ms"]), sorted(out["service_ms"])
+    statuses = {str(code): n for code, n in out["statuses"].items() if n}
     return {
-        "offered_per_s": rate, "seconds": seconds, "requests": len(lat), "processes": processes, "cutoff_s": cutoff_s,
+        "offered_per_s": rate, "seconds": seconds, "requests": len(lat), "processes": 1, "cutoff_s": cutoff_s,
         "statuses": statuses,
         "latency_ms": {"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
                        "max": lat[-1] if lat else float("nan")},
         "service_time_ms": {"p50": percentile(svc, 50), "p99": percentile(svc, 99)},
-        "max_send_lag_ms": max(o["max_send_lag_ms"] for o in outs),
-        "generator_cpu_pct_of_one_core": [round(100 * o["cpu_s"] / o["wall_s"], 1) for o in outs],
-        "wall_s": max(o["wall_s"] for o in outs),
+        "max_send_lag_ms": out["max_send_lag_ms"],
+        "generator_cpu_pct_of_one_core": round(100 * out["cpu_s"] / out["wall_s"], 1),
+        "wall_s": out["wall_s"],
     }
