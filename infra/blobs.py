@@ -10,15 +10,16 @@ only on ``commit()``; ``discard()`` (or an error) leaves nothing behind. On loca
 go to ``{key}.part`` and are renamed into place (same directory, so the rename is atomic); on S3
 they go to a multipart upload that is completed on commit and aborted on discard. A crash
 mid-upload can leave a ``.part`` file or an incomplete multipart upload, never a blob under a
-real key (buckets should expire incomplete multipart uploads with a lifecycle rule).
+real key; ``sweep_leftovers`` removes those once they are older than any upload can take.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -34,6 +35,8 @@ WRITE_BATCH = 1 << 20
 READ_CHUNK = 256 << 10
 S3_PART_SIZE = 8 << 20
 """s3fs buffers a part in memory before sending it (its default is 50 MiB per open upload)."""
+PART_SUFFIX = ".part"
+"""A local blob being written (renamed into place on commit); ``sweep_leftovers`` removes old ones."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,12 @@ class BlobStore(Protocol):
     async def presigned_url(self, key: str, *, expires_s: int, content_type: str, disposition: str) -> str | None:
         """A URL that serves the blob directly for ``expires_s`` seconds with these response headers,
         or None where the backend cannot (local disk: the app streams it)."""
+        ...
+
+    async def sweep_leftovers(self, before: dt.datetime) -> int:
+        """Remove what uploads that never finished left behind (a process killed mid-upload): ``.part``
+        files last written before ``before`` on local disk, multipart uploads started before it on S3.
+        Blobs under real keys are never touched. How many were removed."""
         ...
 
     async def close(self) -> None: ...
@@ -189,6 +198,41 @@ class FsspecBlobStore:
         return await self.call(lambda: self._fs.sign(path, expiration=expires_s, ResponseContentType=content_type,
                                                      ResponseContentDisposition=disposition))
 
+    async def sweep_leftovers(self, before: dt.datetime) -> int:
+        return await self.call(self._sweep_parts if self._local else self._sweep_multipart_uploads, before)
+
+    def _sweep_parts(self, before: dt.datetime) -> int:
+        # mtime, not the start: a .part being written now is never old, however long its upload takes.
+        removed, cutoff = 0, before.timestamp()
+        for directory, _dirs, names in os.walk(self._root):
+            for name in names:
+                path = os.path.join(directory, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if name.endswith(PART_SUFFIX) and os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+        return removed
+
+    def _sweep_multipart_uploads(self, before: dt.datetime) -> int:
+        bucket, _, prefix = self._root.partition("/")
+        removed = 0
+        for upload in self._multipart_uploads(bucket, f"{prefix}/" if prefix else ""):
+            if upload["Initiated"] < before:
+                with contextlib.suppress(FileNotFoundError):  # aborted meanwhile (s3fs: NoSuchUpload)
+                    self._fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"],
+                                     UploadId=upload["UploadId"])
+                    removed += 1
+        return removed
+
+    def _multipart_uploads(self, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+        markers: dict[str, str] = {}
+        while True:
+            page = self._fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **markers)
+            yield from page.get("Uploads", [])
+            if not page.get("IsTruncated"):
+                return
+            markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
     async def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -253,7 +297,7 @@ class _Writer:
 
 
 def _local_writer(store: FsspecBlobStore, path: str, observe: Callable[[bytes], Any] | None) -> _Writer:
-    part = path + ".part"
+    part = path + PART_SUFFIX
     os.makedirs(os.path.dirname(path), exist_ok=True)
     handle = open(part, "xb")  # noqa: SIM115 - closed by finish or drop
 
@@ -277,8 +321,10 @@ def _s3_writer(store: FsspecBlobStore, handle: Any, observe: Callable[[bytes], A
         handle.commit()  # completes the multipart upload
 
     def drop() -> None:
-        handle.discard()  # aborts the multipart upload, if one was started
-        handle.closed = True  # or fsspec's close (also on garbage collection) would start another
+        try:
+            handle.discard()  # aborts the multipart upload, if one was started
+        finally:  # even if that failed (e.g. swept already): or fsspec's close, also on garbage collection,
+            handle.closed = True  # would try to upload the rest (and hangs there when run by the collector)
 
     return _Writer(store, handle.write, finish=finish, drop=drop, observe=observe)
 

@@ -3,6 +3,8 @@ HTTP with real s3fs (``s3_server`` in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import hashlib
 import os
 import urllib.request
@@ -84,6 +86,45 @@ async def test_a_discarded_s3_write_leaves_no_multipart_upload(s3_server: dict[s
     uploads = client.list_multipart_uploads(Bucket=s3_server["bucket"], Prefix=prefix).get("Uploads", [])
     assert uploads == []
     assert client.list_objects_v2(Bucket=s3_server["bucket"], Prefix=prefix).get("KeyCount") == 0
+
+
+async def test_an_upload_cut_off_by_a_crash_is_swept_once_older_than_the_cutoff(blobs: BlobStore,
+                                                                                   tmp_path: Path) -> None:
+    kept, k = key(), key()
+    await blobs.put(kept, b"a committed blob")
+    writer = await blobs.writer(k)
+    await writer.write(os.urandom(S3_PART_SIZE + WRITE_BATCH))  # an S3 multipart upload has begun; a .part on disk
+    await writer.write(b"more")  # the batch before it is written (flushed)
+    try:
+        now = dt.datetime.now(dt.UTC)
+        assert await blobs.sweep_leftovers(now - dt.timedelta(days=1)) == 0  # still being written, for all we know
+        assert await blobs.sweep_leftovers(now + dt.timedelta(minutes=1)) == 1
+        assert await blobs.sweep_leftovers(now + dt.timedelta(minutes=1)) == 0
+        assert await read_all(blobs, kept) == b"a committed blob"
+        assert await blobs.size(k) is None
+        assert [p.name for p in tmp_path.rglob("*") if p.is_file()] in ([], ["blob"])  # local: only the committed one
+    finally:
+        with contextlib.suppress(Exception):
+            await writer.discard()
+
+
+async def test_a_sweep_on_s3_aborts_only_the_uploads_under_its_own_prefix(s3_server: dict[str, str]) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server["s3_endpoint_url"], region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    prefix, bucket = f"sweep-{uuid.uuid4().hex[:6]}", s3_server["bucket"]
+    ours = client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}/ws/f/original")["UploadId"]
+    theirs = client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}-other/ws/f/original")["UploadId"]
+    store = open_blob_store(f"s3://{bucket}/{prefix}", s3_endpoint_url=s3_server["s3_endpoint_url"],
+                            s3_region="us-east-1", s3_access_key_id="testing", s3_secret_access_key="testing")
+    try:
+        assert await store.sweep_leftovers(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)) == 1
+    finally:
+        await store.close()
+    left = {u["UploadId"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
+    assert theirs in left and ours not in left
+    client.abort_multipart_upload(Bucket=bucket, Key=f"{prefix}-other/ws/f/original", UploadId=theirs)
 
 
 async def test_ranges_read_exactly_the_bytes_asked_for(blobs: BlobStore) -> None:
