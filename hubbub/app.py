@@ -34,6 +34,7 @@ from hubbub import deps, health, problems
 from hubbub.auth import authenticate
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
+from infra.blob_sweep import LeftoverSweeper
 from infra.blobs import open_blob_store
 from infra.eventstore.port import EventStore
 from infra.images import Thumbnailer
@@ -175,6 +176,9 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     janitor = BlobJanitor(shell, blobs, pool)
     janitor.start()
     stack.push_async_callback(janitor.stop)
+    sweeper = LeftoverSweeper(blobs)  # what uploads cut off by a crash left in the blob store
+    sweeper.start()
+    stack.push_async_callback(sweeper.stop)
     return deps.Services(
         settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
         shell=shell, passwords=Passwords(cheap=settings.insecure_fast_passwords),

@@ -9,11 +9,13 @@ ASGI app directly (``raw_upload``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
 import os
 import struct
+import time
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Iterator
@@ -386,6 +388,22 @@ async def test_the_workspace_quota_counts_files_until_they_are_deleted(service_u
         deleted = await api.delete(f"{V1}/files/{first['id']}", headers=t.owner.auth)
         await get(api, t.owner, f"/files/{uuid.uuid4()}", deleted.json()["position"])
         assert (await upload(api, t.owner, t.workspace_id, b"y" * 600))["size"] == 600
+
+
+async def test_the_app_sweeps_uploads_a_crash_cut_off_when_it_starts(service_urls: dict[str, str], migrated_url: str,
+                                                                     tmp_path: Path) -> None:
+    crashed = tmp_path / "ws" / "file" / "abc" / "original.part"  # a server killed mid-upload two days ago
+    crashed.parent.mkdir(parents=True)
+    crashed.write_bytes(b"half an upload")
+    os.utime(crashed, (time.time() - 2 * 86_400,) * 2)
+    uploading = crashed.with_name("thumb-360.part")  # written a minute ago: perhaps still being written
+    uploading.write_bytes(b"x")
+    async with AsyncTestClient(create_app(settings_for(service_urls, migrated_url, tmp_path))):
+        for _ in range(100):
+            if not crashed.exists():
+                break
+            await asyncio.sleep(0.05)
+    assert not crashed.exists() and uploading.exists()
 
 
 # -- sharing and who may see a file -----------------------------------------------------------------
