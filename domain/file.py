@@ -77,6 +77,9 @@ class FileDeleted(Event, frozen=True, tag="file.deleted"):
     file_id: str
     workspace_id: str
     deleted_by: str
+    channel_ids: tuple[str, ...] = ()
+    """The channels where live messages listed the file (they show its tombstone now); empty in
+    events recorded before this field was."""
 
 
 class FileBlobsRemoved(Event, frozen=True, tag="file.blobs_removed"):
@@ -245,7 +248,8 @@ def _delete(state: File, c: Delete) -> Sequence[Event]:
     if state.deleted:
         return []
     assert state.workspace_id is not None
-    return [FileDeleted(file_id=state.file_id, workspace_id=state.workspace_id, deleted_by=c.actor_id)]
+    return [FileDeleted(file_id=state.file_id, workspace_id=state.workspace_id, deleted_by=c.actor_id,
+                        channel_ids=tuple(sorted(set(state.shares.values()))))]
 
 
 def _remove_blobs(state: File) -> Sequence[Event]:

@@ -43,3 +43,30 @@ async def test_a_shared_file_reaches_the_channel_after_its_message(server: str) 
         assert shared["channel_id"] == team.general_id
         assert shared["data"] == {"message_id": posted["id"],
                                   "file": {"id": up["id"], "name": "n.txt", "size": 5, "mime": "text/plain"}}
+
+
+async def test_a_deleted_file_reaches_the_channels_that_listed_it_as_a_tombstone(server: str) -> None:
+    async with httpx.AsyncClient(base_url=f"http://{server}", timeout=30) as api:
+        team = await create_workspace(api, await register(api, "Owner"))  # type: ignore[arg-type]
+        bea = await join_workspace(api, team, "Bea")  # type: ignore[arg-type]
+        secret = await create_channel(api, team, team.owner, "secret", private=True)  # type: ignore[arg-type]
+
+        async def shared_in(*channels: str) -> str:
+            file_id = (await api.post(f"{API}/workspaces/{team.workspace_id}/files", files={"file": ("n.txt", b"n")},
+                                      headers=team.owner.auth)).json()["id"]
+            for channel in channels:
+                await api.post(f"{API}/channels/{channel}/messages", json={"file_ids": [file_id]}, headers=team.owner.auth)
+            return file_id
+
+        hidden, public = await shared_in(secret), await shared_in(secret, team.general_id)
+        async with ws(server, bea) as bea_sock, ws(server, team.owner) as owner_sock:
+            await api.delete(f"{API}/files/{hidden}", headers=team.owner.auth)
+            deleted = (await api.delete(f"{API}/files/{public}", headers=team.owner.auth)).json()
+            heard = await bea_sock.event("file.deleted")  # never the one only #secret listed
+            mine = await owner_sock.event("file.deleted")
+        assert heard == {"op": "event", "position": deleted["position"], "type": "file.deleted",
+                         "workspace_id": team.workspace_id, "channel_id": None,
+                         "data": {"file_id": public, "file": {"id": public, "name": "", "size": 0, "mime": "",
+                                                             "deleted": True}}}
+        assert mine["data"]["file_id"] == hidden  # the owner sees #secret: both, in order
+        assert (await api.get(f"{API}/channels/{team.general_id}/messages", headers=bea.auth)).status_code == 200

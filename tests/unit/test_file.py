@@ -75,10 +75,20 @@ def test_delete_by_uploader_or_admin_who_sees_it() -> None:
     deleted = FileDeleted(file_id="f1", workspace_id="w1", deleted_by="ada")
     given(FILE, UPLOADED).when(Delete(actor_id="ada")).then(deleted)
     given(FILE, UPLOADED, SHARED).when(Delete(actor_id="boss", actor_is_admin=True, actor_sees_file=True)).then(
-        FileDeleted(file_id="f1", workspace_id="w1", deleted_by="boss"))
+        FileDeleted(file_id="f1", workspace_id="w1", deleted_by="boss", channel_ids=("c1",)))
     given(FILE, UPLOADED, SHARED).when(Delete(actor_id="bob", actor_sees_file=True)).then_rejects(Forbidden)
     given(FILE, UPLOADED).when(Delete(actor_id="boss", actor_is_admin=True)).then_rejects(NotFound)
     given(FILE, UPLOADED, deleted).when(Delete(actor_id="ada")).then()
+
+
+def test_a_deletion_names_each_channel_whose_live_messages_list_the_file_once() -> None:
+    in_c1_again = FileShared(file_id="f1", workspace_id="w1", channel_id="c1", message_id="m2", shared_by="ada")
+    in_c2 = FileShared(file_id="f1", workspace_id="w1", channel_id="c2", message_id="m3", shared_by="ada")
+    unshared = FileUnshared(file_id="f1", channel_id="c2", message_id="m3")
+    given(FILE, UPLOADED, SHARED, in_c1_again, in_c2).when(Delete(actor_id="ada")).then(
+        FileDeleted(file_id="f1", workspace_id="w1", deleted_by="ada", channel_ids=("c1", "c2")))
+    given(FILE, UPLOADED, SHARED, in_c2, unshared).when(Delete(actor_id="ada")).then(
+        FileDeleted(file_id="f1", workspace_id="w1", deleted_by="ada", channel_ids=("c1",)))
 
 
 def test_blobs_are_removed_once_after_deletion() -> None:
