@@ -20,7 +20,7 @@ import structlog
 from domain import channel as ch
 from domain import workspace as ws
 from domain.events import RecordedEvent
-from domain.file import FileShared
+from domain.file import FileDeleted, FileShared
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
 from domain.notify import NotificationsRead
 from domain.readstate import ReadMarkerMoved
@@ -102,6 +102,8 @@ def route(recorded: RecordedEvent) -> Route | None:
             return Route((subjects.user(_id(recorded.stream_id, "user-")),))
         case SessionEnded():
             return Route((subjects.user(event.user_id),), session_ended=event.session_id)
+        case FileDeleted() if event.channel_ids:
+            return Route(tuple(subjects.channel(c) for c in event.channel_ids))
     return None
 
 
@@ -189,6 +191,9 @@ def _frames(recorded: RecordedEvent, messages: dict[str, MessageOut],
                            data={"ids": event.ids, "all": event.all})]
     if isinstance(event, (ws.MemberJoined, ws.RoleChanged, ws.MemberLeft)):
         return [_workspace_frame(recorded)]
+    if isinstance(event, FileDeleted):  # one frame for all its channels, so it carries nothing of any of them
+        return [EventFrame(position=position, type="file.deleted", workspace_id=event.workspace_id, channel_id=None,
+                           data={"file_id": event.file_id, "file": FileOut(event.file_id, "", 0, "", deleted=True)})]
     channel_id = _channel_of(recorded)
     info = channels.get(channel_id or "")
     if info is None:
