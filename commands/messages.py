@@ -18,6 +18,7 @@ gets the first answer.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Collection
 
@@ -26,12 +27,12 @@ from litestar import Controller, Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from commands.shell import CommandShell, Context
+from commands.shell import CommandShell, Context, backoff
 from domain import access
 from domain import message as m
 from domain.channel import CHANNEL, Channel, channel_stream, visible, writable
 from domain.emoji import check_emoji
-from domain.errors import Forbidden, NotFound
+from domain.errors import DomainError, Forbidden, NotFound
 from domain.session import Principal
 from domain.session import SESSION
 from domain.workspace import WORKSPACE, Workspace, workspace_stream
@@ -41,11 +42,14 @@ from commands.here import here_online
 from hubbub.deps import Services, services_of
 from commands.files import share_entries, unshare_entries
 from infra.http import with_position
+from infra.eventstore import WrongExpectedVersion
 from infra.ids import new_id
 from infra.consistency import ReadConsistency
 from readapi.seqs import SeqLookup
 
 READ_MODEL = "messages"
+POST_ATTEMPTS = 3
+"""A post decided on cached session, channel and workspace states, then on read ones (twice)."""
 
 
 class PostBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -106,18 +110,27 @@ async def channel_access(shell: CommandShell, channel_id: str, user_id: str) -> 
     return _access(channel, workspace, user_id)
 
 
-async def caller_and_channel(shell: CommandShell, authorization: str | None, channel_id: str) -> tuple[Principal, Access]:
+async def caller_and_channel(shell: CommandShell, authorization: str | None, channel_id: str,
+                             *, trust_cache: bool = False) -> tuple[Principal, Access, list[tuple[str, int]]]:
     """``authenticate`` then ``channel_access``, in ONE read of the session, channel and workspace
-    streams once this process knows the channel's workspace (a channel never changes workspace)."""
+    streams once this process knows the channel's workspace (a channel never changes workspace),
+    or, with ``trust_cache``, in no read at all when this process holds all three. Also answers
+    the versions decided on, for the append to expect (a stale cache is then a refused append)."""
     session = session_stream_of(authorization)
     known = shell.cached(CHANNEL, channel_stream(channel_id)) if m.could_be_id(channel_id) else None
     if known is None or known.state.workspace_id is None:
         principal = await authenticate(shell, authorization)
-        return principal, await channel_access(shell, channel_id, principal.user_id)
-    caller, channel, workspace = await shell.load_many([
-        (SESSION, session), (CHANNEL, channel_stream(channel_id)), (WORKSPACE, workspace_stream(known.state.workspace_id))])
+        return principal, await channel_access(shell, channel_id, principal.user_id), []
+    wanted = [(SESSION, session), (CHANNEL, channel_stream(channel_id)),
+              (WORKSPACE, workspace_stream(known.state.workspace_id))]
+    held = [shell.cached(decider, stream) for decider, stream in wanted] if trust_cache else []
+    if held and all(h is not None and h.version > 0 for h in held):
+        caller, channel, workspace = held
+    else:
+        caller, channel, workspace = await shell.load_many(wanted)
     principal = principal_of(session, caller)  # first: nothing is said about the channel to a stranger
-    return principal, _access(channel.state, workspace.state, principal.user_id)
+    expect = [(stream, loaded.version) for (_, stream), loaded in zip(wanted, (caller, channel, workspace), strict=True)]
+    return principal, _access(channel.state, workspace.state, principal.user_id), expect
 
 
 def _access(channel: Channel, workspace: Workspace, user_id: str) -> Access:
@@ -171,12 +184,39 @@ class MessagesController(Controller):
         # and the caller's session is read with the channel (see caller_and_channel).
         services = services_of(request)
         shell, consistency = services.shell, services.consistency
-        limiter, settings = services.limiter, services.settings
-        principal, found = await caller_and_channel(shell, request.headers.get("authorization"), channel_id)
-        user = principal.user_id
-        writable(found.channel, user, found.role)
-        must_be_member(found, user, "post in it")
-        await check_post(limiter, settings, user)
+        authorization = request.headers.get("authorization")
+        # First on what this process holds of the session, channel and workspace, without reading
+        # them. The append expects their versions, so if one moved meanwhile (revoked, removed,
+        # archived...) nothing is written; and a refusal is only answered once decided on a read.
+        # The next attempt reads them and decides again.
+        limited = False
+        for attempt in range(1, POST_ATTEMPTS + 1):
+            held = attempt == 1 and not data.file_ids
+            try:
+                principal, found, expect = await caller_and_channel(shell, authorization, channel_id, trust_cache=held)
+                writable(found.channel, principal.user_id, found.role)
+                must_be_member(found, principal.user_id, "post in it")
+                if not limited:
+                    await check_post(services.limiter, services.settings, principal.user_id)
+                    limited = True
+                message_id, position = await self._post(request, services, principal, found, expect, channel_id, data)
+            except DomainError:
+                if not held:
+                    raise
+                continue
+            except WrongExpectedVersion as exc:
+                if attempt == POST_ATTEMPTS or exc.stream_id not in dict(expect):
+                    raise
+                await asyncio.sleep(backoff(attempt - 1) if attempt > 1 else 0)
+                continue
+            break
+        seq = await seq_of(services.seqs, consistency, message_id, position)
+        return with_position(Response(PostedOut(message_id, seq, position), status_code=201), position)
+
+    @staticmethod
+    async def _post(request: Request, services: Services, principal: Principal, found: Access,
+                    expect: list[tuple[str, int]], channel_id: str, data: PostBody) -> tuple[str, int]:
+        shell, user = services.shell, principal.user_id
         key = m.check_client_msg_id(data.client_msg_id) or request.headers.get("idempotency-key")
         message_id = m.client_message_id(channel_id, user, key) if key else new_id()
         root = await thread_root(shell, data.thread_root_id)
@@ -187,13 +227,10 @@ class MessagesController(Controller):
                          online_ids=await here_online(services.presence, data.text, found.channel.members & found.members,
                                                       user))
         if data.file_ids:
-            position = await post_with_files(request, services, principal, command, key)
-        else:
-            outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command,
-                                         context(request, principal, key), new=key is None)
-            position = outcome.position
-        seq = await seq_of(services.seqs, consistency, message_id, position)
-        return with_position(Response(PostedOut(message_id, seq, position), status_code=201), position)
+            return message_id, await post_with_files(request, services, principal, command, key)
+        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command,
+                                     context(request, principal, key), new=key is None, expect=expect)
+        return message_id, outcome.position
 
     @patch("/messages/{message_id:str}", operation_id="editMessage")
     async def edit_message(

@@ -59,7 +59,10 @@ class StateCache:
     """Folded states by (decider, stream), least recently used dropped first.
 
     A cached state is only a starting point: every load still reads the stream's tail after
-    the cached version, so a stale entry costs one short read, never a wrong decision.
+    the cached version, so a stale entry costs one short read, never a wrong decision. A caller
+    that decides on a cached state without reading (``CommandShell.cached``: the post route's
+    session, channel and workspace) appends with those versions expected, so a stale entry
+    costs a refused append and a read, never a wrong decision either.
     """
 
     def __init__(self, size: int = 10_000) -> None:
@@ -152,22 +155,25 @@ class CommandShell:
         return fresh
 
     async def handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
-                     *, new: bool = False) -> Outcome[S]:
+                     *, new: bool = False, expect: Sequence[tuple[str, int]] = ()) -> Outcome[S]:
         """Decide and append; raises the decider's DomainError unchanged on a rejection.
         ``new``: the caller just made ``stream_id`` up from a fresh random id, so there is nothing
-        to read (the append still expects an empty stream, so a wrong guess is a conflict)."""
+        to read (the append still expects an empty stream, so a wrong guess is a conflict).
+        ``expect``: other streams the caller's decision read, at the versions it read them (see
+        ``EventStore.append_many``); if one has moved, ``WrongExpectedVersion`` names it and is
+        not retried here: the caller must read again and decide again."""
         # Commands on one stream from this process take turns, so they never conflict with each
         # other; only writers in other processes can, and those conflicts are retried.
         lock = self._locks.setdefault(stream_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._handle(decider, stream_id, command, ctx, new)
+                return await self._handle(decider, stream_id, command, ctx, new, expect)
         finally:
             if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
                 self._locks.pop(stream_id, None)
 
     async def _handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
-                      new: bool = False) -> Outcome[S]:
+                      new: bool = False, expect: Sequence[tuple[str, int]] = ()) -> Outcome[S]:
         for attempt in range(1, self._max_attempts + 1):
             fresh = new and attempt == 1 and ctx.idempotency_key is None
             loaded = _Loaded(decider.initial) if fresh else await self.load(decider, stream_id)
@@ -178,9 +184,9 @@ class CommandShell:
             if not events:
                 return Outcome(0, loaded.version, loaded.state, ())
             try:
-                return await self._append(decider, stream_id, loaded, events, ctx)
-            except WrongExpectedVersion:
-                if attempt == self._max_attempts:
+                return await self._append(decider, stream_id, loaded, events, ctx, expect)
+            except WrongExpectedVersion as exc:
+                if attempt == self._max_attempts or exc.stream_id != stream_id:
                     raise
                 await asyncio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
@@ -198,14 +204,15 @@ class CommandShell:
         return Outcome(position, loaded.version, loaded.state, (), repeated=True)
 
     async def _append(
-        self, decider: Decider[S, C], stream_id: str, loaded: _Loaded[S], events: Sequence[Event], ctx: Context
+        self, decider: Decider[S, C], stream_id: str, loaded: _Loaded[S], events: Sequence[Event], ctx: Context,
+        expect: Sequence[tuple[str, int]] = (),
     ) -> Outcome[S]:
         meta = EventMeta(
             actor_id=ctx.actor_id, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id, occurred_at=ctx.now
         )
         ids = event_ids(stream_id, ctx.idempotency_key, len(events))
         new = [NewEvent(event=e, event_id=i, meta=meta) for e, i in zip(events, ids, strict=True)]
-        result = await self._store.append(stream_id, new, loaded.version)
+        result = await self._store.append(stream_id, new, loaded.version, expect=expect)
         state = loaded.state
         for event in events:
             state = decider.evolve(state, event)

@@ -197,8 +197,12 @@ class KurrentEventStore:
     # -- writing -------------------------------------------------------------------------------
 
     async def append(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY,
+        *, expect: Sequence[tuple[str, int]] = (),
     ) -> AppendResult:
+        if expect:
+            [result] = await self.append_many([StreamAppend(stream_id, events, expected_version)], expect=expect)
+            return result
         if not events:
             raise ValueError("append needs at least one event")
         ids = [e.event_id for e in events]
@@ -210,12 +214,19 @@ class KurrentEventStore:
         new = [to_new_event(e, self._codec) for e in events]
         return await self._write(stream_id, ids, new, expected_version, since)
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
-        check_appends(appends)
+    async def append_many(self, appends: Sequence[StreamAppend], *,
+                          expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
+        check_appends(appends, expect)
         ids = [[e.event_id for e in a.events] for a in appends]
         sinces = [await self._claim(a.stream_id, i) for a, i in zip(appends, ids, strict=True)]
         if 0 in sinces and (repeat := await self._find_repeats(appends, ids, [0] * len(appends))):
             return repeat
+        # KurrentDB has no condition on a stream an append does not write: the expectations are
+        # read just before it (a change in between is not caught, as with a read-then-append).
+        for stream_id, version in expect:
+            current = version_from_current(await self._client.get_current_version(stream_id)) or 0
+            if current != version:
+                raise WrongExpectedVersion(stream_id, version, current)
         for _ in range(ANY_ATTEMPTS):
             try:
                 await self._client.multi_append_to_stream(await self._new_events(appends))

@@ -3,6 +3,9 @@
 Guarantees:
 - per-stream optimistic concurrency (``expected_version``) and idempotent event ids;
 - ``append_many`` writes several streams all-or-none, with the same checks for each;
+- ``expect``: an append can also require streams it does not write to be at given versions
+  (what its decision read: the caller's session, the channel, the workspace), so a decision
+  made on a cached state is fenced against a change that happened meanwhile;
 - one global order of ``position``s, and no reader ever skips an event: once a reader has seen
   position p, no event below p can appear later;
 - ``subscribe`` wakes within milliseconds of a commit, not by polling.
@@ -57,14 +60,21 @@ class DuplicateEventId(EventStoreError):
 
 class EventStore(Protocol):
     async def append(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY,
+        *, expect: Sequence[tuple[str, int]] = (),
     ) -> AppendResult:
         """Append all of ``events`` or none. Repeating an append with the same event ids returns
-        the first result and appends nothing."""
+        the first result and appends nothing. ``expect``: as in ``append_many``."""
         ...
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+    async def append_many(self, appends: Sequence[StreamAppend], *,
+                          expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
         """Append to several streams atomically: all of ``appends`` or none, one result each.
+
+        ``expect``: ``(stream_id, version)`` of streams not written here that must be at exactly
+        that version, or nothing is appended and ``WrongExpectedVersion`` names the first that
+        is not (PostgreSQL: checked in the same statement as the append; KurrentDB: read just
+        before it). A repeat (all ids stored) answers its first results whatever they are now.
 
         A wrong expected version in any entry raises ``WrongExpectedVersion`` for the first such
         entry. Repeating an ``append_many`` whose event ids all exist as it wrote them returns the
@@ -103,11 +113,17 @@ class InvalidEvent(EventStoreError, ValueError):
     """An event the log cannot hold (e.g. a NUL character in its data); nothing was appended."""
 
 
-def check_appends(appends: Sequence[StreamAppend]) -> None:
+def check_appends(appends: Sequence[StreamAppend], expect: Sequence[tuple[str, int]] = ()) -> None:
     """The caller bugs every backend refuses before writing anything, so that one bad append
     can never fail the others it would have shared a database call with."""
     if not appends:
         raise ValueError("append_many needs at least one StreamAppend")
+    written = {entry.stream_id for entry in appends}
+    for stream_id, version in expect:
+        if stream_id in written or not 0 <= version < 2**31:
+            raise ValueError(f"expect: {stream_id!r} at {version}: a stream not written here, at 0 <= n < 2**31")
+    if len({stream_id for stream_id, _ in expect}) != len(expect):
+        raise ValueError("expect: a stream appears twice")
     streams: set[str] = set()
     ids: set[uuid.UUID] = set()
     for entry in appends:

@@ -74,10 +74,14 @@ class _Append:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     streams: list[str] = field(init=False)
+    """The streams it writes."""
+    checked: list[str] = field(init=False)
+    """The streams it only expects at a version (entries without events)."""
     ids: list[uuid.UUID] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.streams = [w.s for w in self.entries]
+        self.streams = [w.s for w in self.entries if w.e]
+        self.checked = [w.s for w in self.entries if not w.e]
         self.ids = [e.i for w in self.entries for e in w.e]
 
 
@@ -113,15 +117,19 @@ class PostgresEventStore:
     # event that a crash lost, and no caller was told such an event was appended.
 
     async def append(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY,
+        *, expect: Sequence[tuple[str, int]] = (),
     ) -> AppendResult:
-        [result] = await self.append_many([StreamAppend(stream_id, events, expected_version)])
+        [result] = await self.append_many([StreamAppend(stream_id, events, expected_version)], expect=expect)
         return result
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
-        check_appends(appends)
+    async def append_many(self, appends: Sequence[StreamAppend], *,
+                          expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
+        check_appends(appends, expect)
         wires = [_WireAppend(a.stream_id, a.expected_version, [self._wire(e) for e in a.events]) for a in appends]
-        return await self._submit(wires)
+        # An expectation is an entry without events in the same group: events_append inserts
+        # nothing for it, and the group passes only if its version matches.
+        return await self._submit(wires + [_WireAppend(stream_id, version, []) for stream_id, version in expect])
 
     async def _submit(self, entries: list[_WireAppend]) -> list[AppendResult]:
         if self._closed:
@@ -199,9 +207,12 @@ class PostgresEventStore:
         return self._encoder.encode([entry for request in batch for entry in request.entries]).decode()
 
     def _take_batch(self) -> list[_Append]:
-        """The oldest requests that fit one call: one entry per stream and no event id twice in
-        the whole call, so the server can check each entry against the log alone. The others
-        (an append_many whole) wait for the next call."""
+        """The oldest requests that fit one call: one write per stream and no event id twice in
+        the whole call, so the server can check each entry against the log alone, and no
+        expectation on a stream an earlier request of the call writes (the server reads versions
+        before inserting, so it would pass on the version the write replaces). The others (an
+        append_many whole) wait for the next call. Expectations of one stream may share a call:
+        a channel's concurrent posts all expect its version."""
         batch: list[_Append] = []
         rest: list[_Append] = []
         streams: set[str] = set()
@@ -211,7 +222,8 @@ class PostgresEventStore:
             if request.future.done():  # its caller gave up before it was sent: do not append it
                 continue
             fits = count + len(request.ids) <= MAX_BATCH_EVENTS or not batch
-            if fits and streams.isdisjoint(request.streams) and ids.isdisjoint(request.ids):
+            if (fits and streams.isdisjoint(request.streams) and streams.isdisjoint(request.checked)
+                    and ids.isdisjoint(request.ids)):
                 batch.append(request)
                 count += len(request.ids)
             else:
@@ -235,7 +247,7 @@ class PostgresEventStore:
                 self._repeats.add(task)  # held, or the loop may drop it half-way
                 task.add_done_callback(self._repeats.discard)
             elif all(ok for *_, ok in mine):
-                results = [AppendResult(pos, cur + len(w.e)) for w, (_, cur, _, pos, _) in zip(request.entries, mine)]
+                results = [AppendResult(pos, cur + len(w.e)) for w, (_, cur, _, pos, _) in zip(request.entries, mine) if w.e]
                 self._unflushed.append((request, results))
             else:
                 _reject(request, _conflict(request, mine))
@@ -412,7 +424,7 @@ def _conflict(request: _Append, rows: list[tuple]) -> EventStoreError:
 def _first_results(request: _Append, stored: dict[uuid.UUID, tuple]) -> list[AppendResult] | None:
     """Each entry's first answer if every id is stored in its entry's stream, else None."""
     results = []
-    for entry in request.entries:
+    for entry in (w for w in request.entries if w.e):  # not the expectations
         if any(e.i not in stored or stored[e.i][1] != entry.s for e in entry.e):
             return None
         rows = [stored[e.i] for e in entry.e]

@@ -260,6 +260,61 @@ async def test_append_many_refuses_caller_bugs_before_writing(store: EventStore)
     assert await versions(store, a, b) == [[], []]
 
 
+# -- expectations on streams an append reads but does not write ---------------------------------
+
+
+async def test_an_append_expecting_other_streams_at_their_versions_is_written(store: EventStore) -> None:
+    channel, session, message = stream(), stream(), stream()
+    await store.append(channel, [new(0), new(1)], NO_STREAM)
+    result = await store.append(message, [new(2)], NO_STREAM, expect=[(channel, 2), (session, 0)])
+    assert result.version == 1 and [e.position for e in await store.read_stream(message)] == [result.position]
+    [only] = await store.append_many([StreamAppend(stream(), [new(3)])], expect=[(channel, 2)])
+    assert only.version == 1  # one result per written entry, none for an expectation
+    assert await versions(store, channel, session) == [[1, 2], []]  # expected, not written
+
+
+async def test_an_append_expecting_a_stream_that_moved_appends_nothing(store: EventStore) -> None:
+    channel, message, other = stream(), stream(), stream()
+    await store.append(channel, [new(0)], NO_STREAM)
+    await store.append(channel, [new(1)], 1)  # a rename, a removal: the decision's read is stale
+    with pytest.raises(WrongExpectedVersion) as info:
+        await store.append_many([StreamAppend(message, [new(2)], NO_STREAM), StreamAppend(other, [new(3)])],
+                                expect=[(channel, 1)])
+    assert (info.value.stream_id, info.value.expected, info.value.actual) == (channel, 1, 2)
+    assert await versions(store, message, other, channel) == [[], [], [1, 2]]
+
+
+async def test_appends_expecting_a_stream_never_land_after_a_write_they_did_not_see(store: EventStore) -> None:
+    """Many posts expecting their channel at version 1 race one write to the channel: every post
+    that is written comes before that write in the log; the others are refused."""
+    channel = stream()
+    await store.append(channel, [new(0)], NO_STREAM)
+
+    async def post(n: int) -> int | None:
+        try:
+            return (await store.append(stream(), [new(n)], NO_STREAM, expect=[(channel, 1)])).position
+        except WrongExpectedVersion:
+            return None
+
+    # All queued before the store sends anything: one call could carry every one of them.
+    posts = [asyncio.create_task(post(n)) for n in range(30)]
+    rename = asyncio.create_task(store.append(channel, [new(99)], 1))
+    more = [asyncio.create_task(post(n)) for n in range(30, 60)]
+    written = [p for p in await asyncio.gather(*posts, *more) if p is not None]
+    renamed = await rename
+    assert written and all(p < renamed.position for p in written)
+    assert len(written) < 60  # those queued after the write saw it and were refused
+
+
+async def test_an_expectation_on_a_written_stream_is_a_caller_bug(store: EventStore) -> None:
+    a = stream()
+    with pytest.raises(ValueError):
+        await store.append_many([StreamAppend(a, [new(1)])], expect=[(a, 0)])
+    with pytest.raises(ValueError):
+        await store.append_many([StreamAppend(a, [new(1)])], expect=[(stream(), -1)])
+    assert await versions(store, a) == [[]]
+
+
 async def test_concurrent_append_many_racing_for_one_claim_let_exactly_one_win(store: EventStore) -> None:
     claim = f"claim-{uuid.uuid4().hex}"
     others = [stream() for _ in range(10)]
