@@ -31,7 +31,8 @@ from fsspec.implementations.local import LocalFileSystem
 T = TypeVar("T")
 
 WRITE_BATCH = 1 << 20
-"""Bytes gathered before one write is handed to a thread (one hop per MiB, not per 64 KiB chunk)."""
+"""Bytes gathered, then joined, before they go to the threads: one write and one hash call per MiB,
+not one per 64 KiB chunk."""
 READ_CHUNK = 256 << 10
 S3_PART_SIZE = 8 << 20
 """s3fs buffers a part in memory before sending it (its default is 50 MiB per open upload)."""
@@ -238,10 +239,12 @@ class FsspecBlobStore:
 
 
 class _Writer:
-    """Chunks gathered to ``WRITE_BATCH``, each batch written in a thread while the next one is
-    gathered (at most one write in flight: memory stays at about two batches). ``observe`` sees
-    every chunk in that thread, in order (hashing there runs beside the event loop: hashlib lets go
-    of the GIL). ``finish`` and ``drop`` run in a thread and close the handle themselves."""
+    """Chunks gathered to ``WRITE_BATCH``; each batch is written in one thread and shown to
+    ``observe`` in another, while the next batch is gathered (at most one write and one observe
+    in flight: memory stays at about two batches). ``observe`` sees every chunk in order, beside
+    the write rather than before it: a sha256 (hashlib lets go of the GIL) is the slowest stage
+    of an upload on a CPU without SHA instructions, and the write no longer waits for it.
+    ``finish`` and ``drop`` run in a thread and close the handle themselves."""
 
     def __init__(self, store: FsspecBlobStore, write: Callable[[bytes], Any], *, finish: Callable[[], None],
                  drop: Callable[[], None], observe: Callable[[bytes], Any] | None = None) -> None:
@@ -252,7 +255,7 @@ class _Writer:
         self._observe = observe
         self._chunks: list[bytes] = []
         self._gathered = 0
-        self._pending: asyncio.Future[Any] | None = None
+        self._pending: list[asyncio.Future[Any]] = []
         self._done = False
 
     async def write(self, data: bytes) -> None:
@@ -261,23 +264,30 @@ class _Writer:
         if self._gathered >= WRITE_BATCH:
             await self._flush()
 
-    def _write_batch(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            if self._observe is not None:
-                self._observe(chunk)
-            self._write(chunk)
+    async def _settle(self) -> None:
+        """Wait for the batch in flight. Shielded: a cancelled upload leaves the threads running, and
+        ``discard`` must still wait for them before it closes the handle."""
+        if self._pending:
+            outcomes = await asyncio.shield(asyncio.gather(*self._pending, return_exceptions=True))
+            self._pending = []
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def _flush(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            await pending
+        await self._settle()
         if self._chunks:
-            batch, self._chunks, self._gathered = self._chunks, [], 0
-            self._pending = asyncio.ensure_future(self._store.call(self._write_batch, batch))
+            # One call per batch, not per chunk: each call in a thread takes the GIL back when it returns,
+            # and waits up to the switch interval (5 ms) for it while the event loop is parsing.
+            batch = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+            self._chunks, self._gathered = [], 0
+            self._pending = [asyncio.ensure_future(self._store.call(self._write, batch))]
+            if self._observe is not None:
+                self._pending.append(asyncio.ensure_future(self._store.call(self._observe, batch)))
 
     async def commit(self) -> None:
         await self._flush()
-        await self._flush()  # waits for the last batch
+        await self._settle()  # the last batch
         self._done = True
         await self._store.call(self._finish)
 
@@ -285,14 +295,12 @@ class _Writer:
         if self._done:
             return
         self._done = True
-        pending, self._pending = self._pending, None
+        pending, self._pending = self._pending, []
         # Shielded: a cancelled upload (client gone) must still leave nothing behind.
         await asyncio.shield(self._dropped(pending))
 
-    async def _dropped(self, pending: asyncio.Future[Any] | None) -> None:
-        if pending is not None:
-            with contextlib.suppress(BaseException):
-                await pending  # the thread must be done with the handle first
+    async def _dropped(self, pending: list[asyncio.Future[Any]]) -> None:
+        await asyncio.gather(*pending, return_exceptions=True)  # the threads must be done with the handle first
         await self._store.call(self._drop)
 
 
