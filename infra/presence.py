@@ -19,6 +19,7 @@ Time comes from the Redis server, so processes with skewed clocks agree.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
@@ -107,6 +108,11 @@ return 0
 """
 
 
+BATCH = 500
+"""``seen`` / ``gone`` calls sent in one pipeline."""
+_Call = tuple[str, str, str, int, "asyncio.Future[Change | None]"]
+
+
 def _keys(user_id: str) -> list[str]:
     return [f"{PREFIX}{{{user_id}}}:{name}" for name in ("exp", "st", "agg", "seen")]
 
@@ -120,18 +126,63 @@ class RedisPresence:
         self._redis = redis
         self._update = redis.register_script(_UPDATE)
         self._forget = redis.register_script(_FORGET)
+        self._queue: list[_Call] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def seen(self, user_id: str, device_id: str, status: DeviceStatus, ttl_s: float) -> Change | None:
         if status not in ("active", "away"):
             raise ValueError(f"a device is active or away, not {status!r}")
-        changed, agg, seen, expiry = await self._update(keys=_keys(user_id), args=[device_id, status, int(ttl_s * 1000)])
-        await self._redis.zadd(EXPIRY, {f"{user_id} {device_id}": expiry})
-        return Change(user_id, agg.decode(), _time(seen)) if changed else None
+        return await self._batched(user_id, device_id, status, int(ttl_s * 1000))
 
     async def gone(self, user_id: str, device_id: str) -> Change | None:
-        changed, agg, seen, _ = await self._update(keys=_keys(user_id), args=[device_id, "", 0])
-        await self._redis.zrem(EXPIRY, f"{user_id} {device_id}")
-        return Change(user_id, agg.decode(), _time(seen)) if changed else None
+        return await self._batched(user_id, device_id, "", 0)
+
+    async def _batched(self, user_id: str, device_id: str, status: str, ttl_ms: int) -> Change | None:
+        # Thousands of sockets' heartbeats and status changes a second: at one round trip per
+        # command (two per call) redis-py did ~1,000 calls/s here, and the pool ran dry
+        # (bench/realtime.py at 10,000 sockets). Calls queue and go in pipelines, in order (a
+        # close right after a heartbeat must not be undone by it), one pipeline in flight.
+        future: asyncio.Future[Change | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((user_id, device_id, status, ttl_ms, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:BATCH], self._queue[BATCH:]
+            try:
+                results = await self._apply(batch)
+            except Exception as exc:  # noqa: BLE001 - each caller gets the error
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException:
+                for *_, future in batch:
+                    future.cancel()
+                raise
+            for (*_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _apply(self, batch: list[_Call]) -> list[Change | None]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id, device_id, status, ttl_ms, _ in batch:
+                await self._update(keys=_keys(user_id), args=[device_id, status, ttl_ms], client=pipe)
+            replies = await pipe.execute()
+        index: dict[str, int | None] = {}  # member -> expiry, None: removed (the last call's)
+        out: list[Change | None] = []
+        for (user_id, device_id, status, _, _), (changed, agg, seen, expiry) in zip(batch, replies, strict=True):
+            index[f"{user_id} {device_id}"] = expiry if status else None
+            out.append(Change(user_id, agg.decode(), _time(seen)) if changed else None)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if adds := {member: expiry for member, expiry in index.items() if expiry is not None}:
+                pipe.zadd(EXPIRY, adds)
+            if removes := [member for member, expiry in index.items() if expiry is None]:
+                pipe.zrem(EXPIRY, *removes)
+            await pipe.execute()
+        return out
 
     async def expire(self, limit: int = 1000) -> list[Change]:
         seconds, micros = await self._redis.time()

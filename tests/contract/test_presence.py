@@ -92,3 +92,15 @@ async def test_a_person_never_seen_is_offline_with_no_last_seen(presence: Presen
 async def test_a_device_status_must_be_active_or_away(presence: Presence) -> None:
     with pytest.raises(ValueError, match="active or away"):
         await presence.seen(person(), "phone", "busy", LONG)  # type: ignore[arg-type]
+
+
+async def test_calls_made_together_take_effect_in_the_order_they_were_made(presence: Presence) -> None:
+    users = [person() for _ in range(300)]
+    # A heartbeat and a clean close of the same socket back to back, for many sockets at once:
+    # the close is the last word, so everyone ends offline (not online until their devices time out).
+    await asyncio.gather(*(call for user in users for call in (presence.seen(user, "phone", "active", LONG),
+                                                                presence.gone(user, "phone"))))
+    seen = await presence.statuses(users)
+    assert {s.status for s in seen.values()} == {"offline"}
+    changes = await asyncio.gather(*(presence.seen(user, "phone", "away", LONG) for user in users))
+    assert [c.status if c else None for c in changes] == ["away"] * len(users)
