@@ -42,13 +42,13 @@ class Address(str):
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Any) -> AsyncIterator[Address]:
-    """The app under uvicorn on a free port of 127.0.0.1."""
+async def serving(settings: Any, ws: str = "realtime.wire:GatewayProtocol") -> AsyncIterator[Address]:
+    """The app under uvicorn on a free port of 127.0.0.1 (with ``hubbub serve``'s WebSocket protocol)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
-                                           ws="realtime.wire:GatewayProtocol", ws_ping_interval=None))
+                                           ws=ws, ws_ping_interval=None))
     task = asyncio.create_task(server._serve(sockets=[sock]))  # serve() would take over the signals
     while not server.started:
         if task.done():
@@ -171,6 +171,16 @@ async def test_messages_arrive_live_in_order_as_the_read_api_shows_them(api: htt
     assert frames[0]["workspace_id"] == team.workspace_id and frames[0]["channel_id"] == team.general_id
     fetched = await api.get(f"{API}/messages/{posted[0]['id']}", headers=bea.auth)
     assert frames[0]["data"] == fetched.json()
+
+
+async def test_under_another_websocket_protocol_frames_go_through_asgi_in_order(
+        api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str) -> None:
+    team = await team_of(api, "Bea")
+    async with serving(_settings(service_urls, migrated_url), ws="websockets-sansio") as plain, \
+            ws(plain, team.people["Bea"]) as sock:
+        posted = [await post(api, team.owner, team.general_id, f"hello {i}") for i in range(20)]
+        assert [(await sock.message())["id"] for _ in posted] == [p["id"] for p in posted]
+        assert {type(c.sink).__name__ for c in plain.app.state[GATEWAY].hub.connections} == {"AsgiSink"}
 
 
 async def test_replies_edits_reactions_and_deletes_reach_the_channel(api: httpx.AsyncClient, server: str) -> None:
