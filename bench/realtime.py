@@ -23,9 +23,9 @@ targets of issue 4 ("Performance"):
 
 Latency is (time a frame arrived) - (time the POST was written to its socket), both from
 ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for all processes of the machine); frames are
-matched to posts by their text ``rt:<key>``. Clients: clients in 4
-processes of their own (``websockets`` handshakes, then a lean frame reader: bench/_ws_clients.py; RLIMIT_NOFILE raised in each), offering permessage-deflate as browsers
-do (``--no-deflate`` for none); posts from paced processes with a small keep-alive HTTP client.
+matched to posts by their text ``rt:<key>``. Clients: 4 processes of their own (``websockets``
+handshakes, then a lean frame reader, see bench/_ws_clients.py; RLIMIT_NOFILE raised in each),
+offering permessage-deflate as browsers do (``--no-deflate`` for none); posts from paced processes with a small keep-alive HTTP client.
 All of it, the server, PostgreSQL, NATS and Redis share the machine's 2 cores: the generators'
 CPU is reported per phase next to the server's (and what other processes on the machine used). Users are made over HTTP
 (``HUBBUB_INSECURE_FAST_PASSWORDS=true``, post rate limit raised; set-up time reported).

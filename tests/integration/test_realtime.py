@@ -459,7 +459,10 @@ async def test_a_resume_too_far_back_says_ready_first_then_refetch(api: httpx.As
         async with ws(short, bea) as sock:
             left_at = sock.ready["position"]
         for i in range(4):
-            await post(api, team.owner, team.general_id, f"while away {i}")
+            last = await post(api, team.owner, team.general_id, f"while away {i}")
+        settled = await api.get(f"{API}/channels/{team.general_id}",  # read models past them: upto is beyond
+                                headers={**bea.auth, "X-Hubbub-Position": str(last["position"])})
+        assert "x-hubbub-stale" not in settled.headers
         async with ws(short) as sock:
             await sock.send({"op": "hello", "token": bea.token, "resume_from": left_at})
             ready = await sock.recv()
