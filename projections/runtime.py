@@ -1,10 +1,13 @@
 """The projector runtime: named projections follow the log and keep their tables current.
 
 Each projection is *active* in only one process at a time: its leader holds a session-level
-advisory lock keyed by the projection's name. A runner leads as many of its projections as it
-can get the locks of, all on one connection of its own, and tries for the others every
-``lock_retry_s`` (between batches, or while it leads none); when a leader dies its session ends,
-its locks are released and another runner takes over.
+advisory lock keyed by the projection's name. Runners of the same projections share them out:
+each holds a shared "present" lock, counts the runners present, and leads at most its fair share
+(``ceil(projections / runners)``) of the ones whose locks it can get, all on one connection of its
+own, so that the projections of a ``serve --workers N`` keep N processes (cores) busy, not one.
+Every ``lock_retry_s`` (between batches, or while it leads none) it looks again: a runner above
+its share lets the excess go (at a batch boundary), one below it tries for free ones. When a
+leader dies its session ends, its locks are released and another runner takes over.
 
 The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of
 their checkpoints)``, and ONE transaction per batch: the new checkpoints with a
@@ -33,11 +36,14 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from domain.events import RecordedEvent
+from infra.aio import cancel_and_wait
 from infra.eventstore.port import EventStore
 
 log = structlog.get_logger(__name__)
 
 LOCK_CLASS = 7243020
+RUNNERS_LOCK_CLASS = 7243021
+"""Shared advisory lock (class, key of the projection names) every runner of those projections holds."""
 """First key of the two-key advisory locks that elect a projection's leader (the second key is
 ``lock_key(name)``). The two-key space is apart from the one-key locks of migrations and appends."""
 NOTIFY_CHANNEL = "hubbub_checkpoints"
@@ -189,6 +195,7 @@ class _Group:
         self.log = log.bind(projections=list(self.projections))
         self.backoff = Backoff(runner.retry_initial_s, runner.retry_max_s)
         self.leading: dict[str, Projection] = {}
+        self.share = len(self.projections)
         self.positions: dict[str, int] = {}
         self.in_batch = False
         self.stopping = False
@@ -211,6 +218,7 @@ class _Group:
             # Read models can always be rebuilt from the log, and a crash can only lose the last
             # batches together with their checkpoints: no need to wait for each commit's fsync.
             await conn.execute("SET synchronous_commit = off")
+            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (RUNNERS_LOCK_CLASS, self._group_key()))
             while not self.stopping:
                 await self._elect(conn)
                 try:
@@ -224,38 +232,83 @@ class _Group:
                     self.log.exception("projection.batch_failed", positions=self.positions, retry_in_s=delay)
                     await asyncio.sleep(delay)
 
+    def _group_key(self) -> int:
+        return lock_key("runners " + " ".join(sorted(self.projections)))
+
+    async def _fair_share(self, conn: psycopg.AsyncConnection) -> int:
+        """How many projections this runner should lead: ``ceil(projections / runners present)``."""
+        cur = await conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                                 " AND classid = %s AND objid = %s AND objsubid = 2",
+                                 (RUNNERS_LOCK_CLASS, self._group_key()))
+        row = await cur.fetchone()
+        runners = max(1, int(row[0]) if row else 1)
+        return -(-len(self.projections) // runners)
+
     async def _elect(self, conn: psycopg.AsyncConnection) -> None:
-        """Take the lead of every projection whose lock is free; wait while none is."""
+        """Take the lead of free projections up to the fair share (in name order, so that runners
+        agree on no particular split and each simply fills up); wait while it leads none."""
         while not self.stopping:
-            for name in self.projections.keys() - self.leading.keys():
+            self.share = await self._fair_share(conn)
+            for name in sorted(self.projections.keys() - self.leading.keys()):
+                if len(self.leading) >= self.share:
+                    break
                 cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
                 row = await cur.fetchone()
                 if row and row[0]:
                     self.leading[name] = self.projections[name]
-                    self.log.info("projection.leading", projection=name)
+                    self.log.info("projection.leading", projection=name, share=self.share)
             if self.leading:
                 return
             await asyncio.sleep(self.runner.lock_retry_s)
 
+    async def _rebalance(self, conn: psycopg.AsyncConnection) -> bool:
+        """At a batch boundary: let go of leads above the fair share. Whether to elect again
+        (something was let go, or this runner is below its share and some lead is elsewhere)."""
+        self.share = await self._fair_share(conn)
+        excess = sorted(self.leading)[self.share:]
+        for name in excess:
+            await conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, lock_key(name)))
+            del self.leading[name]
+            self.log.info("projection.handed_over", projection=name, share=self.share)
+        return bool(excess) or len(self.leading) < min(self.share, len(self.projections))
+
     async def _follow(self, conn: psycopg.AsyncConnection) -> None:
-        """Follow the log until asked to stop, or, while some projection is led elsewhere, until
-        it is time to try for it again (the next batch after ``lock_retry_s``)."""
+        """Follow the log until asked to stop or, every ``lock_retry_s`` (between batches, or while
+        no batch comes), until the fair share says to let a lead go or to try for one (a runner
+        that stopped left its leads free: they must not wait for the next event)."""
         self.positions = await self._prepare(conn)
         self.log.info("projection.following", positions=self.positions)
         loop = asyncio.get_running_loop()
         retry_at = loop.time() + self.runner.lock_retry_s
         batches = self.runner.store.subscribe(after=min(self.positions.values()), batch_size=self.runner.batch_size)
+        pending: asyncio.Task[Sequence[RecordedEvent]] | None = None
         async with _closing(batches):
-            async for batch in batches:
-                self.in_batch = True
-                try:
-                    self.positions = await apply_batch(conn, self.leading, batch, self.positions)
-                finally:
-                    self.in_batch = False
-                self.backoff.reset()
-                self.log.debug("projection.batch_applied", position=batch[-1].position, events=len(batch))
-                if self.stopping or (len(self.leading) < len(self.projections) and loop.time() >= retry_at):
-                    return
+            try:
+                while not self.stopping:
+                    pending = pending or asyncio.ensure_future(anext(batches))
+                    try:
+                        async with asyncio.timeout(max(0.0, retry_at - loop.time())):
+                            batch = await asyncio.shield(pending)
+                    except TimeoutError:  # no batch for a while: the connection is idle, look now
+                        if await self._rebalance(conn):
+                            return
+                        retry_at = loop.time() + self.runner.lock_retry_s
+                        continue
+                    pending = None
+                    self.in_batch = True
+                    try:
+                        self.positions = await apply_batch(conn, self.leading, batch, self.positions)
+                    finally:
+                        self.in_batch = False
+                    self.backoff.reset()
+                    self.log.debug("projection.batch_applied", position=batch[-1].position, events=len(batch))
+                    if not self.stopping and loop.time() >= retry_at:
+                        if await self._rebalance(conn):
+                            return
+                        retry_at = loop.time() + self.runner.lock_retry_s
+            finally:
+                if pending is not None:  # the subscription is closed next: nothing may be reading it
+                    await cancel_and_wait([pending])
 
     async def _prepare(self, conn: psycopg.AsyncConnection) -> dict[str, int]:
         # Under the checkpoint row locks, so that a rebuild swapping tables is not raced.

@@ -230,6 +230,34 @@ async def test_a_follower_takes_over_when_the_leaders_connection_dies(pool, stor
     await eventually(lambda: has_rows(pool, p, first + second))
 
 
+async def test_runners_share_the_projections_out_and_one_takes_all_when_the_other_stops(pool, store, runners) -> None:
+    """``serve --workers 2``: each process leads half of the read models (both cores busy), and
+    whatever a stopped process led is taken over."""
+    names = [prefix() for _ in range(4)]
+    mine = [NoteLog(n) for n in names]
+    for p in mine:
+        await start_at_head(pool, store, p)
+    a, b = runners(*mine), runners(*[NoteLog(n) for n in names])
+    await a.start()
+    await eventually(lambda: _true(all(a.is_leading(p.name) for p in mine)))  # alone: all of them
+    await b.start()
+    first = [await append_notes(store, p.prefix, 2, streams=1) for p in mine]
+
+    async def split() -> bool:
+        await store.append(f"tick-{prefix()}", [new(0)])  # a runner looks again between batches
+        return sum(a.is_leading(p.name) for p in mine) == 2 and sum(b.is_leading(p.name) for p in mine) == 2
+
+    await eventually(split)
+    second = [await append_notes(store, p.prefix, 2, streams=1) for p in mine]
+    for p, f, s in zip(mine, first, second, strict=True):
+        await eventually(lambda p=p, rows=f + s: has_rows(pool, p, rows))
+    await a.stop()  # and no event comes: b must not wait for one to take over
+    await eventually(lambda: _true(all(b.is_leading(p.name) for p in mine)), timeout=5)
+    third = [await append_notes(store, p.prefix, 2, streams=1) for p in mine]
+    for p, f, s, t in zip(mine, first, second, third, strict=True):
+        await eventually(lambda p=p, rows=f + s + t: has_rows(pool, p, rows))
+
+
 # -- several projections in one runner -------------------------------------------------------------
 
 
