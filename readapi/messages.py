@@ -37,7 +37,7 @@ _REACTIONS = """coalesce((
     SELECT json_agg(json_build_object('emoji', r.emoji, 'count', r.n, 'user_ids', r.users) ORDER BY r.first_at, r.emoji)
     FROM (SELECT emoji, count(*) AS n, array_agg(user_id ORDER BY created_at, user_id) AS users,
                  min(created_at) AS first_at
-          FROM reactions WHERE message_id = m.message_id GROUP BY emoji) AS r), '[]'::json)"""
+          FROM reactions WHERE message_id = m.message_id GROUP BY emoji) AS r), '[]'::json)::text"""
 # Files in the order the message lists them; a deleted file is a tombstone (``deleted: true``).
 _FILES = """coalesce((
     SELECT json_agg(CASE WHEN f.deleted THEN json_build_object('id', f.file_id, 'name', '', 'size', 0, 'mime', '',
@@ -46,7 +46,7 @@ _FILES = """coalesce((
                                                 'thumbnail_url', CASE WHEN jsonb_array_length(f.thumbnails) > 0
                                                     THEN '/api/v1/files/' || f.file_id || '/thumbnail' END) END
                     ORDER BY listed.n)
-    FROM unnest(m.file_ids) WITH ORDINALITY AS listed(file_id, n) JOIN files f ON f.file_id = listed.file_id), '[]'::json)"""
+    FROM unnest(m.file_ids) WITH ORDINALITY AS listed(file_id, n) JOIN files f ON f.file_id = listed.file_id), '[]'::json)::text"""
 _COLUMNS = f"""m.message_id, m.channel_id, m.seq, m.author_id, m.text, m.created_at, m.edited_at, m.deleted,
     m.thread_root_id, m.reply_count, m.last_reply_at, m.reply_user_ids, {_REACTIONS}, m.mentions, {_FILES}"""
 _ONE = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = %(id)s"
@@ -117,12 +117,18 @@ class VersionsOut(msgspec.Struct, frozen=True):
     items: list[VersionOut]
 
 
+# Reactions and files come as JSON text, decoded straight into their types (psycopg's json
+# loader built dicts first, then msgspec.convert walked them: most of the publisher's cost).
+_REACTIONS_JSON = msgspec.json.Decoder(list[Reaction])
+_FILES_JSON = msgspec.json.Decoder(list[FileOut])
+
+
 def to_message(row: tuple[Any, ...]) -> MessageOut:
     (message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id, reply_count,
      last_reply_at, reply_user_ids, reactions, mentions, files) = row
     return MessageOut(message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id,
-                      reply_count, last_reply_at, reply_user_ids, msgspec.convert(reactions, list[Reaction]),
-                      files=msgspec.convert(files, list[FileOut]), mentions=mentions)
+                      reply_count, last_reply_at, reply_user_ids, _REACTIONS_JSON.decode(reactions),
+                      files=_FILES_JSON.decode(files), mentions=mentions)
 
 
 _BY_IDS = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"
