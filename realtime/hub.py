@@ -48,10 +48,11 @@ SESSION_ENDED = 4001
 TYPING_EVERY_S = 3.0
 """A user's typing in one channel is passed on at most this often (clients send it per keystroke)."""
 TYPING_EXPIRES_S = 5
-PRESENCE_EVERY_S = 1.25
-"""Presence frames of one workspace are handed to a socket this far apart: a quarter of a second
-more than "at most one a second", since a frame leaves later than it is queued (a busy writer,
-a busy loop) and the next may not (bench/realtime.py saw gaps of 0.73 s at 1.0)."""
+PRESENCE_EVERY_S = 1.5
+"""Presence frames of one workspace are written to a socket this far apart: half a second more
+than "at most one a second", since a frame reaches its client later than it is written (a busy
+loop, a busy client) and the next may not (bench/realtime.py saw gaps of 0.73 s at 1.0, and
+0.97 s at 1.25 on 28 of 2,000 sockets)."""
 
 
 def _with_companions(names: Collection[str]) -> list[str]:
