@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS channels{s} (
     created_by text NOT NULL, created_at timestamptz NOT NULL, member_count integer NOT NULL DEFAULT 0,
     CONSTRAINT channels{s}_pkey PRIMARY KEY (channel_id)
 );
-CREATE INDEX IF NOT EXISTS channels{s}_workspace_idx ON channels{s} (workspace_id, private);
+-- In id order, the order lists page in: a page reads its own rows, not every channel of the workspace.
+CREATE INDEX IF NOT EXISTS channels{s}_workspace_order_idx ON channels{s} (workspace_id, channel_id);
+DROP INDEX IF EXISTS channels{s}_workspace_idx;
 CREATE TABLE IF NOT EXISTS channel_members{s} (
     channel_id text NOT NULL, user_id text NOT NULL, joined_at timestamptz NOT NULL,
     last_read_seq bigint NOT NULL DEFAULT 0,
