@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, Parameter
 from psycopg_pool import AsyncConnectionPool
@@ -22,6 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
+from hubbub.auth import authenticate
+from hubbub.deps import services_of
 from infra.consistency import ReadConsistency
 from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE, channel_visible_to, workspace_role
 
@@ -89,15 +91,16 @@ class WorkspaceChannelQueries(Controller):
     tags = ["channels"]
 
     @get("/", operation_id="listChannels")
-    async def list_channels(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
-                            pool: NamedDependency[AsyncConnectionPool],
-                            consistency: NamedDependency[ReadConsistency],
-                            limit: Limit = 50, after: FromQuery[str] = "") -> ChannelsOut:
-        await consistency.wait(principal.since_position)
+    async def list_channels(self, request: Request, workspace_id: FromPath[str], limit: Limit = 50,
+                            after: FromQuery[str] = "") -> ChannelsOut:
+        # A hot read: no dependency injection (see hubbub.deps.services_of).
+        services = services_of(request)
+        principal = await authenticate(services.shell, request.headers.get("authorization"))
+        await services.consistency.wait(principal.since_position)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
         params = {"workspace_id": workspace_id, "user_id": principal.user_id, "after": after, "limit": limit}
-        async with pool.connection() as conn:
+        async with services.pool.connection() as conn:
             cur = await conn.execute(_LIST, params)  # joins the caller's membership: none, no rows
             items = [ChannelOut(*row) for row in await cur.fetchall()]
             # Only an empty page needs asking whether the caller is in the workspace at all.

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 import psycopg
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
 from psycopg_pool import AsyncConnectionPool
@@ -28,7 +28,10 @@ from domain.message import could_be_id
 from domain.errors import NotFound
 from domain.session import Principal
 from infra.consistency import ReadConsistency
-from readapi.visibility import channel_visible_to
+from domain.access import looks_like_id
+from hubbub.auth import authenticate
+from hubbub.deps import services_of
+from readapi.visibility import VISIBLE_CHANNEL, channel_visible_to
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
@@ -162,17 +165,27 @@ class MessageQueries(Controller):
 
     @get("/channels/{channel_id:str}/messages", operation_id="listMessages")
     async def history(
-        self, channel_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
-        consistency: NamedDependency[ReadConsistency], limit: Limit = DEFAULT_LIMIT, before: Cursor = None,
+        self, request: Request, channel_id: FromPath[str], limit: Limit = DEFAULT_LIMIT, before: Cursor = None,
         after: Cursor = None,
     ) -> MessagePage:
-        await consistency.wait(principal.since_position)
-        params = {"channel": channel_id, "after": after or 0, "before": _NO_END if before is None else before}
+        # A hot read: no dependency injection (see hubbub.deps.services_of).
+        services = services_of(request)
+        principal = await authenticate(services.shell, request.headers.get("authorization"))
+        await services.consistency.wait(principal.since_position)
+        if not looks_like_id(channel_id):
+            raise NotFound("no such channel")  # could not exist, and would not reach the database intact
+        params = {"channel": channel_id, "after": after or 0, "before": _NO_END if before is None else before,
+                  "limit": limit + 1}
         oldest_first = after is not None and before is None
-        async with pool.connection() as conn:
-            if await channel_visible_to(conn, channel_id, principal.user_id) is None:
+        async with services.pool.connection() as conn:
+            # The visibility check and the page in one round trip; the page is read only if it passes.
+            async with conn.pipeline():
+                visible = await conn.execute(VISIBLE_CHANNEL, {"channel_id": channel_id, "user_id": principal.user_id})
+                paged = await conn.execute(_OLDEST if oldest_first else _NEWEST, params)
+            if await visible.fetchone() is None:
                 raise NotFound("no such channel")
-            items, more = await page(conn, _OLDEST if oldest_first else _NEWEST, params, limit)
+            rows = await paged.fetchall()
+        items, more = [to_message(r) for r in rows[:limit]], len(rows) > limit
         return MessagePage(items[::-1] if oldest_first else items, more)
 
     @get("/messages/{message_id:str}", operation_id="getMessage")
