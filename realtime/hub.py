@@ -48,11 +48,11 @@ SESSION_ENDED = 4001
 TYPING_EVERY_S = 3.0
 """A user's typing in one channel is passed on at most this often (clients send it per keystroke)."""
 TYPING_EXPIRES_S = 5
-PRESENCE_EVERY_S = 1.5
-"""Presence frames of one workspace are written to a socket this far apart: half a second more
-than "at most one a second", since a frame reaches its client later than it is written (a busy
-loop, a busy client) and the next may not (bench/realtime.py saw gaps of 0.73 s at 1.0, and
-0.97 s at 1.25 on 28 of 2,000 sockets)."""
+PRESENCE_EVERY_S = 1.25
+"""A workspace's presence flushes are this far apart, from the end of one to the start of the
+next, so that frames reach a socket at least this far apart: a quarter of a second more than
+"at most one a second", since a frame reaches its client later than it is written (a busy loop,
+a busy client) and the next may not (bench/realtime.py saw gaps of 0.73 s at 1.0)."""
 
 
 def _with_companions(names: Collection[str]) -> list[str]:
@@ -235,6 +235,10 @@ class Hub:
         for subject, batch in list(self._presence.items()):
             if batch.busy and now >= batch.sent_at + PRESENCE_EVERY_S:
                 batch.flush(set(self.listeners.get(subject, ())), now)
+                # From the end: a flush to thousands of sockets takes a while, and the next one
+                # reaches a socket early in it; spaced from the start, a socket late in one and
+                # early in the next got two frames well within a second (bench/realtime.py).
+                batch.sent_at = asyncio.get_running_loop().time()
             if not batch.busy and subject not in self.listeners:
                 del self._presence[subject]
         self._schedule_presence()

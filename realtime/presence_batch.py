@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from realtime.connection import Connection
 
 HISTORY = 16
-"""Flushes a socket may miss before it is closed (16 x 1.5 s: 24 s behind)."""
+"""Flushes a socket may miss before it is closed (16 flushes, 1.25 s apart at least: 20 s behind)."""
 TOO_SLOW = 4008
 
 _ENCODER = msgspec.json.Encoder()
