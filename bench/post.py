@@ -77,7 +77,7 @@ class Plan:
     read_warmup_s: float
 
 
-FULL = Plan(post_s=20, warmup_s=3, paced_s=15, paced_rate=500, messages=1_000_000, catch_up_timeout_s=420,
+FULL = Plan(post_s=20, warmup_s=3, paced_s=15, paced_rate=500, messages=1_000_000, catch_up_timeout_s=900,
             read_s=10, read_connections=4, cutoff_s=20, read_warmup_s=2)
 QUICK = Plan(post_s=5, warmup_s=2, paced_s=5, paced_rate=500, messages=100_000, catch_up_timeout_s=40,
              read_s=3, read_connections=4, cutoff_s=5, read_warmup_s=1)
