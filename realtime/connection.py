@@ -156,7 +156,9 @@ class Connection:
         task = asyncio.get_running_loop().create_task(self._guarded(coro))
         self.syncer = task
 
-    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def guard(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run one of this socket's tasks: a failure is logged and closes the socket (1011), so
+        the client reconnects and resumes; it never goes unnoticed in a task nobody awaits."""
         try:
             await coro
         except asyncio.CancelledError:
@@ -164,6 +166,10 @@ class Connection:
         except Exception:
             log.exception("realtime.socket_task_failed", user_id=self.user_id, position=self.position)
             self.close_soon(SERVER_ERROR, "server error; reconnect and resume")
+
+    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await self.guard(coro)
         finally:
             self.syncer = None  # no await between the last look at _sync_from and this
 

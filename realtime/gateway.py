@@ -222,16 +222,7 @@ def _hello_of(frame: dict[str, Any]) -> tuple[str, int | None]:
 
 
 def _guarded(conn: Connection, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    async def run() -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("realtime.socket_task_failed", user_id=conn.user_id, position=conn.position)
-            conn.close_soon(protocol.SERVER_ERROR, "server error; reconnect and resume")
-
-    return asyncio.create_task(run())
+    return asyncio.create_task(conn.guard(coro))
 
 
 async def _close(socket: WebSocket, code: int, reason: str, frame: str | None = None) -> None:
