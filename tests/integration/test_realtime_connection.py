@@ -13,30 +13,11 @@ from realtime.connection import TOO_SLOW, Connection
 from realtime.hub import Hub
 from realtime.subjects import Envelope
 from realtime.wire import split_text_frames, text_frames
+from tests.integration.realtime_sink import RecordingSink
 
 
-class _Sink:
-    """A client that reads nothing once ``stalled``: what is written waits behind what it has not read."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.stalled = False
-
-    def write(self, wire: bytes) -> None:
-        self.written.append(wire)
-
-    def paused(self) -> bool:
-        return self.stalled
-
-    async def drained(self) -> None:
-        raise AssertionError("nothing waits in these tests")
-
-    def frames(self) -> list[str]:
-        return [text for wire in self.written for text in split_text_frames(wire)]
-
-
-def _conn(queue_size: int = 4, stalled: bool = False) -> tuple[Connection, _Sink]:
-    sink = _Sink()
+def _conn(queue_size: int = 4, stalled: bool = False) -> tuple[Connection, RecordingSink]:
+    sink = RecordingSink()
     sink.stalled = stalled
     conn = Connection(hub=None, user_id="u", session_id="s", queue_size=queue_size, sink=sink)  # type: ignore[arg-type]
     conn.buffer = None  # live

@@ -9,25 +9,12 @@ from typing import Any
 
 from realtime.connection import TOO_SLOW, Connection
 from realtime.presence_batch import HISTORY, WorkspacePresence
-from realtime.wire import split_text_frames
+from tests.integration.realtime_sink import RecordingSink
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.stalled = False
-
-    def write(self, wire: bytes) -> None:
-        self.written.append(wire)
-
-    def paused(self) -> bool:
-        return self.stalled
-
-    async def drained(self) -> None:
-        raise AssertionError("not awaited here")
-
+class _Sink(RecordingSink):
     def statuses(self) -> list[dict[str, str]]:
-        frames = [json.loads(text) for wire in self.written for text in split_text_frames(wire)]
+        frames = [json.loads(text) for text in self.frames()]
         return [{i["user_id"]: i["status"] for i in f["data"]["items"]} for f in frames]
 
 
