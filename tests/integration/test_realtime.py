@@ -104,10 +104,12 @@ class Socket:
             return json.loads(await self.ws.recv())
 
     async def event(self, *types: str) -> dict[str, Any]:
-        """The next event frame (of one of ``types``, skipping others, when given)."""
+        """The next event frame of one of ``types`` (skipping others); with no types, the next
+        event from the log (ephemeral ones, presence and typing, have no position and come at
+        their own times, so they are skipped too)."""
         while True:
             frame = await self.recv()
-            if frame["op"] == "event" and (not types or frame["type"] in types):
+            if frame["op"] == "event" and (frame["type"] in types if types else frame.get("position") is not None):
                 return frame
 
     async def message(self) -> dict[str, Any]:
