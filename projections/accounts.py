@@ -19,6 +19,7 @@ import psycopg
 from domain.account import AccountRegistered
 from domain.events import RecordedEvent
 from domain.session import SessionEnded, SessionStarted
+from infra.db import Statement, run_statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users{s} (
@@ -59,6 +60,9 @@ class Accounts:
         return _SCHEMA.format(s=suffix)
 
     async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
+        await run_statements(conn, self.statements(events, suffix))
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
         users, started, ended = [], [], []
         for recorded in events:
             at = recorded.recorded_at
@@ -70,7 +74,5 @@ class Accounts:
                 case SessionEnded(session_id=sid, reason=reason):
                     ended.append((at, reason, sid))
         # In this order: a session ends after it starts, and both may be in one batch.
-        async with conn.cursor() as cur:
-            for statement, rows in ((_USER, users), (_STARTED, started), (_ENDED, ended)):
-                if rows:
-                    await cur.executemany(statement.format(s=suffix), rows)
+        return [(statement.format(s=suffix), row)
+                for statement, rows in ((_USER, users), (_STARTED, started), (_ENDED, ended)) for row in rows]

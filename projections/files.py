@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from domain.events import RecordedEvent
 from domain.file import FileBlobsRemoved, FileDeleted, FileShared, FileUnshared, FileUploaded
+from infra.db import Statement, run_statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files{s} (
@@ -107,9 +108,7 @@ class Files:
         return _SCHEMA.format(s=suffix)
 
     async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
-        statements = [s for recorded in events for s in _statements(recorded)]
-        if not statements:
-            return
-        async with conn.pipeline(), conn.cursor() as cur:
-            for statement, params in statements:
-                await cur.execute(statement.format(s=suffix), params)
+        await run_statements(conn, self.statements(events, suffix))
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
+        return [(statement.format(s=suffix), params) for recorded in events for statement, params in _statements(recorded)]

@@ -30,6 +30,7 @@ import psycopg
 
 from domain.events import RecordedEvent
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
+from infra.db import Statement, run_statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_seqs{s} (
@@ -201,6 +202,9 @@ class Messages:
         return _SCHEMA.format(s=suffix)
 
     async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
+        await run_statements(conn, self.statements(events, suffix))
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
         # The batch's posts go first, all in one statement. That is the log's order for everything
         # that depends on a post: an edit, deletion or reaction of a message is on its stream, after
         # its post; and a post does not depend on any other message's events (seqs are per channel,
@@ -212,9 +216,4 @@ class Messages:
         statements += [s for recorded in events for s in _statements(recorded, roots)]
         if roots:
             statements.append((_THREADS, {"roots": sorted(roots)}))
-        if not statements:
-            return
-        # In log order, pipelined: one round trip for the batch, however many events it holds.
-        async with conn.pipeline(), conn.cursor() as cur:
-            for statement, params in statements:
-                await cur.execute(statement.format(s=suffix), params)
+        return [(statement.format(s=suffix), params) for statement, params in statements]

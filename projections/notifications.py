@@ -45,6 +45,7 @@ from domain import workspace as ws
 from domain.events import RecordedEvent
 from domain.message import MessageDeleted, MessagePosted
 from domain.readstate import ReadMarkerMoved
+from infra.db import Statement, run_statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications{s} (
@@ -288,6 +289,9 @@ class Notifications:
         return _SCHEMA.format(s=suffix, delay=n.DEFAULT_EMAIL_DELAY_S)
 
     async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
+        await run_statements(conn, self.statements(events, suffix))
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
         todo: list[tuple[str, Any]] = []
         run: list[dict[str, Any]] = []  # posts since the last other event that changes anything here
         for recorded in events:
@@ -301,9 +305,4 @@ class Notifications:
             todo += more
         if run:
             todo.append((_POSTED, (_JSON.encode(run).decode(),)))
-        if not todo:
-            return
-        # In log order, pipelined: one round trip for the batch.
-        async with conn.pipeline(), conn.cursor() as cur:
-            for statement, params in todo:
-                await cur.execute(statement.format(s=suffix), params)
+        return [(statement.format(s=suffix), params) for statement, params in todo]  # in log order

@@ -32,20 +32,22 @@ from typing import Protocol, TypeVar
 
 import psycopg
 import structlog
+from psycopg.pq import TransactionStatus
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from domain.events import RecordedEvent
 from infra.aio import cancel_and_wait
+from infra.db import Statement
 from infra.eventstore.port import EventStore
 
 log = structlog.get_logger(__name__)
 
 LOCK_CLASS = 7243020
-RUNNERS_LOCK_CLASS = 7243021
-"""Shared advisory lock (class, key of the projection names) every runner of those projections holds."""
 """First key of the two-key advisory locks that elect a projection's leader (the second key is
 ``lock_key(name)``). The two-key space is apart from the one-key locks of migrations and appends."""
+RUNNERS_LOCK_CLASS = 7243021
+"""Shared advisory lock (class, key of the projection names) every runner of those projections holds."""
 NOTIFY_CHANNEL = "hubbub_checkpoints"
 T = TypeVar("T")
 
@@ -65,6 +67,16 @@ class Projection(Protocol):
         self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = ""
     ) -> None:
         """Write the rows for ``events``, in the caller's transaction."""
+        ...
+
+
+class Planned(Protocol):
+    """A projection whose writes for a batch are statements that need no answer: it can say them
+    without running them, and the runtime sends them with the batch's checkpoints and commit in
+    one pipeline (see ``apply_batch``). ``statements`` is what ``handle`` runs; None when this
+    batch needs ``handle`` itself (a search index outside PostgreSQL)."""
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> Sequence[Statement] | None:
         ...
 
 
@@ -130,18 +142,39 @@ async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, P
     """Rows and checkpoints of every projection in ONE transaction: all of the batch takes
     effect, or none of it. A projection gets the events past its own checkpoint (after a
     rebuild moved it, it may be ahead of the others). Checkpoints first: the UPDATE takes their
-    row locks, which a rebuild holds while it swaps tables in."""
+    row locks, which a rebuild holds while it swaps tables in.
+
+    ``conn`` is in autocommit mode, and the transaction is sent as statements in one pipeline:
+    BEGIN, the checkpoints, every ``Planned`` projection's statements, then (once the checkpoint
+    rows came back, all of them still where this runner left them) COMMIT. Two round trips a
+    batch, where a round trip per statement kept a small batch's projector, and the posts
+    waiting for its seq, waiting on PostgreSQL's and this process's turns on a busy machine.
+    A projection that is not ``Planned`` runs ``handle`` in its turn, in the same transaction."""
     names = list(projections)
     targets = {name: max(positions[name], batch[-1].position) for name in names}  # never backwards
-    async with conn.transaction():
-        cur = await conn.execute(_SAVE_ALL, {"names": names, "froms": [positions[n] for n in names],
+    try:
+        async with conn.pipeline(), conn.cursor() as saving, conn.cursor() as cur:
+            await cur.execute("BEGIN")
+            await saving.execute(_SAVE_ALL, {"names": names, "froms": [positions[n] for n in names],
                                              "tos": [targets[n] for n in names], "channel": NOTIFY_CHANNEL})
-        if len(await cur.fetchall()) != len(names):
-            raise CheckpointMoved(min(positions.values()))
-        for name, projection in projections.items():
-            events = [e for e in batch if e.position > positions[name]]
-            if events:
-                await projection.handle(conn, events)
+            for name, projection in projections.items():
+                events = [e for e in batch if e.position > positions[name]]
+                if not events:
+                    continue
+                planned = getattr(projection, "statements", None)
+                statements = planned(events) if planned is not None else None
+                if statements is None:
+                    await projection.handle(conn, events)
+                    continue
+                for statement, params in statements:
+                    await cur.execute(statement, params)
+            if len(await saving.fetchall()) != len(names):
+                raise CheckpointMoved(min(positions.values()))
+            await cur.execute("COMMIT")
+    except Exception:
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            await conn.execute("ROLLBACK")
+        raise
     return targets
 
 

@@ -22,6 +22,7 @@ import psycopg
 
 from domain.events import RecordedEvent
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
+from infra.db import Statement
 from infra.search.port import Change, Indexed, Reacted, Removed, Replied, SearchDoc, SearchIndex, TextChanged
 from infra.search.postgres import PostgresSearchIndex
 
@@ -68,6 +69,12 @@ class Search:
         changes = [change for recorded in events for change in changes_for(recorded)]
         if changes:
             await self.index.write(conn, changes, suffix)
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement] | None:
+        """The index's writes as statements when it lives in PostgreSQL; None (``handle``) otherwise."""
+        if not isinstance(self.index, PostgresSearchIndex):
+            return None
+        return self.index.statements([change for recorded in events for change in changes_for(recorded)], suffix)
 
 
 def with_search_backend(projections: Sequence[object], index: SearchIndex) -> list[object]:

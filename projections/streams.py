@@ -18,6 +18,7 @@ import msgspec
 import psycopg
 
 from domain.events import RecordedEvent
+from infra.db import Statement, run_statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams{s} (
@@ -84,9 +85,12 @@ class StreamCatalog:
     async def handle(
         self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = ""
     ) -> None:
+        await run_statements(conn, self.statements(events, suffix))
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
         rows = _summaries(events)
         if not rows:
-            return
+            return []
         # One JSON parameter: dumping eight arrays element by element cost more than the statement.
         records = [dict(zip(_FIELDS, [stream, *row], strict=True)) for stream, row in rows.items()]
-        await conn.execute(_UPSERT.format(s=suffix), (_JSON.encode(records).decode(),))
+        return [(_UPSERT.format(s=suffix), (_JSON.encode(records).decode(),))]

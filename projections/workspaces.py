@@ -23,6 +23,7 @@ from domain import channel as ch
 from domain import workspace as ws
 from domain.events import RecordedEvent
 from domain.readstate import ReadMarkerMoved
+from infra.db import Statement, run_statements
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workspaces{s} (
@@ -141,14 +142,18 @@ class Workspaces:
         return _SCHEMA.format(s=suffix)
 
     async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
+        await run_statements(conn, self.statements(events, suffix))
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
         # One statement per event, in log order: a join and a leave in one batch must apply in turn.
-        async with conn.cursor() as cur:
-            for recorded in events:
-                found = rows_for(recorded)
-                if found is None:
-                    continue
-                key, params = found
-                await cur.execute(_SQL[key].format(s=suffix), params)
-                if isinstance(recorded.event, ws.MemberJoined) and recorded.event.code_hash:
-                    await cur.execute(_SQL["used"].format(s=suffix),
-                                      (recorded.event.user_id, recorded.recorded_at, recorded.event.code_hash))
+        statements: list[Statement] = []
+        for recorded in events:
+            found = rows_for(recorded)
+            if found is None:
+                continue
+            key, params = found
+            statements.append((_SQL[key].format(s=suffix), params))
+            if isinstance(recorded.event, ws.MemberJoined) and recorded.event.code_hash:
+                statements.append((_SQL["used"].format(s=suffix),
+                                   (recorded.event.user_id, recorded.recorded_at, recorded.event.code_hash)))
+        return statements

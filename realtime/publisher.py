@@ -62,6 +62,9 @@ class Publisher:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+                    # A checkpoint lost in a crash only means its batch is published again, which
+                    # gateways drop: the next batch need not wait for this one's fsync.
+                    await conn.execute("SET synchronous_commit = off")
                     await self._lead(conn)
                     await self._follow(conn, backoff)
             except Exception as exc:  # connection, NATS or read model trouble: start over from the checkpoint

@@ -26,6 +26,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from infra.db import Statement, run_statements
 from infra.search.port import (
     BadCursor,
     Change,
@@ -120,8 +121,12 @@ class PostgresSearchIndex:
         return _SCHEMA.format(t=self.table, s=suffix)
 
     async def write(self, conn: psycopg.AsyncConnection, changes: Sequence[Change], suffix: str = "") -> None:
+        await run_statements(conn, self.statements(changes, suffix))  # one round trip for the batch
+
+    def statements(self, changes: Sequence[Change], suffix: str = "") -> list[Statement]:
+        """What ``write`` runs, for the projector to send with the batch's other statements."""
         if not changes:
-            return
+            return []
         # The batch's new documents first, in one statement: every other change concerns a message
         # posted before it (its document is earlier in this order too). Then the rest in log order,
         # and last the reply counts of the roots the batch touched, each recounted once from the rows.
@@ -131,9 +136,7 @@ class PostgresSearchIndex:
         statements += [_statement(c) for c in changes if not isinstance(c, Indexed | Replied)]
         if roots:
             statements.append((_REPLIES, (roots,)))
-        async with conn.pipeline(), conn.cursor() as cur:  # one round trip for the batch
-            for statement, params in statements:
-                await cur.execute(statement.format(t=self.table, s=suffix), params)
+        return [(statement.format(t=self.table, s=suffix), params) for statement, params in statements]
 
     async def search(self, conn: psycopg.AsyncConnection, query: SearchQuery, visible: Sequence[str],
                      limit: int, after: list[Any] | None) -> Hits:

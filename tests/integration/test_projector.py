@@ -57,6 +57,21 @@ class NoteLog:
             await asyncio.Event().wait()
 
 
+class PlannedNoteLog(NoteLog):
+    """The same rows as statements (``runtime.Planned``): the runtime sends them in the batch's
+    pipeline. A position in ``fail_once_at`` adds a statement PostgreSQL refuses."""
+
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[tuple[str, object]]:
+        out: list[tuple[str, object]] = [(f"INSERT INTO {self.table}{suffix} VALUES (%s, %s, %s)",
+                                          (e.position, e.stream_id, e.event.n)) for e in events
+                                         if isinstance(e.event, Noted) and e.stream_id.startswith(self.prefix)]
+        if self.fail_once_at & {e.position for e in events}:
+            self.fail_once_at -= {e.position for e in events}
+            self.failed.set()
+            out.append(("SELECT 1 / 0", None))
+        return out
+
+
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
@@ -156,6 +171,25 @@ async def test_a_failed_batch_moves_neither_rows_nor_checkpoint_and_is_retried(p
     assert await positions_in(pool, p.table) == [x for x in positions if x <= stopped_at]
     await eventually(lambda: has_rows(pool, p, positions))
     assert await checkpoint(pool, p.name) == positions[-1]
+
+
+async def test_a_statement_refused_in_a_pipelined_batch_rolls_back_every_projection_of_it(pool, store, runners) -> None:
+    a, b = PlannedNoteLog(prefix()), PlannedNoteLog(prefix())
+    b.prefix = a.prefix  # both record the same streams, in one runner, one transaction a batch
+    await start_at_head(pool, store, a)
+    await start_at_head(pool, store, b)
+    positions = await append_notes(store, a.prefix, 20)
+    b.fail_once_at = {positions[12]}  # b's statements come after a's: a's rows were written first
+    await runners(a, b, batch_size=5, retry_initial_s=1.0).start()
+    await asyncio.wait_for(b.failed.wait(), 10)
+    await asyncio.sleep(0.3)  # the refused batch has rolled back; the retry waits 1 s
+    for p in (a, b):
+        stopped_at = await checkpoint(pool, p.name)
+        assert stopped_at < positions[12]
+        assert await positions_in(pool, p.table) == [x for x in positions if x <= stopped_at]
+    for p in (a, b):
+        await eventually(lambda p=p: has_rows(pool, p, positions))
+        assert await checkpoint(pool, p.name) == positions[-1]
 
 
 async def test_a_stopped_runner_resumes_exactly_where_it_stopped(pool, store, runners) -> None:
