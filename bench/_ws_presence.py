@@ -31,8 +31,8 @@ def phase_presence(ctx: Ctx) -> dict:
         changes[idx].append((t, "away" if status == "away" else "online", k))
     lags, seen = [], set()
     for t, items in frames:
-        for item in items:
-            mine = [c for c in changes.get(idx_of.get(item.get("user_id"), -1), []) if c[0] <= t and c[1] == item.get("status")]
+        for user_id, status in items:
+            mine = [c for c in changes.get(idx_of.get(user_id, -1), []) if c[0] <= t and c[1] == status]
             if mine and mine[-1][2] not in seen:
                 seen.add(mine[-1][2])
                 lags.append((t - mine[-1][0]) * 1000)

@@ -73,7 +73,8 @@ class PresenceObserver:
 
     def __init__(self, nats_url: str, workspace_id: str) -> None:
         self.url, self.subject = nats_url, f"hubbub.ws.{workspace_id}.presence"
-        self.frames: list[tuple[float, list[dict]]] = []
+        self.frames: list[tuple[float, list[tuple[str, str]]]] = []
+        """(arrival, [(user_id, status), ...]) per message."""
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -101,7 +102,7 @@ class PresenceObserver:
         async def got(msg) -> None:
             t = time.monotonic()
             with contextlib.suppress(msgspec.DecodeError, KeyError, TypeError):
-                self.frames.append((t, msgspec.json.decode(msg.data)["data"]["items"]))
+                self.frames.append((t, _statuses(msgspec.json.decode(msg.data)["data"])))
 
         await nc.subscribe(self.subject, cb=got)
         await nc.flush()
@@ -109,6 +110,12 @@ class PresenceObserver:
         while not self._stop.is_set():
             await asyncio.sleep(0.1)
         await nc.drain()
+
+
+def _statuses(data: dict) -> list[tuple[str, str]]:
+    """(user_id, status) of each person in a presence.changed frame's ``data`` (ids by status)."""
+    return ([(u, "online") for u in data["online"]] + [(u, "away") for u in data["away"]]
+            + [(i["user_id"], "offline") for i in data["offline"]])
 
 
 def max_in_window(times: list[float], window_s: float = 1.0) -> int:

@@ -30,6 +30,7 @@ from infra.aio import cancel_and_wait
 from infra.presence import Change, Presence
 from readapi.visibility import workspace_role
 from realtime import subjects
+from realtime.presence_batch import Offline, PresenceChanged, grouped
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,7 @@ MAX_USER_IDS = 200
 _MEMBERS = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id > %s ORDER BY user_id LIMIT %s"
 _ASKED = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id = ANY(%s) ORDER BY user_id"
 _WORKSPACES_OF = "SELECT workspace_id, user_id FROM workspace_members WHERE user_id = ANY(%s)"
+_ENCODER = msgspec.json.Encoder()
 
 
 
@@ -150,7 +152,8 @@ class PresenceFanout:
 
 
 def frame(workspace_id: str, changes: list[Change]) -> bytes:
-    """The ``presence.changed`` frame as sockets get it (ephemeral: no position)."""
-    items = [{"user_id": c.user_id, "status": c.status, "last_seen_at": c.last_seen_at} for c in changes]
-    return msgspec.json.encode({"op": "event", "type": "presence.changed", "workspace_id": workspace_id,
-                                "data": {"items": items}})
+    """The ``presence.changed`` frame as sockets get it (ephemeral: no position): the people
+    grouped by status, only the offline ones with their ``last_seen_at``
+    (``realtime/presence_batch.py``'s ``PresenceChanged``; ``changes`` has each person once)."""
+    latest = ((c.user_id, Offline(c.user_id, c.last_seen_at) if c.status == "offline" else c.status) for c in changes)
+    return _ENCODER.encode(PresenceChanged(workspace_id=workspace_id, data=grouped(latest)))

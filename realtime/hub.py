@@ -26,6 +26,7 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import msgspec
 import nats
 import structlog
 from nats.aio.client import Client as NATS
@@ -36,7 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 from infra.aio import cancel_and_wait
 from infra.eventstore.port import EventStore
 from infra.nats_connect import connect_options
-from realtime import subjects
+from realtime import presence_batch, subjects
 from realtime.connection import Connection
 from realtime.subjects import Envelope
 from realtime.presence_batch import WorkspacePresence
@@ -210,15 +211,14 @@ class Hub:
                     conn.write(wire)
             return
         try:
-            event = json.loads(msg.data)
-            items = event["data"]["items"]
-        except (ValueError, KeyError, TypeError):
+            event = presence_batch.decode(msg.data)
+        except msgspec.DecodeError:
             log.warning("realtime.foreign_message", subject=msg.subject)
             return
         batch = self._presence.get(msg.subject)
         if batch is None:
-            batch = self._presence[msg.subject] = WorkspacePresence(event.get("workspace_id"))
-        batch.add(items)
+            batch = self._presence[msg.subject] = WorkspacePresence(event.workspace_id)
+        batch.add(event.data)
         self._schedule_presence()
 
     def _schedule_presence(self) -> None:

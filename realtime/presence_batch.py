@@ -9,12 +9,19 @@ status of each person) at the first flush after its client caught up. So a slow 
 fewer frames, each smaller than the ones it missed together, and never a burst of them. What it
 is owed is kept for ``HISTORY`` flushes; a socket still behind after that is closed with 4008
 (it reconnects and reads the presence list again).
+
+The frame groups people by status (``PresenceData``), as Slack's batched ``presence_change``
+does: an online or away person costs only their quoted id; only offline people carry a
+``last_seen_at`` (a lost connection's is a heartbeat timeout before the change, so it is news;
+an online or away person's is "now"). ``hubbub/presence.py`` publishes the same shape on NATS,
+one frame per workspace a second; a flush here merges those frames per person, the latest wins.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal, assert_never
 
 import msgspec
 
@@ -29,7 +36,55 @@ HISTORY = 16
 """Flushes a socket may miss before it is closed (16 flushes, 1.25 s apart at least: 20 s behind)."""
 TOO_SLOW = 4008
 
+
+class Offline(msgspec.Struct, frozen=True):
+    user_id: str
+    last_seen_at: dt.datetime | None
+
+
+class PresenceData(msgspec.Struct, frozen=True):
+    """A ``presence.changed`` frame's ``data``: each person at most once, under their status.
+    All three lists are always there (possibly empty), so clients iterate without checks."""
+
+    online: list[str]
+    away: list[str]
+    offline: list[Offline]
+
+
+class PresenceChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """The frame as sockets get it, and as ``hubbub/presence.py`` publishes it (no position)."""
+
+    op: Literal["event"] = "event"
+    type: Literal["presence.changed"] = "presence.changed"
+    workspace_id: str | None
+    data: PresenceData
+
+
+Latest = Literal["online", "away"] | Offline
+"""A person's latest status: online or away, or the offline item with its last_seen_at."""
+
 _ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(PresenceChanged)
+
+
+def decode(payload: bytes) -> PresenceChanged:
+    """A published frame; ``msgspec.DecodeError`` if it is not one."""
+    return _DECODER.decode(payload)
+
+
+def grouped(latest: Iterable[tuple[str, Latest]]) -> PresenceData:
+    data = PresenceData([], [], [])
+    for user_id, status in latest:
+        match status:
+            case "online":
+                data.online.append(user_id)
+            case "away":
+                data.away.append(user_id)
+            case Offline():
+                data.offline.append(status)
+            case _:
+                assert_never(status)
+    return data
 
 
 class WorkspacePresence:
@@ -37,17 +92,23 @@ class WorkspacePresence:
 
     def __init__(self, workspace_id: str | None) -> None:
         self.workspace_id = workspace_id
-        self.pending: dict[str, Any] = {}
-        """user_id -> the latest item since the last flush."""
+        self.pending: dict[str, Latest] = {}
+        """user_id -> their latest status since the last flush."""
         self.sent_at = float("-inf")
         self._seq = 0
-        self._history: deque[tuple[int, dict[str, Any]]] = deque(maxlen=HISTORY)
+        self._history: deque[tuple[int, dict[str, Latest]]] = deque(maxlen=HISTORY)
         self._owed: dict[Connection, int] = {}
         """Sockets skipped while their clients were behind -> the first flush they missed."""
 
-    def add(self, items: Iterable[dict[str, Any]]) -> None:
-        for item in items:
-            self.pending[item["user_id"]] = item  # the latest status wins
+    def add(self, data: PresenceData) -> None:
+        """Merge a published frame into what the next flush sends: the latest status wins."""
+        pending = self.pending
+        for user_id in data.online:
+            pending[user_id] = "online"
+        for user_id in data.away:
+            pending[user_id] = "away"
+        for item in data.offline:
+            pending[item.user_id] = item
 
     @property
     def busy(self) -> bool:
@@ -86,9 +147,9 @@ class WorkspacePresence:
             self._history.popleft()
 
     def _frame(self, since: int) -> bytes:
-        items: dict[str, Any] = {}
+        latest: dict[str, Latest] = {}
         for seq, flushed in self._history:
             if seq >= since:
-                items.update(flushed)
-        return text_frame(_ENCODER.encode({"op": "event", "type": "presence.changed", "workspace_id": self.workspace_id,
-                                           "data": {"items": list(items.values())}}).decode())
+                latest.update(flushed)  # later flushes win, as in add
+        frame = PresenceChanged(workspace_id=self.workspace_id, data=grouped(latest.items()))
+        return text_frame(_ENCODER.encode(frame).decode())

@@ -21,9 +21,14 @@ async def _presence(sock, user_id: str) -> str:
     while True:
         frame = await sock.event("presence.changed")
         assert "position" not in frame  # ephemeral: not in the log
-        for item in frame["data"]["items"]:
+        data = frame["data"]
+        assert set(data) == {"online", "away", "offline"}  # all three, always: ids by status
+        if user_id in data["online"] or user_id in data["away"]:
+            return "online" if user_id in data["online"] else "away"
+        for item in data["offline"]:
             if item["user_id"] == user_id:
-                return item["status"]
+                assert set(item) == {"user_id", "last_seen_at"} and item["last_seen_at"] is not None
+                return "offline"
 
 
 async def test_typing_reaches_the_others_in_the_channel_once_per_burst(api: httpx.AsyncClient, server: str) -> None:

@@ -5,17 +5,17 @@ into one frame, never a backlog of them."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from realtime.connection import TOO_SLOW, Connection
-from realtime.presence_batch import HISTORY, WorkspacePresence
+from realtime.presence_batch import HISTORY, PresenceData, WorkspacePresence
 from tests.integration.realtime_sink import RecordingSink
 
 
 class _Sink(RecordingSink):
     def statuses(self) -> list[dict[str, str]]:
-        frames = [json.loads(text) for text in self.frames()]
-        return [{i["user_id"]: i["status"] for i in f["data"]["items"]} for f in frames]
+        frames = [json.loads(text)["data"] for text in self.frames()]
+        return [{u: s for s in ("online", "away") for u in f[s]} | {i["user_id"]: "offline" for i in f["offline"]}
+                for f in frames]
 
 
 def _socket() -> tuple[Connection, _Sink]:
@@ -25,14 +25,15 @@ def _socket() -> tuple[Connection, _Sink]:
     return conn, sink
 
 
-def _item(user_id: str, status: str) -> dict[str, Any]:
-    return {"user_id": user_id, "status": status, "last_seen_at": None}
+def _item(user_id: str, status: str) -> PresenceData:
+    return PresenceData([user_id] if status == "online" else [], [user_id] if status == "away" else [], [])
 
 
 def test_every_socket_gets_the_same_bytes_once_per_flush() -> None:
     batch = WorkspacePresence("w")
     (a, sa), (b, sb) = _socket(), _socket()
-    batch.add([_item("x", "away"), _item("y", "online"), _item("x", "online")])
+    for item in (_item("x", "away"), _item("y", "online"), _item("x", "online")):
+        batch.add(item)
     batch.flush({a, b}, now=1.0)
     assert sa.written == sb.written and sa.written[0] is sb.written[0]
     assert sa.statuses() == [{"x": "online", "y": "online"}]
@@ -45,7 +46,7 @@ def test_a_socket_whose_client_is_behind_gets_what_it_missed_merged_in_one_frame
     (fast, sf), (slow, ss) = _socket(), _socket()
     ss.stalled = True
     for t, (user, status) in enumerate([("x", "away"), ("y", "away"), ("x", "online")]):
-        batch.add([_item(user, status)])
+        batch.add(_item(user, status))
         batch.flush({fast, slow}, now=float(t))
     assert len(sf.written) == 3 and not ss.written and batch.busy
     ss.stalled = False
@@ -59,6 +60,6 @@ def test_a_socket_behind_for_longer_than_the_history_is_closed_with_4008() -> No
     conn, sink = _socket()
     sink.stalled = True
     for t in range(HISTORY + 1):
-        batch.add([_item("x", "away" if t % 2 else "online")])
+        batch.add(_item("x", "away" if t % 2 else "online"))
         batch.flush({conn}, now=float(t))
     assert conn.close_code == TOO_SLOW and not sink.written
