@@ -134,12 +134,12 @@ def to_message(row: tuple[Any, ...]) -> MessageOut:
                       files=_FILES_JSON.decode(files), mentions=mentions)
 
 
-_BY_IDS = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"
+BY_IDS = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"
+"""Rows for ``to_message`` by message id, whoever may see them (callers check or route)."""
 
 
 async def messages_by_ids(conn: psycopg.AsyncConnection, ids: list[str]) -> dict[str, MessageOut]:
-    """Message objects by id, whoever may see them (the realtime publisher routes them by channel)."""
-    cur = await conn.execute(_BY_IDS, (ids,))
+    cur = await conn.execute(BY_IDS, (ids,))
     return {m.id: m for m in map(to_message, await cur.fetchall())}
 
 

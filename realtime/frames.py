@@ -25,7 +25,7 @@ from domain.message import MessageDeleted, MessageEdited, MessagePosted, Reactio
 from domain.notify import NotificationsRead
 from domain.readstate import ReadMarkerMoved
 from domain.session import SessionEnded
-from readapi.messages import FileOut, MessageOut, messages_by_ids  # the one definition of a message object
+from readapi.messages import BY_IDS, FileOut, MessageOut, to_message  # the one definition of a message object
 from realtime import subjects
 
 log = structlog.get_logger(__name__)
@@ -112,10 +112,15 @@ _ENCODER = msgspec.json.Encoder()
 
 async def shape(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]]) -> list[Shaped]:
     """The frames of ``events`` (each with its route), in the same order; events whose objects
-    the read models do not hold are left out (logged)."""
-    messages = await _messages(conn, events)
-    channels = await _channels(conn, events)
-    files = await _files(conn, events)
+    the read models do not hold are left out (logged). Its lookups (messages, channels, files)
+    are all sent before any answer is read: on a connection in pipeline mode, with whatever the
+    caller sent before (``realtime/notifications.ask_pushed``), they take one round trip."""
+    asked = [await conn.execute(sql, (ids,)) if ids else None
+             for sql, ids in ((BY_IDS, _message_ids(events)), (_CHANNELS, _channel_ids(events)), (_FILES, _file_ids(events)))]
+    messages_cur, channels_cur, files_cur = asked
+    messages = {m.id: m for m in map(to_message, await rows_of(messages_cur))}
+    channels = {row[0]: ChannelInfo(*row) for row in await rows_of(channels_cur)}
+    files = {row[0]: FileOut(*row) for row in await rows_of(files_cur)}
     shaped = []
     for recorded, where in events:
         frames = _file_frames(recorded, files, channels) if isinstance(recorded.event, FileShared) else \
@@ -127,7 +132,12 @@ async def shape(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEv
     return shaped
 
 
-async def _messages(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]]) -> dict[str, MessageOut]:
+async def rows_of(cur: psycopg.AsyncCursor[Any] | None) -> list[tuple[Any, ...]]:
+    """The answer to a lookup that was sent (none if there was nothing to look up)."""
+    return [] if cur is None else await cur.fetchall()
+
+
+def _message_ids(events: Sequence[tuple[RecordedEvent, Route]]) -> list[str]:
     ids: set[str] = set()
     for recorded, _ in events:
         if isinstance(recorded.event, MESSAGE_EVENTS):
@@ -135,17 +145,11 @@ async def _messages(conn: psycopg.AsyncConnection, events: Sequence[tuple[Record
             root = getattr(recorded.event, "thread_root_id", None)
             if root:
                 ids.add(root)
-    if not ids:
-        return {}
-    return await messages_by_ids(conn, list(ids))
+    return sorted(ids)
 
 
-async def _files(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]]) -> dict[str, FileOut]:
-    ids = {r.event.file_id for r, _ in events if isinstance(r.event, FileShared)}
-    if not ids:
-        return {}
-    cur = await conn.execute(_FILES, (list(ids),))
-    return {row[0]: FileOut(*row) for row in await cur.fetchall()}
+def _file_ids(events: Sequence[tuple[RecordedEvent, Route]]) -> list[str]:
+    return sorted({r.event.file_id for r, _ in events if isinstance(r.event, FileShared)})
 
 
 def _file_frames(recorded: RecordedEvent, files: dict[str, FileOut],
@@ -173,12 +177,8 @@ def _channel_of(recorded: RecordedEvent) -> str | None:
     return None
 
 
-async def _channels(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]]) -> dict[str, ChannelInfo]:
-    ids = {c for c in (_channel_of(r) for r, _ in events) if c}
-    if not ids:
-        return {}
-    cur = await conn.execute(_CHANNELS, (list(ids),))
-    return {row[0]: ChannelInfo(*row) for row in await cur.fetchall()}
+def _channel_ids(events: Sequence[tuple[RecordedEvent, Route]]) -> list[str]:
+    return sorted({c for c in (_channel_of(r) for r, _ in events) if c})
 
 
 def _frames(recorded: RecordedEvent, messages: dict[str, MessageOut],

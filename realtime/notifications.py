@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import msgspec
 import psycopg
@@ -26,7 +27,7 @@ import psycopg
 from domain.events import RecordedEvent
 from domain.message import MessagePosted
 from realtime import subjects
-from realtime.frames import EventFrame, Route, Shaped
+from realtime.frames import EventFrame, Route, Shaped, rows_of
 
 _PUSHED = """SELECT user_id, position, id, kind, channel_id, message_id, workspace_id, created_at, read
              FROM notifications WHERE message_id = ANY(%(ids)s) AND pushed
@@ -51,15 +52,19 @@ def _posted_ids(events: Sequence[tuple[RecordedEvent, Route]]) -> list[str]:
     return [r.event.message_id for r, _ in events if isinstance(r.event, MessagePosted)]
 
 
-async def _pushed(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]],
-                  user_id: str | None) -> dict[int, list[tuple[str, str]]]:
-    """position -> [(user id, encoded notification.created frame)] for the posts among ``events``."""
+async def ask_pushed(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]],
+                     user_id: str | None) -> psycopg.AsyncCursor[Any] | None:
+    """Send the lookup of the pushed notifications of the posts among ``events`` (of ``user_id``
+    only, or everyone's); ``pushed`` reads its answer. Sent before ``shape``'s lookups on a
+    connection in pipeline mode, they share one round trip."""
     ids = _posted_ids(events)
-    if not ids:
-        return {}
-    cur = await conn.execute(_PUSHED, {"ids": ids, "user": user_id})
+    return await conn.execute(_PUSHED, {"ids": ids, "user": user_id}) if ids else None
+
+
+async def pushed(asked: psycopg.AsyncCursor[Any] | None) -> dict[int, list[tuple[str, str]]]:
+    """position -> [(user id, encoded notification.created frame)]."""
     found: defaultdict[int, list[tuple[str, str]]] = defaultdict(list)
-    for user, position, *data in await cur.fetchall():
+    for user, position, *data in await rows_of(asked):
         item = NotificationData(*data)
         frame = EventFrame(position=position, type="notification.created", workspace_id=item.workspace_id,
                            channel_id=item.channel_id, data=item)
@@ -67,15 +72,14 @@ async def _pushed(conn: psycopg.AsyncConnection, events: Sequence[tuple[Recorded
     return found
 
 
-async def notification_envelopes(conn: psycopg.AsyncConnection, shaped: Sequence[Shaped],
-                                 events: Sequence[tuple[RecordedEvent, Route]]) -> dict[int, list[subjects.Envelope]]:
+def notification_envelopes(shaped: Sequence[Shaped], found: dict[int, list[tuple[str, str]]]
+                           ) -> dict[int, list[subjects.Envelope]]:
     """position -> the envelopes to publish BEFORE that event's own: one per person notified."""
-    pushed = await _pushed(conn, events, None)
     out: dict[int, list[subjects.Envelope]] = {}
     for item in shaped:
-        if item.position in pushed:
+        if item.position in found:
             out[item.position] = [subjects.Envelope(subjects.user(user), item.position, (*item.frames, frame))
-                                  for user, frame in pushed[item.position]]
+                                  for user, frame in found[item.position]]
     return out
 
 
@@ -84,14 +88,10 @@ def owner_of(wanted: Collection[str]) -> str | None:
     return next((s.removeprefix(_USER_PREFIX) for s in wanted if s.startswith(_USER_PREFIX)), None)
 
 
-async def with_notifications(conn: psycopg.AsyncConnection, shaped: list[Shaped],
-                             events: Sequence[tuple[RecordedEvent, Route]], wanted: Collection[str]) -> list[Shaped]:
-    """A replay page with the socket owner's ``notification.created`` frames added."""
-    user = owner_of(wanted)
-    if user is None:
+def with_notifications(shaped: list[Shaped], found: dict[int, list[tuple[str, str]]]) -> list[Shaped]:
+    """A replay page with the socket owner's ``notification.created`` frames added (``found``:
+    ``pushed`` of that user's lookup)."""
+    if not found:
         return shaped
-    pushed = await _pushed(conn, events, user)
-    if not pushed:
-        return shaped
-    return [dataclasses.replace(item, frames=(*item.frames, *(f for _, f in pushed[item.position])))
-            if item.position in pushed else item for item in shaped]
+    return [dataclasses.replace(item, frames=(*item.frames, *(f for _, f in found[item.position])))
+            if item.position in found else item for item in shaped]

@@ -31,7 +31,7 @@ from infra.consistency import CheckpointWatcher
 from infra.eventstore.port import EventStore
 from projections.runtime import LOCK_CLASS, Backoff, lock_key
 from realtime.frames import route, shape
-from realtime.notifications import notification_envelopes
+from realtime.notifications import ask_pushed, notification_envelopes, pushed
 
 log = structlog.get_logger(__name__)
 
@@ -114,9 +114,10 @@ class Publisher:
         last = batch[-1].position
         while not await self.watcher.wait(self.read_models, last, READ_MODEL_WAIT_S):
             log.warning("realtime.read_models_behind", position=last, waited_s=READ_MODEL_WAIT_S)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.pipeline():  # every lookup of the batch: one round trip
+            asked = await ask_pushed(conn, routed, None)
             shaped = await shape(conn, routed)
-            personal = await notification_envelopes(conn, shaped, routed)
+            personal = notification_envelopes(shaped, await pushed(asked))
         for item in shaped:
             # A notified person's envelope first: their sockets keep it and drop the channel's.
             for envelope in [*personal.get(item.position, ()), *item.envelopes()]:

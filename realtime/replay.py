@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from domain.events import RecordedEvent
 from infra.eventstore.port import EventStore
 from realtime.frames import Route, Shaped, route, shape
-from realtime.notifications import with_notifications
+from realtime.notifications import ask_pushed, owner_of, pushed, with_notifications
 
 PAGE = 500
 
@@ -24,8 +24,11 @@ async def replay(store: EventStore, pool: AsyncConnectionPool, after: int, upto:
             return
         relevant = [(e, r) for e in page if e.position <= upto and (r := _wanted(e, wanted)) is not None]
         if relevant:
-            async with pool.connection() as conn:
-                yield await with_notifications(conn, await shape(conn, relevant), relevant, wanted)
+            async with pool.connection() as conn, conn.pipeline():  # the page's lookups: one round trip
+                user = owner_of(wanted)
+                asked = await ask_pushed(conn, relevant, user) if user is not None else None
+                shaped = with_notifications(await shape(conn, relevant), await pushed(asked))
+            yield shaped
         after = page[-1].position
 
 
