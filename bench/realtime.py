@@ -127,8 +127,10 @@ def run(plan: Plan, deflate: bool, save) -> dict:
 
 def _code() -> dict[str, object]:
     """The commit measured, and files changed but not committed (the server runs from this tree)."""
+    root = Path(__file__).resolve().parent.parent
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root).stdout.strip()
 
     return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": git("status", "--short", "--", "realtime",
                                                                            "hubbub", "infra").splitlines()}
