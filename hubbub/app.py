@@ -8,6 +8,7 @@ created at import time, so several apps (tests, workers) never share a connectio
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -109,7 +110,24 @@ def app_from_env() -> Litestar:
     """Factory for ``uvicorn hubbub.app:app_from_env --factory`` (``hubbub serve --workers N``)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()
+    return app
+
+
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """A server process's cycle collector: what was built to serve (modules, the app) is frozen,
+    never scanned again, and the youngest generation is collected every 50,000 allocations
+    instead of 700. With the default, what a batch or request keeps alive for a few milliseconds
+    outlived the young collections, piled up in the oldest generation and set off a full
+    collection about once a second, each stopping the event loop (and every request in it) for
+    50-75 ms on this machine while posting (measured with gc.callbacks)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _version() -> str:
