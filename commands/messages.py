@@ -307,6 +307,10 @@ async def post_with_files(request: Request, services: Services, principal: Princ
 
 
 async def seq_of(seqs: SeqLookup, consistency: ReadConsistency, message_id: str, position: int) -> int | None:
-    if not await consistency.watcher.wait((READ_MODEL,), position, consistency.timeout_s):
+    """The seq the ``messages`` projection gave the post at ``position``: as it notified it with
+    the batch (``infra/consistency.py``), or read from its table when this process missed that."""
+    watcher = consistency.watcher
+    if not await watcher.wait((READ_MODEL,), position, consistency.timeout_s):
         return None
-    return await seqs.seq(message_id)
+    seq = watcher.seqs.get(position)
+    return seq if seq is not None else await seqs.seq(message_id)

@@ -12,6 +12,7 @@ watcher also re-reads every ``SAFETY_RECHECK_S``, which covers a NOTIFY lost in 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -30,7 +31,11 @@ from infra.aio import cancel_and_wait, wait_event
 log = structlog.get_logger(__name__)
 
 CHANNEL = "hubbub_checkpoints"
+SEQS_CHANNEL = "hubbub_seqs"
+"""The ``messages`` projection's ``"position:seq ..."`` for the posts of each batch, sent before
+its checkpoint: a post's answer carries its seq without asking the database for it."""
 SAFETY_RECHECK_S = 0.5
+SEQS_KEPT = 20_000
 
 
 async def read_checkpoints(pool: AsyncConnectionPool, names: Sequence[str] | None = None) -> dict[str, int]:
@@ -56,6 +61,9 @@ class CheckpointWatcher:
         self._pool = pool
         self._conninfo = conninfo
         self.checkpoints: dict[str, int] = {}
+        self.seqs: dict[int, int] = {}
+        """position of a post -> its seq, the latest ``SEQS_KEPT`` (a lost NOTIFY, a seq given
+        before this process listened: the caller reads the seq instead)."""
         self._refreshed = asyncio.Event()  # replaced after each refresh; waiters hold the old one
         self._dirty = asyncio.Event()
         self._waiting = 0
@@ -92,9 +100,13 @@ class CheckpointWatcher:
             try:
                 async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {SEQS_CHANNEL}")
                     self._dirty.set()  # whatever committed while we were not listening
                     async for notify in conn.notifies():
-                        self._notified(notify.payload)
+                        if notify.channel == SEQS_CHANNEL:
+                            self._seqs_notified(notify.payload)
+                        else:
+                            self._notified(notify.payload)
             except psycopg.OperationalError as exc:
                 log.warning("checkpoints.listener_reconnecting", error=str(exc))
                 await asyncio.sleep(0.5)
@@ -109,6 +121,16 @@ class CheckpointWatcher:
         self.checkpoints = {**self.checkpoints, name: int(position)}  # readers may hold the old dict
         self._notifications += 1
         self._wake()
+
+    def _seqs_notified(self, payload: str) -> None:
+        try:
+            given = [tuple(map(int, pair.split(":"))) for pair in payload.split()]
+        except ValueError:
+            log.warning("checkpoints.bad_seqs_payload", payload=payload[:80])
+            return
+        self.seqs.update(given)
+        for position in list(itertools.islice(self.seqs, max(0, len(self.seqs) - SEQS_KEPT))):
+            del self.seqs[position]  # the oldest first (insertion order)
 
     def _wake(self) -> None:
         refreshed, self._refreshed = self._refreshed, asyncio.Event()

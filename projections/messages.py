@@ -30,6 +30,7 @@ import psycopg
 
 from domain.events import RecordedEvent
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
+from infra.consistency import SEQS_CHANNEL
 from infra.db import Statement, run_statements
 
 _SCHEMA = """
@@ -109,11 +110,19 @@ WITH r AS (
     SELECT f.message_id, f.channel_id, f.workspace_id, b.last_seq - f.n + f.k, f.author_id, f.text, f.at,
            f.thread_root_id, f.mentions, f.mention_channel, f.mention_here, f.file_ids, f.client_msg_id, f.position
     FROM fresh f JOIN bump b ON b.channel_id = f.channel_id
-    RETURNING message_id, text, created_at
+    RETURNING message_id, text, created_at, position, seq
+), versions AS (
+    INSERT INTO message_versions{s} (message_id, version, text, edited_at)
+    SELECT message_id, 1, text, created_at FROM inserted
 )
-INSERT INTO message_versions{s} (message_id, version, text, edited_at)
-SELECT message_id, 1, text, created_at FROM inserted
+{tell}
 """
+# The seqs the batch gave, for the posts waiting on them (``infra/consistency.py``, SEQS_CHANNEL):
+# "position:seq ..." in notifications of at most 300 (a payload holds 8,000 bytes). Live only:
+# a rebuild's tables (a suffix) answer nobody.
+_TELL_SEQS = f"""SELECT pg_notify('{SEQS_CHANNEL}', string_agg(position || ':' || seq, ' '))
+FROM (SELECT position, seq, (row_number() OVER ()) / 300 AS part FROM inserted) x GROUP BY part"""
+_TELL_NOBODY = "SELECT count(*) FROM inserted"
 _EDITED = """
 WITH edited AS (
     UPDATE messages{s} SET text = %(text)s, edited_at = %(at)s, mentions = %(mentions)s,
@@ -212,7 +221,8 @@ class Messages:
         roots: set[str] = set()
         posts = [_post_row(r, r.event) for r in events if isinstance(r.event, MessagePosted)]
         roots.update(p.thread_root_id for p in posts if p.thread_root_id is not None)
-        statements: list[tuple[str, Any]] = [(_POSTED, (_JSON.encode(posts).decode(),))] if posts else []
+        posted = _POSTED.replace("{tell}", _TELL_NOBODY if suffix else _TELL_SEQS)
+        statements: list[tuple[str, Any]] = [(posted, (_JSON.encode(posts).decode(),))] if posts else []
         statements += [s for recorded in events for s in _statements(recorded, roots)]
         if roots:
             statements.append((_THREADS, {"roots": sorted(roots)}))

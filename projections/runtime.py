@@ -125,16 +125,17 @@ async def save_checkpoint(conn: psycopg.AsyncConnection, name: str, position: in
     return await cur.fetchone() is not None
 
 
-# Several checkpoints at once, each only from where it was: the projections of one batch.
+# Several checkpoints at once, each only from where it was: the projections of one batch. Their
+# notifications are the batch's last statement (``_TELL``), so that whatever a projection notifies
+# about its rows (the messages' seqs) reaches a listener before the checkpoint that wakes waiters.
 _SAVE_ALL = """
-WITH saved AS (
-    UPDATE projection_checkpoints c SET position = w.target, updated_at = now()
-    FROM unnest(%(names)s::text[], %(froms)s::bigint[], %(tos)s::bigint[]) AS w(name, position, target)
-    WHERE c.name = w.name AND c.position = w.position
-    RETURNING c.name, c.position
-)
-SELECT name, pg_notify(%(channel)s, name || ' ' || position::text) FROM saved
+UPDATE projection_checkpoints c SET position = w.target, updated_at = now()
+FROM unnest(%(names)s::text[], %(froms)s::bigint[], %(tos)s::bigint[]) AS w(name, position, target)
+WHERE c.name = w.name AND c.position = w.position
+RETURNING c.name
 """
+_TELL = """SELECT pg_notify(%(channel)s, name || ' ' || position::text)
+           FROM unnest(%(names)s::text[], %(tos)s::bigint[]) AS w(name, position)"""
 
 
 async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, Projection],
@@ -145,18 +146,20 @@ async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, P
     row locks, which a rebuild holds while it swaps tables in.
 
     ``conn`` is in autocommit mode, and the transaction is sent as statements in one pipeline:
-    BEGIN, the checkpoints, every ``Planned`` projection's statements, then (once the checkpoint
-    rows came back, all of them still where this runner left them) COMMIT. Two round trips a
-    batch, where a round trip per statement kept a small batch's projector, and the posts
-    waiting for its seq, waiting on PostgreSQL's and this process's turns on a busy machine.
+    BEGIN, the checkpoints, every ``Planned`` projection's statements, the checkpoints'
+    notifications, then (once the checkpoint rows came back, all of them still where this runner
+    left them) COMMIT. Two round trips a batch, where a round trip per statement kept a small
+    batch's projector, and the posts waiting for its seq, waiting on PostgreSQL's and this
+    process's turns on a busy machine.
     A projection that is not ``Planned`` runs ``handle`` in its turn, in the same transaction."""
     names = list(projections)
     targets = {name: max(positions[name], batch[-1].position) for name in names}  # never backwards
     try:
         async with conn.pipeline(), conn.cursor() as saving, conn.cursor() as cur:
             await cur.execute("BEGIN")
-            await saving.execute(_SAVE_ALL, {"names": names, "froms": [positions[n] for n in names],
-                                             "tos": [targets[n] for n in names], "channel": NOTIFY_CHANNEL})
+            params = {"names": names, "froms": [positions[n] for n in names], "tos": [targets[n] for n in names],
+                      "channel": NOTIFY_CHANNEL}
+            await saving.execute(_SAVE_ALL, params)
             for name, projection in projections.items():
                 events = [e for e in batch if e.position > positions[name]]
                 if not events:
@@ -166,8 +169,9 @@ async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, P
                 if statements is None:
                     await projection.handle(conn, events)
                     continue
-                for statement, params in statements:
-                    await cur.execute(statement, params)
+                for statement, values in statements:
+                    await cur.execute(statement, values)
+            await cur.execute(_TELL, params)
             if len(await saving.fetchall()) != len(names):
                 raise CheckpointMoved(min(positions.values()))
             await cur.execute("COMMIT")

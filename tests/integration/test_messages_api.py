@@ -17,6 +17,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from hubbub.app import create_app
+from infra import consistency
 from infra.eventstore.postgres import PostgresEventStore
 from infra.settings import load_settings
 from projections.messages import Messages
@@ -146,6 +147,9 @@ async def test_seq_is_contiguous_under_twenty_concurrent_posters(api: AsyncTestC
     page = ok(await get(api, f"/channels/{t.general}/messages", t.owner, max(a["position"] for a in answers),
                         limit=200))
     assert [m["seq"] for m in page["items"]] == seqs[::-1]
+    # The answers' seqs came with the projector's batches (NOTIFY), not from reading the table.
+    notified = api.app.state[consistency.STATE_KEY].watcher.seqs
+    assert {a["position"]: a["seq"] for a in answers} == {a["position"]: notified.get(a["position"]) for a in answers}
 
 
 async def test_client_msg_id_and_idempotency_key_repeats_get_the_first_answer(api: AsyncTestClient) -> None:
