@@ -10,11 +10,11 @@ its share lets the excess go (at a batch boundary), one below it tries for free 
 leader dies its session ends, its locks are released and another runner takes over.
 
 The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of
-their checkpoints)``, and ONE transaction per batch: the new checkpoints with a
-``hubbub_checkpoints`` notification each (``"{name} {position}"``), then each projection's rows
-for the events past its own checkpoint. So a batch costs one read and one commit however many
-read models there are, and it is written on the connection that holds the locks (a leader that
-lost its connection has lost its locks and cannot write either). The transaction starts by
+their checkpoints)``, and ONE transaction per batch: the new checkpoints, then each projection's
+rows for the events past its own checkpoint, then a ``hubbub_checkpoints`` notification each
+(``"{name} {position}"``), sent in one pipeline. So a batch costs one read, two round trips and
+one commit however many read models there are, and it is written on the connection that holds
+the locks (a leader that lost its connection has lost its locks and cannot write either). The transaction starts by
 moving the checkpoint rows, which locks them, on the condition that they still hold the
 positions the runner resumed from. That row lock is also how a rebuild pauses the live projector
 (see ``projections/rebuild.py``), and the check fences off any other writer of a checkpoint: the
@@ -32,8 +32,8 @@ from typing import Protocol, TypeVar
 
 import psycopg
 import structlog
-from psycopg.pq import TransactionStatus
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from domain.events import RecordedEvent
