@@ -146,7 +146,10 @@ class RedisPresence:
         self._queue.append((user_id, device_id, status, ttl_ms, future))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.get_running_loop().create_task(self._send())
-        return await future
+        try:
+            return await future
+        finally:
+            del future  # an error set on it must not make a cycle with this frame (see eventstore/postgres.py)
 
     async def _send(self) -> None:
         while self._queue:

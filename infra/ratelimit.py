@@ -115,6 +115,8 @@ class RedisRateLimiter:
         except (RedisError, OSError, TimeoutError) as exc:
             answer.cancel()  # not sent any more if it still waits: its request has been answered
             return self._unavailable(bucket, limit, cost, exc)
+        finally:
+            del answer  # an error set on it must not make a cycle with this frame (see eventstore/postgres.py)
         return Decision(allowed=bool(allowed), retry_after_s=float(retry), remaining=int(remaining))
 
     async def _send(self) -> None:

@@ -26,7 +26,10 @@ class SeqLookup:
         self._wanted.setdefault(message_id, []).append(future)
         if self._batch is None or self._batch.done():
             self._batch = asyncio.create_task(self._look_up(), name="seq-lookup")
-        return await future
+        try:
+            return await future
+        finally:
+            del future  # an error set on it must not make a cycle with this frame (see eventstore/postgres.py)
 
     async def _look_up(self) -> None:
         await asyncio.sleep(0)  # the posts woken with this one ask in this loop turn: wait for them

@@ -138,7 +138,14 @@ class PostgresEventStore:
         self._pending.append(request)
         self._has_pending.set()
         self._ensure_tasks()
-        return await request.future
+        try:
+            return await request.future
+        finally:
+            # A refusal raised from the future keeps this frame in its traceback; the frame must
+            # not keep the future (which keeps the refusal): that cycle would hold every caller's
+            # frame up the traceback, with their locals (a decider state: a whole workspace),
+            # until a full collection.
+            del request
 
     def _wire(self, new: NewEvent) -> _WireEvent:
         data, meta = self._codec.encode(new.event), self._codec.encode_meta(new.meta)

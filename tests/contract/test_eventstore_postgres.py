@@ -4,7 +4,9 @@ in one ``events_append`` call."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import weakref
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -157,3 +159,31 @@ async def test_a_connection_lost_mid_append_says_the_outcome_is_unknown(pool, mi
         raise AssertionError("a broken append was reported as written")
     assert (await store.append(stream(), [new(2)])).version == 1  # and the store reconnects
     await store.close()
+
+
+async def test_a_refused_append_is_freed_when_its_caller_drops_it_not_left_to_the_cycle_collector(
+    pool, migrated_url: str
+) -> None:
+    # The exception went through the future the writer answered: held by the frame that awaited
+    # it, that future made a cycle holding every frame up the traceback, and their locals (a
+    # command's decider state, a whole workspace) until a full collection came by.
+    store = PostgresEventStore(pool, migrated_url)
+    taken = stream()
+    await store.append(taken, [new(0)], NO_STREAM)
+
+    async def refused() -> weakref.ref:
+        try:
+            await store.append(taken, [new(1)], NO_STREAM)
+        except WrongExpectedVersion as exc:
+            return weakref.ref(exc)
+        raise AssertionError("the append was not refused")
+
+    gc.collect()
+    gc.disable()
+    try:
+        gone = await refused()
+        await store.append(stream(), [new(2)])  # the writer has moved on to another batch
+        assert gone() is None
+    finally:
+        gc.enable()
+        await store.close()
