@@ -125,8 +125,7 @@ def tune_gc() -> None:
     outlived the young collections, piled up in the oldest generation and set off a full
     collection about once a second, each stopping the event loop (and every request in it) for
     50-75 ms on this machine while posting (measured with gc.callbacks: none while posting now).
-    50,000 did no better and left more garbage waiting: 31.5 KiB of RSS per idle socket at
-    10,000 sockets, against 24.7 with 10,000 (bench.realtime)."""
+    50,000 did no better there and lets more garbage wait between collections."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
