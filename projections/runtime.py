@@ -255,6 +255,10 @@ class _Group:
             # Read models can always be rebuilt from the log, and a crash can only lose the last
             # batches together with their checkpoints: no need to wait for each commit's fsync.
             await conn.execute("SET synchronous_commit = off")
+            # The batch statements take their rows as one JSON parameter, so no value changes their
+            # best plan; PostgreSQL's plan cache still chose to plan some of them at every call (the
+            # notifications one: 0.8 ms of planning for 0.2 ms of work, per batch).
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
             await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (RUNNERS_LOCK_CLASS, self._group_key()))
             while not self.stopping:
                 await self._elect(conn)
