@@ -1,5 +1,5 @@
 """Log events -> client frames: where each event goes (``route``, no I/O) and what clients get
-(``shape``: the read models' current objects, fetched in one query per kind for a whole batch).
+(``shape``: the read models' current objects, one query per kind for a whole batch, all sent at once).
 
 The publisher and the gateway's replay both use this module, so a resumed client gets exactly
 the frames a live one got. Messages are the objects ``GET /messages/{id}`` answers (the SQL and
@@ -115,9 +115,8 @@ async def shape(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEv
     the read models do not hold are left out (logged). Its lookups (messages, channels, files)
     are all sent before any answer is read: on a connection in pipeline mode, with whatever the
     caller sent before (``realtime/notifications.ask_pushed``), they take one round trip."""
-    asked = [await conn.execute(sql, (ids,)) if ids else None
-             for sql, ids in ((BY_IDS, _message_ids(events)), (_CHANNELS, _channel_ids(events)), (_FILES, _file_ids(events)))]
-    messages_cur, channels_cur, files_cur = asked
+    lookups = ((BY_IDS, _message_ids(events)), (_CHANNELS, _channel_ids(events)), (_FILES, _file_ids(events)))
+    messages_cur, channels_cur, files_cur = [await conn.execute(sql, (ids,)) if ids else None for sql, ids in lookups]
     messages = {m.id: m for m in map(to_message, await rows_of(messages_cur))}
     channels = {row[0]: ChannelInfo(*row) for row in await rows_of(channels_cur)}
     files = {row[0]: FileOut(*row) for row in await rows_of(files_cur)}
