@@ -14,12 +14,13 @@ their checkpoints)``, and ONE transaction per batch: the new checkpoints, then e
 rows for the events past its own checkpoint, then a ``hubbub_checkpoints`` notification each
 (``"{name} {position}"``), sent in one pipeline. So a batch costs one read, two round trips and
 one commit however many read models there are, and it is written on the connection that holds
-the locks (a leader that lost its connection has lost its locks and cannot write either). The transaction starts by
-moving the checkpoint rows, which locks them, on the condition that they still hold the
-positions the runner resumed from. That row lock is also how a rebuild pauses the live projector
-(see ``projections/rebuild.py``), and the check fences off any other writer of a checkpoint: the
-runner re-reads them and resumes from there. A projection whose batch fails holds up the others
-of its runner until it passes (retried with a backoff, logged with every position).
+the locks (a leader that lost its connection has lost its locks and cannot write either). The
+transaction starts by moving the checkpoint rows, which locks them, on the condition that they
+still hold the positions the runner resumed from. That row lock is also how a rebuild pauses the
+live projector (see ``projections/rebuild.py``), and the check fences off any other writer of a
+checkpoint: the runner re-reads them and resumes from there. A projection whose batch fails
+holds up the others of its runner until it passes (retried with a backoff, logged with every
+position).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import psycopg
 import structlog
@@ -70,6 +71,7 @@ class Projection(Protocol):
         ...
 
 
+@runtime_checkable
 class Planned(Protocol):
     """A projection whose writes for a batch are statements that need no answer: it can say them
     without running them, and the runtime sends them with the batch's checkpoints and commit in
@@ -164,8 +166,7 @@ async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, P
                 events = [e for e in batch if e.position > positions[name]]
                 if not events:
                     continue
-                planned = getattr(projection, "statements", None)
-                statements = planned(events) if planned is not None else None
+                statements = projection.statements(events) if isinstance(projection, Planned) else None
                 if statements is None:
                     await projection.handle(conn, events)
                     continue
