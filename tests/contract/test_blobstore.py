@@ -88,16 +88,19 @@ async def test_a_discarded_s3_write_leaves_no_multipart_upload(s3_server: dict[s
     assert client.list_objects_v2(Bucket=s3_server["bucket"], Prefix=prefix).get("KeyCount") == 0
 
 
-async def test_an_upload_cut_off_by_a_crash_is_swept_once_older_than_the_cutoff(blobs: BlobStore,
-                                                                                   tmp_path: Path) -> None:
+async def test_an_upload_cut_off_by_a_crash_is_swept_once_older_than_the_cutoff(blobs: BlobStore, tmp_path: Path,
+                                                                                   request: pytest.FixtureRequest) -> None:
     kept, k = key(), key()
     await blobs.put(kept, b"a committed blob")
     writer = await blobs.writer(k)
-    await writer.write(os.urandom(S3_PART_SIZE + WRITE_BATCH))  # an S3 multipart upload has begun; a .part on disk
-    await writer.write(b"more")  # the batch before it is written (flushed)
+    await writer.write(os.urandom(S3_PART_SIZE + WRITE_BATCH))  # an S3 multipart upload begins; a .part on disk
+    await writer.write(os.urandom(WRITE_BATCH))  # the next batch: it returns once the one before is written
     try:
         now = dt.datetime.now(dt.UTC)
-        assert await blobs.sweep_leftovers(now - dt.timedelta(days=1)) == 0  # still being written, for all we know
+        if request.node.callspec.params["blobs"] == "file":
+            # moto answers every multipart upload's Initiated as 2010-11-10, so on its S3 an upload
+            # is never younger than a cutoff; that side of the rule is shown on disk only.
+            assert await blobs.sweep_leftovers(now - dt.timedelta(days=1)) == 0  # still being written, for all we know
         assert await blobs.sweep_leftovers(now + dt.timedelta(minutes=1)) == 1
         assert await blobs.sweep_leftovers(now + dt.timedelta(minutes=1)) == 0
         assert await read_all(blobs, kept) == b"a committed blob"
