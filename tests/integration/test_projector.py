@@ -264,27 +264,23 @@ async def test_a_follower_takes_over_when_the_leaders_connection_dies(pool, stor
     await eventually(lambda: has_rows(pool, p, first + second))
 
 
-async def test_runners_share_the_projections_out_and_one_takes_all_when_the_other_stops(pool, store, runners) -> None:
-    """``serve --workers 2``: each process leads half of the read models (both cores busy), and
-    whatever a stopped process led is taken over."""
+async def test_one_runner_leads_every_projection_and_a_standby_takes_all_when_it_stops(pool, store, runners) -> None:
+    """``serve --workers 2``: one process leads every read model (one batch per batch of the log,
+    not one per process), the other stands by; whatever the leader led is taken over at once."""
     names = [prefix() for _ in range(4)]
     mine = [NoteLog(n) for n in names]
     for p in mine:
         await start_at_head(pool, store, p)
     a, b = runners(*mine), runners(*[NoteLog(n) for n in names])
     await a.start()
-    await eventually(lambda: _true(all(a.is_leading(p.name) for p in mine)))  # alone: all of them
+    await eventually(lambda: _true(all(a.is_leading(p.name) for p in mine)))
     await b.start()
     first = [await append_notes(store, p.prefix, 2, streams=1) for p in mine]
-
-    async def split() -> bool:
-        await store.append(f"tick-{prefix()}", [new(0)])  # a runner looks again between batches
-        return sum(a.is_leading(p.name) for p in mine) == 2 and sum(b.is_leading(p.name) for p in mine) == 2
-
-    await eventually(split)
+    await asyncio.sleep(0.3)  # past b's lock_retry_s: it has looked again, between batches too
     second = [await append_notes(store, p.prefix, 2, streams=1) for p in mine]
     for p, f, s in zip(mine, first, second, strict=True):
         await eventually(lambda p=p, rows=f + s: has_rows(pool, p, rows))
+    assert all(a.is_leading(p.name) for p in mine) and not any(b.is_leading(p.name) for p in mine)
     await a.stop()  # and no event comes: b must not wait for one to take over
     await eventually(lambda: _true(all(b.is_leading(p.name) for p in mine)), timeout=5)
     third = [await append_notes(store, p.prefix, 2, streams=1) for p in mine]
@@ -309,8 +305,25 @@ async def test_projections_of_one_runner_each_get_the_events_past_their_own_chec
     assert await checkpoint(pool, a.name) == await checkpoint(pool, b.name)
 
 
+async def test_a_runner_stands_by_while_the_first_projection_is_led_elsewhere(pool, store, runners) -> None:
+    """Whoever leads the first (in name order) leads them all: no split of the others meanwhile."""
+    a, b = sorted((NoteLog(prefix()), NoteLog(prefix())), key=lambda p: p.name)
+    for p in (a, b):
+        await start_at_head(pool, store, p)
+    async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as other:  # a's leader elsewhere
+        await other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(a.name)))
+        runner = runners(a, b)
+        await runner.start()
+        notes_b = await append_notes(store, b.prefix, 3)
+        await asyncio.sleep(0.5)  # more than two lock_retry_s
+        assert not runner.is_leading(b.name) and await positions_in(pool, b.table) == []
+    await eventually(lambda: _true(runner.is_leading(a.name) and runner.is_leading(b.name)))
+    await eventually(lambda: has_rows(pool, b, notes_b))
+
+
 async def test_a_runner_takes_the_lead_it_lacked_once_it_is_free_and_catches_it_up(pool, store, runners) -> None:
-    a, b = NoteLog(prefix()), NoteLog(prefix())
+    # b's lead is elsewhere (a runner of an older version, which shared the projections out)
+    a, b = sorted((NoteLog(prefix()), NoteLog(prefix())), key=lambda p: p.name)
     for p in (a, b):
         await start_at_head(pool, store, p)
     async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as other:  # b's leader elsewhere
