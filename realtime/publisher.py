@@ -6,9 +6,12 @@ Writes: NATS messages on ``hubbub.ch.{channel}``, ``hubbub.user.{user}``, ``hubb
 
 Like a projection it is active in one process at a time (the advisory lock of the projector
 runtime, under the name ``realtime``, so ``hubbub projections status`` shows its lag and leader).
-Unlike one, its effect is not in PostgreSQL, so it is at-least-once: a batch is published, NATS
-confirms it (flush), and only then is the checkpoint moved; a leader that dies in between has its
-batch published again by the next one, and gateways drop what they delivered already (by position).
+Unlike one, its effect is not in PostgreSQL, so it is at-least-once: batches are published, NATS
+confirms them (flush), and only then is the checkpoint moved past them; a leader that dies in
+between has them published again by the next one, and gateways drop what they delivered already
+(by position). The flush and the checkpoint are a task of their own, every ``CHECKPOINT_EVERY_S``
+at most, not a step of every batch: at 200 posts/s a batch is one post, and two round trips
+after each held up the next one's frames.
 
 A batch is published only once every read model has passed its last position, so a client that
 gets an event can fetch what it names, and the message objects in the frames come from there.
@@ -37,6 +40,9 @@ log = structlog.get_logger(__name__)
 
 NAME = "realtime"
 READ_MODEL_WAIT_S = 5.0
+CHECKPOINT_EVERY_S = 0.2
+"""How often, at most, the published position is confirmed by NATS and saved: a new leader
+publishes up to this much again."""
 
 
 class Publisher:
@@ -48,6 +54,8 @@ class Publisher:
         self.batch_size, self.lock_retry_s = batch_size, lock_retry_s
         self.leading = False
         self.position: int | None = None
+        """The checkpoint: published and confirmed by NATS."""
+        self.published: int | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -87,13 +95,29 @@ class Publisher:
     async def _follow(self, conn: psycopg.AsyncConnection, backoff: Backoff) -> None:
         position = self.position = await self._checkpoint(conn)
         log.info("realtime.publisher_following", position=position)
-        async with contextlib.aclosing(self.store.subscribe(after=position, batch_size=self.batch_size)) as batches:  # type: ignore[type-var]
-            async for batch in batches:
-                await self._publish(batch)
-                await conn.execute("UPDATE projection_checkpoints SET position = %s, updated_at = now() WHERE name = %s",
-                                   (batch[-1].position, NAME))
-                self.position = batch[-1].position
-                backoff.reset()
+        published = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:  # either failing ends both: start over from the checkpoint
+            saver = tasks.create_task(self._save(conn, published), name="realtime-checkpoint")
+            async with contextlib.aclosing(self.store.subscribe(after=position, batch_size=self.batch_size)) as batches:  # type: ignore[type-var]
+                async for batch in batches:
+                    await self._publish(batch)
+                    self.published = batch[-1].position
+                    published.set()
+                    backoff.reset()
+            saver.cancel()
+
+    async def _save(self, conn: psycopg.AsyncConnection, published: asyncio.Event) -> None:
+        """Move the checkpoint to what NATS has confirmed, whenever something was published, at
+        most every ``CHECKPOINT_EVERY_S``. On the leader's connection: it holds the lock."""
+        while True:
+            await published.wait()
+            published.clear()
+            position = self.published
+            await self.nats.flush(timeout=5)  # everything published before it is on the server
+            await conn.execute("UPDATE projection_checkpoints SET position = %s, updated_at = now() WHERE name = %s",
+                               (position, NAME))
+            self.position = position
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
 
     async def _checkpoint(self, conn: psycopg.AsyncConnection) -> int:
         # First run: start at the head. Nobody can be waiting for older events live (a client
@@ -122,5 +146,4 @@ class Publisher:
             # A notified person's envelope first: their sockets keep it and drop the channel's.
             for envelope in [*personal.get(item.position, ()), *item.envelopes()]:
                 await self.nats.publish(envelope.subject, envelope.payload(), headers=envelope.headers())
-        await self.nats.flush(timeout=5)
         log.debug("realtime.published", position=last, events=len(shaped))

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import nats
+import psycopg
 import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
@@ -173,6 +174,24 @@ async def test_messages_arrive_live_in_order_as_the_read_api_shows_them(api: htt
     assert frames[0]["workspace_id"] == team.workspace_id and frames[0]["channel_id"] == team.general_id
     fetched = await api.get(f"{API}/messages/{posted[0]['id']}", headers=bea.auth)
     assert frames[0]["data"] == fetched.json()
+
+
+async def test_the_publishers_checkpoint_follows_the_last_frame_with_nothing_after_it(
+        api: httpx.AsyncClient, server: str, migrated_url: str) -> None:
+    """``hubbub projections status`` shows the publisher's lag from its checkpoint, which it saves
+    apart from publishing (at most every ``CHECKPOINT_EVERY_S``): once a frame is out, the
+    checkpoint gets there without another event to carry it."""
+    team = await team_of(api, "Bea")
+    async with ws(server, team.people["Bea"]) as sock:
+        await post(api, team.owner, team.general_id, "the last word")
+        frame = await sock.event("message.posted")
+    async with await psycopg.AsyncConnection.connect(migrated_url, autocommit=True) as conn:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                cur = await conn.execute("SELECT position FROM projection_checkpoints WHERE name = 'realtime'")
+                if (await cur.fetchone())[0] >= frame["position"]:
+                    break
+                await asyncio.sleep(0.05)
 
 
 async def test_under_another_websocket_protocol_frames_go_through_asgi_in_order(
