@@ -44,9 +44,8 @@ def server_env(urls: dict[str, str], overrides: dict[str, str]) -> dict[str, str
 
 
 @contextlib.contextmanager
-def running_server(workers: int, overrides: dict[str, str], nodelay_fix: bool = False) -> Iterator[Server]:
-    """Embedded durable services + ``hubbub serve --workers N``; everything stopped afterwards.
-    ``nodelay_fix`` starts it through ``bench/_nodelay_serve.py`` (uvicorn #3149 worked around)."""
+def running_server(workers: int, overrides: dict[str, str]) -> Iterator[Server]:
+    """Embedded durable services + ``hubbub serve --workers N``; everything stopped afterwards."""
     from infra.embedded import EmbeddedServices, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="hubbub-bench-post-"))
@@ -59,7 +58,7 @@ def running_server(workers: int, overrides: dict[str, str], nodelay_fix: bool = 
         env = server_env(urls, overrides)
         port = free_port()
         log_path = tmp / "hubbub-serve.log"
-        hubbub = [sys.executable, "-m", "bench._nodelay_serve"] if nodelay_fix else [str(Path(sys.executable).parent / "hubbub")]
+        hubbub = [str(Path(sys.executable).parent / "hubbub")]
         argv = [*hubbub, "serve", "--port", str(port), "--workers", str(workers)]
         progress(f"starting: {' '.join(argv[len(hubbub) - 1:])}")
         with open(log_path, "ab") as out:

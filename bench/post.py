@@ -267,10 +267,10 @@ def explain(srv: Server, world: World) -> dict:
     return out
 
 
-def run(plan: Plan, workdir: Path, nodelay_fix: bool = False) -> dict:
+def run(plan: Plan, workdir: Path) -> dict:
     results: dict = {"machine": machine_facts(), "plan": plan.__dict__, "workers": WORKERS,
-                     "server_settings": SERVER_SETTINGS, "nodelay_fix": nodelay_fix}
-    with running_server(WORKERS, SERVER_SETTINGS, nodelay_fix) as srv:
+                     "server_settings": SERVER_SETTINGS}
+    with running_server(WORKERS, SERVER_SETTINGS) as srv:
         results["server"] = server_facts(srv.database_url)
         require_durable(results["server"])
         progress(f"setup through the API: {POSTERS + 1} people, a workspace, {CHANNELS} channels for the owner")
@@ -353,9 +353,7 @@ def details(results: dict) -> str:
         f"load average at start {m['loadavg_1m']}. PostgreSQL {s['server_version']} embedded, fsync={s['fsync']}, "
         f"synchronous_commit={s['synchronous_commit']}, shared_buffers={s['shared_buffers']}, data on "
         f"{s['data_directory_fs']}. NATS and Redis embedded. Everything, load generators included, on these 2 cores.",
-        f"- Server: `hubbub serve --workers {results['workers']}`"
-        + (" started through bench/_nodelay_serve.py (TCP_NODELAY restored: uvicorn #3149)" if results["nodelay_fix"] else "")
-        + " (one uvicorn worker per core; PostgreSQL and the "
+        f"- Server: `hubbub serve --workers {results['workers']}` (one uvicorn worker per core; PostgreSQL and the "
         f"generators need the same cores). Settings changed for the bench: {results['server_settings']} "
         "(the post rate limit raised so it does not cap the run; its Redis check still runs on every post).",
         f"- Phase 1: wrk -t2 -c{posts['connections']} for {posts['seconds']:.0f}s (after a warm-up), each wrk thread "
@@ -399,8 +397,6 @@ def details(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.post", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases and 100k messages (a smoke run)")
-    parser.add_argument("--nodelay-fix", action="store_true",
-                        help="serve through bench/_nodelay_serve.py (uvicorn #3149 worked around): what the fix buys")
     args = parser.parse_args(argv)
     if not wrk_available():
         raise SystemExit("bench.post needs wrk: apt-get install -y wrk")
@@ -408,10 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     logs_to_stderr()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hubbub-bench-work-") as tmp:
-        results = run(plan, Path(tmp), args.nodelay_fix)
+        results = run(plan, Path(tmp))
     results["total_s"] = round(time.monotonic() - began, 1)
     RESULTS_DIR.mkdir(exist_ok=True)
-    name = "post" + ("-quick" if args.quick else "") + ("-nodelay-fix" if args.nodelay_fix else "") + ".json"
+    name = "post" + ("-quick" if args.quick else "") + ".json"
     (RESULTS_DIR / name).write_text(json.dumps(results, indent=2, default=str))
     print(report(results))
     progress(f"done in {results['total_s']:.0f}s; raw numbers in {RESULTS_DIR / name}")
