@@ -7,6 +7,7 @@ unique name and table, and positions are taken relative to the head.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -305,13 +306,25 @@ async def test_projections_of_one_runner_each_get_the_events_past_their_own_chec
     assert await checkpoint(pool, a.name) == await checkpoint(pool, b.name)
 
 
-async def test_a_runner_stands_by_while_the_first_projection_is_led_elsewhere(pool, store, runners) -> None:
-    """Whoever leads the first (in name order) leads them all: no split of the others meanwhile."""
+async def two_in_name_order(pool, store) -> tuple[NoteLog, NoteLog]:
     a, b = sorted((NoteLog(prefix()), NoteLog(prefix())), key=lambda p: p.name)
     for p in (a, b):
         await start_at_head(pool, store, p)
-    async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as other:  # a's leader elsewhere
-        await other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(a.name)))
+    return a, b
+
+
+@contextlib.asynccontextmanager
+async def led_elsewhere(pool, name: str) -> AsyncIterator[None]:
+    """Another session holds ``name``'s leader lock while inside."""
+    async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as other:
+        await other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
+        yield
+
+
+async def test_a_runner_stands_by_while_the_first_projection_is_led_elsewhere(pool, store, runners) -> None:
+    """Whoever leads the first (in name order) leads them all: no split of the others meanwhile."""
+    a, b = await two_in_name_order(pool, store)
+    async with led_elsewhere(pool, a.name):
         runner = runners(a, b)
         await runner.start()
         notes_b = await append_notes(store, b.prefix, 3)
@@ -322,12 +335,8 @@ async def test_a_runner_stands_by_while_the_first_projection_is_led_elsewhere(po
 
 
 async def test_a_runner_takes_the_lead_it_lacked_once_it_is_free_and_catches_it_up(pool, store, runners) -> None:
-    # b's lead is elsewhere (a runner of an older version, which shared the projections out)
-    a, b = sorted((NoteLog(prefix()), NoteLog(prefix())), key=lambda p: p.name)
-    for p in (a, b):
-        await start_at_head(pool, store, p)
-    async with await psycopg.AsyncConnection.connect(pool.conninfo, autocommit=True) as other:  # b's leader elsewhere
-        await other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(b.name)))
+    a, b = await two_in_name_order(pool, store)
+    async with led_elsewhere(pool, b.name):  # a runner of an older version, which shared them out
         runner = runners(a, b)
         await runner.start()
         await eventually(lambda: _true(runner.is_leading(a.name)))
