@@ -476,3 +476,28 @@ async def test_rebuild_while_the_live_runner_keeps_running_under_appends(
     assert await catalog_rows(pool, s) == await expected_catalog(store, s)
     again = await rebuild(migrated_url, store, StreamCatalog(), verify=True)
     assert again.identical and again.swapped
+
+
+async def test_a_leader_refreshes_the_statistics_of_tables_its_projections_grew(pool, store, runners) -> None:
+    """PostgreSQL's autovacuum samples a table a minute apart at best, and the projector keeps its
+    plans until the statistics change: a leader looks for itself, between batches."""
+    p = NoteLog(prefix())
+    await start_at_head(pool, store, p)
+    runner = runners(p)
+    await runner.start()
+    first = await append_notes(store, p.prefix, 1)
+    await eventually(lambda: has_rows(pool, p, first))  # its table exists
+    async with pool.connection() as conn:  # so that only the leader can be what analyzes it
+        await conn.execute(f"ALTER TABLE {p.table} SET (autovacuum_enabled = false)")
+    notes = first + await append_notes(store, p.prefix, 600, streams=3)
+    await eventually(lambda: has_rows(pool, p, notes))
+
+    async def analyzed() -> bool:
+        await append_notes(store, p.prefix, 1, streams=1)  # a batch boundary, where it looks
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables"
+                                     " WHERE relname = %s AND last_analyze IS NOT NULL", (p.table,))
+            row = await cur.fetchone()
+        return row is not None and row[1] < 500
+
+    await eventually(analyzed, timeout=15)
