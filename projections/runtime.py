@@ -11,7 +11,9 @@ wake every process. Measured with ``serve --workers 2`` (two leaders of half eac
 before, against one): at 200 posts/s with 1,000 sockets the server used 79-84% of a core instead
 of 92-97% and post -> frame p50 was 8.5-14.4 ms instead of 16.6-19.0; 32 closed-loop posters got
 1,427-1,585 posts/s instead of 1,259-1,343; replaying 132k events went no slower (6,543 and 6,546
-events/s against 6,103 and 6,341: PostgreSQL, not the runner, is the limit there).
+events/s against 6,103 and 6,341: PostgreSQL, not the runner, is the limit there). The leader
+also keeps its tables' planner statistics fresh (``analyze_stale``), since its plans are made once
+per connection and kept until those change.
 
 The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of
 their checkpoints)``, and ONE transaction per batch: the new checkpoints, then each projection's
