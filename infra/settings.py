@@ -61,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     presigned_url_ttl_s: int = 300  # how long an S3 download link works (at most 300)
     max_image_pixels: int = 50_000_000  # larger images (decompression bombs) get no thumbnail
     thumbnail_workers: int = 1  # threads making thumbnails
+    blob_sweep_grace_s: float = 86_400.0  # the sweep removes unfinished uploads older than this
 
 
 _SCHEMES = {
@@ -77,7 +78,7 @@ _LISTS = {"allowed_origins"}
 _URL_LISTS = {"nats_url"}  # one URL stays a str; several become a list
 _POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst",
              "ws_heartbeat_s", "ws_hello_timeout_s", "ws_send_queue", "ws_resume_max_events",
-             "max_upload_bytes", "max_image_pixels", "thumbnail_workers")
+             "max_upload_bytes", "max_image_pixels", "thumbnail_workers", "blob_sweep_grace_s")
 MAX_PRESIGNED_TTL_S = 300
 
 
