@@ -195,7 +195,8 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     janitor = BlobJanitor(shell, blobs, pool)
     janitor.start()
     stack.push_async_callback(janitor.stop)
-    sweeper = LeftoverSweeper(blobs, grace_s=settings.blob_sweep_grace_s)  # what uploads cut off by a crash left
+    # What uploads cut off by a crash left in the blob store.
+    sweeper = LeftoverSweeper(blobs, grace_s=settings.blob_sweep_grace_s)
     sweeper.start()
     stack.push_async_callback(sweeper.stop)
     return deps.Services(
