@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from dataclasses import replace
 
 import msgspec
 from litestar import Controller, Request, Response, delete, patch, post, put
@@ -50,6 +51,10 @@ from readapi.seqs import SeqLookup
 READ_MODEL = "messages"
 POST_ATTEMPTS = 3
 """A post decided on cached session, channel and workspace states, then on read ones (twice)."""
+
+
+HeaderGet = Callable[[str], "str | None"]
+"""A request header by its lower-case name (None if absent): ``request.headers.get`` or the post lane's."""
 
 
 class PostBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -95,8 +100,12 @@ class Access(msgspec.Struct, frozen=True):
 
 
 def context(request: Request, principal: Principal, key: str | None = None) -> Context:
-    return Context(actor_id=principal.user_id, now=dt.datetime.now(dt.UTC),
-                   correlation_id=request.headers.get("x-request-id"), idempotency_key=key)
+    return context_of(principal.user_id, request.headers.get, key)
+
+
+def context_of(user_id: str, header: HeaderGet, key: str | None = None) -> Context:
+    return Context(actor_id=user_id, now=dt.datetime.now(dt.UTC), correlation_id=header("x-request-id"),
+                   idempotency_key=key)
 
 
 async def channel_access(shell: CommandShell, channel_id: str, user_id: str) -> Access:
@@ -181,56 +190,10 @@ class MessagesController(Controller):
         self, request: Request, channel_id: FromPath[str], data: JSONBody[PostBody],
     ) -> Response[PostedOut]:
         # The hottest route: no dependencies (Litestar resolves two or more in a task group),
-        # and the caller's session is read with the channel (see caller_and_channel).
-        services = services_of(request)
-        shell, consistency = services.shell, services.consistency
-        authorization = request.headers.get("authorization")
-        # First on what this process holds of the session, channel and workspace, without reading
-        # them. The append expects their versions, so if one moved meanwhile (revoked, removed,
-        # archived...) nothing is written; and a refusal is only answered once decided on a read.
-        # The next attempt reads them and decides again.
-        limited = False
-        for attempt in range(1, POST_ATTEMPTS + 1):
-            held = attempt == 1 and not data.file_ids
-            try:
-                principal, found, expect = await caller_and_channel(shell, authorization, channel_id, trust_cache=held)
-                writable(found.channel, principal.user_id, found.role)
-                must_be_member(found, principal.user_id, "post in it")
-                if not limited:
-                    await check_post(services.limiter, services.settings, principal.user_id)
-                    limited = True
-                message_id, position = await self._post(request, services, principal, found, expect, channel_id, data)
-            except DomainError:
-                if not held:
-                    raise
-                continue
-            except WrongExpectedVersion as exc:
-                if attempt == POST_ATTEMPTS or exc.stream_id not in dict(expect):
-                    raise
-                await asyncio.sleep(backoff(attempt - 1) if attempt > 1 else 0)
-                continue
-            break
-        seq = await seq_of(services.seqs, consistency, message_id, position)
-        return with_position(Response(PostedOut(message_id, seq, position), status_code=201), position)
-
-    @staticmethod
-    async def _post(request: Request, services: Services, principal: Principal, found: Access,
-                    expect: list[tuple[str, int]], channel_id: str, data: PostBody) -> tuple[str, int]:
-        shell, user = services.shell, principal.user_id
-        key = m.check_client_msg_id(data.client_msg_id) or request.headers.get("idempotency-key")
-        message_id = m.client_message_id(channel_id, user, key) if key else new_id()
-        root = await thread_root(shell, data.thread_root_id)
-        command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
-                         author_id=user, text=data.text, workspace_members=found.members,
-                         thread_root_id=data.thread_root_id, root=root, file_ids=tuple(data.file_ids),
-                         client_msg_id=data.client_msg_id,
-                         online_ids=await here_online(services.presence, data.text, found.channel.members & found.members,
-                                                      user))
-        if data.file_ids:
-            return message_id, await post_with_files(request, services, principal, command, key)
-        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command,
-                                     context(request, principal, key), new=key is None, expect=expect)
-        return message_id, outcome.position
+        # and the caller's session is read with the channel (see caller_and_channel). Well-formed
+        # posts rarely get here: hubbub/lane.py answers them with accept_post, past Litestar.
+        out = await accept_post(services_of(request), request.headers.get, channel_id, data)
+        return with_position(Response(out, status_code=201), out.position)
 
     @patch("/messages/{message_id:str}", operation_id="editMessage")
     async def edit_message(
@@ -293,8 +256,7 @@ async def react(request: Request, shell: CommandShell, principal: Principal, mes
     return with_position(Response(body), position)
 
 
-async def post_with_files(request: Request, services: Services, principal: Principal, command: m.Post,
-                          key: str | None) -> int:
+async def post_with_files(ctx: Context, services: Services, command: m.Post, key: str | None) -> int:
     """The post and a ``file.shared`` on each file's stream, in one append (all or nothing).
     Under a client key the message id stands in for it: it is unique per channel and author,
     while the same client_msg_id may share the same file in another channel."""
@@ -302,8 +264,62 @@ async def post_with_files(request: Request, services: Services, principal: Princ
     entries = [(m.MESSAGE, m.message_stream(command.message_id), [command]),
                *await share_entries(services, list(command.file_ids), command.author_id, command.workspace_id,
                                     command.channel_id, command.message_id)]
-    position, _ = await services.shell.decide_many(entries, context(request, principal, key and command.message_id))
+    position, _ = await services.shell.decide_many(entries, replace(ctx, idempotency_key=key and command.message_id))
     return position
+
+
+async def accept_post(services: Services, header: HeaderGet, channel_id: str, data: PostBody) -> PostedOut:
+    """``POST /channels/{ch}/messages``: decided, appended and answered with the seq the
+    ``messages`` projection gave it. ``header`` looks up a request header by lower-case name."""
+    shell, consistency = services.shell, services.consistency
+    authorization = header("authorization")
+    # First on what this process holds of the session, channel and workspace, without reading
+    # them. The append expects their versions, so if one moved meanwhile (revoked, removed,
+    # archived...) nothing is written; and a refusal is only answered once decided on a read.
+    # The next attempt reads them and decides again.
+    limited = False
+    for attempt in range(1, POST_ATTEMPTS + 1):
+        held = attempt == 1 and not data.file_ids
+        try:
+            principal, found, expect = await caller_and_channel(shell, authorization, channel_id, trust_cache=held)
+            writable(found.channel, principal.user_id, found.role)
+            must_be_member(found, principal.user_id, "post in it")
+            if not limited:
+                await check_post(services.limiter, services.settings, principal.user_id)
+                limited = True
+            message_id, position = await _append_post(header, services, principal, found, expect, channel_id, data)
+        except DomainError:
+            if not held:
+                raise
+            continue
+        except WrongExpectedVersion as exc:
+            if attempt == POST_ATTEMPTS or exc.stream_id not in dict(expect):
+                raise
+            await asyncio.sleep(backoff(attempt - 1) if attempt > 1 else 0)
+            continue
+        break
+    seq = await seq_of(services.seqs, consistency, message_id, position)
+    return PostedOut(message_id, seq, position)
+
+
+async def _append_post(header: HeaderGet, services: Services, principal: Principal, found: Access,
+                       expect: list[tuple[str, int]], channel_id: str, data: PostBody) -> tuple[str, int]:
+    shell, user = services.shell, principal.user_id
+    key = m.check_client_msg_id(data.client_msg_id) or header("idempotency-key")
+    message_id = m.client_message_id(channel_id, user, key) if key else new_id()
+    root = await thread_root(shell, data.thread_root_id)
+    command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
+                     author_id=user, text=data.text, workspace_members=found.members,
+                     thread_root_id=data.thread_root_id, root=root, file_ids=tuple(data.file_ids),
+                     client_msg_id=data.client_msg_id,
+                     online_ids=await here_online(services.presence, data.text, found.channel.members & found.members,
+                                                  user))
+    ctx = context_of(user, header, key)
+    if data.file_ids:
+        return message_id, await post_with_files(ctx, services, command, key)
+    outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, ctx, new=key is None,
+                                 expect=expect)
+    return message_id, outcome.position
 
 
 async def seq_of(seqs: SeqLookup, consistency: ReadConsistency, message_id: str, position: int) -> int | None:

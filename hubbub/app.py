@@ -33,6 +33,7 @@ from commands.uploads import Reservations
 from commands.shell import CommandShell
 from hubbub import deps, health, problems
 from hubbub.auth import authenticate
+from hubbub.lane import PostLane
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
 from infra.blob_sweep import LeftoverSweeper
@@ -101,8 +102,9 @@ def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar
         logging_config=None,  # ours (infra/logging.py) is configured by the process, not the app
         state=State({"settings": settings}),
     )
-    # Litestar runs its middleware list only for matched routes; a 404 needs a request id too.
-    app.asgi_handler = RequestContext(app.asgi_handler)
+    # Litestar runs its middleware list only for matched routes; a 404 needs a request id too. The
+    # post lane answers well-formed posts past Litestar's per-request machinery (hubbub/lane.py).
+    app.asgi_handler = RequestContext(PostLane(app.asgi_handler, app, API_PREFIX, settings.max_request_bytes))
     return app
 
 
