@@ -98,7 +98,7 @@ WITH r AS (
 ), fresh AS (
     SELECT r.*, row_number() OVER (PARTITION BY r.channel_id ORDER BY r.position) AS k,
            count(*) OVER (PARTITION BY r.channel_id) AS n
-    FROM r WHERE NOT EXISTS (SELECT 1 FROM messages{s} m WHERE m.message_id = r.message_id)
+    FROM r WHERE NOT EXISTS (SELECT 1 FROM messages{s} m WHERE m.message_id = r.message_id OFFSET 0)
 ), bump AS (
     INSERT INTO channel_seqs{s} AS c (channel_id, last_seq)
     SELECT DISTINCT channel_id, n FROM fresh

@@ -165,11 +165,12 @@ WITH p AS (
     SELECT b.user_id, q.prefix || substr(md5(b.user_id), 1, 12), b.kind, q.ws, q.ch, q.message_id, q.seq, q.at,
            NOT coalesce(pr.muted, false) AND NOT coalesce(u.dnd_until > q.at, false), q.position
     FROM best b JOIN posts q ON q.i = b.i
-    JOIN notify_members{{s}} m ON m.channel_id = q.ch AND m.user_id = b.user_id
-    JOIN notify_workspace_members{{s}} w ON w.workspace_id = q.ws AND w.user_id = b.user_id
     LEFT JOIN notify_channel_prefs{{s}} pr ON pr.channel_id = q.ch AND pr.user_id = b.user_id
     LEFT JOIN notify_users{{s}} u ON u.user_id = b.user_id
-    WHERE coalesce(pr.level, 'mentions') <> 'nothing' AND (NOT coalesce(pr.muted, false) OR b.kind IN {_DIRECT})
+    WHERE EXISTS (SELECT FROM notify_members{{s}} m WHERE m.channel_id = q.ch AND m.user_id = b.user_id OFFSET 0)
+      AND EXISTS (SELECT FROM notify_workspace_members{{s}} w WHERE w.workspace_id = q.ws AND w.user_id = b.user_id
+                  OFFSET 0)
+      AND coalesce(pr.level, 'mentions') <> 'nothing' AND (NOT coalesce(pr.muted, false) OR b.kind IN {_DIRECT})
     ON CONFLICT DO NOTHING
     RETURNING user_id, channel_id, kind
 ), follow AS (
