@@ -88,7 +88,9 @@ _JSON = msgspec.json.Encoder()
 # Every post of a batch in ONE statement (the rows as one JSON parameter: dumping a dozen
 # parameters per post was most of this projection's client CPU). Each channel's counter moves by
 # its new posts and they take the seqs after it in log order; a post already projected (a batch
-# applied again) is skipped and takes no seq.
+# applied again) is skipped and takes no seq. That check is a primary-key probe per post (OFFSET 0
+# keeps the planner from making it an anti-join): as a join, the projector's generic plan hashed the
+# batch and read the whole messages table every batch until statistics changed.
 _POSTED = """
 WITH r AS (
     SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(
