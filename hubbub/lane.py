@@ -16,6 +16,13 @@ problem response is the route's. A post the lane takes is decided by the same co
 the app registers for it (``hubbub/problems.py``), through Litestar's own ``Response``. The route
 stays: it is what the OpenAPI document describes and where every irregular request is answered.
 ``RequestContext`` (request id, access log) wraps the lane as it wraps the app.
+
+Before reading a byte the lane also hands over what Litestar refuses unread: a ``Host`` header
+that is not a valid host (400), a ``Content-Length`` over the limit (413, without waiting for the
+body). A client that disconnects before its body is whole posts nothing. What the lane skips (CORS,
+CSRF, compression, allowed hosts, ``before_send``, and the route's guards, hooks and middleware) is
+checked when the app is built: if any of them ever applies to posting, ``PostLane`` refuses to
+start and says so, rather than answer posts without it.
 """
 
 from __future__ import annotations
@@ -26,10 +33,13 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request
+from litestar._asgi.utils import is_valid_host
+from litestar.routes import HTTPRoute
 
 from commands.messages import PostBody, accept_post
 from hubbub import deps
 from hubbub.problems import exception_handlers
+from infra.consistency import ReadYourWritesMiddleware
 from infra.http import POSITION_HEADER
 
 _DECODER = msgspec.json.Decoder(PostBody)
@@ -45,6 +55,10 @@ class PostLane:
         self.app, self.litestar, self.max_body_bytes = app, litestar, max_body_bytes
         self.path = re.compile(re.escape(prefix) + r"/channels/([^/]+)/messages")
         self.handlers = exception_handlers()
+        skipped = _skipped_for_posts(litestar, prefix + "/channels/{channel_id:str}/messages")
+        if skipped:
+            raise RuntimeError(f"the post lane (hubbub/lane.py) would answer posts without {', '.join(skipped)}; "
+                               "apply them in the lane, or take the lane out of hubbub/app.py")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         matched = scope["type"] == "http" and scope["method"] == "POST" and self.path.fullmatch(scope["path"])
@@ -52,7 +66,12 @@ class PostLane:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope["headers"])
-        chunks, whole = await self._body(receive) if _is_json(headers.get("content-type")) else ([], False)
+        if not self._may_take(headers):
+            await self.app(scope, receive, send)
+            return
+        chunks, whole = await self._body(receive)
+        if whole is None:  # the client is gone: nothing to answer, and nothing is posted
+            return
         data = _decoded(chunks) if whole else None
         if data is None:
             await self.app(scope, _replay(chunks, whole, receive), send)
@@ -68,11 +87,24 @@ class PostLane:
             (_POSITION, str(out.position).encode())]})
         await send({"type": "http.response.body", "body": body})
 
-    async def _body(self, receive: Any) -> tuple[list[bytes], bool]:
-        """The body's chunks, and whether that is all of it (reading stops past the size limit)."""
+    def _may_take(self, headers: dict[str, str]) -> bool:
+        """JSON, and nothing Litestar would refuse before reading the body."""
+        if not _is_json(headers.get("content-type")):
+            return False
+        host = headers.get("host")
+        if host is not None and not is_valid_host(host.encode("latin-1")):
+            return False
+        length = headers.get("content-length")
+        return length is None or (length.isdigit() and int(length) <= self.max_body_bytes)
+
+    async def _body(self, receive: Any) -> tuple[list[bytes], bool | None]:
+        """The body's chunks, and whether that is all of it (reading stops past the size limit);
+        None for a client that disconnected first."""
         chunks, size = [], 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                return chunks, None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body_bytes:
@@ -85,6 +117,23 @@ class PostLane:
         request: Request[Any, Any, Any] = Request(scope, receive)
         response = handler(request, exc)
         await response.to_asgi_response(None, request)(scope, receive, send)
+
+
+def _skipped_for_posts(litestar: Litestar, template: str) -> list[str]:
+    """What Litestar would apply to a post that the lane does not (see the module docstring)."""
+    app_level = {"CORS": litestar.cors_config, "CSRF": litestar.csrf_config, "compression": litestar.compression_config,
+                 "allowed hosts": litestar.allowed_hosts, "before_send hooks": litestar.before_send}
+    skipped = [name for name, value in app_level.items() if value]
+    routes = [route for route in litestar.routes if isinstance(route, HTTPRoute) and route.path == template]
+    if len(routes) != 1 or "POST" not in routes[0].route_handler_map:
+        return [*skipped, f"the route it stands for (no POST {template})"]
+    handler, _ = routes[0].route_handler_map["POST"]
+    middleware = [m for m in handler.resolve_middleware() if not isinstance(m, ReadYourWritesMiddleware)]  # GET/HEAD only
+    route_level = {"middleware": middleware, "guards": handler.resolve_guards(),
+                   "before_request": handler.resolve_before_request(), "after_response": handler.resolve_after_response(),
+                   "response headers": handler.resolve_response_headers(),
+                   "response cookies": handler.resolve_response_cookies()}
+    return skipped + [f"the route's {name}" for name, value in route_level.items() if value]
 
 
 def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
