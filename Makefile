@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench bench-ab bench-post bench-search bench-notify bench-realtime bench-files clean
+.PHONY: install dev test bench bench-ab bench-coldload bench-post bench-search bench-notify bench-realtime bench-files clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ bench-post: install  # needs wrk (Debian: apt-get install wrk)
 
 bench-ab: install  # ~3 min: posting, HEAD (or ARGS=--base REF) against the working tree, both running at once
 	$(BIN)/python -m bench.ab $(ARGS)
+
+bench-coldload: install  # ~1 min: cold loads of 10,000- and 50,000-member workspaces, from the log and from snapshots
+	$(BIN)/python -m bench.coldload $(ARGS)
 
 bench-notify: install  # ~1 min: @channel to 10,000 members; make bench-notify ARGS=--quick for 1,000
 	$(BIN)/python -m bench.notify $(ARGS)

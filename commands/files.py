@@ -184,8 +184,8 @@ class FileCommands(Controller):
         if key is not None:
             loaded = await services.shell.load(f.FILE, f.file_stream(file_id))
             if loaded.state.uploaded is not None:  # a repeat: the first answer, the body unread
-                return with_position(Response(uploaded_out(loaded.state.uploaded, max(loaded.positions.values())),
-                                              status_code=201), max(loaded.positions.values()))
+                return with_position(Response(uploaded_out(loaded.state.uploaded, loaded.last_position),
+                                              status_code=201), loaded.last_position)
         stored = Stored(services.blobs, f"{workspace_id}/{file_id}/{secrets.token_hex(8)}")
         with services.uploads.hold(workspace_id, min(content_length(request) or 0, limits.cap)):
             received, extra = await store_upload(request, services, stored, boundary, limits)
@@ -217,7 +217,7 @@ class FileCommands(Controller):
                 sees = await shared_with(conn, file_id, user)
         command = f.Delete(actor_id=user, actor_is_admin=access.is_admin(role), actor_sees_file=sees)
         outcome = await shell.handle(f.FILE, f.file_stream(file_id), command, context(request, principal))
-        position = outcome.position or max((await shell.load(f.FILE, f.file_stream(file_id))).positions.values())
+        position = outcome.position or (await shell.load(f.FILE, f.file_stream(file_id))).last_position
         await purge(shell, services.blobs, file_id, context(request, principal))
         return with_position(Response(FileDeletedOut(file_id, True, position)), position)
 

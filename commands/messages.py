@@ -178,7 +178,7 @@ async def thread_root(shell: CommandShell, root_id: str | None) -> m.Message | N
 
 async def stream_position(shell: CommandShell, stream_id: str) -> int:
     """The latest position of a stream: the answer of a command that changed nothing."""
-    return max((await shell.load(m.MESSAGE, stream_id)).positions.values(), default=0)
+    return (await shell.load(m.MESSAGE, stream_id)).last_position
 
 
 class MessagesController(Controller):

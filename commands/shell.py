@@ -14,13 +14,18 @@ import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+import structlog
+
+from commands import snapshots as snap
 from domain.decider import Decider
 from domain.events import Event, EventMeta, NewEvent, RecordedEvent, UnknownEvent
 from infra.eventstore import EventStore, WrongExpectedVersion
 from infra.eventstore.port import StreamAppend
+
+log = structlog.get_logger(__name__)
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -53,6 +58,12 @@ class _Loaded(Generic[S]):
     state: S
     version: int = 0
     positions: dict[uuid.UUID, int] = field(default_factory=dict)
+    """Event id -> position: of every event since the last snapshot this process wrote or read,
+    and of every keyed (idempotency, UUID version 5) event before it (``commands/snapshots.py``)."""
+    first_position: int = 0
+    last_position: int = 0
+    snapshot_version: int = 0
+    """The version of the stream's last snapshot this process knows of (0: none)."""
 
 
 class StateCache:
@@ -87,7 +98,8 @@ def _fold(decider: Decider[S, Any], loaded: _Loaded[S], tail: Sequence[RecordedE
         return loaded
     state = decider.evolve_all(loaded.state, [r.event for r in tail if not isinstance(r.event, UnknownEvent)])
     positions = {**loaded.positions, **{r.event_id: r.position for r in tail}}
-    return _Loaded(state, tail[-1].version, positions)
+    return _Loaded(state, tail[-1].version, positions, loaded.first_position or tail[0].position, tail[-1].position,
+                   loaded.snapshot_version)
 
 
 Entry = tuple[Decider[Any, Any], str, Sequence[Any]]
@@ -131,11 +143,14 @@ def event_ids(stream_id: str, key: str | None, count: int) -> list[uuid.UUID]:
 
 
 class CommandShell:
-    def __init__(self, store: EventStore, cache: StateCache | None = None, max_attempts: int = 10) -> None:
+    def __init__(self, store: EventStore, cache: StateCache | None = None, max_attempts: int = 10,
+                 snapshots: snap.SnapshotStore | None = None, snapshot_every: int = snap.EVERY) -> None:
         self._store = store
         self._cache = cache if cache is not None else StateCache()
         self._max_attempts = max_attempts
         self._locks: dict[str, asyncio.Lock] = {}
+        self._snapshots, self._snapshot_every = snapshots, snapshot_every
+        self._writing: set[asyncio.Task[None]] = set()
 
     def cached(self, decider: Decider[S, Any], stream_id: str) -> _Loaded[S] | None:
         """What this process last loaded of the stream (maybe stale), without reading."""
@@ -147,12 +162,61 @@ class CommandShell:
     async def load_many(self, wanted: Sequence[tuple[Decider[Any, Any], str]]) -> list[_Loaded[Any]]:
         """Each stream's current state, their tails read in one round trip."""
         keys = [(decider.name, stream_id) for decider, stream_id in wanted]
-        cached = [self._cache.get(key) or _Loaded(decider.initial) for key, (decider, _) in zip(keys, wanted, strict=True)]
+        held = [self._cache.get(key) for key in keys]
+        await self._start_from_snapshots(wanted, held)
+        cached = [c or _Loaded(decider.initial) for c, (decider, _) in zip(held, wanted, strict=True)]
         tails = await self._store.read_streams([(stream_id, c.version) for (_, stream_id), c in zip(wanted, cached, strict=True)])
         fresh = [_fold(decider, c, tail) for (decider, _), c, tail in zip(wanted, cached, tails, strict=True)]
-        for key, loaded in zip(keys, fresh, strict=True):
-            self._cache.put(key, loaded)
+        for i, (key, (decider, stream_id)) in enumerate(zip(keys, wanted, strict=True)):
+            if self._snapshots is not None and decider.snapshots and \
+                    fresh[i].version - fresh[i].snapshot_version >= self._snapshot_every:
+                fresh[i] = self._write_snapshot(decider, stream_id, fresh[i])
+            self._cache.put(key, fresh[i])
         return fresh
+
+    async def _start_from_snapshots(self, wanted: Sequence[tuple[Decider[Any, Any], str]],
+                                    held: list[_Loaded[Any] | None]) -> None:
+        """Fill the uncached streams of snapshotting deciders from their snapshots, in place."""
+        if self._snapshots is None:
+            return
+        missing = [i for i, loaded in enumerate(held) if loaded is None and wanted[i][0].snapshots]
+        if not missing:
+            return
+        try:
+            found = await self._snapshots.get_many([wanted[i] for i in missing])
+        except Exception as exc:  # noqa: BLE001 - a cache: without it the log is folded from the start
+            log.warning("snapshot.read_failed", error=repr(exc), streams=len(missing),
+                        hint="loading these streams from the start of the log; check aggregate_snapshots")
+            return
+        for i, snapshot in zip(missing, found, strict=True):
+            if snapshot is not None:
+                held[i] = _Loaded(snapshot.state, snapshot.version, dict(snapshot.keyed), snapshot.first_position,
+                                  snapshot.last_position, snapshot.version)
+
+    def _write_snapshot(self, decider: Decider[S, Any], stream_id: str, loaded: _Loaded[S]) -> _Loaded[S]:
+        """Save ``loaded`` as the stream's snapshot in the background; what to cache instead of it
+        (only the keyed positions kept, as a load from the snapshot would have them)."""
+        keyed = snap.keyed_positions(loaded.positions)
+        snapshot = snap.Snapshot(loaded.state, loaded.version, loaded.first_position, loaded.last_position, keyed)
+        task = asyncio.get_running_loop().create_task(self._put_snapshot(decider, stream_id, snapshot))
+        self._writing.add(task)  # held, or the loop may drop it half-way
+        task.add_done_callback(self._writing.discard)
+        return replace(loaded, positions=keyed, snapshot_version=loaded.version)
+
+    async def _put_snapshot(self, decider: Decider[Any, Any], stream_id: str, snapshot: snap.Snapshot[Any]) -> None:
+        assert self._snapshots is not None
+        try:
+            await self._snapshots.put(decider, stream_id, snapshot)
+        except Exception as exc:  # noqa: BLE001 - a cache: the next snapshot is EVERY events on
+            log.warning("snapshot.write_failed", decider=decider.name, stream_id=stream_id, version=snapshot.version,
+                        error=repr(exc))
+            return
+        log.info("snapshot.written", decider=decider.name, stream_id=stream_id, version=snapshot.version)
+
+    async def drain_snapshots(self) -> None:
+        """Wait for the snapshots being written (at shutdown, and in tests)."""
+        while self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
 
     async def handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
                      *, new: bool = False, expect: Sequence[tuple[str, int]] = ()) -> Outcome[S]:
@@ -245,7 +309,7 @@ class CommandShell:
             decided = [_decide_all(d, lo.state, commands) for (d, _, commands), lo in zip(entries, loaded, strict=True)]
             writes = [(d, s, lo, events) for (d, s, _), lo, (events, _) in zip(entries, loaded, decided, strict=True) if events]
             if not writes:
-                return max((max(lo.positions.values(), default=0) for lo in loaded), default=0), [st for _, st in decided]
+                return max((lo.last_position for lo in loaded), default=0), [st for _, st in decided]
             try:
                 outcomes = await self.commit_many(writes, ctx)
             except WrongExpectedVersion:

@@ -47,7 +47,7 @@ def new_id_for(ctx: Context, purpose: str) -> str:
 
 async def stream_position(shell: CommandShell, decider: Decider[Any, Any], stream: str) -> int:
     """The position of the stream's last event: the answer of a command that changed nothing."""
-    return max((await shell.load(decider, stream)).positions.values(), default=0)
+    return (await shell.load(decider, stream)).last_position
 
 
 async def position_of(shell: CommandShell, decider: Decider[Any, Any], stream: str, outcome: Outcome[Any]) -> int:

@@ -372,7 +372,7 @@ def decide(state: Channel, command: ChannelCommand) -> Sequence[Event]:
             return _remove(state, command)
 
 
-CHANNEL: Decider[Channel, ChannelCommand] = Decider("channel", Channel(), evolve, decide, fold)
+CHANNEL: Decider[Channel, ChannelCommand] = Decider("channel", Channel(), evolve, decide, fold, snapshots=True)
 
 
 # -- unique names: stream ``channelname-{ws}-{name}`` --------------------------------------------

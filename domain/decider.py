@@ -24,6 +24,9 @@ class Decider(Generic[S, C]):
     """``evolve`` over many events at once, where that can be done faster than one at a time
     (an immutable member set copied per join makes loading a 10,000-member stream quadratic);
     it must give exactly what ``evolve`` would."""
+    snapshots: bool = False
+    """Its streams grow without bound (one event per member, per read...): the command shell keeps
+    snapshots of their states (``commands/snapshots.py``), so a cold load reads a short tail."""
 
     def evolve_all(self, state: S, events: Sequence[Event]) -> S:
         if self.fold is not None:

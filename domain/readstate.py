@@ -56,4 +56,4 @@ def decide(state: ReadState, command: MoveReadMarker) -> Sequence[Event]:
     return [ReadMarkerMoved(channel_id=command.channel_id, seq=command.seq)]
 
 
-READ_STATE: Decider[ReadState, MoveReadMarker] = Decider("readstate", ReadState(), evolve, decide)
+READ_STATE: Decider[ReadState, MoveReadMarker] = Decider("readstate", ReadState(), evolve, decide, snapshots=True)

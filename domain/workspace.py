@@ -287,4 +287,5 @@ def decide(state: Workspace, command: WorkspaceCommand) -> Sequence[Event]:
             return _remove(state, command)
 
 
-WORKSPACE: Decider[Workspace, WorkspaceCommand] = Decider("workspace", Workspace(), evolve, decide, fold)
+WORKSPACE: Decider[Workspace, WorkspaceCommand] = Decider("workspace", Workspace(), evolve, decide, fold,
+                                                       snapshots=True)

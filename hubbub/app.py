@@ -31,6 +31,7 @@ from commands import files as files_commands
 from commands.file_purge import BlobJanitor
 from commands.uploads import Reservations
 from commands.shell import CommandShell
+from commands.snapshots import PostgresSnapshots
 from hubbub import deps, health, problems
 from hubbub.auth import authenticate
 from hubbub.lane import PostLane
@@ -193,7 +194,10 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     stack.push_async_callback(blobs.close)
     thumbnailer = Thumbnailer(settings.thumbnail_workers, settings.max_image_pixels)
     stack.push_async_callback(thumbnailer.close)
-    shell = CommandShell(store)
+    # Long streams' states from their snapshots (commands/snapshots.py); the ones being written
+    # are awaited before the pool closes.
+    shell = CommandShell(store, snapshots=PostgresSnapshots(pool))
+    stack.push_async_callback(shell.drain_snapshots)
     janitor = BlobJanitor(shell, blobs, pool)
     janitor.start()
     stack.push_async_callback(janitor.stop)

@@ -36,7 +36,7 @@ def principal_of(stream: str, loaded: Any) -> Principal:
     state = loaded.state
     if not state.active or state.user_id is None or state.session_id is None:
         raise SessionGone("this token is not valid (unknown, logged out or revoked); log in again")
-    return Principal(state.user_id, state.session_id, stream, min(loaded.positions.values()))
+    return Principal(state.user_id, state.session_id, stream, loaded.first_position)
 
 
 def provide_principal() -> Provide:

@@ -1,0 +1,143 @@
+"""Snapshots of long streams' folded states, so a cold load reads a row and a short tail.
+
+A stream whose decider says ``snapshots=True`` (a workspace, a channel: one event per member; a
+user's read markers: one per read) is loaded from the log in full the first time a process needs
+it: 20,000 events for a 10,000-member workspace took 250-300 ms of one core here, during which
+that worker's event loop, and every socket on it, waited. The shell (``commands/shell.py``)
+writes the state it folded, with the version and positions it answers with, once it is
+``EVERY`` events past the last snapshot it knows, in the background; a process without the
+stream in its cache then starts from the snapshot and reads only the events after it.
+
+A snapshot is a cache and never the truth: the log stays whole, and deleting any row of
+``aggregate_snapshots`` is always safe. Each row carries the fingerprint of the code that folded
+it (the decider module's source, its name and state type): a row folded by other code is not
+used, and the next snapshot replaces it. A state is only ever folded from the events of its
+stream up to its version, whatever process wrote it, so two writers of the same stream's
+snapshot agree; the row keeps the higher version.
+
+What a snapshot keeps besides the state is what the shell answers from: the first and last
+positions, and the positions of the events whose ids are deterministic (UUID version 5: the
+events of commands sent with an idempotency key), so that a repeat of such a command is still
+answered as a repeat after its events were folded into a snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from domain.decider import Decider
+
+log = structlog.get_logger(__name__)
+
+S = TypeVar("S")
+
+EVERY = 1_000
+"""Events between a stream's snapshots (and the fewest a stream has before its first)."""
+
+
+@dataclass(frozen=True)
+class Snapshot(Generic[S]):
+    state: S
+    version: int
+    first_position: int
+    last_position: int
+    keyed: dict[uuid.UUID, int]
+    """Positions of the events with deterministic (version 5) ids."""
+
+
+class _Body(msgspec.Struct, Generic[S]):
+    state: S
+    keyed: dict[uuid.UUID, int]
+
+
+class SnapshotStore(Protocol):
+    async def get_many(self, wanted: Sequence[tuple[Decider[Any, Any], str]]) -> list[Snapshot[Any] | None]: ...
+
+    async def put(self, decider: Decider[Any, Any], stream_id: str, snapshot: Snapshot[Any]) -> None: ...
+
+
+def fingerprint(decider: Decider[Any, Any]) -> str:
+    """Names the code that folds the decider's states: its module's source, name and state type."""
+    state_type = type(decider.initial)
+    try:
+        code = inspect.getsource(sys.modules[decider.evolve.__module__])
+    except (OSError, TypeError):  # installed without sources: the folding functions' bytecode
+        functions = (decider.evolve, decider.fold) if decider.fold is not None else (decider.evolve,)
+        code = "".join(f.__code__.co_code.hex() for f in functions)
+    text = "\n".join((decider.name, f"{state_type.__module__}.{state_type.__qualname__}", code))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def keyed_positions(positions: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+    """The positions a snapshot keeps: those of deterministic ids (see the module docstring)."""
+    return {event_id: position for event_id, position in positions.items() if event_id.version == 5}
+
+
+_GET = """
+SELECT w.i, s.version, s.first_position, s.last_position, s.body
+  FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS w(decider, stream_id, fingerprint, i)
+  JOIN aggregate_snapshots s ON s.decider = w.decider AND s.stream_id = w.stream_id AND s.fingerprint = w.fingerprint
+"""
+_PUT = """
+INSERT INTO aggregate_snapshots AS s (decider, stream_id, version, fingerprint, first_position, last_position, body)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (decider, stream_id) DO UPDATE
+   SET version = excluded.version, fingerprint = excluded.fingerprint, first_position = excluded.first_position,
+       last_position = excluded.last_position, body = excluded.body, taken_at = now()
+ WHERE s.version < excluded.version OR s.fingerprint <> excluded.fingerprint
+"""
+
+
+class PostgresSnapshots:
+    """``aggregate_snapshots`` in the read models' database (whichever backend holds the log)."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+        self._fingerprints: dict[str, str] = {}
+        self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+        self._encoder = msgspec.json.Encoder()
+
+    async def get_many(self, wanted: Sequence[tuple[Decider[Any, Any], str]]) -> list[Snapshot[Any] | None]:
+        found: list[Snapshot[Any] | None] = [None] * len(wanted)
+        if not wanted:
+            return found
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_GET, ([d.name for d, _ in wanted], [s for _, s in wanted],
+                                            [self._fingerprint(d) for d, _ in wanted]))
+            rows = await cur.fetchall()
+        for i, version, first, last, body in rows:
+            decider, stream_id = wanted[i - 1]
+            try:
+                decoded = self._decoder(decider).decode(body)
+            except msgspec.MsgspecError as exc:  # same fingerprint, yet unreadable: fold the log instead
+                log.warning("snapshot.unreadable", decider=decider.name, stream_id=stream_id, error=str(exc),
+                            hint="the row is ignored and replaced by the next snapshot; deleting it is safe")
+                continue
+            found[i - 1] = Snapshot(decoded.state, version, first, last, decoded.keyed)
+        return found
+
+    async def put(self, decider: Decider[Any, Any], stream_id: str, snapshot: Snapshot[Any]) -> None:
+        body = self._encoder.encode(_Body(snapshot.state, snapshot.keyed))
+        async with self._pool.connection() as conn:
+            await conn.execute(_PUT, (decider.name, stream_id, snapshot.version, self._fingerprint(decider),
+                                      snapshot.first_position, snapshot.last_position, body))
+
+    def _fingerprint(self, decider: Decider[Any, Any]) -> str:
+        if decider.name not in self._fingerprints:
+            self._fingerprints[decider.name] = fingerprint(decider)
+        return self._fingerprints[decider.name]
+
+    def _decoder(self, decider: Decider[Any, Any]) -> msgspec.json.Decoder[Any]:
+        if decider.name not in self._decoders:
+            self._decoders[decider.name] = msgspec.json.Decoder(_Body[type(decider.initial)])  # type: ignore[misc]
+        return self._decoders[decider.name]

@@ -1,0 +1,161 @@
+"""Snapshots of long streams (``commands/snapshots.py``) against the real PostgreSQL log: a cold
+shell starts from one and reads only the tail, gets the state a full fold gives, ignores one
+folded by other code, answers a keyed repeat from before it, and loads without one when the
+snapshot table cannot be read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import pytest
+
+from commands.shell import CommandShell, Decider
+from commands.snapshots import PostgresSnapshots, Snapshot, _Body, keyed_positions
+from domain import channel as ch
+from domain import readstate as rs
+from domain import workspace as ws
+from domain.events import NewEvent
+from infra.eventstore.postgres import PostgresEventStore
+from tests.integration.test_command_shell import TAB, Add, OverLimit, ctx
+
+EVERY = 20
+TAB_SNAPSHOTS = Decider("tab", 0, TAB.evolve, TAB.decide, snapshots=True)
+
+
+class RecordingStore(PostgresEventStore):
+    """The log, noting from which version each stream was read."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read_from: list[tuple[str, int]] = []
+
+    async def read_streams(self, wanted: Sequence[tuple[str, int]], *args: Any, **kwargs: Any) -> Any:
+        self.read_from += list(wanted)
+        return await super().read_streams(wanted, *args, **kwargs)
+
+
+@pytest.fixture
+async def store(pool, migrated_url: str):
+    store = RecordingStore(pool, migrated_url)
+    yield store
+    await store.close()
+
+
+def cold(store: PostgresEventStore, pool: Any) -> CommandShell:
+    """A shell with nothing cached: another process, or this one after a restart."""
+    return CommandShell(store, snapshots=PostgresSnapshots(pool), snapshot_every=EVERY)
+
+
+async def channel_with_members(store: PostgresEventStore, members: int) -> str:
+    channel_id = str(uuid.uuid4())
+    stream = ch.channel_stream(channel_id)
+    created = ch.ChannelCreated(channel_id=channel_id, workspace_id="w", name=f"c-{channel_id[:8]}", kind="channel",
+                                private=False, topic="", created_by="u0")
+    await store.append(stream, [NewEvent(event=created, event_id=uuid.uuid4())])
+    await join(store, stream, range(members))
+    return stream
+
+
+async def join(store: PostgresEventStore, stream: str, who: range) -> None:
+    await store.append(stream, [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4()) for i in who])
+
+
+async def test_a_cold_shell_starts_from_the_snapshot_and_reads_only_the_tail(store, pool) -> None:
+    stream = await channel_with_members(store, 50)
+    first = cold(store, pool)
+    await first.load(ch.CHANNEL, stream)
+    await first.drain_snapshots()
+    await join(store, stream, range(50, 55))
+
+    store.read_from.clear()
+    second = cold(store, pool)
+    loaded = await second.load(ch.CHANNEL, stream)
+    assert store.read_from == [(stream, 51)]  # the snapshot's version: 1 created + 50 joins
+    whole = await CommandShell(store).load(ch.CHANNEL, stream)  # no snapshots: the whole log
+    assert loaded.state == whole.state and loaded.state.members == frozenset(f"u{i}" for i in range(55))
+    assert loaded.version == whole.version == 56
+    assert (loaded.first_position, loaded.last_position) == (whole.first_position, whole.last_position)
+    assert 0 < whole.first_position < whole.last_position
+
+
+async def test_a_short_stream_gets_no_snapshot(store, pool) -> None:
+    stream = await channel_with_members(store, EVERY - 2)
+    shell = cold(store, pool)
+    await shell.load(ch.CHANNEL, stream)
+    await shell.drain_snapshots()
+    async with pool.connection() as conn:
+        rows = await (await conn.execute("SELECT count(*) FROM aggregate_snapshots WHERE stream_id = %s", (stream,))).fetchone()
+    assert rows == (0,)
+
+
+async def test_a_snapshot_folded_by_other_code_is_not_used_and_is_replaced(store, pool) -> None:
+    stream = await channel_with_members(store, 30)
+    shell = cold(store, pool)
+    await shell.load(ch.CHANNEL, stream)
+    await shell.drain_snapshots()
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE aggregate_snapshots SET fingerprint = 'folded by older code', body = 'null' "
+                           "WHERE stream_id = %s", (stream,))
+    store.read_from.clear()
+    again = cold(store, pool)
+    loaded = await again.load(ch.CHANNEL, stream)
+    await again.drain_snapshots()
+    assert store.read_from == [(stream, 0)] and len(loaded.state.members) == 30
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT version, fingerprint <> 'folded by older code' FROM aggregate_snapshots "
+                                        "WHERE stream_id = %s", (stream,))).fetchone()
+    assert row == (31, True)
+
+
+async def test_a_keyed_command_before_the_snapshot_is_still_answered_as_a_repeat(store, pool) -> None:
+    stream = f"tab-{uuid.uuid4().hex}"
+    shell = cold(store, pool)
+    first = await shell.handle(TAB_SNAPSHOTS, stream, Add(6), ctx("pay-once"))
+    for _ in range(EVERY):
+        await shell.handle(TAB_SNAPSHOTS, stream, Add(0), ctx())
+    await shell.drain_snapshots()
+    async with pool.connection() as conn:
+        row = await (await conn.execute("SELECT version FROM aggregate_snapshots WHERE stream_id = %s", (stream,))).fetchone()
+    assert row is not None and row[0] > 1  # the keyed event is folded into the snapshot
+
+    store.read_from.clear()
+    other = cold(store, pool)
+    repeat = await other.handle(TAB_SNAPSHOTS, stream, Add(6), ctx("pay-once"))  # decided again: 6 + 6 > 10
+    assert store.read_from[0] == (stream, row[0])
+    assert repeat.repeated and repeat.position == first.position
+    assert len(await store.read_stream(stream)) == EVERY + 1  # nothing appended
+    with pytest.raises(OverLimit):
+        await other.handle(TAB_SNAPSHOTS, stream, Add(6), ctx("another key"))
+
+
+async def test_an_unreadable_snapshot_table_means_loading_the_whole_log(store, pool) -> None:
+    class Broken(PostgresSnapshots):
+        async def get_many(self, wanted: Any) -> list[Snapshot[Any] | None]:
+            raise ConnectionError("snapshot table unreachable")
+
+    stream = await channel_with_members(store, 25)
+    loaded = await CommandShell(store, snapshots=Broken(pool), snapshot_every=EVERY).load(ch.CHANNEL, stream)
+    assert len(loaded.state.members) == 25 and loaded.version == 26
+
+
+def test_a_snapshot_keeps_the_positions_of_keyed_events_only() -> None:
+    keyed, random_id = uuid.uuid5(uuid.NAMESPACE_URL, "k"), uuid.uuid4()
+    assert keyed_positions({keyed: 7, random_id: 8}) == {keyed: 7}
+
+
+@pytest.mark.parametrize("decider, state", [
+    (ch.CHANNEL, ch.Channel("c", "w", "general", "channel", False, "topic", False, frozenset({"u1", "u2"}), "u1", True)),
+    (ws.WORKSPACE, ws.Workspace("w", "team", {"u1": "owner", "u2": "guest"},
+                                {"h": ws.Invite("member", dt.datetime(2026, 11, 29, tzinfo=dt.UTC), "u2")}, "c")),
+    (rs.READ_STATE, rs.ReadState({"c1": 4, "c2": 0})),
+])
+def test_every_snapshotted_state_reads_back_as_it_was_written(decider: Decider[Any, Any], state: Any) -> None:
+    assert decider.snapshots
+    store = PostgresSnapshots(pool=None)  # type: ignore[arg-type] - encoding only
+    body = msgspec.json.encode(_Body(state, {uuid.uuid5(uuid.NAMESPACE_URL, "k"): 3}))
+    decoded = store._decoder(decider).decode(body)  # noqa: SLF001
+    assert decoded.state == state and type(decoded.state) is type(state)
