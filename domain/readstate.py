@@ -56,4 +56,15 @@ def decide(state: ReadState, command: MoveReadMarker) -> Sequence[Event]:
     return [ReadMarkerMoved(channel_id=command.channel_id, seq=command.seq)]
 
 
-READ_STATE: Decider[ReadState, MoveReadMarker] = Decider("readstate", ReadState(), evolve, decide, snapshots=True)
+def fold(state: ReadState, events: Sequence[Event]) -> ReadState:
+    """``evolve`` over ``events`` with one mutable copy of the markers (``evolve`` copies them per
+    event: a user in 500 channels who read 100,000 times would cost 50 million copied entries)."""
+    markers = dict(state.markers)
+    for event in events:
+        if isinstance(event, ReadMarkerMoved):
+            markers[event.channel_id] = max(event.seq, markers.get(event.channel_id, 0))
+    return ReadState(markers)
+
+
+READ_STATE: Decider[ReadState, MoveReadMarker] = Decider("readstate", ReadState(), evolve, decide, fold,
+                                                         snapshots=True)

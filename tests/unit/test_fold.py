@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain import channel as ch
+from domain import readstate as rs
 from domain import workspace as ws
 
 USERS = st.sampled_from(["u1", "u2", "u3", "u4"])
@@ -47,3 +48,13 @@ def test_workspace_fold_is_evolve_one_by_one(history, more) -> None:
     assert ws.fold(start, more) == functools.reduce(ws.evolve, more, start)
     assert ws.fold(ws.Workspace(), history) == start
 
+
+
+read_events = st.builds(rs.ReadMarkerMoved, channel_id=st.sampled_from(["c1", "c2", "c3"]), seq=st.integers(0, 50))
+
+
+@given(st.lists(read_events, max_size=30), st.lists(read_events, max_size=5))
+def test_read_state_fold_is_evolve_one_by_one(history, more) -> None:
+    start = functools.reduce(rs.evolve, history, rs.ReadState())
+    assert rs.fold(start, more) == functools.reduce(rs.evolve, more, start)
+    assert rs.fold(rs.ReadState(), history) == start
