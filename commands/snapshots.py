@@ -10,8 +10,10 @@ stream in its cache then starts from the snapshot and reads only the events afte
 
 A snapshot is a cache and never the truth: the log stays whole, and deleting any row of
 ``aggregate_snapshots`` is always safe. Each row carries the fingerprint of the code that folded
-it (the decider module's source, its name and state type): a row folded by other code is not
-used, and the next snapshot replaces it. A state is only ever folded from the events of its
+it (``fingerprint``: the running bytecode and fields of the decider's module): a row folded by
+other code is not used, and the next snapshot replaces it. After restoring the log from a backup
+older than the database that holds the snapshots (KurrentDB as the log), delete them, as the
+read models are rebuilt then. A state is only ever folded from the events of its
 stream up to its version, whatever process wrote it, so two writers of the same stream's
 snapshot agree; the row keeps the higher version.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import sys
+import types
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,15 +70,40 @@ class SnapshotStore(Protocol):
 
 
 def fingerprint(decider: Decider[Any, Any]) -> str:
-    """Names the code that folds the decider's states: its module's source, name and state type."""
+    """Names the code that folds the decider's states, as this process runs it: the bytecode of
+    every function and method, and the fields of every class, defined in the decider's module
+    (where its events, state, ``evolve`` and ``fold`` live), with its name and state type. Not
+    the source file: a deploy that replaces it under a running process must not let the old code
+    write snapshots under the new code's name."""
+    module = sys.modules[decider.evolve.__module__]
     state_type = type(decider.initial)
-    try:
-        code = inspect.getsource(sys.modules[decider.evolve.__module__])
-    except (OSError, TypeError):  # installed without sources: the folding functions' bytecode
-        functions = (decider.evolve, decider.fold) if decider.fold is not None else (decider.evolve,)
-        code = "".join(f.__code__.co_code.hex() for f in functions)
-    text = "\n".join((decider.name, f"{state_type.__module__}.{state_type.__qualname__}", code))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    parts = [decider.name, f"{state_type.__module__}.{state_type.__qualname__}", sys.version]
+    for name, value in sorted(vars(module).items()):
+        if getattr(value, "__module__", None) != module.__name__:
+            continue
+        if inspect.isfunction(value):
+            parts.append(f"{name} {_code(value.__code__)}")
+        elif inspect.isclass(value):
+            parts.append(f"{name} {getattr(value, '__annotations__', {})!r}")
+            parts += [f"{name}.{attr} {_code(f.__code__)}" for attr, f in sorted(vars(value).items())
+                      if inspect.isfunction(f)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _code(code: types.CodeType) -> str:
+    """A code object's instructions, names and constants, the same in every process (no line
+    numbers: a comment moved is not a change; sets sorted: their order follows string hashing)."""
+    return f"{code.co_code.hex()} {code.co_names!r} [{', '.join(map(_constant, code.co_consts))}]"
+
+
+def _constant(value: object) -> str:
+    if isinstance(value, types.CodeType):
+        return _code(value)
+    if isinstance(value, frozenset | set):
+        return "{" + ", ".join(sorted(map(_constant, value))) + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(_constant, value)) + ")"
+    return repr(value)
 
 
 def keyed_positions(positions: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:

@@ -6,6 +6,8 @@ snapshot table cannot be read."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
+import types
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +16,7 @@ import msgspec
 import pytest
 
 from commands.shell import CommandShell, Decider
-from commands.snapshots import PostgresSnapshots, Snapshot, _Body, keyed_positions
+from commands.snapshots import PostgresSnapshots, Snapshot, _Body, fingerprint, keyed_positions
 from domain import channel as ch
 from domain import readstate as rs
 from domain import workspace as ws
@@ -159,3 +161,36 @@ def test_every_snapshotted_state_reads_back_as_it_was_written(decider: Decider[A
     body = msgspec.json.encode(_Body(state, {uuid.uuid5(uuid.NAMESPACE_URL, "k"): 3}))
     decoded = store._decoder(decider).decode(body)  # noqa: SLF001
     assert decoded.state == state and type(decoded.state) is type(state)
+
+
+def _decider_from(source: str, module_name: str) -> Decider[Any, Any]:
+    module = types.ModuleType(module_name)
+    sys.modules[module_name] = module
+    exec(compile(source, module_name, "exec"), module.__dict__)  # noqa: S102 - the test's own code
+    return Decider("counter", module.State(), module.evolve, module.decide, snapshots=True)
+
+
+COUNTER = """
+from dataclasses import dataclass
+
+@dataclass(frozen=True)
+class State:
+    total: int = 0
+
+def evolve(state, event):
+    return State(state.total + {step})
+
+def decide(state, command):
+    return []
+"""
+
+
+def test_the_fingerprint_follows_the_running_code_not_its_lines() -> None:
+    base = fingerprint(_decider_from(COUNTER.format(step=1), "snapshot_fp_a"))
+    moved = fingerprint(_decider_from("\n\n# a comment\n" + COUNTER.format(step=1), "snapshot_fp_a"))
+    other_step = fingerprint(_decider_from(COUNTER.format(step=2), "snapshot_fp_a"))
+    other_field = fingerprint(_decider_from(COUNTER.format(step=1).replace("total: int = 0", "total: float = 0"),
+                                            "snapshot_fp_a"))
+    sys.modules.pop("snapshot_fp_a")
+    assert moved == base
+    assert len({base, other_step, other_field}) == 3
