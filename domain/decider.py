@@ -26,7 +26,9 @@ class Decider(Generic[S, C]):
     it must give exactly what ``evolve`` would."""
     snapshots: bool = False
     """Its streams grow without bound (one event per member, per read...): the command shell keeps
-    snapshots of their states (``commands/snapshots.py``), so a cold load reads a short tail."""
+    snapshots of their states (``commands/snapshots.py``), so a cold load reads a short tail.
+    Its ``evolve`` and ``fold`` must then use only code of their own module (and the standard
+    library): a snapshot is trusted while that module's code is unchanged."""
 
     def evolve_all(self, state: S, events: Sequence[Event]) -> S:
         if self.fold is not None:
