@@ -98,8 +98,8 @@ def _fold(decider: Decider[S, Any], loaded: _Loaded[S], tail: Sequence[RecordedE
         return loaded
     state = decider.evolve_all(loaded.state, [r.event for r in tail if not isinstance(r.event, UnknownEvent)])
     positions = {**loaded.positions, **{r.event_id: r.position for r in tail}}
-    return _Loaded(state, tail[-1].version, positions, loaded.first_position or tail[0].position, tail[-1].position,
-                   loaded.snapshot_version)
+    first = tail[0].position if loaded.version == 0 else loaded.first_position
+    return _Loaded(state, tail[-1].version, positions, first, tail[-1].position, loaded.snapshot_version)
 
 
 Entry = tuple[Decider[Any, Any], str, Sequence[Any]]
@@ -151,6 +151,7 @@ class CommandShell:
         self._locks: dict[str, asyncio.Lock] = {}
         self._snapshots, self._snapshot_every = snapshots, snapshot_every
         self._writing: set[asyncio.Task[None]] = set()
+        self._one_write = asyncio.Semaphore(1)  # snapshots are written one at a time: a pool connection each
 
     def cached(self, decider: Decider[S, Any], stream_id: str) -> _Loaded[S] | None:
         """What this process last loaded of the stream (maybe stale), without reading."""
@@ -206,7 +207,8 @@ class CommandShell:
     async def _put_snapshot(self, decider: Decider[Any, Any], stream_id: str, snapshot: snap.Snapshot[Any]) -> None:
         assert self._snapshots is not None
         try:
-            await self._snapshots.put(decider, stream_id, snapshot)
+            async with self._one_write:
+                await self._snapshots.put(decider, stream_id, snapshot)
         except Exception as exc:  # noqa: BLE001 - a cache: the next snapshot is EVERY events on
             log.warning("snapshot.write_failed", decider=decider.name, stream_id=stream_id, version=snapshot.version,
                         error=repr(exc))

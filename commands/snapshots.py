@@ -10,12 +10,13 @@ stream in its cache then starts from the snapshot and reads only the events afte
 
 A snapshot is a cache and never the truth: the log stays whole, and deleting any row of
 ``aggregate_snapshots`` is always safe. Each row carries the fingerprint of the code that folded
-it (``fingerprint``: the running bytecode and fields of the decider's module): a row folded by
-other code is not used, and the next snapshot replaces it. After restoring the log from a backup
+it (``fingerprint``: the running bytecode, fields and constants of the decider's module): a row
+folded by other code is not used, and is dropped a day after that code wrote it last. After restoring the log from a backup
 older than the database that holds the snapshots (KurrentDB as the log), delete them, as the
 read models are rebuilt then. A state is only ever folded from the events of its
 stream up to its version, whatever process wrote it, so two writers of the same stream's
-snapshot agree; the row keeps the higher version.
+snapshot agree; the row keeps the higher version (or the same version again: a row that could
+not be read is replaced by the next fold that reaches it).
 
 What a snapshot keeps besides the state is what the shell answers from: the first and last
 positions, and the positions of the events whose ids are deterministic (UUID version 5: the
@@ -25,6 +26,7 @@ answered as a repeat after its events were folded into a snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import sys
@@ -71,23 +73,43 @@ class SnapshotStore(Protocol):
 
 def fingerprint(decider: Decider[Any, Any]) -> str:
     """Names the code that folds the decider's states, as this process runs it: the bytecode of
-    every function and method, and the fields of every class, defined in the decider's module
-    (where its events, state, ``evolve`` and ``fold`` live), with its name and state type. Not
-    the source file: a deploy that replaces it under a running process must not let the old code
-    write snapshots under the new code's name."""
+    every function and method, the fields and defaults of every class, and the value of every
+    constant defined in the decider's module (where its events, state, ``evolve`` and ``fold``
+    live), with its name, its state type and the interpreter's bytecode tag. Not the source file:
+    a deploy that replaces it under a running process must not let the old code write snapshots
+    under the new code's name."""
     module = sys.modules[decider.evolve.__module__]
     state_type = type(decider.initial)
-    parts = [decider.name, f"{state_type.__module__}.{state_type.__qualname__}", sys.version]
+    parts = [decider.name, f"{state_type.__module__}.{state_type.__qualname__}", sys.implementation.cache_tag]
     for name, value in sorted(vars(module).items()):
-        if getattr(value, "__module__", None) != module.__name__:
+        if name.startswith("__"):
             continue
-        if inspect.isfunction(value):
-            parts.append(f"{name} {_code(value.__code__)}")
-        elif inspect.isclass(value):
-            parts.append(f"{name} {getattr(value, '__annotations__', {})!r}")
+        if inspect.isfunction(value) or inspect.isclass(value):
+            if value.__module__ != module.__name__:
+                continue  # imported: not this module's code
+            if inspect.isfunction(value):
+                parts.append(f"{name} {_code(value.__code__)}")
+                continue
+            parts.append(f"{name} {_fields(value)}")
             parts += [f"{name}.{attr} {_code(f.__code__)}" for attr, f in sorted(vars(value).items())
                       if inspect.isfunction(f)]
+        elif isinstance(value, str | int | float | bool | bytes | tuple | frozenset | type(None)):
+            parts.append(f"{name} = {_constant(value)}")
+        elif type(value).__module__ == "typing":  # aliases such as Kind = Literal[...]
+            parts.append(f"{name} = {value!r}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def _fields(cls: type) -> str:
+    """A class's annotations and its fields' defaults (a default decides how old events decode)."""
+    defaults: list[str] = []
+    if dataclasses.is_dataclass(cls):
+        defaults = [f"{f.name}={_constant(f.default)}" for f in dataclasses.fields(cls)
+                    if f.default is not dataclasses.MISSING]
+    elif hasattr(cls, "__struct_defaults__"):  # msgspec.Struct: the defaults of the last fields
+        fields, values = cls.__struct_fields__, cls.__struct_defaults__
+        defaults = [f"{n}={_constant(v)}" for n, v in zip(fields[len(fields) - len(values):], values, strict=True)]
+    return f"{getattr(cls, '__annotations__', {})!r} {defaults}"
 
 
 def _code(code: types.CodeType) -> str:
@@ -106,9 +128,18 @@ def _constant(value: object) -> str:
     return repr(value)
 
 
+KEYED_KEPT = 10_000
+"""The most keyed event positions a snapshot keeps, the latest: a repeat of an older keyed
+command (10,000 keyed events later on the same stream) is decided again, and if that decision
+makes the same events, the log answers it by their ids as the first append."""
+
+
 def keyed_positions(positions: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
     """The positions a snapshot keeps: those of deterministic ids (see the module docstring)."""
-    return {event_id: position for event_id, position in positions.items() if event_id.version == 5}
+    keyed = [(position, event_id) for event_id, position in positions.items() if event_id.version == 5]
+    if len(keyed) > KEYED_KEPT:
+        keyed = sorted(keyed)[-KEYED_KEPT:]
+    return {event_id: position for position, event_id in keyed}
 
 
 _GET = """
@@ -116,13 +147,20 @@ SELECT w.i, s.version, s.first_position, s.last_position, s.body
   FROM unnest(%s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS w(decider, stream_id, fingerprint, i)
   JOIN aggregate_snapshots s ON s.decider = w.decider AND s.stream_id = w.stream_id AND s.fingerprint = w.fingerprint
 """
+# One row per stream and fingerprint: during a rolling deploy, old and new code each keep their
+# own instead of replacing each other's; another fingerprint's row is dropped once a day old.
 _PUT = """
+WITH superseded AS (
+    DELETE FROM aggregate_snapshots
+     WHERE decider = %(decider)s AND stream_id = %(stream_id)s AND fingerprint <> %(fingerprint)s
+       AND taken_at < now() - interval '1 day'
+)
 INSERT INTO aggregate_snapshots AS s (decider, stream_id, version, fingerprint, first_position, last_position, body)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (decider, stream_id) DO UPDATE
-   SET version = excluded.version, fingerprint = excluded.fingerprint, first_position = excluded.first_position,
+VALUES (%(decider)s, %(stream_id)s, %(version)s, %(fingerprint)s, %(first)s, %(last)s, %(body)s)
+ON CONFLICT (decider, stream_id, fingerprint) DO UPDATE
+   SET version = excluded.version, first_position = excluded.first_position,
        last_position = excluded.last_position, body = excluded.body, taken_at = now()
- WHERE s.version < excluded.version OR s.fingerprint <> excluded.fingerprint
+ WHERE s.version <= excluded.version
 """
 
 
@@ -157,8 +195,9 @@ class PostgresSnapshots:
     async def put(self, decider: Decider[Any, Any], stream_id: str, snapshot: Snapshot[Any]) -> None:
         body = self._encoder.encode(_Body(snapshot.state, snapshot.keyed))
         async with self._pool.connection() as conn:
-            await conn.execute(_PUT, (decider.name, stream_id, snapshot.version, self._fingerprint(decider),
-                                      snapshot.first_position, snapshot.last_position, body))
+            await conn.execute(_PUT, {"decider": decider.name, "stream_id": stream_id, "version": snapshot.version,
+                                      "fingerprint": self._fingerprint(decider), "first": snapshot.first_position,
+                                      "last": snapshot.last_position, "body": body})
 
     def _fingerprint(self, decider: Decider[Any, Any]) -> str:
         if decider.name not in self._fingerprints:

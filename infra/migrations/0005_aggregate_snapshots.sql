@@ -2,7 +2,9 @@
 -- so that a process that has not loaded one yet reads its snapshot and the events after it, not
 -- the whole stream. A cache, like every read model: deleting any or all rows is always safe (the
 -- next load folds the log and writes them again). `fingerprint` names the code that folded the
--- state (commands/snapshots.py); a row from other code is ignored and replaced.
+-- state (commands/snapshots.py): each version of the code reads and writes its own row (so a
+-- rolling deploy's old and new processes do not overwrite each other), and another code's row
+-- is dropped once it is a day old.
 CREATE TABLE aggregate_snapshots (
     decider        text        NOT NULL,
     stream_id      text        NOT NULL,
@@ -12,5 +14,5 @@ CREATE TABLE aggregate_snapshots (
     last_position  bigint      NOT NULL,
     body           bytea       NOT NULL,
     taken_at       timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (decider, stream_id)
+    PRIMARY KEY (decider, stream_id, fingerprint)
 );

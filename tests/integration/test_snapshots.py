@@ -6,6 +6,8 @@ snapshot table cannot be read."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
 import sys
 import types
 import uuid
@@ -15,6 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from commands import snapshots
 from commands.shell import CommandShell, Decider
 from commands.snapshots import PostgresSnapshots, Snapshot, _Body, fingerprint, keyed_positions
 from domain import channel as ch
@@ -94,23 +97,53 @@ async def test_a_short_stream_gets_no_snapshot(store, pool) -> None:
     assert rows == (0,)
 
 
-async def test_a_snapshot_folded_by_other_code_is_not_used_and_is_replaced(store, pool) -> None:
+async def snapshot_rows(pool: Any, stream: str) -> list[tuple[int, str]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT version, fingerprint FROM aggregate_snapshots WHERE stream_id = %s "
+                                 "ORDER BY fingerprint", (stream,))
+        return await cur.fetchall()
+
+
+async def test_a_snapshot_folded_by_other_code_is_not_used_and_goes_after_a_day(store, pool) -> None:
     stream = await channel_with_members(store, 30)
     shell = cold(store, pool)
     await shell.load(ch.CHANNEL, stream)
     await shell.drain_snapshots()
-    async with pool.connection() as conn:
-        await conn.execute("UPDATE aggregate_snapshots SET fingerprint = 'folded by older code', body = 'null' "
-                           "WHERE stream_id = %s", (stream,))
+    ours = fingerprint(ch.CHANNEL)
+    async with pool.connection() as conn:  # as if older code had written it (and ours not yet)
+        await conn.execute("UPDATE aggregate_snapshots SET fingerprint = 'older code' WHERE stream_id = %s", (stream,))
     store.read_from.clear()
     again = cold(store, pool)
     loaded = await again.load(ch.CHANNEL, stream)
     await again.drain_snapshots()
     assert store.read_from == [(stream, 0)] and len(loaded.state.members) == 30
+    # A rolling deploy: each code keeps its own row; the other's goes once it is a day old.
+    assert await snapshot_rows(pool, stream) == sorted([(31, "older code"), (31, ours)], key=lambda r: r[1])
     async with pool.connection() as conn:
-        row = await (await conn.execute("SELECT version, fingerprint <> 'folded by older code' FROM aggregate_snapshots "
-                                        "WHERE stream_id = %s", (stream,))).fetchone()
-    assert row == (31, True)
+        await conn.execute("UPDATE aggregate_snapshots SET taken_at = now() - interval '2 days' "
+                           "WHERE stream_id = %s AND fingerprint = 'older code'", (stream,))
+    await join(store, stream, range(30, 30 + EVERY))
+    later = cold(store, pool)
+    await later.load(ch.CHANNEL, stream)
+    await later.drain_snapshots()
+    assert await snapshot_rows(pool, stream) == [(31 + EVERY, ours)]
+
+
+async def test_an_unreadable_snapshot_is_folded_from_the_log_and_written_again(store, pool) -> None:
+    stream = await channel_with_members(store, 30)
+    shell = cold(store, pool)
+    await shell.load(ch.CHANNEL, stream)
+    await shell.drain_snapshots()
+    async with pool.connection() as conn:
+        await conn.execute("UPDATE aggregate_snapshots SET body = 'not json' WHERE stream_id = %s", (stream,))
+    store.read_from.clear()
+    again = cold(store, pool)
+    loaded = await again.load(ch.CHANNEL, stream)
+    await again.drain_snapshots()
+    assert store.read_from == [(stream, 0)] and len(loaded.state.members) == 30
+    store.read_from.clear()
+    assert len((await cold(store, pool).load(ch.CHANNEL, stream)).state.members) == 30
+    assert store.read_from == [(stream, 31)]  # the same version, written again readable
 
 
 async def test_a_keyed_command_before_the_snapshot_is_still_answered_as_a_repeat(store, pool) -> None:
@@ -140,13 +173,18 @@ async def test_an_unreadable_snapshot_table_means_loading_the_whole_log(store, p
             raise ConnectionError("snapshot table unreachable")
 
     stream = await channel_with_members(store, 25)
-    loaded = await CommandShell(store, snapshots=Broken(pool), snapshot_every=EVERY).load(ch.CHANNEL, stream)
+    shell = CommandShell(store, snapshots=Broken(pool), snapshot_every=EVERY)
+    loaded = await shell.load(ch.CHANNEL, stream)
+    await shell.drain_snapshots()
     assert len(loaded.state.members) == 25 and loaded.version == 26
 
 
-def test_a_snapshot_keeps_the_positions_of_keyed_events_only() -> None:
-    keyed, random_id = uuid.uuid5(uuid.NAMESPACE_URL, "k"), uuid.uuid4()
-    assert keyed_positions({keyed: 7, random_id: 8}) == {keyed: 7}
+def test_a_snapshot_keeps_the_positions_of_the_latest_keyed_events_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed = [uuid.uuid5(uuid.NAMESPACE_URL, f"k{i}") for i in range(3)]
+    random_id = uuid.uuid4()
+    assert keyed_positions({keyed[0]: 7, random_id: 8}) == {keyed[0]: 7}
+    monkeypatch.setattr(snapshots, "KEYED_KEPT", 2)
+    assert keyed_positions({keyed[2]: 30, keyed[0]: 10, random_id: 15, keyed[1]: 20}) == {keyed[1]: 20, keyed[2]: 30}
 
 
 @pytest.mark.parametrize("decider, state", [
@@ -173,24 +211,38 @@ def _decider_from(source: str, module_name: str) -> Decider[Any, Any]:
 COUNTER = """
 from dataclasses import dataclass
 
+STEP = {step}
+
 @dataclass(frozen=True)
 class State:
-    total: int = 0
+    total: {kind} = {default}
 
 def evolve(state, event):
-    return State(state.total + {step})
+    return State(state.total {op} STEP)
 
 def decide(state, command):
     return []
 """
+BASE = {"step": 1, "kind": "int", "default": 0, "op": "+"}
 
 
 def test_the_fingerprint_follows_the_running_code_not_its_lines() -> None:
-    base = fingerprint(_decider_from(COUNTER.format(step=1), "snapshot_fp_a"))
-    moved = fingerprint(_decider_from("\n\n# a comment\n" + COUNTER.format(step=1), "snapshot_fp_a"))
-    other_step = fingerprint(_decider_from(COUNTER.format(step=2), "snapshot_fp_a"))
-    other_field = fingerprint(_decider_from(COUNTER.format(step=1).replace("total: int = 0", "total: float = 0"),
-                                            "snapshot_fp_a"))
-    sys.modules.pop("snapshot_fp_a")
-    assert moved == base
-    assert len({base, other_step, other_field}) == 3
+    def of(source: str) -> str:
+        try:
+            return fingerprint(_decider_from(source, "snapshot_fp_a"))
+        finally:
+            sys.modules.pop("snapshot_fp_a")
+
+    base = of(COUNTER.format(**BASE))
+    assert of("\n\n# a comment\n" + COUNTER.format(**BASE)) == base
+    changed = [of(COUNTER.format(**(BASE | change)))
+               for change in ({"step": 2}, {"kind": "float"}, {"default": 1}, {"op": "-"})]
+    assert len({base, *changed}) == 5  # a constant, an annotation, a default, the code
+
+
+def test_the_fingerprint_is_the_same_in_every_process() -> None:
+    script = "from commands.snapshots import fingerprint; from domain import workspace; " \
+             "print(fingerprint(workspace.WORKSPACE))"
+    seen = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env=os.environ | {"PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
+    assert seen == {fingerprint(ws.WORKSPACE)}
