@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -39,6 +40,18 @@ def logs_to_stderr() -> None:
 
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def finish(name: str, quick: bool, results: dict, report: str, began: float) -> int:
+    """The end of a benchmark's run: its raw numbers to ``bench/results/{name}[-quick].json``, its
+    table to stdout, how long it took to stderr."""
+    results["total_s"] = round(time.monotonic() - began, 1)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / (name + ("-quick" if quick else "") + ".json")
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(report)
+    progress(f"done in {results['total_s']:.0f}s; raw numbers in {path}")
+    return 0
 
 
 # -- the database -------------------------------------------------------------------------------

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import statistics
 import sys
 import time
 import uuid
 
-from bench._common import (RESULTS_DIR, durable_server, fresh_database, logs_to_stderr, machine_facts,
+from bench._common import (durable_server, finish, fresh_database, logs_to_stderr, machine_facts,
                            markdown_table, progress)
 from commands import snapshots as snap
 from commands.shell import CommandShell
@@ -143,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(migrate(url))
         for members in QUICK if args.quick else FULL:
             results["sizes"].append(asyncio.run(measure(url, members)))
-    results["total_s"] = round(time.monotonic() - began, 1)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    name = "coldload" + ("-quick" if args.quick else "") + ".json"
-    (RESULTS_DIR / name).write_text(json.dumps(results, indent=2, default=str))
-    print(report(results))
-    progress(f"done in {results['total_s']:.0f}s; raw numbers in {RESULTS_DIR / name}")
-    return 0
+    return finish("coldload", args.quick, results, report(results), began)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import nats
 import psycopg
 from websockets.asyncio.client import connect
 
-from bench._common import RESULTS_DIR, logs_to_stderr, machine_facts, markdown_table, percentile, progress
+from bench._common import finish, logs_to_stderr, machine_facts, markdown_table, percentile, progress
 from bench._server import running_server
 from bench._setup import API, _auth, _ok, _post, _register
 from domain import channel as ch
@@ -252,13 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         results["setup_s"] = round(time.monotonic() - began, 1)
         progress(f"  ready after {results['setup_s']}s; {plan.rounds} rounds of @channel")
         results["rounds"] = asyncio.run(rounds(srv.base_url, srv.database_url, srv.env["HUBBUB_NATS_URL"], world, plan))
-    results["total_s"] = round(time.monotonic() - began, 1)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    name = "notify" + ("-quick" if args.quick else "") + ".json"
-    (RESULTS_DIR / name).write_text(json.dumps(results, indent=2, default=str))
-    print(report(results))
-    progress(f"done in {results['total_s']:.0f}s; raw numbers in {RESULTS_DIR / name}")
-    return 0
+    return finish("notify", args.quick, results, report(results), began)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._common import (
-    RESULTS_DIR, CpuMeter, logs_to_stderr, machine_facts, markdown_table, progress, rate, require_durable,
+    CpuMeter, finish, logs_to_stderr, machine_facts, markdown_table, progress, rate, require_durable,
     server_facts,
 )
 from bench._fill import Generator, Shape, fill, head_and_checkpoints
@@ -405,13 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hubbub-bench-work-") as tmp:
         results = run(plan, Path(tmp))
-    results["total_s"] = round(time.monotonic() - began, 1)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    name = "post" + ("-quick" if args.quick else "") + ".json"
-    (RESULTS_DIR / name).write_text(json.dumps(results, indent=2, default=str))
-    print(report(results))
-    progress(f"done in {results['total_s']:.0f}s; raw numbers in {RESULTS_DIR / name}")
-    return 0
+    return finish("post", args.quick, results, report(results), began)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,14 @@ def cold(store: PostgresEventStore, pool: Any) -> CommandShell:
     return CommandShell(store, snapshots=PostgresSnapshots(pool), snapshot_every=EVERY)
 
 
+async def load_cold(store: PostgresEventStore, pool: Any, stream: str) -> Any:
+    """The channel as a cold shell loads it, with the snapshot it writes (if any) written."""
+    shell = cold(store, pool)
+    loaded = await shell.load(ch.CHANNEL, stream)
+    await shell.drain_snapshots()
+    return loaded
+
+
 async def channel_with_members(store: PostgresEventStore, members: int) -> str:
     channel_id = str(uuid.uuid4())
     stream = ch.channel_stream(channel_id)
@@ -71,9 +79,7 @@ async def join(store: PostgresEventStore, stream: str, who: range) -> None:
 
 async def test_a_cold_shell_starts_from_the_snapshot_and_reads_only_the_tail(store, pool) -> None:
     stream = await channel_with_members(store, 50)
-    first = cold(store, pool)
-    await first.load(ch.CHANNEL, stream)
-    await first.drain_snapshots()
+    await load_cold(store, pool, stream)
     await join(store, stream, range(50, 55))
 
     store.read_from.clear()
@@ -89,9 +95,7 @@ async def test_a_cold_shell_starts_from_the_snapshot_and_reads_only_the_tail(sto
 
 async def test_a_short_stream_gets_no_snapshot(store, pool) -> None:
     stream = await channel_with_members(store, EVERY - 2)
-    shell = cold(store, pool)
-    await shell.load(ch.CHANNEL, stream)
-    await shell.drain_snapshots()
+    await load_cold(store, pool, stream)
     async with pool.connection() as conn:
         rows = await (await conn.execute("SELECT count(*) FROM aggregate_snapshots WHERE stream_id = %s", (stream,))).fetchone()
     assert rows == (0,)
@@ -106,16 +110,12 @@ async def snapshot_rows(pool: Any, stream: str) -> list[tuple[int, str]]:
 
 async def test_a_snapshot_folded_by_other_code_is_not_used_and_goes_after_a_day(store, pool) -> None:
     stream = await channel_with_members(store, 30)
-    shell = cold(store, pool)
-    await shell.load(ch.CHANNEL, stream)
-    await shell.drain_snapshots()
+    await load_cold(store, pool, stream)
     ours = fingerprint(ch.CHANNEL)
     async with pool.connection() as conn:  # as if older code had written it (and ours not yet)
         await conn.execute("UPDATE aggregate_snapshots SET fingerprint = 'older code' WHERE stream_id = %s", (stream,))
     store.read_from.clear()
-    again = cold(store, pool)
-    loaded = await again.load(ch.CHANNEL, stream)
-    await again.drain_snapshots()
+    loaded = await load_cold(store, pool, stream)
     assert store.read_from == [(stream, 0)] and len(loaded.state.members) == 30
     # A rolling deploy: each code keeps its own row; the other's goes once it is a day old.
     assert await snapshot_rows(pool, stream) == sorted([(31, "older code"), (31, ours)], key=lambda r: r[1])
@@ -123,26 +123,20 @@ async def test_a_snapshot_folded_by_other_code_is_not_used_and_goes_after_a_day(
         await conn.execute("UPDATE aggregate_snapshots SET taken_at = now() - interval '2 days' "
                            "WHERE stream_id = %s AND fingerprint = 'older code'", (stream,))
     await join(store, stream, range(30, 30 + EVERY))
-    later = cold(store, pool)
-    await later.load(ch.CHANNEL, stream)
-    await later.drain_snapshots()
+    await load_cold(store, pool, stream)
     assert await snapshot_rows(pool, stream) == [(31 + EVERY, ours)]
 
 
 async def test_an_unreadable_snapshot_is_folded_from_the_log_and_written_again(store, pool) -> None:
     stream = await channel_with_members(store, 30)
-    shell = cold(store, pool)
-    await shell.load(ch.CHANNEL, stream)
-    await shell.drain_snapshots()
+    await load_cold(store, pool, stream)
     async with pool.connection() as conn:
         await conn.execute("UPDATE aggregate_snapshots SET body = 'not json' WHERE stream_id = %s", (stream,))
     store.read_from.clear()
-    again = cold(store, pool)
-    loaded = await again.load(ch.CHANNEL, stream)
-    await again.drain_snapshots()
+    loaded = await load_cold(store, pool, stream)
     assert store.read_from == [(stream, 0)] and len(loaded.state.members) == 30
     store.read_from.clear()
-    assert len((await cold(store, pool).load(ch.CHANNEL, stream)).state.members) == 30
+    assert len((await load_cold(store, pool, stream)).state.members) == 30
     assert store.read_from == [(stream, 31)]  # the same version, written again readable
 
 
