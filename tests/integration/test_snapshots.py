@@ -235,8 +235,8 @@ def test_the_fingerprint_follows_the_running_code_not_its_lines() -> None:
 
 
 def test_the_fingerprint_is_the_same_in_every_process() -> None:
-    script = "from commands.snapshots import fingerprint; from domain import workspace; " \
-             "print(fingerprint(workspace.WORKSPACE))"
+    script = "from commands.snapshots import fingerprint; from domain import channel, readstate, workspace; " \
+             "print(*(fingerprint(d) for d in (channel.CHANNEL, readstate.READ_STATE, workspace.WORKSPACE)))"
     seen = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                            env=os.environ | {"PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
-    assert seen == {fingerprint(ws.WORKSPACE)}
+    assert seen == {" ".join(fingerprint(d) for d in (ch.CHANNEL, rs.READ_STATE, ws.WORKSPACE))}
