@@ -42,20 +42,24 @@ async def build(store: PostgresEventStore, members: int) -> tuple[str, str]:
     """A workspace and its #general with ``members`` members who joined by invite."""
     workspace_id, channel_id = str(uuid.uuid4()), str(uuid.uuid4())
     wstream, cstream = ws.workspace_stream(workspace_id), ch.channel_stream(channel_id)
-    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
     created = ws.WorkspaceCreated(workspace_id=workspace_id, name="big", owner_id="u0", general_channel_id=channel_id)
     general = ch.ChannelCreated(channel_id=channel_id, workspace_id=workspace_id, name="general", kind="channel",
                                 private=False, topic="", created_by="u0", general=True)
     await store.append(wstream, [NewEvent(event=created, event_id=uuid.uuid4())])
     await store.append(cstream, [NewEvent(event=general, event_id=uuid.uuid4())])
     for start in range(0, members, PER_CALL):
-        people = range(start, min(members, start + PER_CALL))
-        await store.append(wstream, [NewEvent(event=e, event_id=uuid.uuid4()) for i in people for e in (
-            ws.InviteCreated(code_hash=f"h{i}", role="member", expires_at=expires, created_by="u0"),
-            ws.MemberJoined(user_id=f"u{i}", role="member", via="invite", code_hash=f"h{i}"))])
-        await store.append(cstream, [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4())
-                                     for i in people])
+        await join_by_invite(store, (wstream, cstream), range(start, min(members, start + PER_CALL)))
     return wstream, cstream
+
+
+async def join_by_invite(store: PostgresEventStore, streams: tuple[str, str], people: range) -> None:
+    """An invite and its accept in the workspace, and a join of #general, for each of ``people``."""
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
+    await store.append(streams[0], [NewEvent(event=e, event_id=uuid.uuid4()) for i in people for e in (
+        ws.InviteCreated(code_hash=f"h{i}", role="member", expires_at=expires, created_by="u0"),
+        ws.MemberJoined(user_id=f"u{i}", role="member", via="invite", code_hash=f"h{i}"))])
+    await store.append(streams[1], [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4())
+                                    for i in people])
 
 
 async def timed_load(shell: CommandShell, streams: tuple[str, str], members: int) -> tuple[float, float]:
@@ -79,12 +83,7 @@ async def measure(url: str, members: int) -> dict:
         await writer.load_many([(ws.WORKSPACE, streams[0]), (ch.CHANNEL, streams[1])])
         await writer.drain_snapshots()
         joiners = range(members, members + snap.EVERY // 4)
-        expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
-        await store.append(streams[0], [NewEvent(event=e, event_id=uuid.uuid4()) for i in joiners for e in (
-            ws.InviteCreated(code_hash=f"h{i}", role="member", expires_at=expires, created_by="u0"),
-            ws.MemberJoined(user_id=f"u{i}", role="member", via="invite", code_hash=f"h{i}"))])
-        await store.append(streams[1], [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4())
-                                        for i in joiners])
+        await join_by_invite(store, streams, joiners)
         total = members + len(joiners)
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT sum(length(body)) FROM aggregate_snapshots WHERE stream_id = ANY(%s)",
