@@ -3,7 +3,9 @@
 Posting: one bucket per user, ``post:{user_id}`` (``HUBBUB_RATE_POST_PER_S`` / ``_BURST``).
 It fails OPEN: if Redis is down, posts go through (the limiter logs a warning once a minute).
 Posting needs a session already, so abuse is attributable and revocable, and failing closed
-would turn a cache outage into a chat outage.
+would turn a cache outage into a chat outage. For the same reasons it is decided *ahead*
+(``RateLimit.ahead``): a post the worker's view of the bucket can pay does not wait for Redis, and
+what two workers overspend together in one round trip is refused afterwards.
 
 Login: two buckets, and both must allow.
 - ``login:{net}:{email}`` (``HUBBUB_RATE_LOGIN_PER_S`` / ``_BURST``): guessing one account's
@@ -64,7 +66,7 @@ def retry_after_header(seconds: float) -> int:
 
 
 async def check_post(limiter: RateLimiter, settings: Settings, user_id: str) -> None:
-    limit = RateLimit(settings.rate_post_per_s, settings.rate_post_burst, fail_open=True)
+    limit = RateLimit(settings.rate_post_per_s, settings.rate_post_burst, fail_open=True, ahead=True)
     decision = await limiter.take(f"post:{user_id}", limit)
     if not decision.allowed:
         wait = retry_after_header(decision.retry_after_s)

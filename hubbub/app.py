@@ -205,10 +205,12 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     sweeper = LeftoverSweeper(blobs, grace_s=settings.blob_sweep_grace_s)
     sweeper.start()
     stack.push_async_callback(sweeper.stop)
+    limiter = RedisRateLimiter(redis)
+    stack.push_async_callback(limiter.drain)  # posts allowed ahead of Redis: told before it closes
     return deps.Services(
         settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
         shell=shell, passwords=Passwords(cheap=settings.insecure_fast_passwords),
-        limiter=RedisRateLimiter(redis), seqs=SeqLookup(pool), presence=presence, presence_fanout=fanout, search=search,
+        limiter=limiter, seqs=SeqLookup(pool), presence=presence, presence_fanout=fanout, search=search,
         blobs=blobs, thumbnailer=thumbnailer, uploads=Reservations(),
     )
 

@@ -118,6 +118,91 @@ async def test_processes_with_their_own_clients_share_a_bucket(limiter: RateLimi
         await other.aclose()
 
 
+# -- ahead: allowed on the process's view of the bucket, Redis told afterwards ----------------------
+
+
+def ahead(burst: int, rate_per_s: float = SLOW, fail_open: bool = False) -> RateLimit:
+    return RateLimit(rate_per_s=rate_per_s, burst=burst, fail_open=fail_open, ahead=True)
+
+
+async def balance(redis: Redis, name: str) -> float:
+    return float(await redis.hget(KEY_PREFIX + name, "tokens"))
+
+
+async def test_ahead_spends_exactly_the_burst_from_one_process_and_redis_holds_every_take(redis: Redis) -> None:
+    limiter = RedisRateLimiter(redis)
+    name, limit = bucket(), ahead(burst=5)
+    decisions = [await limiter.take(name, limit) for _ in range(7)]
+    assert [(d.allowed, d.remaining) for d in decisions[:5]] == [(True, 4), (True, 3), (True, 2), (True, 1), (True, 0)]
+    assert [d.allowed for d in decisions[5:]] == [False, False]
+    assert decisions[6].retry_after_s > 100  # Redis refused it: one token at SLOW is a long way off
+    await limiter.drain()
+    assert await balance(redis, name) == pytest.approx(0, abs=0.01)
+
+
+async def test_ahead_concurrent_takes_never_overspend_one_process(redis: Redis) -> None:
+    limiter = RedisRateLimiter(redis)
+    name, limit = bucket(), ahead(burst=10)
+    assert (await limiter.take(name, limit)).allowed  # now this process has a view of the bucket
+    decisions = await asyncio.gather(*(limiter.take(name, limit) for _ in range(50)))
+    assert sum(d.allowed for d in decisions) == 9
+    await limiter.drain()
+    assert await balance(redis, name) == pytest.approx(0, abs=0.01)
+
+
+async def test_a_take_the_view_can_pay_does_not_wait_for_redis_and_redis_counts_it_later(
+        redis: Redis, service_urls: dict[str, str]) -> None:
+    limiter = RedisRateLimiter(redis, timeout_s=0.3)
+    name, limit = bucket(), ahead(burst=5)  # fails closed: only an answer without Redis can allow
+    assert (await limiter.take(name, limit)).allowed
+    admin = Redis.from_url(service_urls["redis"])
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", "5000", "WRITE")
+        try:
+            assert (await limiter.take(name, limit)).allowed  # on the view: Redis is not asked
+            with capture_logs(), pytest.raises(RateLimiterUnavailable):
+                await limiter.take(bucket(), limit)  # no view of this one: it waits, and times out
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await admin.aclose()
+    await limiter.drain()
+    assert await balance(redis, name) == pytest.approx(3, abs=0.01)  # both takes are in Redis
+
+
+async def test_what_a_stale_view_allows_is_debt_that_refuses_every_process_until_repaid(
+        redis: Redis, service_urls: dict[str, str]) -> None:
+    name, limit = bucket(), ahead(burst=3, rate_per_s=1.0)
+    other_redis = Redis.from_url(service_urls["redis"])
+    here, there = RedisRateLimiter(redis), RedisRateLimiter(other_redis)
+    try:
+        assert (await here.take(name, limit)).allowed  # here's view: 2 left
+        assert await takes(there, name, limit, 3) == [True, True, False]  # there emptied it
+        # Here's view is stale: it still shows 2, and allows them; Redis takes them as debt.
+        assert await takes(here, name, limit, 2) == [True, True]
+        await here.drain()
+        assert await balance(redis, name) == pytest.approx(-2, abs=0.2)
+        for limiter in (here, there):
+            refused = await limiter.take(name, limit)
+            assert not refused.allowed and 2.5 < refused.retry_after_s <= 3.0  # repay 2, then earn 1
+    finally:
+        await other_redis.aclose()
+
+
+async def test_a_failed_settle_makes_the_next_take_wait_for_redis(redis: Redis) -> None:
+    limiter = RedisRateLimiter(redis)
+    name, limit = bucket(), ahead(burst=5)
+    assert (await limiter.take(name, limit)).allowed
+    await redis.set(KEY_PREFIX + name, "not a bucket")  # every take of it now fails in Redis
+    with capture_logs() as logs:
+        assert (await limiter.take(name, limit)).allowed  # on the view; its settle fails
+        await limiter.drain()
+        with pytest.raises(RateLimiterUnavailable):  # no view any more: Redis decides, and cannot
+            await limiter.take(name, limit)
+    assert [entry["event"] for entry in logs] == ["ratelimit.unavailable"]  # once a minute at most
+    await redis.delete(KEY_PREFIX + name)
+
+
 # -- Redis down ------------------------------------------------------------------------------------
 
 
