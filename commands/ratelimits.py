@@ -5,7 +5,7 @@ It fails OPEN: if Redis is down, posts go through (the limiter logs a warning on
 Posting needs a session already, so abuse is attributable and revocable, and failing closed
 would turn a cache outage into a chat outage. For the same reasons it is decided *ahead*
 (``RateLimit.ahead``): a post the worker's view of the bucket can pay does not wait for Redis, and
-what two workers overspend together in one round trip is refused afterwards.
+what a worker allowed on a stale view is debt, refused afterwards.
 
 Login: two buckets, and both must allow.
 - ``login:{net}:{email}`` (``HUBBUB_RATE_LOGIN_PER_S`` / ``_BURST``): guessing one account's

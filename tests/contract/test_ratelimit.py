@@ -168,6 +168,29 @@ async def test_a_take_the_view_can_pay_does_not_wait_for_redis_and_redis_counts_
         await admin.aclose()
     await limiter.drain()
     assert await balance(redis, name) == pytest.approx(3, abs=0.01)  # both takes are in Redis
+    assert all(view.unanswered == 0 for view in limiter._known.values())  # nothing left owed
+
+
+async def test_a_forgotten_view_waits_for_redis_again(redis: Redis, service_urls: dict[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("infra.ratelimit.KNOWN_BUCKETS", 2)
+    limiter = RedisRateLimiter(redis, timeout_s=0.3)
+    first, second, third, limit = bucket(), bucket(), bucket(), ahead(burst=5)
+    for name in (first, second, third):  # the third pushes out the least recently answered
+        assert (await limiter.take(name, limit)).allowed
+    admin = Redis.from_url(service_urls["redis"])
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", "5000", "WRITE")
+        try:
+            assert (await limiter.take(third, limit)).allowed
+            with capture_logs(), pytest.raises(RateLimiterUnavailable):
+                await limiter.take(first, limit)
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await admin.aclose()
+    await limiter.drain()
+    assert len(limiter._known) <= 2
 
 
 async def test_what_a_stale_view_allows_is_debt_that_refuses_every_process_until_repaid(
@@ -187,6 +210,27 @@ async def test_what_a_stale_view_allows_is_debt_that_refuses_every_process_until
             assert not refused.allowed and 2.5 < refused.retry_after_s <= 3.0  # repay 2, then earn 1
     finally:
         await other_redis.aclose()
+
+
+async def test_every_take_allowed_on_stale_views_is_owed_however_many_processes(
+        redis: Redis, service_urls: dict[str, str]) -> None:
+    name, limit = bucket(), ahead(burst=3, rate_per_s=1.0)
+    clients = [Redis.from_url(service_urls["redis"]) for _ in range(4)]
+    limiters = [RedisRateLimiter(client) for client in clients]
+    try:
+        for limiter in limiters:  # each learns the bucket when it is full: a view of 2 left
+            assert (await limiter.take(name, limit)).allowed
+            await redis.delete(KEY_PREFIX + name)
+        for limiter in limiters:  # stale, all of them: each allows its 2 ahead
+            assert await takes(limiter, name, limit, 2) == [True, True]
+        for limiter in limiters:
+            await limiter.drain()
+        assert await balance(redis, name) == pytest.approx(3 - 8, abs=0.2)  # all 8 owed, none forgiven
+        refused = await limiters[-1].take(name, limit)  # the last to hear from Redis knows of the debt
+        assert not refused.allowed and refused.remaining == 0 and 5.5 < refused.retry_after_s <= 6.0
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 async def test_a_failed_settle_makes_the_next_take_wait_for_redis(redis: Redis) -> None:
