@@ -28,7 +28,7 @@ from realtime import protocol, subjects
 from realtime.connection import Connection
 from realtime.hub import Hub
 from realtime.protocol import ProtocolError
-from realtime.wire import AsgiSink, Sink, TransportSink, raw_protocol
+from realtime.wire import AsgiSink, Sink, TransportSink, forget_handshake, raw_protocol
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +65,7 @@ class Gateway:
             await socket.close(protocol.ORIGIN_REFUSED, "origin not allowed")  # before accept: HTTP 403
             return
         await socket.accept()
+        forget_handshake(socket.scope)  # nothing after the accept reads the request's headers
         try:
             hello = await self._hello(socket)
             if hello is not None:
