@@ -162,12 +162,14 @@ async def test_a_take_the_view_can_pay_does_not_wait_for_redis_and_redis_counts_
             assert (await limiter.take(name, limit)).allowed  # on the view: Redis is not asked
             with capture_logs(), pytest.raises(RateLimiterUnavailable):
                 await limiter.take(bucket(), limit)  # no view of this one: it waits, and times out
+            with capture_logs(), pytest.raises(RateLimiterUnavailable):
+                await limiter.take(name, limit, cost=5)  # more than the view holds: it gives up unsent
         finally:
             await admin.execute_command("CLIENT", "UNPAUSE")
     finally:
         await admin.aclose()
     await limiter.drain()
-    assert await balance(redis, name) == pytest.approx(3, abs=0.01)  # both takes are in Redis
+    assert await balance(redis, name) == pytest.approx(3, abs=0.01)  # both takes are in Redis, not the third
     assert all(view.unanswered == 0 for view in limiter._known.values())  # nothing left owed
 
 
