@@ -9,14 +9,14 @@ writes the state it folded, with the version and positions it answers with, once
 stream in its cache then starts from the snapshot and reads only the events after it.
 
 A snapshot is a cache and never the truth: the log stays whole, and deleting any row of
-``aggregate_snapshots`` is always safe. Each row carries the fingerprint of the code that folded
-it (``fingerprint``: the running bytecode, fields and constants of the decider's module): a row
-folded by other code is not used, and is dropped a day after that code wrote it last. After restoring the log from a backup
-older than the database that holds the snapshots (KurrentDB as the log), delete them, as the
-read models are rebuilt then. A state is only ever folded from the events of its
-stream up to its version, whatever process wrote it, so two writers of the same stream's
-snapshot agree; the row keeps the higher version (or the same version again: a row that could
-not be read is replaced by the next fold that reaches it).
+``aggregate_snapshots`` is always safe. Each row carries the fingerprint of the code that folded it
+(``fingerprint``: the running bytecode, fields and constants of the decider's module): a row folded
+by other code is not used, and is dropped a day after that code wrote it last. After restoring the
+log from a backup older than the database that holds the snapshots (KurrentDB as the log), delete
+them, as the read models are rebuilt then. A state is only ever folded from the events of its stream
+up to its version, whatever process wrote it, so two writers of the same stream's snapshot agree;
+the row keeps the higher version (or the same version again: a row that could not be read is
+replaced by the next fold that reaches it).
 
 What a snapshot keeps besides the state is what the shell answers from: the first and last
 positions, and the positions of the events whose ids are deterministic (UUID version 5: the

@@ -49,7 +49,6 @@ def test_workspace_fold_is_evolve_one_by_one(history, more) -> None:
     assert ws.fold(ws.Workspace(), history) == start
 
 
-
 read_events = st.builds(rs.ReadMarkerMoved, channel_id=st.sampled_from(["c1", "c2", "c3"]), seq=st.integers(0, 50))
 
 
