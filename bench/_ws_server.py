@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import threading
 import time
 from collections import Counter
@@ -144,3 +145,24 @@ def log_summary(path: Path) -> dict[str, object]:
                     seen[key] += 1
                     example.setdefault(key, str(entry.get("error") or entry.get("exception") or "")[:300])
     return {key: {"count": n, "first_error": example[key]} for key, n in seen.most_common(20)}
+
+
+PYOBJECTS_PATH = str(Path(__file__).resolve().parent / "_pyobjects")
+"""Put on the server's ``PYTHONPATH`` with ``BENCH_TRACEMALLOC_DIR`` set: see its sitecustomize."""
+
+
+def python_objects(procs: list[psutil.Process], directory: Path, timeout_s: float = 30.0) -> int:
+    """Bytes of Python objects the workers hold (``bench/_pyobjects``), summed, each after a full
+    collection: every worker is asked by ``SIGUSR1`` and answers with a file."""
+    total = 0
+    for p in procs:
+        path = directory / f"{p.pid}.json"
+        path.unlink(missing_ok=True)
+        p.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"worker {p.pid} did not report its Python objects (is bench/_pyobjects on its path?)")
+            time.sleep(0.05)
+        total += json.loads(path.read_text())["traced"]
+    return total

@@ -1,4 +1,4 @@
-"""The realtime gateway under load: ``python -m bench.realtime [--quick] [--no-deflate]``.
+"""The realtime gateway under load: ``python -m bench.realtime [--quick] [--no-deflate] [--python-objects]``.
 
 Measures, in one run, against a real ``hubbub serve --workers 2`` (each worker is a gateway), the
 targets of issue 4 ("Performance"):
@@ -29,6 +29,9 @@ offering permessage-deflate as browsers do (``--no-deflate`` for none); posts fr
 All of it, the server, PostgreSQL, NATS and Redis share the machine's 2 cores: the generators'
 CPU is reported per phase next to the server's (and what other processes on the machine used). Users are made over HTTP
 (``HUBBUB_INSECURE_FAST_PASSWORDS=true``, post rate limit raised; set-up time reported).
+``--python-objects`` also reports the workers' Python objects per socket over phase 2's connects
+(``tracemalloc``, asked for by signal: ``bench/_pyobjects``); tracing slows the workers and adds
+to their RSS, so the other figures of such a run do not count.
 Table on stdout, progress on stderr, ``bench/results/realtime[-quick].json``.
 """
 
@@ -37,8 +40,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,7 +55,7 @@ from bench._ws_clients import Fleet
 from bench._ws_http import raise_nofile
 from bench._ws_phases import Ctx, phase_fanout, phase_latency, phase_memory
 from bench._ws_presence import phase_presence
-from bench._ws_server import log_summary, settled_memory, workers
+from bench._ws_server import PYOBJECTS_PATH, log_summary, python_objects, settled_memory, workers
 from bench._ws_setup import build, wait_projections
 
 WORKERS = 2
@@ -85,10 +90,15 @@ QUICK = Plan(users=2_000, latency_clients=1_000, group_size=10, post_rate=200, p
              fanout_messages=5, fanout_gap_s=2, burst_messages=20, presence_rate=1000, presence_s=5, client_processes=4)
 
 
-def run(plan: Plan, deflate: bool, save) -> dict:
+def run(plan: Plan, deflate: bool, save, probe_dir: Path | None = None) -> dict:
+    """``probe_dir``: measure the workers' Python objects per socket too (``--python-objects``)."""
     results: dict = {"machine": machine_facts(), "plan": asdict(plan), "workers": WORKERS, "deflate": deflate,
                      "server_settings": SERVER_SETTINGS, "nofile": raise_nofile(), "code": _code()}
-    with running_server(WORKERS, SERVER_SETTINGS) as srv:
+    settings = dict(SERVER_SETTINGS)
+    if probe_dir is not None:
+        settings |= {"PYTHONPATH": os.pathsep.join(filter(None, [PYOBJECTS_PATH, os.environ.get("PYTHONPATH")])),
+                     "BENCH_TRACEMALLOC_DIR": str(probe_dir)}
+    with running_server(WORKERS, settings) as srv:
         progress(f"set-up over HTTP: {plan.users:,} users who accept an invite (and so join #general), "
                  f"{plan.latency_clients // plan.group_size} private channels of {plan.group_size}")
         began = time.monotonic()
@@ -107,7 +117,12 @@ def run(plan: Plan, deflate: bool, save) -> dict:
             results["latency"] = phase_latency(ctx)
             save(results)
             before_rest = settled_memory(procs)
+            objects_before = python_objects(procs, probe_dir) if probe_dir is not None else None
             results["memory"] = phase_memory(ctx, before_any, before_rest)
+            if objects_before is not None:
+                added = results["memory"]["open_sockets"] - results["latency"]["connect"]["ok"]
+                grown = python_objects(procs, probe_dir) - objects_before
+                results["memory"]["python_objects_kib_per_socket"] = round(grown / added / 1024, 1)
             save(results)
             results["fanout"] = phase_fanout(ctx)
             save(results)
@@ -221,6 +236,9 @@ def report(r: dict) -> str:
         f"began ({pres['seconds']:.0f} s long); {pres['sockets_with_2_in_1s']:,} sockets got two within 1 s (shortest gap "
         f"{pres['socket_gap_ms']['min']} ms, p50 {pres['socket_gap_ms']['p50']} ms); {pres['socket_kib_per_s']} KiB/s of "
         f"presence per socket. CPU: {_cpu(pres)}; per worker {pres['worker_cpu_pct']}%.",
+        *([f"- Python objects (`--python-objects`: tracemalloc in the workers, which slows them and adds to their "
+           f"RSS, so no other figure of this run counts): {mem['python_objects_kib_per_socket']} KiB per socket over "
+           f"phase 2's connects, after a full collection."] if "python_objects_kib_per_socket" in mem else []),
         f"- Sockets closed by the server during the run: {r['clients_end']['closed'] or 'none'}. Warnings and errors in "
         f"the server's log: {r.get('server_log_warnings') or 'none'}.",
     ]
@@ -231,16 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.realtime", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 users, shorter phases (a few minutes)")
     parser.add_argument("--no-deflate", action="store_true", help="clients offer no permessage-deflate")
+    parser.add_argument("--python-objects", action="store_true",
+                        help="also measure the workers' Python objects per socket (tracemalloc; slows the server, "
+                             "so the run's other figures do not count)")
     args = parser.parse_args(argv)
     logs_to_stderr()
     began = time.monotonic()
     RESULTS_DIR.mkdir(exist_ok=True)
-    name = "realtime" + ("-quick" if args.quick else "") + ("-no-deflate" if args.no_deflate else "") + ".json"
+    name = ("realtime" + ("-quick" if args.quick else "") + ("-no-deflate" if args.no_deflate else "")
+            + ("-python-objects" if args.python_objects else "") + ".json")
 
     def save(results: dict) -> None:  # after every phase: a failure later keeps what was measured
         (RESULTS_DIR / name).write_text(json.dumps(results, indent=2, default=str))
 
-    results = run(QUICK if args.quick else FULL, deflate=not args.no_deflate, save=save)
+    with tempfile.TemporaryDirectory(prefix="hubbub-bench-pyobjects-") as probe:
+        results = run(QUICK if args.quick else FULL, deflate=not args.no_deflate, save=save,
+                      probe_dir=Path(probe) if args.python_objects else None)
     results["total_s"] = round(time.monotonic() - began, 1)
     save(results)
     print(report(results))

@@ -209,7 +209,8 @@ async def test_under_another_websocket_protocol_frames_go_through_asgi_in_order(
 async def test_an_open_socket_keeps_nothing_of_its_handshake(api: httpx.AsyncClient, service_urls: dict[str, str],
                                                                migrated_url: str) -> None:
     # Memory per idle socket is a target (issue 4): the handshake's request and response, with
-    # their headers, were ~3 KiB of each socket's ~30 for as long as it stayed open.
+    # their headers, were ~7 KiB of each socket's ~30 KiB of Python objects for as long as it
+    # stayed open (bench.realtime --python-objects).
     team = await team_of(api, "Bea")
     async with serving(_settings(service_urls, migrated_url)) as address, ws(address, team.people["Bea"]) as sock:
         posted = await post(api, team.owner, team.general_id, "hello")
