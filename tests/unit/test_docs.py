@@ -1,6 +1,7 @@
-"""The docs work from a clone: every link in README.md and docs/ resolves inside the repository
-(to a file that exists and, for ``file.md#heading``, to a heading it has), and every setting is in
-docs/configuration.md, which names no setting that does not exist."""
+"""The docs work from a clone and say what the code does: every link in README.md and docs/
+resolves inside the repository (to a file that exists and, for ``file.md#heading``, to a heading
+it has); every setting is in docs/configuration.md, and no page names a setting that does not
+exist; docs/api.md lists every route the app serves, and only those (but for its *Not served yet*)."""
 
 from __future__ import annotations
 
@@ -116,3 +117,29 @@ def test_every_setting_is_documented() -> None:
 def test_the_docs_name_only_settings_that_exist(path: Path) -> None:
     known = {env_name(field) for field in Settings.__struct_fields__} | PENDING_SETTINGS
     assert sorted(set(_SETTING.findall(path.read_text(encoding="utf-8"))) - known) == []
+
+
+_ROUTE = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`? ]*)`")
+_UNSERVED = re.compile(r"^### Not served yet$.*?(?=^#)", re.MULTILINE | re.DOTALL)
+
+
+def served_routes() -> set[tuple[str, str]]:
+    from hubbub.app import API_PREFIX, create_app  # the app is built, not started: no I/O
+
+    app = create_app(Settings(database_url="postgresql://h/db", nats_url="nats://h", redis_url="redis://h"))
+    routes = {("GET", route.path) for route in app.routes if type(route).__name__ == "WebSocketRoute"}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            routes |= {(method, route.path) for method in getattr(handler, "http_methods", ())}
+    return {(method, re.sub(r"\{[^}]+\}", "{}", path).removeprefix(API_PREFIX)) for method, path in routes
+            if method not in ("HEAD", "OPTIONS") and (not path.startswith("/schema") or path == "/schema/openapi.json")}
+
+
+def test_api_md_lists_every_route_the_app_serves_and_no_other() -> None:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    unserved = "".join(_UNSERVED.findall(text))
+    named = {(method, re.sub(r"\{[^}]+\}", "{}", path).removeprefix("/api/v1"))
+             for method, path in _ROUTE.findall(text.replace(unserved, ""))}
+    served = served_routes()
+    assert sorted(served - named) == [], "add a line for each to docs/api.md"
+    assert sorted(named - served) == [], "docs/api.md names routes the app does not serve"
