@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 
-PENDING_SETTINGS = {"HUBBUB_TRUSTED_PROXIES"}
-"""Documented before its branch (issue 16, item 15) is merged; drop it from here once it is a setting."""
+PENDING_SETTINGS = {"HUBBUB_TRUSTED_PROXIES", "HUBBUB_RATE_LOGIN_ACCOUNT_ATTEMPTS", "HUBBUB_RATE_LOGIN_ACCOUNT_WINDOW_S",
+                    "HUBBUB_RATE_REGISTER_PER_S", "HUBBUB_RATE_REGISTER_BURST"}
+"""Documented before their branch (issue 16, items 15 and 16) is merged; empty this once they are settings."""
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.MULTILINE | re.DOTALL)
 _CODE_SPAN = re.compile(r"`[^`\n]*`")
