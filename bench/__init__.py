@@ -1,1 +1,1 @@
-"""Benchmarks. Each prints a markdown table that README quotes; raw numbers go to bench/results/."""
+"""Benchmarks. Each prints a markdown table that docs/benchmarks.md quotes; raw numbers go to bench/results/."""

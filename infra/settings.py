@@ -35,7 +35,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     opensearch_url: str | None = None
     opensearch_index: str = "hubbub-messages"  # the alias searched and written; its index is "{alias}-v1"
     smtp_url: str | None = None
-    secret_key: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     db_pool_min: int = 2
