@@ -106,7 +106,7 @@ def _fields(cls: type) -> str:
     if dataclasses.is_dataclass(cls):
         defaults = [f"{f.name}={_constant(f.default)}" for f in dataclasses.fields(cls)
                     if f.default is not dataclasses.MISSING]
-    elif hasattr(cls, "__struct_defaults__"):  # msgspec.Struct: the defaults of the last fields
+    elif isinstance(cls, type) and issubclass(cls, msgspec.Struct):  # the defaults of the last fields
         fields, values = cls.__struct_fields__, cls.__struct_defaults__
         defaults = [f"{n}={_constant(v)}" for n, v in zip(fields[len(fields) - len(values):], values, strict=True)]
     return f"{getattr(cls, '__annotations__', {})!r} {defaults}"

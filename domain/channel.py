@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, assert_never
 
 from domain import access
 from domain.decider import Decider
@@ -150,6 +150,8 @@ class RemoveMember:
     user_id: str
 
 
+ChannelEvent = (ChannelCreated | ChannelRenamed | ChannelTopicSet | ChannelArchived | ChannelMemberJoined
+                | ChannelMemberLeft)
 ChannelCommand = CreateChannel | CreateDM | Rename | SetTopic | Archive | Join | Leave | AddMembers | RemoveMember
 
 
@@ -193,6 +195,8 @@ def check_topic(topic: str) -> str:
 
 
 def evolve(state: Channel, event: Event) -> Channel:
+    if not isinstance(event, ChannelEvent):
+        return state
     match event:
         case ChannelCreated():
             return Channel(event.channel_id, event.workspace_id, event.name, event.kind, event.private, event.topic,
@@ -207,7 +211,8 @@ def evolve(state: Channel, event: Event) -> Channel:
             return replace(state, members=state.members | {event.user_id})
         case ChannelMemberLeft():
             return replace(state, members=state.members - {event.user_id})
-    return state
+        case _:
+            assert_never(event)
 
 
 def fold(state: Channel, events: Sequence[Event]) -> Channel:
@@ -370,6 +375,8 @@ def decide(state: Channel, command: ChannelCommand) -> Sequence[Event]:
             return _add(state, command)
         case RemoveMember():
             return _remove(state, command)
+        case _:
+            assert_never(command)
 
 
 CHANNEL: Decider[Channel, ChannelCommand] = Decider("channel", Channel(), evolve, decide, fold, snapshots=True)
@@ -401,12 +408,15 @@ class Release:
 
 
 def evolve_name(state: ChannelName, event: Event) -> ChannelName:
+    if not isinstance(event, ChannelNameClaimed | ChannelNameReleased):
+        return state
     match event:
         case ChannelNameClaimed():
             return ChannelName(event.channel_id)
         case ChannelNameReleased():
             return ChannelName(None)
-    return state
+        case _:
+            assert_never(event)
 
 
 def decide_name(state: ChannelName, command: Claim | Release) -> Sequence[Event]:
@@ -419,6 +429,8 @@ def decide_name(state: ChannelName, command: Claim | Release) -> Sequence[Event]
             return [ChannelNameClaimed(channel_id=command.channel_id)]
         case Release():
             return [ChannelNameReleased(channel_id=command.channel_id)] if state.holder == command.channel_id else []
+        case _:
+            assert_never(command)
 
 
 NAME: Decider[ChannelName, Claim | Release] = Decider("channelname", ChannelName(), evolve_name, decide_name)

@@ -105,7 +105,8 @@ class EventCodec:
                 raw = data.encode() if isinstance(data, str) else data
                 return UnknownEvent(type=type_name, data=raw)
         assert self._decoder is not None
-        return self._decoder.decode(data)
+        event: Event = self._decoder.decode(data)
+        return event
 
     def decode_meta(self, data: bytes | str) -> EventMeta:
         return self._meta_decoder.decode(data)

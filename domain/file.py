@@ -259,6 +259,8 @@ def _remove_blobs(state: File) -> Sequence[Event]:
 
 
 def evolve(state: File, event: Event) -> File:
+    if not isinstance(event, FileEvent):
+        return state
     match event:
         case FileUploaded():
             keys = (event.storage_key, *(t.key for t in event.thumbnails))
@@ -271,7 +273,8 @@ def evolve(state: File, event: Event) -> File:
             return replace(state, deleted=True, shares={})
         case FileBlobsRemoved():
             return replace(state, blobs_removed=True)
-    return state
+        case _:
+            assert_never(event)
 
 
 FILE: Decider[File, FileCommand] = Decider("file", File(), evolve, decide)

@@ -298,6 +298,8 @@ def _unreact(state: Message, command: Unreact) -> Sequence[Event]:
 
 
 def evolve(state: Message, event: Event) -> Message:
+    if not isinstance(event, MessageEvent):
+        return state
     match event:
         case MessagePosted():
             return Message(event.message_id, event.channel_id, event.workspace_id, event.author_id,
@@ -310,7 +312,8 @@ def evolve(state: Message, event: Event) -> Message:
             return replace(state, reactions=state.reactions | {(event.emoji, event.user_id)})
         case ReactionRemoved():
             return replace(state, reactions=state.reactions - {(event.emoji, event.user_id)})
-    return state
+        case _:
+            assert_never(event)
 
 
 MESSAGE: Decider[Message, MessageCommand] = Decider("message", Message(), evolve, decide)

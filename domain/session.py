@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, assert_never
 
 import msgspec
 
@@ -64,12 +64,15 @@ def session_stream(token: str) -> str:
 
 
 def evolve(state: Session, event: Event) -> Session:
+    if not isinstance(event, SessionStarted | SessionEnded):
+        return state
     match event:
         case SessionStarted():
             return Session(event.session_id, event.user_id, active=True)
         case SessionEnded():
             return Session(state.session_id, state.user_id, active=False)
-    return state
+        case _:
+            assert_never(event)
 
 
 def decide(state: Session, command: Start | End) -> Sequence[Event]:
@@ -84,6 +87,8 @@ def decide(state: Session, command: Start | End) -> Sequence[Event]:
                 raise SessionGone("this session has ended; log in again")
             assert state.session_id is not None and state.user_id is not None
             return [SessionEnded(session_id=state.session_id, user_id=state.user_id, reason=command.reason)]
+        case _:
+            assert_never(command)
 
 
 SESSION: Decider[Session, Start | End] = Decider("session", Session(), evolve, decide)

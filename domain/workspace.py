@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, assert_never
 
 from domain import access
 from domain.decider import Decider
@@ -98,6 +98,8 @@ class RemoveMember:
     user_id: str
 
 
+WorkspaceEvent = WorkspaceCreated | InviteCreated | MemberJoined | RoleChanged | MemberLeft
+MembershipEvent = InviteCreated | MemberJoined | RoleChanged | MemberLeft
 WorkspaceCommand = CreateWorkspace | CreateInvite | AcceptInvite | ChangeRole | RemoveMember
 
 
@@ -151,6 +153,8 @@ def check_name(name: str) -> str:
 
 
 def evolve(state: Workspace, event: Event) -> Workspace:
+    if not isinstance(event, WorkspaceEvent):
+        return state
     match event:
         case WorkspaceCreated():
             return Workspace(event.workspace_id, event.name, {}, {}, event.general_channel_id)
@@ -166,7 +170,8 @@ def evolve(state: Workspace, event: Event) -> Workspace:
             return replace(state, members={**state.members, event.user_id: event.role})
         case MemberLeft():
             return replace(state, members={u: r for u, r in state.members.items() if u != event.user_id})
-    return state
+        case _:
+            assert_never(event)
 
 
 def fold(state: Workspace, events: Sequence[Event]) -> Workspace:
@@ -187,7 +192,7 @@ def fold(state: Workspace, events: Sequence[Event]) -> Workspace:
     return state if members is None else replace(state, members=members, invites=invites)
 
 
-def _apply(members: dict[str, str], invites: dict[str, Invite], event: Event) -> None:
+def _apply(members: dict[str, str], invites: dict[str, Invite], event: MembershipEvent) -> None:
     match event:
         case InviteCreated():
             invites[event.code_hash] = Invite(event.role, event.expires_at)
@@ -199,6 +204,8 @@ def _apply(members: dict[str, str], invites: dict[str, Invite], event: Event) ->
             members[event.user_id] = event.role
         case MemberLeft():
             members.pop(event.user_id, None)
+        case _:
+            assert_never(event)
 
 
 def member_role(state: Workspace, user_id: str) -> str:
@@ -285,6 +292,8 @@ def decide(state: Workspace, command: WorkspaceCommand) -> Sequence[Event]:
             return _change_role(state, command)
         case RemoveMember():
             return _remove(state, command)
+        case _:
+            assert_never(command)
 
 
 WORKSPACE: Decider[Workspace, WorkspaceCommand] = Decider("workspace", Workspace(), evolve, decide, fold,
