@@ -1,5 +1,5 @@
 """What every request is held to, whatever its route (docs/design/messaging-core.md, *Request
-rules*): JSON bodies (nesting, content type).
+rules*): JSON bodies (nesting, content type), NUL characters in paths and queries.
 
 The routes come from the app's own route table, so a new route is covered without an entry here.
 """
@@ -128,3 +128,27 @@ async def test_a_refused_content_type_writes_nothing_and_json_types_are_taken(ap
         assert created.status_code == 201, (content_type, created.text)
     listed = await api.get(url, headers=helpers.at(caller, created.json()["position"]))
     assert [w["name"] for w in listed.json()["items"]].count(name) == 3  # the text/plain one is not among them
+
+
+# -- NUL characters --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if "{" in r.path and r.path != "/api/v1/auth/logout"], ids=str)
+async def test_a_nul_in_a_path_parameter_is_a_404_or_422(api: AsyncTestClient, caller: User, route: Route) -> None:
+    url = re.sub(r"\{\w+:\w+\}", "%00", route.path)
+    body = {"json": {}} if route.json_body else {}
+    problem(await api.request(route.method, url, headers=caller.auth, **body), 404, 422)
+
+
+REQUIRED_QUERY = {"/api/v1/workspaces/{workspace_id:str}/search": "q=hi&"}
+"""What a route refuses to go without, so that the parameter under test is read."""
+
+
+@pytest.mark.parametrize("route", QUERY_ROUTES, ids=str)
+async def test_a_nul_in_a_query_parameter_is_a_422(api: AsyncTestClient, caller: User, ids: dict[str, str],
+                                                  route: Route) -> None:
+    for name in route.query:
+        if name in ("as_of", "as_of_position"):
+            continue  # refused whatever they hold (below)
+        given = REQUIRED_QUERY.get(route.path, "") if name not in REQUIRED_QUERY.get(route.path, "") else ""
+        problem(await api.request(route.method, f"{route.url(**ids)}?{given}{name}=%00", headers=caller.auth), 422)
