@@ -1,5 +1,6 @@
 """What every request is held to, whatever its route (docs/design/messaging-core.md, *Request
-rules*): JSON bodies (nesting, content type), NUL characters in paths and queries.
+rules*): JSON bodies (nesting, content type), NUL characters in paths and queries, the request
+id the events keep.
 
 The routes come from the app's own route table, so a new route is covered without an entry here.
 """
@@ -15,6 +16,7 @@ import pytest
 from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
+from hubbub import deps
 from hubbub.app import API_PREFIX, create_app
 from infra.settings import load_settings
 from tests.integration import messaging_helpers as helpers
@@ -152,3 +154,27 @@ async def test_a_nul_in_a_query_parameter_is_a_422(api: AsyncTestClient, caller:
             continue  # refused whatever they hold (below)
         given = REQUIRED_QUERY.get(route.path, "") if name not in REQUIRED_QUERY.get(route.path, "") else ""
         problem(await api.request(route.method, f"{route.url(**ids)}?{given}{name}=%00", headers=caller.auth), 422)
+
+
+# -- request ids -----------------------------------------------------------------------------------
+
+
+async def _correlation_ids(api: AsyncTestClient, stream_id: str) -> list[str | None]:
+    store = api.app.state[deps.STATE_KEY].store
+    return [e.meta.correlation_id for e in await store.read_stream(stream_id)]
+
+
+async def test_events_keep_the_request_id_the_log_has_not_the_clients_raw_header(api: AsyncTestClient,
+                                                                                caller: User) -> None:
+    team = await helpers.create_workspace(api, caller)
+    url = f"{API_PREFIX}/channels/{team.general_id}/messages"
+    for sent, by in [("x" * 20_000, "lane"), ("bad id\twith junk", "lane"), ("a" * 129, "route"), (None, "route"),
+                     ("trace-0193.ok:1", "lane")]:
+        headers = caller.auth | {"Content-Type": "application/json" if by == "lane" else "application/vnd.hubbub+json"}
+        if sent is not None:
+            headers["X-Request-Id"] = sent
+        response = await api.post(url, content=b'{"text": "traced"}', headers=headers)
+        assert response.status_code == 201, response.text
+        logged = response.headers["x-request-id"]
+        assert logged == sent if sent == "trace-0193.ok:1" else re.fullmatch(r"[0-9a-f]{32}", logged)
+        assert await _correlation_ids(api, f"message-{response.json()['id']}") == [logged], (sent, by)
