@@ -1,6 +1,6 @@
 """What every request is held to, whatever its route (docs/design/messaging-core.md, *Request
 rules*): JSON bodies (nesting, content type), NUL characters in paths and queries, the request
-id the events keep.
+id the events keep, and time travel refused until it is built.
 
 The routes come from the app's own route table, so a new route is covered without an entry here.
 """
@@ -178,3 +178,17 @@ async def test_events_keep_the_request_id_the_log_has_not_the_clients_raw_header
         logged = response.headers["x-request-id"]
         assert logged == sent if sent == "trace-0193.ok:1" else re.fullmatch(r"[0-9a-f]{32}", logged)
         assert await _correlation_ids(api, f"message-{response.json()['id']}") == [logged], (sent, by)
+
+
+# -- time travel -----------------------------------------------------------------------------------
+
+
+async def test_history_refuses_time_travel_until_it_is_built(api: AsyncTestClient, caller: User) -> None:
+    team = await helpers.create_workspace(api, caller)
+    url = f"{API_PREFIX}/channels/{team.general_id}/messages"
+    headers = helpers.at(caller, team.position)
+    for query, field in [("as_of=2026-01-01T00:00:00Z", "as_of"), ("as_of=", "as_of"), ("as_of_position=3", "as_of_position"),
+                         ("limit=5&as_of_position=junk", "as_of_position")]:
+        body = problem(await api.get(f"{url}?{query}", headers=headers), 422)
+        assert "not built yet" in body["detail"] and body["errors"][0]["field"] == field, (query, body)
+    assert (await api.get(url, headers=headers)).status_code == 200
