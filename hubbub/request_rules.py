@@ -7,14 +7,18 @@
   read as JSON (RFC 9110 8.3 lets the recipient look at the data), as before. A body nested
   deeper than the decoder can go (msgspec stops at Python's recursion limit with a
   ``RecursionError``, not a ``DecodeError``) is 400 like any other malformed body.
+- ``CompleteAllow`` corrects the ``Allow`` header of the ``OPTIONS`` answers Litestar makes: when
+  two controllers serve one path (a command and a query), Litestar 2 lists only the methods of the
+  first one registered (litestar#4169, fixed in Litestar 3).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request
+from litestar import Litestar, Request
 from litestar.exceptions import HTTPException, SerializationException
+from litestar.routes import HTTPRoute
 
 
 def is_json(content_type: str | None) -> bool:
@@ -39,3 +43,25 @@ class JsonRequest(Request[Any, Any, Any]):
         except RecursionError:
             raise SerializationException("it nests arrays or objects deeper than this server reads") from None
 
+
+class CompleteAllow:
+    """ASGI wrapper: an ``OPTIONS`` answer's ``Allow`` lists every method its path serves."""
+
+    def __init__(self, app: Any, litestar: Litestar) -> None:
+        self.app = app
+        self.allow = {route.path_format: ", ".join(sorted(route.methods)).encode()
+                      for route in litestar.routes if isinstance(route, HTTPRoute)}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_complete(message: dict[str, Any]) -> None:
+            allow = self.allow.get(scope.get("path_template", ""))  # set by Litestar's router once it matched
+            if message["type"] == "http.response.start" and allow is not None:
+                headers = [(k, allow if k.lower() == b"allow" else v) for k, v in message.get("headers", [])]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_complete)

@@ -1,6 +1,6 @@
 """What every request is held to, whatever its route (docs/design/messaging-core.md, *Request
-rules*): JSON bodies (nesting, content type), NUL characters in paths and queries, the request
-id the events keep, and time travel refused until it is built.
+rules*): JSON bodies (nesting, content type), NUL characters in paths and queries, ``Allow`` on
+``OPTIONS``, the request id the events keep, and time travel refused until it is built.
 
 The routes come from the app's own route table, so a new route is covered without an entry here.
 """
@@ -154,6 +154,17 @@ async def test_a_nul_in_a_query_parameter_is_a_422(api: AsyncTestClient, caller:
             continue  # refused whatever they hold (below)
         given = REQUIRED_QUERY.get(route.path, "") if name not in REQUIRED_QUERY.get(route.path, "") else ""
         problem(await api.request(route.method, f"{route.url(**ids)}?{given}{name}=%00", headers=caller.auth), 422)
+
+
+# -- OPTIONS ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_options_allows_every_method_the_path_serves(api: AsyncTestClient, ids: dict[str, str], path: str) -> None:
+    served = {r.method for r in ROUTES if r.path == path} | {"OPTIONS"}
+    response = await api.options(Route("OPTIONS", path, False, ()).url(**ids))
+    assert response.status_code == 204
+    assert response.headers["allow"] == ", ".join(sorted(served))
 
 
 # -- request ids -----------------------------------------------------------------------------------
