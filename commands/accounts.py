@@ -24,7 +24,7 @@ from domain.session import Principal
 from commands.ratelimits import check_login
 from infra.http import with_position
 from infra.ids import new_id
-from infra.passwords import MAX_LENGTH, MIN_LENGTH, Passwords
+from infra.passwords import MAX_LENGTH, Passwords, check_password
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings
 
@@ -60,12 +60,6 @@ class WrongCredentials(DomainError):
 
 def new_token() -> str:
     return "hbt_" + secrets.token_urlsafe(32)
-
-
-def check_password(password: str) -> str:
-    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
-        raise DomainError(f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters", field="password")
-    return password
 
 
 def context(request: Request, actor_id: str | None) -> Context:

@@ -8,6 +8,9 @@ its text, its author, its thread, its reactions.
 Rules where the API is silent, chosen like Slack:
 - text is trimmed at both ends and then holds 1 to 40,000 characters (code points); it may be
   empty only when files come with it. Control characters other than tab and newlines are refused.
+  A text of nothing but invisible characters (whitespace of any kind, zero-width spaces and
+  joiners, the BOM, bidi marks, variation selectors: Unicode's default-ignorable code points,
+  and the blank Braille pattern) counts as empty.
 - files: at most 10 different ones; who may attach which file is the file decider's rule
   (``domain/file.py``), decided in the same append as the post.
 - threads are one level deep: a reply names its channel's top-level message as root; a reply to
@@ -22,6 +25,7 @@ Rules where the API is silent, chosen like Slack:
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -40,6 +44,11 @@ MAX_FILES = 10
 MAX_CLIENT_MSG_ID = 128
 CLIENT_MSG_NAMESPACE = uuid.UUID("7d0c1f0e-3b0a-4c52-9a43-64a1f3f0c2d4")
 _CONTROL = {c for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F}
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt of Unicode 15), whitespace
+# (``\s``: every Unicode space) and U+2800 BRAILLE PATTERN BLANK, which draws nothing either.
+_INVISIBLE = re.compile("[\\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]*")
 
 
 class MessagePosted(Event, frozen=True, tag="message.posted"):
@@ -177,7 +186,7 @@ def client_message_id(channel_id: str, author_id: str, key: str) -> str:
 
 
 def check_text(text: str, *, files: bool = False) -> str:
-    text = text.strip()
+    text = "" if _INVISIBLE.fullmatch(text) else text.strip()
     if not text and not files:
         raise DomainError("text must not be empty (a message needs text or files)", field="text")
     if len(text) > MAX_TEXT:

@@ -35,6 +35,7 @@ from commands.snapshots import PostgresSnapshots
 from hubbub import deps, health, problems
 from hubbub.auth import authenticate
 from hubbub.lane import PostLane
+from hubbub.request_rules import CompleteAllow, JsonRequest
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
 from infra.blob_sweep import LeftoverSweeper
@@ -99,13 +100,16 @@ def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar
         exception_handlers=problems.exception_handlers(),
         middleware=[consistency.ReadYourWritesMiddleware(API_PREFIX)],
         request_max_body_size=settings.max_request_bytes,
+        request_class=JsonRequest,  # the rules of JSON bodies (hubbub/request_rules.py)
         openapi_config=OpenAPIConfig(title="Hubbub", version=_version(), path="/schema"),
         logging_config=None,  # ours (infra/logging.py) is configured by the process, not the app
         state=State({"settings": settings}),
     )
     # Litestar runs its middleware list only for matched routes; a 404 needs a request id too. The
-    # post lane answers well-formed posts past Litestar's per-request machinery (hubbub/lane.py).
-    app.asgi_handler = RequestContext(PostLane(app.asgi_handler, app, API_PREFIX, settings.max_request_bytes))
+    # post lane answers well-formed posts past Litestar's per-request machinery (hubbub/lane.py);
+    # OPTIONS answers get every method of their path in Allow (hubbub/request_rules.py).
+    litestar = CompleteAllow(app.asgi_handler, app)
+    app.asgi_handler = RequestContext(PostLane(litestar, app, API_PREFIX, settings.max_request_bytes))
     return app
 
 

@@ -33,12 +33,16 @@ log = structlog.get_logger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 
-PROBLEM_STATUS: dict[type[Exception], int] = {WrongExpectedVersion: 409, DuplicateEventId: 409, InvalidEvent: 422}
-"""Exceptions from outside ``domain`` that have a meaning for clients; add to it, don't special-case."""
+PROBLEM_STATUS: dict[type[Exception], int] = {WrongExpectedVersion: 409, DuplicateEventId: 409, InvalidEvent: 422,
+                                              psycopg.DataError: 422}
+"""Exceptions from outside ``domain`` that have a meaning for clients; add to it, don't special-case.
+``psycopg.DataError``: a value the request brought that PostgreSQL cannot take, such as a NUL
+character in a path or query parameter (psycopg refuses it before sending) or a number past bigint."""
 
 PUBLIC_DETAIL: dict[int, str] = {
     409: "The resource changed while you were writing; read it again and retry.",
-    422: "The request contains something that cannot be stored (such as a NUL character); remove it and retry.",
+    422: "The request contains something that cannot be stored or looked up (such as a NUL character); "
+         "remove it and retry.",
 }
 """What a client reads for a ``PROBLEM_STATUS`` exception (the exception's own text is for the log)."""
 

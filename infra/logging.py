@@ -96,9 +96,18 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+def _with_request_id(headers: list[tuple[bytes, bytes]], request_id: str) -> list[tuple[bytes, bytes]]:
+    """``headers`` whose only ``X-Request-Id`` is ``request_id``."""
+    name = REQUEST_ID_HEADER.encode()
+    return [(k, v) for k, v in headers if k.lower() != name] + [(name, request_id.encode())]
+
+
 class RequestContext:
     """ASGI wrapper: a request id per HTTP request (bound for logging, echoed in the response,
-    kept in ``scope["state"]``) and one access log line when the response has been sent."""
+    kept in ``scope["state"]``) and one access log line when the response has been sent.
+
+    The request's own ``X-Request-Id`` header is replaced by that id, so what the app reads there
+    (the events' ``correlation_id``) is the id the log has, never the client's raw value."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -108,6 +117,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = request_id_from(scope.get("headers", []))
+        scope["headers"] = _with_request_id(scope.get("headers", []), request_id)
         scope.setdefault("state", {})[REQUEST_ID_STATE_KEY] = request_id
         status = {"code": 500}  # if the app dies before answering, the server sends a 500
         started = time.perf_counter()

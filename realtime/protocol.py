@@ -55,7 +55,7 @@ def parse(message: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("too_large", f"a frame holds at most {MAX_FRAME_BYTES} bytes")
     try:
         frame = msgspec.json.decode(text)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested deeper than the decoder goes
         raise ProtocolError("not_json", "a frame must be one JSON object, such as {\"op\":\"heartbeat\"}") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
         raise ProtocolError("no_op", "a frame must be a JSON object with a string \"op\"")

@@ -63,6 +63,20 @@ async def test_bad_registrations_name_the_field_and_create_nothing(api: AsyncTes
     assert problem(login, 401)  # none of the attempts created the account
 
 
+async def test_common_passwords_and_blank_ones_are_refused_and_say_why(api: AsyncTestClient) -> None:
+    """NIST SP 800-63B: no composition rules, but not a password attackers try first."""
+    email = f"weak-{uuid.uuid4().hex[:8]}@example.com"
+    for password, why in [("password", "most common"), ("PassWord", "most common"), ("qwertyuiop ", "most common"),
+                          ("iloveyou1", "most common"), (" " * 8, "whitespace"), ("\t \u3000 \u00a0  \n", "whitespace")]:
+        response = await api.post("/api/v1/auth/register", json={"email": email, "password": password, "display_name": "W"})
+        body = problem(response, 422)
+        assert body["errors"][0]["field"] == "password" and why in body["detail"], (password, body)
+    assert problem(await api.post("/api/v1/auth/login", json={"email": email, "password": "password"}), 401)
+    fine = await api.post("/api/v1/auth/register", json={"email": email, "password": "password is not enough",
+                                                         "display_name": "W"})
+    assert fine.status_code == 201, fine.text
+
+
 async def test_each_login_is_a_session_of_its_own_and_logout_ends_only_that_one(api: AsyncTestClient) -> None:
     user = await register(api, "Barbara")
     login = await api.post("/api/v1/auth/login",

@@ -22,6 +22,8 @@ from tests.integration.conftest import register
 from tests.integration.test_realtime import serving
 
 V1 = "/api/v1"
+ROUTE_ONLY_JSON = "application/vnd.hubbub+json"
+"""A JSON type the route takes and the lane leaves to it: a post answered by the route, as a twin."""
 
 
 @pytest.fixture
@@ -49,8 +51,8 @@ async def test_a_post_answers_alike_through_the_lane_and_the_route(api: AsyncTes
     url = f"{V1}/channels/{team.general_id}/messages"
     by_lane = await api.post(url, content=b'{"text": "one"}', headers=owner.auth | {"Content-Type": "application/json"})
     assert handed_over == []
-    by_route = await api.post(url, content=b'{"text": "two"}', headers=owner.auth | {"Content-Type": "text/plain"})
-    assert handed_over == [url]  # the route decodes JSON whatever the content type says; the lane leaves those to it
+    by_route = await api.post(url, content=b'{"text": "two"}', headers=owner.auth | {"Content-Type": ROUTE_ONLY_JSON})
+    assert handed_over == [url]  # the route takes any JSON type; the lane only application/json and leaves the rest
     for response in (by_lane, by_route):
         assert response.status_code == 201, response.text
         assert response.headers["content-type"] == "application/json"
@@ -82,6 +84,20 @@ async def test_what_the_lane_cannot_decode_is_answered_by_the_route(api: AsyncTe
     too_long = await api.post(url, json={"text": "x" * 40_001}, headers=owner.auth)  # decodes: the domain refuses it
     assert handed_over == [url, url]
     assert helpers.problem(too_long, 422)["errors"][0]["field"] == "text"
+
+
+async def test_json_sent_as_text_is_refused_by_the_route_after_the_lane(api: AsyncTestClient,
+                                                                       handed_over: list[str]) -> None:
+    owner = await register(api, "Plain")
+    team = await helpers.create_workspace(api, owner)
+    url = f"{V1}/channels/{team.general_id}/messages"
+    refused = await api.post(url, content=b'{"text": "plain"}', headers=owner.auth | {"Content-Type": "text/plain"})
+    assert handed_over == [url]
+    assert helpers.problem(refused, 415)["title"] == "Unsupported Media Type"
+    deep = await api.post(url, content=b'{"text": "x", "z": ' + b"[" * 5000, headers=owner.auth | {"Content-Type": "application/json"})
+    assert helpers.problem(deep, 400)["title"] == "Malformed request body"
+    page = await api.get(url, headers=helpers.at(owner, team.position))
+    assert page.json()["items"] == []
 
 
 async def asgi_post(api: AsyncTestClient, path: str, headers: dict[str, str],
@@ -171,14 +187,14 @@ async def test_the_lane_refuses_exactly_as_the_route_does(api: AsyncTestClient, 
              (general, owner.auth, b'{"text": "x", "thread_root_id": "nope"}')]  # 404 or 422: unknown root
     for url, auth, body in cases:
         by_lane = await api.post(url, content=body, headers=auth | {"Content-Type": "application/json"})
-        by_route = await api.post(url, content=body, headers=auth | {"Content-Type": "text/plain"})
+        by_route = await api.post(url, content=body, headers=auth | {"Content-Type": ROUTE_ONLY_JSON})
         assert by_lane.status_code == by_route.status_code and by_lane.status_code >= 400, (body, by_lane.text)
         assert set(by_lane.headers) - {"content-length"} == set(by_route.headers) - {"content-length"}
         lane_problem, route_problem = by_lane.json(), by_route.json()
         for problem in (lane_problem, route_problem):
             problem.pop("instance", None), problem.pop("request_id", None)
         assert lane_problem == route_problem
-    assert len(handed_over) == len(cases)  # one per case: each text/plain twin
+    assert len(handed_over) == len(cases)  # one per case: each +json twin
 
 
 @pytest.fixture(scope="module")

@@ -574,6 +574,24 @@ async def test_bad_frames_get_error_frames_and_the_socket_keeps_working(api: htt
         assert await sock.recv() == {"op": "heartbeat_ack"}
 
 
+async def test_deeply_nested_frames_are_not_json_and_the_socket_keeps_working(api: httpx.AsyncClient,
+                                                                              server: str) -> None:
+    """Nested past the decoder's depth (about 1,000 levels, well inside the 64 KiB frame limit)."""
+    bea = await register(api, "Bea")  # type: ignore[arg-type]
+    deep = ["[" * 60_000, '{"a":' * 12_000, '{"op": "heartbeat", "x": ' + "[" * 5_000]
+    async with ws(server) as sock:
+        await sock.send(deep[0])
+        assert (await sock.recv())["code"] == "not_json"  # before hello too
+        await sock.send({"op": "hello", "token": bea.token, "resume_from": None})
+        assert (await sock.recv())["op"] == "ready"
+        for frame in deep:
+            await sock.send(frame)
+            answer = await sock.recv()
+            assert answer["op"] == "error" and answer["code"] == "not_json", (frame[:40], answer)
+        await sock.send({"op": "heartbeat"})
+        assert await sock.recv() == {"op": "heartbeat_ack"}
+
+
 async def test_missed_heartbeats_close_with_4009_and_heartbeats_keep_it_open(api: httpx.AsyncClient, hasty: str) -> None:
     bea = await register(api, "Bea")  # type: ignore[arg-type]
     async with ws(hasty, bea) as silent, ws(hasty, bea) as chatty:

@@ -57,6 +57,26 @@ def test_post_refuses_bad_text(text: str) -> None:
     given(MESSAGE).when(post(text)).then_rejects(DomainError, field="text")
 
 
+INVISIBLE = {"zero-width space": "\u200b", "zero-width joiner": "\u200d", "zero-width non-joiner": "\u200c",
+             "byte order mark": "\ufeff", "word joiner": "\u2060", "soft hyphen": "\u00ad",
+             "no-break space": "\u00a0", "ideographic space": "\u3000", "em space": "\u2003",
+             "narrow no-break space": "\u202f", "line separator": "\u2028", "left-to-right mark": "\u200e",
+             "variation selector 16": "\ufe0f", "Hangul filler": "\u3164", "Braille blank": "\u2800",
+             "tag letter": "\U000e0041", "all of them": " \u200b\u200d\ufeff\u2060\u00a0\u3000\u2800\u3164\n"}
+
+
+@pytest.mark.parametrize("text", INVISIBLE.values(), ids=INVISIBLE.keys())
+def test_a_text_of_invisible_characters_is_empty(text: str) -> None:
+    given(MESSAGE).when(post(text * 3)).then_rejects(DomainError, field="text")
+    given(MESSAGE, POSTED).when(Edit(actor_id="ada", text=text, workspace_members=MEMBERS)).then_rejects(
+        DomainError, field="text")
+    assert given(MESSAGE).when(post(text, file_ids=("f1",))).result[0].text == ""  # files with no text
+
+
+def test_invisible_characters_inside_a_visible_text_stay() -> None:
+    assert given(MESSAGE).when(post("\u200bhi\u200d\U0001f44b")).result[0].text == "\u200bhi\u200d\U0001f44b"
+
+
 def test_post_allows_the_longest_text_and_newlines() -> None:
     given(MESSAGE).when(post("x" * MAX_TEXT)).then(
         MessagePosted(message_id="m1", channel_id="c1", workspace_id="w1", author_id="ada", text="x" * MAX_TEXT))
