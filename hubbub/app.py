@@ -38,6 +38,7 @@ from hubbub.lane import PostLane
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
 from infra.blob_sweep import LeftoverSweeper
+from infra.client_address import parse_trusted_proxies
 from infra.blobs import open_blob_store
 from infra.eventstore.port import EventStore
 from infra.images import Thumbnailer
@@ -105,7 +106,8 @@ def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar
     )
     # Litestar runs its middleware list only for matched routes; a 404 needs a request id too. The
     # post lane answers well-formed posts past Litestar's per-request machinery (hubbub/lane.py).
-    app.asgi_handler = RequestContext(PostLane(app.asgi_handler, app, API_PREFIX, settings.max_request_bytes))
+    app.asgi_handler = RequestContext(PostLane(app.asgi_handler, app, API_PREFIX, settings.max_request_bytes),
+                                      parse_trusted_proxies(settings.trusted_proxies))
     return app
 
 

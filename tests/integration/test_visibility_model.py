@@ -497,7 +497,8 @@ async def api(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[
     """The app with a posting limit no state machine reaches (rate limits have tests of their own)."""
     settings_ = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
                               redis_url=service_urls["redis"], insecure_fast_passwords=True,
-                              rate_post_per_s=1000.0, rate_post_burst=1000, db_pool_max=20)
+                              rate_post_per_s=1000.0, rate_post_burst=1000, db_pool_max=20,
+                              rate_register_per_s=1000.0, rate_register_burst=1000)
     async with AsyncTestClient(create_app(settings_)) as client:
         yield client
 
