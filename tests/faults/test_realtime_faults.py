@@ -58,8 +58,7 @@ async def gateways(cluster: NatsCluster, service_urls: dict[str, str], migrated_
                    tmp_path: Path) -> AsyncIterator[list[GatewayProcess]]:
     env = {"HUBBUB_DATABASE_URL": migrated_url, "HUBBUB_NATS_URL": cluster.url, "HUBBUB_REDIS_URL": service_urls["redis"],
            "HUBBUB_INSECURE_FAST_PASSWORDS": "true", "HUBBUB_RATE_POST_PER_S": "1000",
-           "HUBBUB_RATE_POST_BURST": "1000", "HUBBUB_RATE_REGISTER_PER_S": "1000", "HUBBUB_RATE_REGISTER_BURST": "1000",
-           "HUBBUB_WS_HEARTBEAT_S": str(HEARTBEAT_S)}
+           "HUBBUB_RATE_POST_BURST": "1000", "HUBBUB_WS_HEARTBEAT_S": str(HEARTBEAT_S)}
     started = [GatewayProcess(name, env, tmp_path / f"gateway-{name}.log") for name in "AB"]
     try:
         await started[0].start()
