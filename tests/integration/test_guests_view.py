@@ -13,7 +13,7 @@ from tests.integration.conftest import User
 from tests.integration.messaging_helpers import (
     API, Team, add_to_channel, at, create_channel, join_workspace, open_dm, problem,
 )
-from tests.integration.test_realtime import api, server, team_of, ws  # noqa: F401 - fixtures
+from tests.integration.test_realtime import api, server, team_of, ws  # api, server: fixtures
 from tests.integration.test_realtime_presence import _presence
 
 __all__ = ["api", "server"]
