@@ -19,6 +19,7 @@ peer itself: ``hubbub serve`` runs uvicorn with ``proxy_headers=False`` (uvicorn
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -96,6 +97,7 @@ def _forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
     return entries
 
 
+@functools.lru_cache(maxsize=4096)  # the same few peers ask again and again (3 us a parse, per request)
 def _address(text: str) -> Address | None:
     """An address as proxies write it (``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1``,
     ``[2001:db8::1]:5678``); None for anything else."""

@@ -66,7 +66,7 @@ async def guests_seeing(conn: psycopg.AsyncConnection, people: list[str]) -> lis
     """``(workspace_id, guest_id, person_id)`` for each of ``people`` and each guest of a
     workspace of theirs who sees them (themselves included)."""
     cur = await conn.execute(_GUESTS_SEEING, {"people": people})
-    return [tuple(row) for row in await cur.fetchall()]  # type: ignore[misc]
+    return [(workspace_id, guest_id, person_id) for workspace_id, guest_id, person_id in await cur.fetchall()]
 
 
 _HIDDEN_FROM_GUEST = f"""
