@@ -36,10 +36,18 @@ class Server:
     notes: list[str] = field(default_factory=list)
 
 
+SETUP_SETTINGS = {"HUBBUB_RATE_REGISTER_PER_S": "1000000", "HUBBUB_RATE_REGISTER_BURST": "1000000"}
+"""Set-up registers up to thousands of accounts from one address. Given only to a tree whose
+settings have them (``bench.ab``'s base may predate them, and would refuse to start)."""
+
+
 def server_env(urls: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
     env |= {"HUBBUB_DATABASE_URL": urls["postgres"], "HUBBUB_NATS_URL": urls["nats"],
             "HUBBUB_REDIS_URL": urls["redis"], "HUBBUB_LOG_FORMAT": "json"}
+    tree = Path(overrides.get("PYTHONPATH") or Path(__file__).resolve().parent.parent)
+    known = (tree / "infra" / "settings.py").read_text()
+    env |= {k: v for k, v in SETUP_SETTINGS.items() if k.removeprefix("HUBBUB_").lower() in known}
     return env | overrides
 
 

@@ -21,7 +21,8 @@ from commands.shell import CommandShell, Context
 from domain import account, session
 from domain.errors import DomainError, NotFound
 from domain.session import Principal
-from commands.ratelimits import check_login
+from commands.ratelimits import check_login, check_register
+from infra.client_address import request_client_address
 from infra.http import with_position
 from infra.ids import new_id
 from infra.passwords import MAX_LENGTH, Passwords, check_password
@@ -77,10 +78,18 @@ class AuthController(Controller):
     @post("/register", status_code=201, operation_id="register")
     async def register(
         self, request: Request, data: JSONBody[RegisterBody], shell: NamedDependency[CommandShell],
-        passwords: NamedDependency[Passwords],
+        passwords: NamedDependency[Passwords], limiter: NamedDependency[RateLimiter],
+        settings: NamedDependency[Settings],
     ) -> Response[AuthOut]:
+        # Cheapest first, the argon2 hash last: a request that fails a field check, the limit, or
+        # finds the email taken never costs a hash. The limit comes before the lookup, as the
+        # answer says whether an email has an account.
         email = account.check_email(data.email)
-        register = account.Register(new_id(), email, data.display_name, await passwords.hash(check_password(data.password)))
+        account.check_display_name(data.display_name)
+        password = check_password(data.password)
+        await check_register(limiter, settings, request_client_address(request.scope))
+        account.check_free((await shell.load(account.ACCOUNT, account.account_stream(email))).state)
+        register = account.Register(new_id(), email, data.display_name, await passwords.hash(password))
         token = new_token()
         start = session.Start(new_id(), register.user_id, device_of(request, None))
         position, (registered, _) = await shell.decide_many(
@@ -99,7 +108,7 @@ class AuthController(Controller):
         settings: NamedDependency[Settings],
     ) -> Response[AuthOut]:
         # Before the password is even looked at: the limit is what bounds online guessing.
-        await check_login(limiter, settings, request.client.host if request.client else "unknown", data.email)
+        await check_login(limiter, settings, request_client_address(request.scope), data.email)
         found = (await shell.load(account.ACCOUNT, account.account_stream(data.email))).state
         if not await passwords.verify(found.password_hash, data.password[: MAX_LENGTH + 1]):
             raise WrongCredentials("the email or the password is wrong")

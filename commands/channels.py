@@ -8,6 +8,7 @@ Creating and renaming claim the name in the same atomic append as the channel ev
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Any
 
 import msgspec
@@ -32,7 +33,9 @@ from domain import readstate as rs
 from domain import workspace as ws
 from domain.errors import Forbidden, NotFound
 from domain.session import Principal
+from infra.consistency import ReadConsistency
 from infra.http import with_position
+from readapi.visibility import hidden_from_guest
 
 UserIds = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
                     msgspec.Meta(min_length=1, max_length=100)]
@@ -83,6 +86,20 @@ async def workspace_of(shell: CommandShell, workspace_id: str) -> ws.Workspace:
     return (await shell.load(ws.WORKSPACE, workspace_stream(workspace_id))).state
 
 
+async def roles_seen_by(pool: AsyncConnectionPool, consistency: ReadConsistency, principal: Principal,
+                        members: dict[str, str], workspace_id: str, people: Collection[str]) -> dict[str, str | None]:
+    """Each of ``people`` -> their role in the workspace as the caller may know it: None for
+    strangers and, when the caller is a guest, for the people a guest does not see
+    (``readapi/visibility.guest_sees``, read from the read models as of the caller's position)."""
+    roles = access.visible_roles(members, people)
+    if members.get(principal.user_id) != "guest":
+        return roles
+    await consistency.wait(principal.since_position)
+    async with pool.connection() as conn:
+        hidden = await hidden_from_guest(conn, workspace_id, principal.user_id, sorted(people))
+    return {u: None if u in hidden else r for u, r in roles.items()}
+
+
 async def channel_and_role(shell: CommandShell, channel_id: str, user_id: str) -> tuple[ch.Channel, str | None]:
     if not access.looks_like_id(channel_id):
         raise NotFound("no such channel")
@@ -129,13 +146,15 @@ class WorkspaceChannelCommands(Controller):
 
     @post("/dms", status_code=201, operation_id="openDirectMessage")
     async def open_dm(self, request: Request, workspace_id: FromPath[str], data: JSONBody[UsersBody],
-                      principal: NamedDependency[Principal],
-                      shell: NamedDependency[CommandShell]) -> Response[CreatedOut]:
+                      principal: NamedDependency[Principal], shell: NamedDependency[CommandShell],
+                      pool: NamedDependency[AsyncConnectionPool],
+                      consistency: NamedDependency[ReadConsistency]) -> Response[CreatedOut]:
         me = principal.user_id
         members = (await workspace_of(shell, workspace_id)).members
         people = frozenset(data.user_ids) | {me}
         channel_id = ch.dm_channel_id(workspace_id, people)
-        command = ch.CreateDM(channel_id, workspace_id, me, frozenset(data.user_ids), access.visible_roles(members, people))
+        roles = await roles_seen_by(pool, consistency, principal, members, workspace_id, people)
+        command = ch.CreateDM(channel_id, workspace_id, me, frozenset(data.user_ids), roles)
         stream = ch.channel_stream(channel_id)
         outcome = await shell.handle(ch.CHANNEL, stream, command, context(request, principal))
         position = await position_of(shell, ch.CHANNEL, stream, outcome)
@@ -193,12 +212,14 @@ class ChannelCommands(Controller):
 
     @post("/members", status_code=200, operation_id="addChannelMembers")
     async def add_members(self, request: Request, channel_id: FromPath[str], data: JSONBody[UsersBody],
-                          principal: NamedDependency[Principal],
-                          shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
+                          principal: NamedDependency[Principal], shell: NamedDependency[CommandShell],
+                          pool: NamedDependency[AsyncConnectionPool],
+                          consistency: NamedDependency[ReadConsistency]) -> Response[PositionOut]:
         channel, role = await channel_and_role(shell, channel_id, principal.user_id)
         assert channel.workspace_id is not None
         members = (await workspace_of(shell, channel.workspace_id)).members
-        command = ch.AddMembers(principal.user_id, role, access.visible_roles(members, set(data.user_ids)))
+        roles = await roles_seen_by(pool, consistency, principal, members, channel.workspace_id, set(data.user_ids))
+        command = ch.AddMembers(principal.user_id, role, roles)
         position, _ = await run(shell, channel_id, command, context(request, principal))
         return answered(position)
 

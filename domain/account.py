@@ -78,9 +78,14 @@ def evolve(state: Account, event: Event) -> Account:
     return state
 
 
-def decide(state: Account, command: Register) -> Sequence[Event]:
+def check_free(state: Account) -> None:
+    """Refuse an address that has an account (also asked before the password is hashed)."""
     if state.user_id is not None:
         raise EmailTaken("this email is already registered; log in instead", field="email")
+
+
+def decide(state: Account, command: Register) -> Sequence[Event]:
+    check_free(state)
     return [
         AccountRegistered(
             user_id=command.user_id,

@@ -39,6 +39,7 @@ from hubbub.request_rules import CompleteAllow, JsonRequest
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
 from infra.blob_sweep import LeftoverSweeper
+from infra.client_address import parse_trusted_proxies
 from infra.blobs import open_blob_store
 from infra.eventstore.port import EventStore
 from infra.images import Thumbnailer
@@ -109,7 +110,8 @@ def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar
     # post lane answers well-formed posts past Litestar's per-request machinery (hubbub/lane.py);
     # OPTIONS answers get every method of their path in Allow (hubbub/request_rules.py).
     litestar = CompleteAllow(app.asgi_handler, app)
-    app.asgi_handler = RequestContext(PostLane(litestar, app, API_PREFIX, settings.max_request_bytes))
+    app.asgi_handler = RequestContext(PostLane(litestar, app, API_PREFIX, settings.max_request_bytes),
+                                      parse_trusted_proxies(settings.trusted_proxies))
     return app
 
 

@@ -38,6 +38,14 @@ bigger ones close the socket with 1009.
 Both servers also turn permessage-deflate off: uvicorn compresses every frame again for every
 socket, so one message to 10,000 sockets was compressed 10,000 times (bench/realtime.py: ~42% of
 a worker, fan-out to 10,000 in 31 s instead of 1.3 s, twice the memory per socket)."""
+UVICORN_OPTIONS: dict[str, Any] = {
+    "log_config": None, "access_log": False, "lifespan": "on", "ws_max_size": WS_MAX_BYTES,
+    "ws_per_message_deflate": False, "ws": "realtime.wire:GatewayProtocol", "ws_ping_interval": None,
+    # The app works out the client's address itself, trusting only HUBBUB_TRUSTED_PROXIES
+    # (infra/client_address.py); uvicorn's own rewrite trusts X-Forwarded-For from 127.0.0.1.
+    "proxy_headers": False,
+}
+"""How both servers run uvicorn (tests that serve the app over a real socket use it too)."""
 _URLS = {"database_url": "HUBBUB_DATABASE_URL (postgresql://...)", "nats_url": "HUBBUB_NATS_URL (nats://...)",
          "redis_url": "HUBBUB_REDIS_URL (redis://...)"}
 
@@ -219,9 +227,7 @@ def _url_host(host: str) -> str:
 def _run(settings: Settings, stop: list[int], note: str) -> int:
     from hubbub.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES,
-                            ws_per_message_deflate=False, ws="realtime.wire:GatewayProtocol", ws_ping_interval=None)
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, **UVICORN_OPTIONS)
     try:
         _event_loop_run(_Server(config, stop, note).serve())
     except SystemExit as exc:  # uvicorn exits this way when the app or the socket fails at start
@@ -261,6 +267,5 @@ def _run_workers(settings: Settings, workers: int) -> int:
     print(f"Hubbub is starting {workers} workers at http://{_url_host(settings.host)}:{settings.port} "
           "(Ctrl-C to stop)", flush=True)
     uvicorn.run("hubbub.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_config=None, access_log=False, lifespan="on", ws_max_size=WS_MAX_BYTES,
-                ws_per_message_deflate=False, ws="realtime.wire:GatewayProtocol", ws_ping_interval=None)
+                workers=workers, **UVICORN_OPTIONS)
     return 0

@@ -6,7 +6,9 @@ heartbeat timeout. ``PresenceFanout`` runs in every app process: it collects sta
 sweeps devices whose time is up (any process may; each change is reported once), and once a
 second publishes one ``presence.changed`` frame per workspace to ``hubbub.ws.{ws}.presence``
 for everyone whose status changed, so a 10,000-member workspace gets one frame a second, not one
-per change. Presence is ephemeral: never in the log, no position.
+per change. Guests, who see only some people (``readapi/visibility.guest_sees``), get a frame
+of their own on ``hubbub.ws.{ws}.presence.{guest}`` with those of the changes they may see.
+Presence is ephemeral: never in the log, no position.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from domain.errors import DomainError, NotFound
 from domain.session import Principal
 from infra.aio import cancel_and_wait
 from infra.presence import Change, Presence
-from readapi.visibility import workspace_role
+from readapi.visibility import GUEST_SEES, guests_seeing, workspace_role
 from realtime import subjects
 from realtime.presence_batch import Offline, PresenceChanged, grouped
 
@@ -38,8 +40,12 @@ TIMEOUT_HEARTBEATS = 2.5
 """A device is gone this many heartbeat intervals after its last sign of life (as the gateway's 4009)."""
 MAX_USER_IDS = 200
 
-_MEMBERS = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id > %s ORDER BY user_id LIMIT %s"
-_ASKED = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id = ANY(%s) ORDER BY user_id"
+_MEMBERS = "SELECT user_id FROM workspace_members m WHERE workspace_id = %(ws)s AND user_id > %(after)s {guest} " \
+           "ORDER BY user_id LIMIT %(limit)s"
+_ASKED = "SELECT user_id FROM workspace_members m WHERE workspace_id = %(ws)s AND user_id = ANY(%(asked)s) {guest} " \
+         "ORDER BY user_id"
+_FOR_MEMBERS = (_MEMBERS.format(guest=""), _ASKED.format(guest=""))
+_FOR_GUESTS = (_MEMBERS.format(guest=f"AND {GUEST_SEES}"), _ASKED.format(guest=f"AND {GUEST_SEES}"))
 _WORKSPACES_OF = "SELECT workspace_id, user_id FROM workspace_members WHERE user_id = ANY(%s)"
 _ENCODER = msgspec.json.Encoder()
 
@@ -83,15 +89,18 @@ class PresenceController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50, after: FromQuery[str] = "",
         user_ids: FromQuery[str | None] = None,
     ) -> PresenceListOut:
-        """Members' status: ``?user_ids=a,b`` for those (members only, up to 200), else a page."""
+        """Members' status: ``?user_ids=a,b`` for those (members only, up to 200), else a page.
+        A guest gets only the people they see (``readapi/visibility.guest_sees``)."""
         asked = _asked(user_ids)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
         async with pool.connection() as conn:
-            if await workspace_role(conn, workspace_id, principal.user_id) is None:
+            role = await workspace_role(conn, workspace_id, principal.user_id)
+            if role is None:
                 raise NotFound("no such workspace")
-            cur = await (conn.execute(_ASKED, (workspace_id, asked)) if asked is not None
-                         else conn.execute(_MEMBERS, (workspace_id, after, limit)))
+            page, by_id = _FOR_GUESTS if role == "guest" else _FOR_MEMBERS
+            params = {"ws": workspace_id, "after": after, "limit": limit, "asked": asked, "viewer": principal.user_id}
+            cur = await conn.execute(by_id if asked is not None else page, params)
             members = [row[0] for row in await cur.fetchall()]
         seen = await request.app.state["services"].presence.statuses(members)
         items = [PresenceOut(u, seen[u].status, seen[u].last_seen_at) for u in members]
@@ -143,12 +152,22 @@ class PresenceFanout:
         async with self._pool.connection() as conn:
             cur = await conn.execute(_WORKSPACES_OF, (list(changes),))
             rows = await cur.fetchall()
+            seen_by_guests = await guests_seeing(conn, list(changes))
         by_workspace: dict[str, list[Change]] = {}
         for workspace_id, user_id in rows:
             by_workspace.setdefault(workspace_id, []).append(changes[user_id])
         for workspace_id, items in by_workspace.items():
             await self._nats.publish(subjects.presence(workspace_id), frame(workspace_id, items))
+        await self._publish_to_guests(seen_by_guests, changes)
         log.debug("presence.published", changes=len(changes), workspaces=len(by_workspace))
+
+    async def _publish_to_guests(self, seen: list[tuple[str, str, str]], changes: dict[str, Change]) -> None:
+        """Guests hear no workspace subject: each gets a frame of its own, of the people it sees."""
+        by_guest: dict[tuple[str, str], list[Change]] = {}
+        for workspace_id, guest_id, user_id in seen:
+            by_guest.setdefault((workspace_id, guest_id), []).append(changes[user_id])
+        for (workspace_id, guest_id), items in by_guest.items():
+            await self._nats.publish(subjects.guest_presence(workspace_id, guest_id), frame(workspace_id, items))
 
 
 def frame(workspace_id: str, changes: list[Change]) -> bytes:

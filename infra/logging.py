@@ -19,6 +19,9 @@ from typing import IO, Any
 import structlog
 import structlog.tracebacks
 
+from infra.client_address import STATE_KEY as CLIENT_ADDRESS_STATE_KEY
+from infra.client_address import TrustedProxies, client_address
+
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_STATE_KEY = "request_id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -104,13 +107,15 @@ def _with_request_id(headers: list[tuple[bytes, bytes]], request_id: str) -> lis
 
 class RequestContext:
     """ASGI wrapper: a request id per HTTP request (bound for logging, echoed in the response,
-    kept in ``scope["state"]``) and one access log line when the response has been sent.
+    kept in ``scope["state"]``), the client's address (``infra/client_address.py``, kept there too,
+    for rate limits) and one access log line when the response has been sent.
 
     The request's own ``X-Request-Id`` header is replaced by that id, so what the app reads there
     (the events' ``correlation_id``) is the id the log has, never the client's raw value."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, trusted_proxies: TrustedProxies | None = None) -> None:
         self.app = app
+        self.trusted_proxies = trusted_proxies or TrustedProxies()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -118,7 +123,9 @@ class RequestContext:
             return
         request_id = request_id_from(scope.get("headers", []))
         scope["headers"] = _with_request_id(scope.get("headers", []), request_id)
-        scope.setdefault("state", {})[REQUEST_ID_STATE_KEY] = request_id
+        client = client_address(scope, self.trusted_proxies)
+        state = scope.setdefault("state", {})
+        state[REQUEST_ID_STATE_KEY], state[CLIENT_ADDRESS_STATE_KEY] = request_id, client
         status = {"code": 500}  # if the app dies before answering, the server sends a 500
         started = time.perf_counter()
 
@@ -134,4 +141,4 @@ class RequestContext:
                 await self.app(scope, receive, send_with_id)
             finally:
                 log.info("http.request", method=scope["method"], path=scope["path"], status=status["code"],
-                         duration_ms=round((time.perf_counter() - started) * 1000, 1))
+                         duration_ms=round((time.perf_counter() - started) * 1000, 1), client=client)

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from infra.client_address import parse_trusted_proxies
+
 PREFIX = "HUBBUB_"
 
 
@@ -46,6 +48,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     rate_post_burst: int = 20
     rate_login_per_s: float = 0.2
     rate_login_burst: int = 5
+    rate_login_account_attempts: int = 10  # per account from anywhere: this many at once, then this many a window
+    rate_login_account_window_s: float = 900.0
+    rate_register_per_s: float = 0.02  # registrations per client address (IPv4, or IPv6 /64)
+    rate_register_burst: int = 20
+    trusted_proxies: list[str] = []  # IPs / CIDR networks whose X-Forwarded-For is believed (none by default)
     insecure_fast_passwords: bool = False  # tests only: the cheapest argon2 parameters
     ws_heartbeat_s: float = 30.0  # clients heartbeat this often; 2.5x that without one closes with 4009
     ws_hello_timeout_s: float = 10.0
@@ -73,9 +80,11 @@ _SCHEMES = {
     "opensearch_url": ("http", "https"),
     "smtp_url": ("smtp", "smtps"),
 }
-_LISTS = {"allowed_origins"}
+_LISTS = {"allowed_origins", "trusted_proxies"}
 _URL_LISTS = {"nats_url"}  # one URL stays a str; several become a list
 _POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst",
+             "rate_login_account_attempts", "rate_login_account_window_s", "rate_register_per_s",
+             "rate_register_burst",
              "ws_heartbeat_s", "ws_hello_timeout_s", "ws_send_queue", "ws_resume_max_events",
              "max_upload_bytes", "max_image_pixels", "thumbnail_workers", "blob_sweep_grace_s")
 MAX_PRESIGNED_TTL_S = 300
@@ -101,6 +110,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError(_explain(exc)) from None
     _check_urls(settings)
     _check_ranges(settings)
+    _check_proxies(settings)
     return settings
 
 
@@ -156,6 +166,13 @@ def redacted(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.rpartition("@")[2]
     return f"{scheme}{sep}{rest}{question and '?***'}"
+
+
+def _check_proxies(settings: Settings) -> None:
+    try:
+        parse_trusted_proxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SettingsError(f"HUBBUB_TRUSTED_PROXIES: {exc}") from None
 
 
 def _check_ranges(settings: Settings) -> None:

@@ -1,5 +1,6 @@
 """Who may see which channel, as SQL over the ``workspaces`` read model: the same rule as
-``domain.access.can_see_channel``, for queries (channel lists, history, search, files).
+``domain.access.can_see_channel``, for queries (channel lists, history, search, files). And
+which people a guest sees (``GUEST_SEES``).
 
 A user sees a channel when they are a member of its workspace and either belong to the channel,
 or it is public and they are not a guest. Everything else answers 404 (never 403), so nothing
@@ -36,6 +37,49 @@ VISIBLE_CHANNEL = f"""
 SELECT c.channel_id, c.workspace_id, wm.role, cm.user_id IS NOT NULL AS member, c.archived
 FROM {VISIBLE_FROM} WHERE c.channel_id = %(channel_id)s AND {VISIBLE_WHERE}
 """
+
+
+def guest_sees(person: str, guest: str) -> str:
+    """The rule for people (docs/design/messaging-core.md, *Who may see and do what*): a guest sees
+    themselves, the workspace's owners and admins, and the members they share a channel with (any
+    kind: public, private, DM or group), nobody else in it; members, admins and owners see
+    everyone. As an SQL condition on ``person``, the alias of the person's ``workspace_members``
+    row, for the guest ``guest`` (a parameter or a column). Apply it only when the viewer is a guest."""
+    return f"""({person}.user_id = {guest} OR {person}.role IN ('owner', 'admin') OR EXISTS (
+    SELECT 1 FROM channel_members mine
+    JOIN channels shared ON shared.channel_id = mine.channel_id AND shared.workspace_id = {person}.workspace_id
+    JOIN channel_members theirs ON theirs.channel_id = mine.channel_id AND theirs.user_id = {person}.user_id
+    WHERE mine.user_id = {guest}))"""
+
+
+GUEST_SEES = guest_sees("m", "%(viewer)s")
+"""``guest_sees`` for a ``workspace_members m`` row and the guest ``%(viewer)s``."""
+
+_GUESTS_SEEING = f"""
+SELECT g.workspace_id, g.user_id, m.user_id FROM workspace_members m
+JOIN workspace_members g ON g.workspace_id = m.workspace_id AND g.role = 'guest'
+WHERE m.user_id = ANY(%(people)s) AND {guest_sees("m", "g.user_id")}
+"""
+
+
+async def guests_seeing(conn: psycopg.AsyncConnection, people: list[str]) -> list[tuple[str, str, str]]:
+    """``(workspace_id, guest_id, person_id)`` for each of ``people`` and each guest of a
+    workspace of theirs who sees them (themselves included)."""
+    cur = await conn.execute(_GUESTS_SEEING, {"people": people})
+    return [(workspace_id, guest_id, person_id) for workspace_id, guest_id, person_id in await cur.fetchall()]
+
+
+_HIDDEN_FROM_GUEST = f"""
+SELECT p FROM unnest(%(people)s::text[]) AS p WHERE NOT EXISTS (
+    SELECT 1 FROM workspace_members m WHERE m.workspace_id = %(workspace_id)s AND m.user_id = p AND {GUEST_SEES})
+"""
+
+
+async def hidden_from_guest(conn: psycopg.AsyncConnection, workspace_id: str, guest_id: str,
+                            people: list[str]) -> set[str]:
+    """Those of ``people`` the guest does not see (strangers to the workspace included)."""
+    cur = await conn.execute(_HIDDEN_FROM_GUEST, {"workspace_id": workspace_id, "viewer": guest_id, "people": people})
+    return {row[0] for row in await cur.fetchall()}
 
 
 @dataclass(frozen=True)

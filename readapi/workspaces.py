@@ -1,6 +1,7 @@
 """The caller's workspaces and a workspace's members: the query side of *Workspaces and members*
 (read models: ``workspaces``, ``workspace_members`` of projection ``workspaces``, ``users`` of
-``accounts``). A workspace the caller is not in is 404."""
+``accounts``). A workspace the caller is not in is 404; a guest's member list holds only the
+people they see (``readapi/visibility.guest_sees``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
 from infra.consistency import ReadConsistency
-from readapi.visibility import workspace_role
+from readapi.visibility import GUEST_SEES, workspace_role
 
 Limit = Annotated[int, Parameter(ge=1, le=200)]
 
@@ -32,8 +33,9 @@ JOIN workspaces w USING (workspace_id) WHERE m.user_id = %s AND m.workspace_id =
 _MEMBERS = """
 SELECT m.user_id, coalesce(u.display_name, ''), m.role FROM workspace_members m
 LEFT JOIN users u USING (user_id)
-WHERE m.workspace_id = %s AND m.user_id > %s ORDER BY m.user_id LIMIT %s
+WHERE m.workspace_id = %(workspace_id)s AND m.user_id > %(after)s {guest} ORDER BY m.user_id LIMIT %(limit)s
 """
+_MEMBERS_ALL, _MEMBERS_FOR_GUEST = _MEMBERS.format(guest=""), _MEMBERS.format(guest=f"AND {GUEST_SEES}")
 
 
 class WorkspaceOut(msgspec.Struct, frozen=True):
@@ -92,8 +94,11 @@ class WorkspaceQueries(Controller):
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
         async with pool.connection() as conn:
-            if await workspace_role(conn, workspace_id, principal.user_id) is None:
+            role = await workspace_role(conn, workspace_id, principal.user_id)
+            if role is None:
                 raise NotFound("no such workspace")
-            cur = await conn.execute(_MEMBERS, (workspace_id, after, limit))
+            cur = await conn.execute(_MEMBERS_FOR_GUEST if role == "guest" else _MEMBERS_ALL,
+                                     {"workspace_id": workspace_id, "after": after, "limit": limit,
+                                      "viewer": principal.user_id})
             items = [MemberOut(*row) for row in await cur.fetchall()]
         return MembersOut(items, items[-1].user_id if len(items) == limit else None)

@@ -2,8 +2,9 @@
 
 The rule is ``readapi/visibility.py``'s (the same SQL fragments), applied to every workspace at
 once: the user's own subject, the workspace subject of each workspace where they are more than a
-guest (guests see only the channels they were added to), and the subject of every channel they
-may see. Read from the read models, which must have passed the positions that matter.
+guest (guests see only the channels they were added to; in its place a guest hears the presence
+of the people they see, ``subjects.guest_presence``), and the subject of every channel they may
+see. Read from the read models, which must have passed the positions that matter.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE
 from realtime import subjects
 
 _SUBJECTS = f"""
-SELECT 'ws', workspace_id FROM workspace_members WHERE user_id = %(user_id)s AND role <> 'guest'
+SELECT CASE WHEN role = 'guest' THEN 'guest' ELSE 'ws' END, workspace_id FROM workspace_members
+WHERE user_id = %(user_id)s
 UNION ALL
 SELECT 'ch', c.channel_id FROM {VISIBLE_FROM} WHERE {VISIBLE_WHERE}
 """
+_SUBJECT_OF = {"ws": subjects.workspace, "ch": subjects.channel}
 
 
 async def subjects_for(conn: psycopg.AsyncConnection, user_id: str) -> set[str]:
@@ -30,7 +33,7 @@ async def subjects_for(conn: psycopg.AsyncConnection, user_id: str) -> set[str]:
     found = {sys.intern(subjects.user(user_id))}
     for kind, ident in await cur.fetchall():
         # Interned: thousands of sockets listening to the same channels share one string each.
-        found.add(sys.intern(subjects.workspace(ident) if kind == "ws" else subjects.channel(ident)))
+        found.add(sys.intern(subjects.guest_presence(ident, user_id) if kind == "guest" else _SUBJECT_OF[kind](ident)))
     return found
 
 

@@ -12,7 +12,8 @@ positions grow along the wire (one publisher), so sorting each take restores log
 
 Ephemeral events (never in the log, no position) ride on companion subjects: every channel
 subject ``hubbub.ch.{ch}`` a socket hears brings ``hubbub.ch.{ch}.typing``, and every workspace
-subject ``hubbub.ws.{ws}`` brings ``hubbub.ws.{ws}.presence``. They skip the ordering and the
+subject ``hubbub.ws.{ws}`` brings ``hubbub.ws.{ws}.presence`` (a guest, who hears no workspace
+subject, hears ``hubbub.ws.{ws}.presence.{guest}`` instead). They skip the ordering and the
 position bookkeeping: a typing frame goes straight to the listeners (not to the typer's own
 sockets); presence frames of a workspace are merged and handed out at most once a second.
 """
@@ -114,7 +115,7 @@ class Hub:
         async with self._lock:
             for subject in _with_companions(wanted):
                 if subject not in self._subs and not subjects.is_user(subject):
-                    callback = self._collect if subjects.companion_of(subject) is None else self._ephemeral
+                    callback = self._ephemeral if subjects.is_ephemeral(subject) else self._collect
                     self._subs[subject] = await self.nc.subscribe(subject, cb=callback)
                 self._refs[subject] += 1
                 self.listeners[subject].add(conn)

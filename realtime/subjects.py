@@ -56,6 +56,19 @@ def presence(workspace_id: str) -> str:
     return workspace(workspace_id) + PRESENCE_SUFFIX
 
 
+def guest_presence(workspace_id: str, user_id: str) -> str:
+    """A guest's presence.changed frames of the workspace: only the people they see (a guest
+    hears no workspace subject, and so not its presence companion)."""
+    return f"{presence(workspace_id)}.{user_id}"
+
+
+def is_ephemeral(subject: str) -> bool:
+    """Whether ``subject`` carries ephemeral events (typing, presence: no position, no order)."""
+    parts = subject.split(".")
+    guests = len(parts) == 5 and parts[1] == "ws" and parts[3] == PRESENCE_SUFFIX[1:]
+    return guests or companion_of(subject) is not None
+
+
 def ephemeral_companion(subject: str) -> str | None:
     """The subject of the ephemeral events that go with a channel or workspace subject."""
     if subject.startswith("hubbub.ch.") and subject.count(".") == 2:

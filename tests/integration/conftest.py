@@ -22,7 +22,7 @@ from infra.settings import load_settings
 async def api(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[AsyncTestClient]:
     settings = load_settings(
         {}, database_url=migrated_url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-        insecure_fast_passwords=True,
+        insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000,  # every test registers from one address
     )
     app: Litestar = create_app(settings)
     async with AsyncTestClient(app) as client:

@@ -104,7 +104,8 @@ def stand_in_projections() -> Iterator[None]:
 
 def _settings(service_urls: dict[str, str], database_url: str, **overrides):
     urls = {"database_url": database_url, "nats_url": service_urls["nats"], "redis_url": service_urls["redis"]}
-    return load_settings({}, **(urls | overrides))
+    unlimited = {"rate_register_per_s": 1000.0, "rate_register_burst": 1000}  # every test registers from one address
+    return load_settings({}, **(urls | unlimited | overrides))
 
 
 @pytest.fixture(scope="module")

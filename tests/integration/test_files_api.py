@@ -39,7 +39,7 @@ PROBLEM = "application/problem+json"
 def settings_for(service_urls: dict[str, str], url: str, blob_dir: Path, **extra: Any) -> Any:
     return load_settings({}, database_url=url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
                          insecure_fast_passwords=True, rate_post_per_s=1000.0, rate_post_burst=1000,
-                         blob_url=f"file://{blob_dir}", max_upload_bytes=CAP, **extra)
+                         rate_register_per_s=1000.0, rate_register_burst=1000, blob_url=f"file://{blob_dir}", max_upload_bytes=CAP, **extra)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ async def api(service_urls: dict[str, str], migrated_url: str, s3_server: dict[s
               prefix: str) -> AsyncIterator[AsyncTestClient]:
     settings = load_settings(
         {}, database_url=migrated_url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-        insecure_fast_passwords=True, blob_url=f"s3://{s3_server['bucket']}/{prefix}",
+        insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000, blob_url=f"s3://{s3_server['bucket']}/{prefix}",
         s3_endpoint_url=s3_server["s3_endpoint_url"], s3_region=s3_server["s3_region"],
         s3_access_key_id=s3_server["s3_access_key_id"], s3_secret_access_key=s3_server["s3_secret_access_key"],
         presigned_url_ttl_s=120,

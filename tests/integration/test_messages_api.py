@@ -31,7 +31,7 @@ V1 = "/api/v1"
 
 def _settings(service_urls: dict[str, str], url: str, **limits: float) -> object:
     return load_settings({}, database_url=url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-                         insecure_fast_passwords=True, **limits)
+                         insecure_fast_passwords=True, **({"rate_register_per_s": 1000.0, "rate_register_burst": 1000} | limits))
 
 
 @pytest.fixture(scope="module")

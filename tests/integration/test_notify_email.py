@@ -120,7 +120,8 @@ async def test_the_app_sends_email_only_with_an_smtp_url(service_urls: dict[str,
     inbox, url = smtp
     monkeypatch.setattr(notify_email, "EVERY_S", 0.1)
     settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True, smtp_url=url)
+                             redis_url=service_urls["redis"], insecure_fast_passwords=True, smtp_url=url,
+                             rate_register_per_s=1000.0, rate_register_burst=1000)
     async with AsyncTestClient(create_app(settings)) as client:
         team = await team_of(client, "Bob")
         ann, bob = team.people["Ann"], team.people["Bob"]

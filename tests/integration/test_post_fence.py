@@ -23,7 +23,7 @@ from tests.integration.messaging_helpers import (
 @pytest.fixture(scope="module")
 async def other(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[AsyncTestClient]:
     settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True)
+                             redis_url=service_urls["redis"], insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000)
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
 

@@ -201,7 +201,7 @@ async def test_the_lane_refuses_exactly_as_the_route_does(api: AsyncTestClient, 
 async def served(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app under uvicorn: a body sent in chunks arrives in several ASGI messages, as in production."""
     settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True)
+                             redis_url=service_urls["redis"], insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000)
     async with serving(settings) as address, httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as client:
         client.max_body_bytes = settings.max_request_bytes  # type: ignore[attr-defined]
         yield client

@@ -111,7 +111,8 @@ class _NoRunner:
 
 def _app(service_urls: dict[str, str], database_url: str, **overrides: str) -> Litestar:
     urls = {"database_url": database_url, "nats_url": service_urls["nats"], "redis_url": service_urls["redis"]}
-    return create_app(load_settings({}, **(urls | overrides)), api_handlers=ROUTES)
+    unlimited = {"rate_register_per_s": 1000.0, "rate_register_burst": 1000}  # every test registers from one address
+    return create_app(load_settings({}, **(urls | unlimited | overrides)), api_handlers=ROUTES)
 
 
 @pytest.fixture(scope="module")

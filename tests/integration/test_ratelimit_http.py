@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from hubbub import problems
-from commands.ratelimits import (TooManyRequests, check_login, check_post, client_network, normalised_email,
-                               retry_after_header)
+from commands.ratelimits import (TooManyRequests, check_login, check_post, check_register, client_network,
+                                 normalised_email, retry_after_header)
 from infra.embedded import free_port
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import load_settings
@@ -51,6 +51,12 @@ async def login(state: State, request: Request, data: JSONBody[Login]) -> dict:
     return {"ok": True}
 
 
+@post("/register")
+async def register(state: State, request: Request) -> dict:
+    await check_register(state.limiter, SETTINGS, request.headers.get("x-test-ip", "192.0.2.1"))
+    return {"ok": True}
+
+
 def _app(redis_url: str) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -60,7 +66,7 @@ def _app(redis_url: str) -> Litestar:
         yield
         await redis.aclose()
 
-    return Litestar([raise_429, post_message, login], exception_handlers=problems.exception_handlers(),
+    return Litestar([raise_429, post_message, login, register], exception_handlers=problems.exception_handlers(),
                     lifespan=[lifespan], logging_config=None)
 
 
@@ -138,6 +144,13 @@ async def test_without_redis_login_fails_closed_with_a_503_and_retry_after(clien
         response = await client_without_redis.post("/login", json={"email": "a@example.com"})
     body = _problem(response, 503)
     assert response.headers["retry-after"] == "5" and "try again" in body["detail"]
+
+
+async def test_without_redis_registering_fails_closed_too(client_without_redis) -> None:
+    with capture_logs():
+        response = await client_without_redis.post("/register")
+    body = _problem(response, 503)
+    assert response.headers["retry-after"] == "5" and body["detail"].startswith("Registering is briefly unavailable")
 
 
 @pytest.mark.parametrize(("ip", "network"), [

@@ -68,7 +68,8 @@ async def serving(settings: Any, ws: str = "realtime.wire:GatewayProtocol") -> A
 
 def _settings(service_urls: dict[str, str], database_url: str, **overrides: Any) -> Any:
     return load_settings({}, database_url=database_url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-                         insecure_fast_passwords=True, rate_post_per_s=1000, rate_post_burst=1000, **overrides)
+                         insecure_fast_passwords=True, rate_post_per_s=1000, rate_post_burst=1000,
+                         rate_register_per_s=1000.0, rate_register_burst=1000, **overrides)
 
 
 @pytest.fixture(scope="module")

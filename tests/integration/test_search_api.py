@@ -48,7 +48,8 @@ async def api(request: pytest.FixtureRequest, service_urls: dict[str, str],
         extra = {"search_backend": "opensearch", "opensearch_url": url,
                  "opensearch_index": f"hubbub-test-{uuid.uuid4().hex[:8]}"}
     settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True, **extra)
+                             redis_url=service_urls["redis"], insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000,
+                             **extra)
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
         if extra:

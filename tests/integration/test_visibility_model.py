@@ -6,9 +6,10 @@ leave, add and remove people, remove people from workspaces, open DMs and group 
 reply. Every command's status is the one the model predicts (API.md: 404 for what you may not
 see, 403 for what you see but may not do, 409/422 for the named rules). After every step, for
 every user, the API must show exactly what ``Model`` says they may see: the channel list (ids and
-``member``), each visible channel's history and members, each root's thread; and every channel
-the model hides is 404 on the channel, its messages and its members, every message in it 404 on
-itself and its thread.
+``member``), each visible channel's history and members, each root's thread, the people of each
+workspace (member and presence lists: a guest sees only some); and every channel the model hides
+is 404 on the channel, its messages and its members, every message in it 404 on itself and its
+thread.
 
 The model is the rules of docs/design/messaging-core.md written out plainly, on labels (``u0``,
 ``w0``, ``w0#c1``, ``m3``) so a failing run prints a story a person can read. One thing it states
@@ -111,6 +112,19 @@ class Model:
         c = self.channels[channel]
         return {u for u in c.members if self.role(c.workspace, u) is not None}
 
+    def people(self, workspace: str, user: str) -> set[str]:
+        """Whom ``user`` sees in the workspace: everyone, or for a guest themselves, the owners and
+        admins, and the people they share a conversation with (issue 16 item 21)."""
+        roles = self.roles[workspace]
+        if roles.get(user) != "guest":
+            return set(roles) if user in roles else set()
+        shared = {u for c in self.channels.values() if c.workspace == workspace and user in c.members for u in c.members}
+        return {u for u, r in roles.items() if u == user or r in ("owner", "admin") or u in shared}
+
+    def hidden_from(self, workspace: str, actor: str, people: set[str]) -> bool:
+        """Whether any of ``people`` is a stranger to ``actor`` (not in the workspace, or not seen by a guest)."""
+        return any(self.role(workspace, u) is None for u in people) or not people <= self.people(workspace, actor)
+
     def owners(self, workspace: str) -> list[str]:
         return [u for u, r in self.roles[workspace].items() if r == "owner"]
 
@@ -162,7 +176,7 @@ class Model:
         admin = RANK[self.role(c.workspace, actor) or "guest"] >= RANK["admin"]
         if not (actor in c.members or (admin and not c.private)):
             return 403
-        return 404 if self.role(c.workspace, target) is None else 200
+        return 404 if self.hidden_from(c.workspace, actor, {target}) else 200
 
     def remove(self, channel: str, actor: str, target: str) -> int:
         if actor == target:
@@ -182,7 +196,7 @@ class Model:
             return 404
         if not others - {actor}:
             return 422
-        return 404 if any(self.role(workspace, u) is None for u in others) else 200
+        return 404 if self.hidden_from(workspace, actor, others) else 200
 
     def post(self, channel: str, actor: str) -> int:
         if not self.sees(actor, channel):
@@ -452,7 +466,20 @@ class VisibilityMachine(RuleBasedStateMachine):
             return [f"{user} lists {workspace}: {response.status_code} {response.text}"]
         got = {self.labels([i["id"]])[0]: i["member"] for i in response.json()["items"]}
         want = self.model.visible(user, workspace)
-        return [] if got == want else [f"{user} lists {workspace}: API {sorted(got.items())}, model {sorted(want.items())}"]
+        differences = [] if got == want else [
+            f"{user} lists {workspace}: API {sorted(got.items())}, model {sorted(want.items())}"]
+        return differences + self.check_people(user, workspace)
+
+    def check_people(self, user: str, workspace: str) -> list[str]:
+        """The workspace's member list and presence list show the people the model says."""
+        want, differences = self.model.people(workspace, user), []
+        for what in ("members", "presence"):
+            response = self.query(f"/workspaces/{self.ids[workspace]}/{what}", user, {"limit": 200})
+            got = set(self.labels(i["user_id"] for i in response.json()["items"])) if response.status_code == 200 else None
+            if got != want:
+                differences.append(f"{user} lists {workspace}'s {what}: API {response.status_code} "
+                                   f"{sorted(got or ())}, model {sorted(want)}")
+        return differences
 
     def check_channel(self, user: str, channel: str) -> list[str]:
         if self.model.sees(user, channel):
@@ -497,7 +524,8 @@ async def api(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[
     """The app with a posting limit no state machine reaches (rate limits have tests of their own)."""
     settings_ = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
                               redis_url=service_urls["redis"], insecure_fast_passwords=True,
-                              rate_post_per_s=1000.0, rate_post_burst=1000, db_pool_max=20)
+                              rate_post_per_s=1000.0, rate_post_burst=1000, db_pool_max=20,
+                              rate_register_per_s=1000.0, rate_register_burst=1000)
     async with AsyncTestClient(create_app(settings_)) as client:
         yield client
 

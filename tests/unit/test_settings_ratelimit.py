@@ -37,3 +37,16 @@ def test_a_rate_must_be_finite(value: str) -> None:
 def test_a_malformed_rate_limit_names_the_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=rf"^{variable}: "):
         load_settings({variable: value})
+
+
+def test_account_and_registration_limit_defaults() -> None:
+    settings = load_settings({})
+    assert (settings.rate_login_account_attempts, settings.rate_login_account_window_s) == (10, 900.0)
+    assert (settings.rate_register_per_s, settings.rate_register_burst) == (0.02, 20)
+
+
+@pytest.mark.parametrize("variable", ["HUBBUB_RATE_LOGIN_ACCOUNT_ATTEMPTS", "HUBBUB_RATE_LOGIN_ACCOUNT_WINDOW_S",
+                                      "HUBBUB_RATE_REGISTER_PER_S", "HUBBUB_RATE_REGISTER_BURST"])
+def test_account_and_registration_limits_must_be_positive(variable: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{variable} must be a number > 0, not 0"):
+        load_settings({variable: "0"})
