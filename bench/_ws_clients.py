@@ -27,6 +27,7 @@ from bench._ws_http import raise_nofile
 
 MARK = b'"text":"rt:'
 PRESENCE = b'"presence.changed"'
+POSITION = b'"position":'
 HEARTBEAT = '{"op":"heartbeat"}'
 
 
@@ -43,6 +44,13 @@ class _Holder:
         self.frames = self.presence_frames = self.presence_bytes = 0
         self.closed: Counter[str] = Counter()
         self.heartbeat_s = 30.0
+        self.trails: dict[int, list[tuple[str, int, float]]] = {}
+        """Followed sockets' message frames: (text key, position, when), across their resumes."""
+        self.drops: dict[int, int] = {}
+        """Sockets to drop once their trail is this long (then resume ``gap_s`` later)."""
+        self.gap_s = 0.0
+        self.resumes: dict[int, dict] = {}
+        self._tasks: set[asyncio.Task] = set()
 
     async def serve(self, pipe) -> None:
         beats = asyncio.create_task(self._heartbeats())
@@ -58,8 +66,6 @@ class _Holder:
                 pipe.send({"error": f"{cmd}: {type(exc).__name__}: {exc}"})
 
     async def do_connect(self, indices: list[int], concurrency: int) -> dict:
-        from websockets.asyncio.client import connect
-
         gate = asyncio.Semaphore(concurrency)
         failed: Counter[str] = Counter()
         took: list[float] = []
@@ -68,30 +74,37 @@ class _Holder:
             async with gate:
                 began = time.monotonic()
                 try:
-                    handshake = await connect(self.url, compression="deflate" if self.compression else None,
-                                              proxy=None, ping_interval=None, open_timeout=120, close_timeout=5)
-                    if handshake.protocol.extensions:
-                        raise RuntimeError("the server negotiated an extension; _Lean reads plain frames only")
-                    ws = _Lean(self, idx, handshake)
-                    await ws.send(json.dumps({"op": "hello", "token": self.tokens[idx], "resume_from": None}))
-                    async with asyncio.timeout(120):
-                        while (frame := json.loads(await ws.first()))["op"] != "ready":
-                            if frame["op"] == "error":
-                                raise RuntimeError(f"error frame {frame.get('code')}")
+                    ws, _ = await self._open(idx, None)
                 except Exception as exc:  # noqa: BLE001 - counted by kind
                     code = getattr(getattr(exc, "rcvd", None), "code", None)
                     failed[f"{type(exc).__name__}{f' {code}' if code else ''}"] += 1
                     return
                 took.append(time.monotonic() - began)
-                self.heartbeat_s = float(frame.get("heartbeat_s", self.heartbeat_s))
-                self.sockets[idx] = ws
-                self.ports[idx] = ws.local_port
                 ws.reading = True
 
         began = time.monotonic()
         await asyncio.gather(*(one(i) for i in indices))
         return {"ok": len(took), "failed": dict(failed), "seconds": time.monotonic() - began,
                 "connect_s": took, "ports": {i: self.ports[i] for i in indices if i in self.ports}}
+
+    async def _open(self, idx: int, resume_from: int | None) -> tuple[_Lean, dict]:
+        """Socket ``idx`` after hello and ready (not reading yet); the ready frame."""
+        from websockets.asyncio.client import connect
+
+        handshake = await connect(self.url, compression="deflate" if self.compression else None,
+                                  proxy=None, ping_interval=None, open_timeout=120, close_timeout=5)
+        if handshake.protocol.extensions:
+            raise RuntimeError("the server negotiated an extension; _Lean reads plain frames only")
+        ws = _Lean(self, idx, handshake)
+        await ws.send(json.dumps({"op": "hello", "token": self.tokens[idx], "resume_from": resume_from}))
+        async with asyncio.timeout(120):
+            while (frame := json.loads(await ws.first()))["op"] != "ready":
+                if frame["op"] == "error":
+                    raise RuntimeError(f"error frame {frame.get('code')}")
+        self.heartbeat_s = float(frame.get("heartbeat_s", self.heartbeat_s))
+        self.sockets[idx] = ws
+        self.ports[idx] = ws.local_port
+        return ws, frame
 
     def frame(self, idx: int, raw: bytes | bytearray, start: int, end: int) -> None:
         """A text frame ``raw[start:end]`` of socket ``idx`` arrived (``_Lean``)."""
@@ -101,15 +114,44 @@ class _Holder:
             if self.recording:
                 i += len(MARK)
                 self.records.append((bytes(raw[i:raw.find(b'"', i, end)]).decode(), idx, t))
+            if self.trails and (trail := self.trails.get(idx)) is not None:
+                self._follow(idx, trail, raw, start, end, t)
         elif raw.find(PRESENCE, start, min(end, start + 120)) >= 0:
             self.presence_frames += 1
             self.presence_bytes += end - start
             if self.recording:
                 self.presence.setdefault(idx, []).append((t, end - start))
 
+    def _follow(self, idx: int, trail: list, raw: bytes | bytearray, start: int, end: int, t: float) -> None:
+        i = raw.find(MARK, start, end) + len(MARK)
+        j = raw.find(POSITION, start, min(end, start + 60)) + len(POSITION)
+        trail.append((bytes(raw[i:raw.find(b'"', i, end)]).decode(), int(raw[j:raw.find(b",", j, end)]), t))
+        if len(trail) == self.drops.get(idx):
+            del self.drops[idx]
+            self.sockets.pop(idx).drop()  # now: frames later in this read are not this client's any more
+            task = asyncio.get_running_loop().create_task(self._resume(idx, trail[-1][1], t))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _resume(self, idx: int, position: int, dropped_at: float) -> None:
+        await asyncio.sleep(self.gap_s)
+        hello_at = time.monotonic()
+        try:
+            ws, ready = await self._open(idx, position)
+        except Exception as exc:  # noqa: BLE001 - reported with the trails
+            self.resumes[idx] = {"error": f"{type(exc).__name__}: {exc}"}
+            return
+        for payload in ws.unread():  # what came with ready, before reading was on
+            self.frame(idx, payload, 0, len(payload))
+        ws.reading = True
+        self.resumes[idx] = {"dropped_at": dropped_at, "hello_at": hello_at, "ready_at": time.monotonic(),
+                             "resumed": ready.get("resumed")}
+
     def lost(self, idx: int, ws: _Lean) -> None:
         if self.sockets.get(idx) is ws:
             del self.sockets[idx]
+        if ws.dropped:
+            return  # we left it: not a close by the server
         self.closed[f"{ws.close_code} {ws.close_reason}".strip()] += 1
 
     async def _heartbeats(self) -> None:
@@ -137,7 +179,20 @@ class _Holder:
         return out
 
     async def do_count(self) -> dict:
-        return {"records": len(self.records)}
+        return {"records": len(self.records), "trailed": sum(map(len, self.trails.values()))}
+
+    async def do_follow(self, indices: list[int], drop: list[int], after: int, gap_s: float) -> dict:
+        """Keep the message frames of ``indices`` with their positions; each of ``drop`` leaves its
+        socket once it has ``after`` of them (close sent, not waited for: ``_Lean.drop``) and
+        resumes ``gap_s`` later from the last position it had."""
+        self.trails, self.resumes, self.gap_s = {i: [] for i in indices}, {}, gap_s
+        self.drops = dict.fromkeys(drop, after)
+        return {}
+
+    async def do_trails(self) -> dict:
+        out = {"trails": self.trails, "resumes": self.resumes, "not_dropped": list(self.drops)}
+        self.trails, self.drops, self.resumes = {}, {}, {}
+        return out
 
     async def do_storm(self, rate: float, start: float, seconds: float) -> dict:
         """``{"op":"presence"}`` at ``rate``/s from this process's sockets in turn (by index), away on
@@ -184,6 +239,7 @@ class _Lean(asyncio.Protocol):
         self.close_code: int | None = None
         self.close_reason = ""
         self.closing = False  # we sent close: the server's close is the reply, not to be echoed
+        self.dropped = False  # left by its client (``drop``): what still arrives is not read
         self.gone = asyncio.get_running_loop().create_future()
         self.transport.set_protocol(self)  # nothing arrives before hello: no bytes are left behind
 
@@ -211,7 +267,7 @@ class _Lean(asyncio.Protocol):
             if opcode == 0x1:
                 if self.reading:
                     self.holder.frame(self.idx, buf, start, i)
-                else:
+                elif not self.dropped:
                     self.pending.put_nowait(bytes(buf[start:i]))
             elif opcode == 0x8:
                 self._closed_by_server(bytes(buf[start:i]))
@@ -245,6 +301,22 @@ class _Lean(asyncio.Protocol):
 
     async def send(self, text: str) -> None:
         self._write(0x81, text.encode())
+
+    def unread(self) -> list[bytes]:
+        """Text frames that came before ``reading`` was on (after ready: a resume's replay)."""
+        out = []
+        while not self.pending.empty():
+            out.append(self.pending.get_nowait())
+        return out
+
+    def drop(self) -> None:
+        """Leave as a client that reconnects at once does: a close frame, not waited for (a client
+        that waits must read to the server's reply, behind the frames in flight); nothing that
+        arrives after it is read."""
+        self.reading, self.dropped = False, True
+        if not self.transport.is_closing():
+            self.closing = True
+            self._write(0x88, (1000).to_bytes(2, "big"))
 
     async def close(self) -> None:
         if not self.transport.is_closing() and not self.closing:
@@ -314,6 +386,21 @@ class Fleet:
 
     def count(self) -> int:
         return sum(o["records"] for o in self._all("count", [{}] * self.n))
+
+    def trailed(self) -> int:
+        return sum(o["trailed"] for o in self._all("count", [{}] * self.n))
+
+    def follow(self, indices: list[int], drop: list[int], after: int, gap_s: float) -> None:
+        """See ``_Holder.do_follow``."""
+        self._all("follow", [{"indices": [i for i in indices if i % self.n == p],
+                              "drop": [i for i in drop if i % self.n == p], "after": after, "gap_s": gap_s}
+                             for p in range(self.n)])
+
+    def trails(self) -> tuple[dict[int, list[tuple[str, int, float]]], dict[int, dict], list[int]]:
+        """The followed sockets' trails, their resumes, and those never dropped (too few frames)."""
+        outs = self._all("trails", [{}] * self.n)
+        return ({i: t for o in outs for i, t in o["trails"].items()}, {i: r for o in outs for i, r in o["resumes"].items()},
+                [i for o in outs for i in o["not_dropped"]])
 
     def storm(self, rate: float, seconds: float, lead_s: float = 1.0) -> tuple[list[tuple[int, str, float, float]], list[float]]:
         """Presence changes at ``rate``/s in total over every open socket; (what was sent, CPU s per process)."""

@@ -60,8 +60,9 @@ class Meter:
         return {"cpu_pct_of_one_core": out, "machine_cpu_pct": machine}
 
 
-def _paced_measured(ctx: Ctx, jobs: list[Job], rate: float, processes: int, cutoff_s: float = 10) -> dict:
-    pacers = Pacers(ctx.srv.base_url, jobs, rate, processes, cutoff_s=cutoff_s)
+def _paced_measured(ctx: Ctx, jobs: list[Job], rate: float, processes: int, cutoff_s: float = 10,
+                    in_flight: int = 64) -> dict:
+    pacers = Pacers(ctx.srv.base_url, jobs, rate, processes, in_flight=in_flight, cutoff_s=cutoff_s)
     time.sleep(max(0.0, pacers.start - time.monotonic()))
     meter = Meter(ctx).start()
     out = pacers.wait()

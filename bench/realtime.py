@@ -19,7 +19,12 @@ targets of issue 4 ("Performance"):
    online), 1,000 ``{"op":"presence"}`` frames/s over the sockets (away on the first pass over
    the users, active on the next, ...); the ``presence.changed`` frames each socket gets in any
    1 s, what ``PresenceFanout`` publishes on NATS (observed by a NATS client of the benchmark),
-   and how long a change takes to be published there.
+   and how long a change takes to be published there;
+5. resume under traffic (issue 16, item 23): 2,000 posts at 1,000/s offered, from 32 connections,
+   into 4 of phase 1's private channels; half of their members leave their socket after 125 of
+   their channel's messages and resume 0.3 s later from the last position they had, while the
+   posts go on: when, after the last post was answered, a resumed client has every message of
+   its channel (once, in log order; bench/_ws_resume.py).
 
 Latency is (time a frame arrived) - (time the POST was written to its socket), both from
 ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for all processes of the machine); frames are
@@ -55,6 +60,7 @@ from bench._ws_clients import Fleet
 from bench._ws_http import raise_nofile
 from bench._ws_phases import Ctx, phase_fanout, phase_latency, phase_memory
 from bench._ws_presence import phase_presence
+from bench._ws_resume import RESUME_TARGET_S, phase_resume
 from bench._ws_server import PYOBJECTS_PATH, log_summary, python_objects, settled_memory, workers
 from bench._ws_setup import build, wait_projections
 
@@ -82,6 +88,12 @@ class Plan:
     presence_rate: int
     presence_s: float
     client_processes: int
+    resume_channels: int = 4
+    resume_posts: int = 2000
+    resume_rate: int = 1000
+    resume_in_flight: int = 32
+    resume_drop_after: int = 125
+    resume_gap_s: float = 0.3
 
 
 FULL = Plan(users=10_000, latency_clients=1_000, group_size=10, post_rate=200, post_warmup_s=5, post_s=20,
@@ -130,6 +142,8 @@ def run(plan: Plan, deflate: bool, save, probe_dir: Path | None = None) -> dict:
             results["memory"]["per_socket_kib_after_fanout"] = round(
                 (after["rss"] - before_any["rss"]) / results["memory"]["open_sockets"] / 1024, 1)
             results["presence"] = phase_presence(ctx)
+            save(results)
+            results["resume"] = phase_resume(ctx)
             results["clients_end"] = fleet.stats()
             results["close"] = fleet.close()
             progress(f"clients at the end: {results['clients_end']}; closed in {results['close']['seconds']:.1f}s")
@@ -167,6 +181,7 @@ def _cpu(phase: dict) -> str:
 
 def report(r: dict) -> str:
     lat, mem, fan, pres, plan = r["latency"], r["memory"], r["fanout"], r["presence"], r["plan"]
+    res = r["resume"]
     sp, burst, pd = fan["spaced"], fan["burst"], mem["presence_after_connect"]
     n = mem["open_sockets"]
     best_rate = max((w["per_s"] or 0 for w in burst["per_worker"].values()), default=0)
@@ -199,6 +214,12 @@ def report(r: dict) -> str:
          f"{pres['sent_per_s']:,.0f}/s; {lag['p99']:.0f} ms ({pres['changes_published']:,}/{pres['sent']:,} published; "
          f"max {pres['nats_max_frames_in_1s']} frames/s on NATS)", "1,000/s; ~1-2 s",
          _v(pres["sent_per_s"] >= 0.95 * pres["offered_per_s"] and lag["p99"] <= TARGETS["presence_lag_ms"])],
+        [(f"resume under traffic: a resumed client has every message (once, in order), after the last post was "
+          f"answered ({res['resumers']} of {res['listeners']} listeners resume at once; {res['accepted_per_s']} posts/s)"),
+         (f"{'vacuous: ' if res['back_after_the_posts'] else ''}max {res['resumed']['after_last_accept_s']['max']} s "
+          f"(p50 {res['resumed']['after_last_accept_s']['p50']}; {res['resumed']['complete_once_in_order']}/"
+          f"{res['resumers']} complete; those that stayed: max {res['stayed']['after_last_accept_s']['max']} s)"),
+         f"< {RESUME_TARGET_S:g} s", "n/a" if res["back_after_the_posts"] else _v(res["ok"])],
     ]
     table = markdown_table(["what (issue 4 target)", "measured", "target", ""], rows)
     m, s = r["machine"], r["setup"]
@@ -236,6 +257,14 @@ def report(r: dict) -> str:
         f"began ({pres['seconds']:.0f} s long); {pres['sockets_with_2_in_1s']:,} sockets got two within 1 s (shortest gap "
         f"{pres['socket_gap_ms']['min']} ms, p50 {pres['socket_gap_ms']['p50']} ms); {pres['socket_kib_per_s']} KiB/s of "
         f"presence per socket. CPU: {_cpu(pres)}; per worker {pres['worker_cpu_pct']}%.",
+        (f"- Phase 5: posts {res['statuses']} at {res['accepted_per_s']}/s of {res['offered_per_s']:,}/s offered, accepted "
+         f"in p50 {res['accept_ms']['p50']:.0f} / p99 {res['accept_ms']['p99']:.0f} ms; the resumers left after "
+         f"{plan['resume_drop_after']} messages (a close frame, not waited for) and were back (ready) p50 "
+         f"{res['resumed_at_s_after_first_post']['p50']} s after the first post ({res['back_after_the_posts']} after the "
+         f"last post was answered: these test nothing), hello -> ready p50 "
+         f"{res['hello_to_ready_ms']['p50']:.0f} / max {res['hello_to_ready_ms']['max']:.0f} ms; those that stayed: "
+         f"{res['stayed']['complete_once_in_order']}/{res['stayed']['clients']} complete; never left (too few messages): "
+         f"{res['not_dropped'] or 'none'}; failed resumes: {res['resume_errors'] or 'none'}. CPU: {_cpu(res)}."),
         *([f"- Python objects (`--python-objects`: tracemalloc in the workers, which slows them and adds to their "
            f"RSS, so no other figure of this run counts): {mem['python_objects_kib_per_socket']} KiB per socket over "
            f"phase 2's connects, after a full collection."] if "python_objects_kib_per_socket" in mem else []),
