@@ -8,24 +8,33 @@ so all of a person's devices share them; the ``notifications`` projection applie
   ``PUT /me/email-notifications {enabled, delay_s?}`` (ours: email of unread mentions and DMs).
 - ``POST /notifications/read {ids}`` or ``{all: true}``: ids that are not the caller's change
   nothing (and say nothing). The event reaches the caller's other sockets as ``notifications.read``.
+  Nothing is appended when none of them is unread (the notifications read model is asked, once
+  it has caught up with the log as it was when the request came).
 A command that changes nothing appends nothing and answers the stream's last position.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
+from psycopg_pool import AsyncConnectionPool
 
 from commands.handlers import context, dispatch
 from commands.shell import CommandShell, Decided
 from domain import notify as n
 from domain.session import Principal
+from infra.consistency import ReadConsistency
 from infra.http import with_position
+from projections.notifications import any_unread
+
+NOTIFICATIONS = "notifications"
+"""The read model that knows which notifications are unread (``projections/notifications.py``)."""
 
 
 class NotifyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -120,6 +129,20 @@ class NotificationCommands(Controller):
 
     @post("/notifications/read", status_code=200, operation_id="markNotificationsRead")
     async def read(self, request: Request, data: JSONBody[ReadBody], principal: NamedDependency[Principal],
-                   shell: NamedDependency[CommandShell]) -> Response[ReadOut]:
-        decided = await decide(request, shell, principal, n.MarkRead(tuple(data.ids), data.all), data)
+                   shell: NamedDependency[CommandShell], pool: NamedDependency[AsyncConnectionPool],
+                   consistency: NamedDependency[ReadConsistency]) -> Response[ReadOut]:
+        command = n.check_read(n.MarkRead(tuple(data.ids), data.all))
+        unread = await any_unread_now(shell, pool, consistency, principal.user_id, command)
+        decided = await decide(request, shell, principal, replace(command, unread=unread), data)
         return with_position(Response(ReadOut(decided.position)), decided.position)
+
+
+async def any_unread_now(shell: CommandShell, pool: AsyncConnectionPool, consistency: ReadConsistency, user_id: str,
+                         command: n.MarkRead) -> bool:
+    """Whether ``command`` would mark anything read: asked of the notifications read model once it
+    has every event logged before this request (a notification could be in the log and not yet
+    in the table); if it is not there in time, assume so (an event too many, never one too few)."""
+    if not await consistency.watcher.wait((NOTIFICATIONS,), await shell.head(), consistency.timeout_s):
+        return True
+    async with pool.connection() as conn:
+        return await any_unread(conn, user_id, command.ids, command.all)

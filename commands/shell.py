@@ -174,6 +174,10 @@ class CommandShell:
         self._writing: set[asyncio.Task[None]] = set()
         self._one_write = asyncio.Semaphore(1)  # snapshots are written one at a time: a pool connection each
 
+    async def head(self) -> int:
+        """The log's last position."""
+        return await self._store.head()
+
     def cached(self, decider: Decider[S, Any], stream_id: str) -> _Loaded[S] | None:
         """What this process last loaded of the stream (maybe stale), without reading."""
         return self._cache.get((decider.name, stream_id))
