@@ -8,7 +8,6 @@ repeat cannot be given the first answer; a retried registration gets 409 and log
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 
 import msgspec
@@ -17,7 +16,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from psycopg_pool import AsyncConnectionPool
 
-from commands.shell import CommandShell, Context
+from commands.handlers import context, dispatch, entry
+from commands.shell import CommandShell, Plan
 from domain import account, session
 from domain.errors import DomainError, NotFound
 from domain.session import Principal
@@ -63,10 +63,6 @@ def new_token() -> str:
     return "hbt_" + secrets.token_urlsafe(32)
 
 
-def context(request: Request, actor_id: str | None) -> Context:
-    return Context(actor_id=actor_id, now=dt.datetime.now(dt.UTC), correlation_id=request.headers.get("x-request-id"))
-
-
 def device_of(request: Request, given: str | None) -> str | None:
     return given or request.headers.get("user-agent")
 
@@ -92,11 +88,9 @@ class AuthController(Controller):
         register = account.Register(new_id(), email, data.display_name, await passwords.hash(password))
         token = new_token()
         start = session.Start(new_id(), register.user_id, device_of(request, None))
-        position, (registered, _) = await shell.decide_many(
-            [(account.ACCOUNT, account.account_stream(email), [register]),
-             (session.SESSION, session.session_stream(token), [start])],
-            context(request, register.user_id),
-        )
+        decided = await shell.run(Plan((entry([register], email), entry([start], token)),
+                                       context(request, register.user_id, keys=False)))
+        registered, position = decided.states[0], decided.position
         assert registered.user_id and registered.email and registered.display_name
         user = UserOut(registered.user_id, registered.email, registered.display_name)
         return with_position(Response(AuthOut(user, token, position), status_code=201), position)
@@ -115,18 +109,17 @@ class AuthController(Controller):
         assert found.user_id and found.email and found.display_name
         token = new_token()
         start = session.Start(new_id(), found.user_id, device_of(request, data.device))
-        outcome = await shell.handle(session.SESSION, session.session_stream(token), start, context(request, found.user_id))
-        body = AuthOut(UserOut(found.user_id, found.email, found.display_name), token, outcome.position)
-        return with_position(Response(body), outcome.position)
+        decided = await dispatch(shell, context(request, found.user_id, keys=False), session.Start, token, lambda _: start)
+        body = AuthOut(UserOut(found.user_id, found.email, found.display_name), token, decided.position)
+        return with_position(Response(body), decided.position)
 
     @post("/logout", status_code=204, operation_id="logout")
     async def logout(
         self, request: Request, principal: NamedDependency[Principal], shell: NamedDependency[CommandShell]
     ) -> Response[None]:
-        outcome = await shell.handle(
-            session.SESSION, principal.session_stream, session.End("logout"), context(request, principal.user_id)
-        )
-        return with_position(Response(None, status_code=204), outcome.position)
+        decided = await dispatch(shell, context(request, principal.user_id, keys=False), session.End,
+                                 principal.session_stream, lambda _: session.End("logout"))
+        return with_position(Response(None, status_code=204), decided.position)
 
 
 # Only the caller's own, still open: anyone else's session is as missing as an unknown one.
@@ -146,7 +139,8 @@ async def revoke_session(
     if row is None or row[0] is None:
         raise NotFound("no such session (it may have ended already)")
     try:
-        outcome = await shell.handle(session.SESSION, row[0], session.End("revoked"), context(request, principal.user_id))
+        decided = await dispatch(shell, context(request, principal.user_id, keys=False), session.End, row[0],
+                                 lambda _: session.End("revoked"))
     except session.SessionGone:  # it ended meanwhile (a logout, another revoke)
         raise NotFound("no such session (it may have ended already)") from None
-    return with_position(Response(None, status_code=204), outcome.position)
+    return with_position(Response(None, status_code=204), decided.position)

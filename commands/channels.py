@@ -8,7 +8,7 @@ Creating and renaming claim the name in the same atomic append as the channel ev
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Annotated, Any
 
 import msgspec
@@ -18,19 +18,13 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from psycopg_pool import AsyncConnectionPool
 
-from commands.shell import CommandShell, Context
-from commands.workspaces import (
-    PositionOut,
-    context,
-    new_id_for,
-    position_of,
-    stream_position,
-    workspace_stream,
-)
+from commands.access import Access, channel_access, workspace_of, workspace_stream_of
+from commands.handlers import context, dispatch, entry
+from commands.shell import CommandShell, Decided, Entry, Plan
+from commands.workspaces import PositionOut, new_id_for
 from domain import access
 from domain import channel as ch
 from domain import readstate as rs
-from domain import workspace as ws
 from domain.errors import Forbidden, NotFound
 from domain.session import Principal
 from infra.consistency import ReadConsistency
@@ -82,12 +76,8 @@ class ReadOut(msgspec.Struct, frozen=True):
     position: int
 
 
-async def workspace_of(shell: CommandShell, workspace_id: str) -> ws.Workspace:
-    return (await shell.load(ws.WORKSPACE, workspace_stream(workspace_id))).state
-
-
 async def roles_seen_by(pool: AsyncConnectionPool, consistency: ReadConsistency, principal: Principal,
-                        members: dict[str, str], workspace_id: str, people: Collection[str]) -> dict[str, str | None]:
+                        members: Mapping[str, str], workspace_id: str, people: Collection[str]) -> dict[str, str | None]:
     """Each of ``people`` -> their role in the workspace as the caller may know it: None for
     strangers and, when the caller is a guest, for the people a guest does not see
     (``readapi/visibility.guest_sees``, read from the read models as of the caller's position)."""
@@ -100,26 +90,8 @@ async def roles_seen_by(pool: AsyncConnectionPool, consistency: ReadConsistency,
     return {u: None if u in hidden else r for u, r in roles.items()}
 
 
-async def channel_and_role(shell: CommandShell, channel_id: str, user_id: str) -> tuple[ch.Channel, str | None]:
-    if not access.looks_like_id(channel_id):
-        raise NotFound("no such channel")
-    channel: ch.Channel = (await shell.load(ch.CHANNEL, ch.channel_stream(channel_id))).state
-    if channel.workspace_id is None:
-        raise NotFound("no such channel")
-    role = access.role_of((await workspace_of(shell, channel.workspace_id)).members, user_id)
-    if not access.can_see_channel(role, channel, user_id):
-        raise NotFound("no such channel")
-    return channel, role
-
-
-async def run(shell: CommandShell, channel_id: str, command: Any, ctx: Context) -> tuple[int, ch.Channel]:
-    stream = ch.channel_stream(channel_id)
-    outcome = await shell.handle(ch.CHANNEL, stream, command, ctx)
-    return await position_of(shell, ch.CHANNEL, stream, outcome), outcome.state
-
-
-def answered(position: int, status_code: int = 200) -> Response[PositionOut]:
-    return with_position(Response(PositionOut(position), status_code=status_code), position)
+def answered(decided: Decided, status_code: int = 200) -> Response[PositionOut]:
+    return with_position(Response(PositionOut(decided.position), status_code=status_code), decided.position)
 
 
 class WorkspaceChannelCommands(Controller):
@@ -130,19 +102,20 @@ class WorkspaceChannelCommands(Controller):
     async def create(self, request: Request, workspace_id: FromPath[str], data: JSONBody[CreateBody],
                      principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[CreatedOut]:
-        ctx = context(request, principal)
         me = principal.user_id
-        role = access.role_of((await workspace_of(shell, workspace_id)).members, me)
-        if role is None:
-            raise NotFound("no such workspace")
+        ctx = context(request, me, data)
         channel_id = new_id_for(ctx, "channel")
-        create = ch.CreateChannel(channel_id, workspace_id, data.name, me, role, data.private, data.topic)
-        position, states = await shell.decide_many([
-            (ch.CHANNEL, ch.channel_stream(channel_id), [create]),
-            (ch.NAME, ch.name_stream(workspace_id, ch.check_name(data.name)), [ch.Claim(channel_id)]),
-        ], ctx)
-        body = CreatedOut(channel_id, states[0].name, "channel", position)
-        return with_position(Response(body, status_code=201), position)
+
+        async def plan(_: bool) -> Plan:
+            role = access.role_of((await workspace_of(shell, workspace_id)).members, me)
+            if role is None:
+                raise NotFound("no such workspace")
+            create = ch.CreateChannel(channel_id, workspace_id, data.name, me, role, data.private, data.topic)
+            return Plan((entry([create], channel_id), entry([ch.Claim(channel_id)], workspace_id, ch.check_name(data.name))), ctx)
+
+        decided = await shell.run(plan)
+        body = CreatedOut(channel_id, decided.states[0].name, "channel", decided.position)
+        return with_position(Response(body, status_code=201), decided.position)
 
     @post("/dms", status_code=201, operation_id="openDirectMessage")
     async def open_dm(self, request: Request, workspace_id: FromPath[str], data: JSONBody[UsersBody],
@@ -150,17 +123,19 @@ class WorkspaceChannelCommands(Controller):
                       pool: NamedDependency[AsyncConnectionPool],
                       consistency: NamedDependency[ReadConsistency]) -> Response[CreatedOut]:
         me = principal.user_id
-        members = (await workspace_of(shell, workspace_id)).members
+        workspace_stream_of(workspace_id)  # 404 for an id that cannot be a workspace
         people = frozenset(data.user_ids) | {me}
         channel_id = ch.dm_channel_id(workspace_id, people)
-        roles = await roles_seen_by(pool, consistency, principal, members, workspace_id, people)
-        command = ch.CreateDM(channel_id, workspace_id, me, frozenset(data.user_ids), roles)
-        stream = ch.channel_stream(channel_id)
-        outcome = await shell.handle(ch.CHANNEL, stream, command, context(request, principal))
-        position = await position_of(shell, ch.CHANNEL, stream, outcome)
-        body = CreatedOut(channel_id, None, outcome.state.kind, position)
-        created = bool(outcome.events) and not outcome.repeated
-        return with_position(Response(body, status_code=201 if created else 200), position)
+
+        async def make(_: None) -> ch.CreateDM:
+            members = (await workspace_of(shell, workspace_id)).members
+            roles = await roles_seen_by(pool, consistency, principal, members, workspace_id, people)
+            return ch.CreateDM(channel_id, workspace_id, me, frozenset(data.user_ids), roles)
+
+        decided = await dispatch(shell, context(request, me, data), ch.CreateDM, channel_id, make)
+        body = CreatedOut(channel_id, None, decided.states[0].kind, decided.position)
+        created = bool(decided.events[0]) and not decided.repeated
+        return with_position(Response(body, status_code=201 if created else 200), decided.position)
 
 
 class ChannelCommands(Controller):
@@ -172,80 +147,93 @@ class ChannelCommands(Controller):
                      principal: NamedDependency[Principal],
                      shell: NamedDependency[CommandShell]) -> Response[UpdatedOut]:
         me = principal.user_id
-        channel, role = await channel_and_role(shell, channel_id, me)
-        commands: list[Any] = []
-        entries: list[Any] = []
-        if isinstance(data.name, str):
-            commands.append(ch.Rename(me, role, data.name))
-        if isinstance(data.topic, str):
-            commands.append(ch.SetTopic(me, role, data.topic))
-        entries.append((ch.CHANNEL, ch.channel_stream(channel_id), commands))
-        if isinstance(data.name, str) and access.can_see_channel(role, channel, me) and channel.kind == "channel":
-            new = ch.check_name(data.name)
-            if new != channel.name and channel.workspace_id and channel.name:
-                entries.append((ch.NAME, ch.name_stream(channel.workspace_id, new), [ch.Claim(channel_id)]))
-                entries.append((ch.NAME, ch.name_stream(channel.workspace_id, channel.name), [ch.Release(channel_id)]))
-        position, states = await shell.decide_many(entries, context(request, principal))
-        state: ch.Channel = states[0]
-        return with_position(Response(UpdatedOut(channel_id, state.name, state.topic, position)), position)
+
+        async def plan(_: bool) -> Plan:
+            found = await channel_access(shell, channel_id, me)
+            return Plan(update_entries(found, channel_id, me, data), ctx)
+
+        ctx = context(request, me, data)
+        decided = await shell.run(plan)
+        state: ch.Channel = decided.states[0]
+        body = UpdatedOut(channel_id, state.name, state.topic, decided.position)
+        return with_position(Response(body), decided.position)
 
     @post("/archive", status_code=200, operation_id="archiveChannel")
     async def archive(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
                       shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
-        _, role = await channel_and_role(shell, channel_id, principal.user_id)
-        position, _ = await run(shell, channel_id, ch.Archive(principal.user_id, role), context(request, principal))
-        return answered(position)
+        me = principal.user_id
+        return answered(await dispatch(shell, context(request, me), ch.Archive, channel_id,
+                                       lambda found: ch.Archive(me, found.role)))
 
     @post("/join", status_code=200, operation_id="joinChannel")
     async def join(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
                    shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
-        _, role = await channel_and_role(shell, channel_id, principal.user_id)
-        position, _ = await run(shell, channel_id, ch.Join(principal.user_id, role), context(request, principal))
-        return answered(position)
+        me = principal.user_id
+        return answered(await dispatch(shell, context(request, me), ch.Join, channel_id,
+                                       lambda found: ch.Join(me, found.role)))
 
     @post("/leave", status_code=200, operation_id="leaveChannel")
     async def leave(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
                     shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
-        _, role = await channel_and_role(shell, channel_id, principal.user_id)
-        position, _ = await run(shell, channel_id, ch.Leave(principal.user_id, role), context(request, principal))
-        return answered(position)
+        me = principal.user_id
+        return answered(await dispatch(shell, context(request, me), ch.Leave, channel_id,
+                                       lambda found: ch.Leave(me, found.role)))
 
     @post("/members", status_code=200, operation_id="addChannelMembers")
     async def add_members(self, request: Request, channel_id: FromPath[str], data: JSONBody[UsersBody],
                           principal: NamedDependency[Principal], shell: NamedDependency[CommandShell],
                           pool: NamedDependency[AsyncConnectionPool],
                           consistency: NamedDependency[ReadConsistency]) -> Response[PositionOut]:
-        channel, role = await channel_and_role(shell, channel_id, principal.user_id)
-        assert channel.workspace_id is not None
-        members = (await workspace_of(shell, channel.workspace_id)).members
-        roles = await roles_seen_by(pool, consistency, principal, members, channel.workspace_id, set(data.user_ids))
-        command = ch.AddMembers(principal.user_id, role, roles)
-        position, _ = await run(shell, channel_id, command, context(request, principal))
-        return answered(position)
+        me = principal.user_id
+
+        async def make(found: Access) -> ch.AddMembers:
+            assert found.channel.workspace_id is not None
+            people = set(data.user_ids)
+            roles = await roles_seen_by(pool, consistency, principal, found.roles, found.channel.workspace_id, people)
+            return ch.AddMembers(me, found.role, roles)
+
+        return answered(await dispatch(shell, context(request, me, data), ch.AddMembers, channel_id, make))
 
     @delete("/members/{user_id:str}", status_code=200, operation_id="removeChannelMember")
     async def remove_member(self, request: Request, channel_id: FromPath[str], user_id: FromPath[str],
                             principal: NamedDependency[Principal],
                             shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
-        _, role = await channel_and_role(shell, channel_id, principal.user_id)
-        command = ch.RemoveMember(principal.user_id, role, user_id)
-        position, _ = await run(shell, channel_id, command, context(request, principal))
-        return answered(position)
+        me = principal.user_id
+        return answered(await dispatch(shell, context(request, me), ch.RemoveMember, channel_id,
+                                       lambda found: ch.RemoveMember(me, found.role, user_id)))
 
     @post("/read", status_code=200, operation_id="markChannelRead")
     async def read(self, request: Request, channel_id: FromPath[str], data: JSONBody[ReadBody], principal: NamedDependency[Principal],
                    shell: NamedDependency[CommandShell],
                    pool: NamedDependency[AsyncConnectionPool]) -> Response[ReadOut]:
         me = principal.user_id
-        channel, role = await channel_and_role(shell, channel_id, me)
-        if not access.is_channel_member(role, channel, me):
-            raise Forbidden("join the channel to keep a read marker in it")
-        command = rs.MoveReadMarker(channel_id, data.seq, await last_seq(pool, channel_id))
-        stream = rs.user_stream(me)
-        outcome = await shell.handle(rs.READ_STATE, stream, command, context(request, principal))
-        position = outcome.position or await stream_position(shell, rs.READ_STATE, stream)
-        body = ReadOut(channel_id, outcome.state.marker(channel_id), position)
-        return with_position(Response(body), position)
+
+        async def make(found: Access) -> rs.MoveReadMarker:
+            if not access.is_channel_member(found.role, found.channel, me):
+                raise Forbidden("join the channel to keep a read marker in it")
+            return rs.MoveReadMarker(channel_id, data.seq, await last_seq(pool, channel_id))
+
+        decided = await dispatch(shell, context(request, me, data), rs.MoveReadMarker, channel_id, make, on=me)
+        body = ReadOut(channel_id, decided.states[0].marker(channel_id), decided.position)
+        return with_position(Response(body), decided.position)
+
+
+def update_entries(found: Access, channel_id: str, me: str, data: UpdateBody) -> list[Entry]:
+    """The channel's rename and topic, and for a rename the new name's claim and the old one's
+    release, in the same append."""
+    channel, role = found.channel, found.role
+    commands: list[Any] = []
+    if isinstance(data.name, str):
+        commands.append(ch.Rename(me, role, data.name))
+    if isinstance(data.topic, str):
+        commands.append(ch.SetTopic(me, role, data.topic))
+    entries: list[Entry] = [(ch.CHANNEL, ch.channel_stream(channel_id), commands)]
+    if isinstance(data.name, str) and channel.kind == "channel":
+        new = ch.check_name(data.name)
+        if new != channel.name and channel.workspace_id and channel.name:
+            entries.append(entry([ch.Claim(channel_id)], channel.workspace_id, new))
+            entries.append(entry([ch.Release(channel_id)], channel.workspace_id, channel.name))
+    return entries
 
 
 async def last_seq(pool: AsyncConnectionPool, channel_id: str) -> int:

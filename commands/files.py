@@ -7,7 +7,8 @@ after. Any failure before or at the append (a bad body, a limit, a rejected appe
 what was written, so an aborted upload leaves neither a blob nor metadata. The one exception is
 an append whose outcome is unknown (the connection broke during it): the blobs stay, since the
 event may reference them. Under an ``Idempotency-Key`` the file id is derived from the key, and a
-repeat is answered from the first upload without reading the body.
+repeat has its body hashed, not stored: the same file is answered from the first upload, another
+one is 422.
 
 Attaching (``file_ids`` on a post) appends ``file.shared`` to each file's stream in the same
 ``append_many`` as ``message.posted``: the message and its files' visibility come together or
@@ -17,7 +18,6 @@ not at all. Deleting the message appends ``file.unshared`` the same way.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import secrets
 import time
 import uuid
@@ -31,16 +31,18 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
+from commands.access import workspace_role
 from commands.file_purge import purge
+from commands.handlers import context, context_of, dispatch
 from commands.shell import CommandShell, Context, Entry
-from commands.uploads import Limits, Received, body_chunks, boundary_of, receive_file
+from commands.uploads import Limits, Received, body_chunks, boundary_of, hash_only, receive_file
 from domain import access
 from domain import file as f
 from domain.errors import DomainError, NotFound
 from domain.filetypes import is_image
+from domain.idempotency import KEYS, key_stream
 from domain.message import could_be_id
 from domain.session import Principal
-from domain.workspace import WORKSPACE, workspace_stream
 from hubbub.auth import authenticate
 from hubbub.deps import Services, services_of
 from infra.blobs import BlobStore, BlobWriter
@@ -111,18 +113,6 @@ class Stored:
             await asyncio.shield(self.blobs.delete(self.keys))
 
 
-def context(request: Request, principal: Principal, key: str | None = None) -> Context:
-    return Context(actor_id=principal.user_id, now=dt.datetime.now(dt.UTC),
-                   correlation_id=request.headers.get("x-request-id"), idempotency_key=key)
-
-
-async def workspace_role(shell: CommandShell, workspace_id: str, user_id: str) -> str | None:
-    if not could_be_id(workspace_id):
-        return None
-    workspace = (await shell.load(WORKSPACE, workspace_stream(workspace_id))).state
-    return access.role_of(workspace.members, user_id)
-
-
 async def limits_for(services: Services, workspace_id: str) -> Limits:
     quota = services.settings.workspace_quota_bytes
     if quota is None:
@@ -181,18 +171,16 @@ class FileCommands(Controller):
         limits.check_body(content_length(request))
         key = request.headers.get("idempotency-key")
         file_id = upload_file_id(workspace_id, user, key) if key else new_id()
-        if key is not None:
-            loaded = await services.shell.load(f.FILE, f.file_stream(file_id))
-            if loaded.state.uploaded is not None:  # a repeat: the first answer, the body unread
-                return with_position(Response(uploaded_out(loaded.state.uploaded, loaded.last_position),
-                                              status_code=201), loaded.last_position)
+        if key is not None and (await services.shell.load(KEYS, key_stream(user, key))).version > 0:
+            return await repeated_upload(request, services.shell, user, file_id, boundary, limits)
         stored = Stored(services.blobs, f"{workspace_id}/{file_id}/{secrets.token_hex(8)}")
         with services.uploads.hold(workspace_id, min(content_length(request) or 0, limits.cap)):
             received, extra = await store_upload(request, services, stored, boundary, limits)
         command = f.Upload(file_id=file_id, workspace_id=workspace_id, uploader_id=user, name=received.name,
                            size=received.size, mime=received.mime, sha256=received.sha256,
                            storage_key=stored.original, **extra)  # type: ignore[arg-type]
-        outcome = await append_upload(services.shell, stored, command, context(request, principal, key), key is None)
+        ctx = context(request, user, file_body(received))
+        outcome = await append_upload(services.shell, stored, command, ctx, key is None)
         assert outcome.state.uploaded is not None
         log.info("file.uploaded", file_id=file_id, workspace_id=workspace_id, size=received.size, mime=received.mime,
                  position=outcome.position)
@@ -207,19 +195,40 @@ class FileCommands(Controller):
         user, shell = principal.user_id, services.shell
         if not could_be_id(file_id):
             raise NotFound("no such file")
-        state = (await shell.load(f.FILE, f.file_stream(file_id))).state
-        role = await workspace_role(shell, state.workspace_id or "", user)
-        if state.file_id is None or role is None:
-            raise NotFound("no such file")
-        sees = state.uploader_id == user
-        if not sees:
-            async with services.pool.connection() as conn:
-                sees = await shared_with(conn, file_id, user)
-        command = f.Delete(actor_id=user, actor_is_admin=access.is_admin(role), actor_sees_file=sees)
-        outcome = await shell.handle(f.FILE, f.file_stream(file_id), command, context(request, principal))
-        position = outcome.position or (await shell.load(f.FILE, f.file_stream(file_id))).last_position
-        await purge(shell, services.blobs, file_id, context(request, principal))
-        return with_position(Response(FileDeletedOut(file_id, True, position)), position)
+
+        async def make(_: None) -> f.Delete:
+            state = (await shell.load(f.FILE, f.file_stream(file_id))).state
+            role = await workspace_role(shell, state.workspace_id or "", user)
+            if state.file_id is None or role is None:
+                raise NotFound("no such file")
+            sees = state.uploader_id == user
+            if not sees:
+                async with services.pool.connection() as conn:
+                    sees = await shared_with(conn, file_id, user)
+            return f.Delete(actor_id=user, actor_is_admin=access.is_admin(role), actor_sees_file=sees)
+
+        decided = await dispatch(shell, context(request, user), f.Delete, file_id, make)
+        await purge(shell, services.blobs, file_id, context_of(user, request.headers.get))  # not the request's key
+        return with_position(Response(FileDeletedOut(file_id, True, decided.position)), decided.position)
+
+
+def file_body(received: Received) -> dict[str, str]:
+    """What an upload's Idempotency-Key is tied to besides the route: the file's name and bytes."""
+    return {"name": received.name, "sha256": received.sha256}
+
+
+async def repeated_upload(request: Request, shell: CommandShell, user: str, file_id: str, boundary: bytes,
+                          limits: Limits) -> Response[UploadedOut]:
+    """An upload under a used key: the body is read for its hash only, nothing is stored; the same
+    file is answered as the first time, any other request under the key is 422. (Within the size
+    cap only: the quota already counts the first upload.)"""
+    received = await receive_file(body_chunks(request.receive, Limits(limits.cap)), boundary, Limits(limits.cap),
+                                  hash_only)
+    decided = await shell.replay([(f.FILE, f.file_stream(file_id), ())], context(request, user, file_body(received)))
+    assert decided is not None, "the key's record exists"
+    uploaded = decided.states[0].uploaded
+    assert uploaded is not None  # the same request: an upload of this file under this id
+    return with_position(Response(uploaded_out(uploaded, decided.position), status_code=201), decided.position)
 
 
 async def store_upload(request: Request, services: Services, stored: Stored, boundary: bytes,

@@ -12,45 +12,44 @@ projection in log order, so the route waits (at most ``read_wait_timeout_s``) fo
 position and reads it; if the projection is that late the answer is still 201, with ``seq: null``
 (the message is in the log; the seq arrives with it in history and over the WebSocket).
 A ``client_msg_id`` (or, without one, an ``Idempotency-Key``) makes the message id
-``uuid5(channel, author, key)`` and the event id deterministic, so a retry appends nothing and
-gets the first answer.
+``uuid5(channel, author, key)``, so a retry appends nothing and gets the first answer; the same
+key with another body is 422 (``commands/idempotency.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Callable, Collection
-from dataclasses import replace
+from collections.abc import Callable
+from typing import assert_never
 
 import msgspec
 from litestar import Controller, Request, Response, delete, patch, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from commands.shell import CommandShell, Context, backoff
+from commands.access import Access, access_of, channel_access, message_access, must_be_member
+from commands.handlers import context, context_of, dispatch, entry
+from commands.idempotency import Key, fingerprint, keyed
+from commands.shell import CommandShell, Plan
 from domain import access
 from domain import message as m
-from domain.channel import CHANNEL, Channel, channel_stream, visible, writable
+from domain.channel import CHANNEL, channel_stream, writable
 from domain.emoji import check_emoji
-from domain.errors import DomainError, Forbidden, NotFound
 from domain.session import Principal
 from domain.session import SESSION
-from domain.workspace import WORKSPACE, Workspace, workspace_stream
+from domain.workspace import WORKSPACE, workspace_stream
 from hubbub.auth import authenticate, principal_of, session_stream_of
 from commands.ratelimits import check_post
 from commands.here import here_online
 from hubbub.deps import Services, services_of
 from commands.files import share_entries, unshare_entries
 from infra.http import with_position
-from infra.eventstore import WrongExpectedVersion
 from infra.ids import new_id
 from infra.consistency import ReadConsistency
 from readapi.seqs import SeqLookup
 
 READ_MODEL = "messages"
-POST_ATTEMPTS = 3
-"""A post decided on cached session, channel and workspace states, then on read ones (twice)."""
+POST = "postMessage"
 
 
 HeaderGet = Callable[[str], "str | None"]
@@ -93,32 +92,6 @@ class ReactionOut(msgspec.Struct, frozen=True):
     position: int
 
 
-class Access(msgspec.Struct, frozen=True):
-    channel: Channel
-    role: str | None
-    members: Collection[str]
-
-
-def context(request: Request, principal: Principal, key: str | None = None) -> Context:
-    return context_of(principal.user_id, request.headers.get, key)
-
-
-def context_of(user_id: str, header: HeaderGet, key: str | None = None) -> Context:
-    return Context(actor_id=user_id, now=dt.datetime.now(dt.UTC), correlation_id=header("x-request-id"),
-                   idempotency_key=key)
-
-
-async def channel_access(shell: CommandShell, channel_id: str, user_id: str) -> Access:
-    """The channel as the caller may see it (404 otherwise), their role and the workspace's members."""
-    if not m.could_be_id(channel_id):
-        raise NotFound("no such channel")
-    channel = (await shell.load(CHANNEL, channel_stream(channel_id))).state
-    if channel.channel_id is None or channel.workspace_id is None:
-        raise NotFound("no such channel")
-    workspace = (await shell.load(WORKSPACE, workspace_stream(channel.workspace_id))).state
-    return _access(channel, workspace, user_id)
-
-
 async def caller_and_channel(shell: CommandShell, authorization: str | None, channel_id: str,
                              *, trust_cache: bool = False) -> tuple[Principal, Access, list[tuple[str, int]]]:
     """``authenticate`` then ``channel_access``, in ONE read of the session, channel and workspace
@@ -139,31 +112,7 @@ async def caller_and_channel(shell: CommandShell, authorization: str | None, cha
         caller, channel, workspace = await shell.load_many(wanted)
     principal = principal_of(session, caller)  # first: nothing is said about the channel to a stranger
     expect = [(stream, loaded.version) for (_, stream), loaded in zip(wanted, (caller, channel, workspace), strict=True)]
-    return principal, _access(channel.state, workspace.state, principal.user_id), expect
-
-
-def _access(channel: Channel, workspace: Workspace, user_id: str) -> Access:
-    role = access.role_of(workspace.members, user_id)
-    visible(channel, user_id, role)
-    return Access(channel, role, workspace.members.keys())  # a view: no copy of every member per post
-
-
-def must_be_member(found: Access, user_id: str, doing: str) -> None:
-    if not access.is_channel_member(found.role, found.channel, user_id):
-        raise Forbidden(f"join this channel to {doing}")
-
-
-async def message_access(shell: CommandShell, message_id: str, user_id: str) -> tuple[m.Message, Access]:
-    """The message and its channel, or 404 if either is missing or the channel is not visible."""
-    if not m.could_be_id(message_id):
-        raise NotFound("no such message")
-    message = (await shell.load(m.MESSAGE, m.message_stream(message_id))).state
-    if not message.exists or message.channel_id is None:
-        raise NotFound("no such message")
-    try:
-        return message, await channel_access(shell, message.channel_id, user_id)
-    except NotFound:
-        raise NotFound("no such message") from None
+    return principal, access_of(channel.state, workspace.state, principal.user_id), expect
 
 
 async def thread_root(shell: CommandShell, root_id: str | None) -> m.Message | None:
@@ -174,11 +123,6 @@ async def thread_root(shell: CommandShell, root_id: str | None) -> m.Message | N
     if not m.could_be_id(root_id):
         return m.Message()
     return (await shell.load(m.MESSAGE, m.message_stream(root_id))).state
-
-
-async def stream_position(shell: CommandShell, stream_id: str) -> int:
-    """The latest position of a stream: the answer of a command that changed nothing."""
-    return (await shell.load(m.MESSAGE, stream_id)).last_position
 
 
 class MessagesController(Controller):
@@ -200,33 +144,36 @@ class MessagesController(Controller):
         self, request: Request, message_id: FromPath[str], data: JSONBody[EditBody], principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[EditedOut]:
-        user = principal.user_id
-        _, found = await message_access(shell, message_id, user)
-        writable(found.channel, user, found.role)
-        must_be_member(found, user, "edit messages in it")
-        ctx = context(request, principal)
-        command = m.Edit(actor_id=user, text=data.text, workspace_members=found.members)
-        outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, ctx)
-        position = outcome.position or await stream_position(shell, m.message_stream(message_id))
-        edited_at = ctx.now if outcome.events else None
-        return with_position(Response(EditedOut(message_id, edited_at, position)), position)
+        me = principal.user_id
+
+        def edit(found: tuple[m.Message, Access]) -> m.Edit:
+            where = found[1]
+            writable(where.channel, me, where.role)
+            must_be_member(where, me, "edit messages in it")
+            return m.Edit(actor_id=me, text=data.text, workspace_members=where.members)
+
+        ctx = context(request, me, data)
+        decided = await dispatch(shell, ctx, m.Edit, message_id, edit)
+        edited_at = ctx.now if decided.events[0] else None
+        return with_position(Response(EditedOut(message_id, edited_at, decided.position)), decided.position)
 
     @delete("/messages/{message_id:str}", status_code=200, operation_id="deleteMessage")
     async def delete_message(
         self, request: Request, message_id: FromPath[str], principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[DeletedOut]:
-        user = principal.user_id
-        message, found = await message_access(shell, message_id, user)
-        writable(found.channel, user, found.role)
-        command = m.Delete(actor_id=user, actor_is_admin=access.is_admin(found.role))
-        if message.file_ids:  # the files stop being visible through this message, in the same append
-            entries = [(m.MESSAGE, m.message_stream(message_id), [command]), *unshare_entries(message.file_ids, message_id)]
-            position, _ = await shell.decide_many(entries, context(request, principal))
-        else:
-            outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal))
-            position = outcome.position or await stream_position(shell, m.message_stream(message_id))
-        return with_position(Response(DeletedOut(message_id, True, position)), position)
+        me = principal.user_id
+
+        async def plan(_: bool) -> Plan:
+            # The files stop being visible through this message in the same append.
+            message, where = await message_access(shell, message_id, me)
+            writable(where.channel, me, where.role)
+            command = m.Delete(actor_id=me, actor_is_admin=access.is_admin(where.role))
+            return Plan((entry([command], message_id), *unshare_entries(message.file_ids, message_id)), ctx)
+
+        ctx = context(request, me)
+        decided = await shell.run(plan)
+        return with_position(Response(DeletedOut(message_id, True, decided.position)), decided.position)
 
     @put("/messages/{message_id:str}/reactions/{emoji:str}", operation_id="addReaction")
     async def add_reaction(
@@ -245,81 +192,76 @@ class MessagesController(Controller):
 
 async def react(request: Request, shell: CommandShell, principal: Principal, message_id: str,
                 command: m.React | m.Unreact) -> Response[ReactionOut]:
-    user = principal.user_id
-    _, found = await message_access(shell, message_id, user)
-    writable(found.channel, user, found.role)
-    if isinstance(command, m.React):
-        must_be_member(found, user, "react in it")
-    outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, context(request, principal))
-    position = outcome.position or await stream_position(shell, m.message_stream(message_id))
-    body = ReactionOut(message_id, check_emoji(command.emoji), isinstance(command, m.React), position)
-    return with_position(Response(body), position)
+    me = principal.user_id
 
+    def checked(found: tuple[m.Message, Access]) -> m.React | m.Unreact:
+        where = found[1]
+        writable(where.channel, me, where.role)
+        match command:
+            case m.React():
+                must_be_member(where, me, "react in it")
+            case m.Unreact():
+                pass  # taking one's reaction back needs no membership
+            case _:
+                assert_never(command)
+        return command
 
-async def post_with_files(ctx: Context, services: Services, command: m.Post, key: str | None) -> int:
-    """The post and a ``file.shared`` on each file's stream, in one append (all or nothing).
-    Under a client key the message id stands in for it: it is unique per channel and author,
-    while the same client_msg_id may share the same file in another channel."""
-    m.check_files(command.file_ids)
-    entries = [(m.MESSAGE, m.message_stream(command.message_id), [command]),
-               *await share_entries(services, list(command.file_ids), command.author_id, command.workspace_id,
-                                    command.channel_id, command.message_id)]
-    position, _ = await services.shell.decide_many(entries, replace(ctx, idempotency_key=key and command.message_id))
-    return position
+    decided = await dispatch(shell, context(request, me), type(command), message_id, checked)
+    body = ReactionOut(message_id, check_emoji(command.emoji), isinstance(command, m.React), decided.position)
+    return with_position(Response(body), decided.position)
 
 
 async def accept_post(services: Services, header: HeaderGet, channel_id: str, data: PostBody) -> PostedOut:
     """``POST /channels/{ch}/messages``: decided, appended and answered with the seq the
-    ``messages`` projection gave it. ``header`` looks up a request header by lower-case name."""
-    shell, consistency = services.shell, services.consistency
+    ``messages`` projection gave it. ``header`` looks up a request header by lower-case name.
+
+    The first attempt decides on what this process holds of the session, channel and workspace,
+    without reading them. The append expects their versions, so if one moved meanwhile (revoked,
+    removed, archived...) nothing is written, and a refusal is only answered once decided on a
+    read: the shell's next attempt makes the plan again, reading them."""
+    shell, limited, message_id = services.shell, False, ""
     authorization = header("authorization")
-    # First on what this process holds of the session, channel and workspace, without reading
-    # them. The append expects their versions, so if one moved meanwhile (revoked, removed,
-    # archived...) nothing is written; and a refusal is only answered once decided on a read.
-    # The next attempt reads them and decides again.
-    limited = False
-    for attempt in range(1, POST_ATTEMPTS + 1):
-        held = attempt == 1 and not data.file_ids
-        try:
-            principal, found, expect = await caller_and_channel(shell, authorization, channel_id, trust_cache=held)
-            writable(found.channel, principal.user_id, found.role)
-            must_be_member(found, principal.user_id, "post in it")
-            if not limited:
-                await check_post(services.limiter, services.settings, principal.user_id)
-                limited = True
-            message_id, position = await _append_post(header, services, principal, found, expect, channel_id, data)
-        except DomainError:
-            if not held:
-                raise
-            continue
-        except WrongExpectedVersion as exc:
-            if attempt == POST_ATTEMPTS or exc.stream_id not in dict(expect):
-                raise
-            await asyncio.sleep(backoff(attempt - 1) if attempt > 1 else 0)
-            continue
-        break
-    seq = await seq_of(services.seqs, consistency, message_id, position)
+
+    async def plan(trust_cache: bool) -> Plan:
+        nonlocal limited, message_id
+        principal, found, expect = await caller_and_channel(shell, authorization, channel_id, trust_cache=trust_cache)
+        user = principal.user_id
+        writable(found.channel, user, found.role)
+        must_be_member(found, user, "post in it")
+        if not limited:
+            await check_post(services.limiter, services.settings, user)
+            limited = True
+        message_id, key = post_key(header, user, channel_id, data)
+        online = await here_online(services.presence, data.text, found.channel.members & found.members, user)
+        command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
+                         author_id=user, text=data.text, workspace_members=found.members,
+                         thread_root_id=data.thread_root_id, root=await thread_root(shell, data.thread_root_id),
+                         file_ids=tuple(data.file_ids), client_msg_id=data.client_msg_id, online_ids=online)
+        entries = [entry([command], message_id)]
+        if data.file_ids:  # the post and a ``file.shared`` on each file's stream, in one append
+            m.check_files(command.file_ids)
+            entries += await share_entries(services, list(command.file_ids), user, command.workspace_id, channel_id,
+                                           message_id)
+        return Plan(entries, context_of(user, header, key), expect, new=key is None)
+
+    position = (await shell.run(plan, cached_first=not data.file_ids)).position
+    seq = await seq_of(services.seqs, services.consistency, message_id, position)
     return PostedOut(message_id, seq, position)
 
 
-async def _append_post(header: HeaderGet, services: Services, principal: Principal, found: Access,
-                       expect: list[tuple[str, int]], channel_id: str, data: PostBody) -> tuple[str, int]:
-    shell, user = services.shell, principal.user_id
-    key = m.check_client_msg_id(data.client_msg_id) or header("idempotency-key")
-    message_id = m.client_message_id(channel_id, user, key) if key else new_id()
-    root = await thread_root(shell, data.thread_root_id)
-    command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
-                     author_id=user, text=data.text, workspace_members=found.members,
-                     thread_root_id=data.thread_root_id, root=root, file_ids=tuple(data.file_ids),
-                     client_msg_id=data.client_msg_id,
-                     online_ids=await here_online(services.presence, data.text, found.channel.members & found.members,
-                                                  user))
-    ctx = context_of(user, header, key)
-    if data.file_ids:
-        return message_id, await post_with_files(ctx, services, command, key)
-    outcome = await shell.handle(m.MESSAGE, m.message_stream(message_id), command, ctx, new=key is None,
-                                 expect=expect)
-    return message_id, outcome.position
+def post_key(header: HeaderGet, user_id: str, channel_id: str, data: PostBody) -> tuple[str, Key | None]:
+    """The message id, and the post's idempotency key: its ``client_msg_id`` (recorded by the
+    message it names), else its Idempotency-Key (recorded on the caller's key stream)."""
+    client = m.check_client_msg_id(data.client_msg_id)
+    given = client or header("idempotency-key")
+    if given is None:
+        return new_id(), None
+    message_id = m.client_message_id(channel_id, user_id, given)
+    params = {"channel_id": channel_id}
+    if client is None:
+        return message_id, keyed(user_id, given, POST, params, data)
+    return message_id, Key(m.message_stream(message_id), fingerprint(POST, params, data), POST, "client_msg_id",
+                           "client_msg_id")
 
 
 async def seq_of(seqs: SeqLookup, consistency: ReadConsistency, message_id: str, position: int) -> int | None:

@@ -1,9 +1,15 @@
-"""The one command shell: load the stream, fold it, decide, append with the expected version.
+"""The one command shell: load the streams, fold them, decide, append with the expected versions.
 
-A conflicting append (someone else wrote the stream since we loaded it) is retried by catching
-up and deciding again, a bounded number of times, never by overwriting. A command carrying an
-idempotency key gets deterministic event ids, so a repeat returns the first answer and appends
-nothing, even when the state has moved on since and deciding again would give another answer.
+``run`` is the one retry loop of every command. A conflicting append (someone else wrote a
+stream since we loaded it) is retried by loading and deciding again, a bounded number of times,
+never by overwriting. A plan made by a function (``Planner``) is made again on each attempt, so
+what it read to decide (the caller's session, the channel, the workspace: ``Plan.expect``) is read
+again too; the post route decides its first attempt on states this process holds without reading
+them (``cached_first``), and a refusal from those is only answered once decided on read ones.
+Under an idempotency key a repeat returns the first answer and appends nothing, even when the
+state has moved on since and deciding again would give another answer; another request under a
+used key is 422 (``commands/idempotency.py``). A command that changes nothing appends nothing and
+answers the last position of its streams.
 """
 
 from __future__ import annotations
@@ -13,24 +19,25 @@ import datetime as dt
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import structlog
 
 from commands import snapshots as snap
+from commands.idempotency import Key, KeyReused, event_ids, nth_id
 from domain.decider import Decider
+from domain.errors import DomainError
 from domain.events import Event, EventMeta, NewEvent, RecordedEvent, UnknownEvent
+from domain.idempotency import KEYS, KeyUsed
 from infra.eventstore import EventStore, WrongExpectedVersion
-from infra.eventstore.port import StreamAppend
+from infra.eventstore.port import AppendResult, DuplicateEventId, StreamAppend
 
 log = structlog.get_logger(__name__)
 
 S = TypeVar("S")
 C = TypeVar("C")
-
-IDEMPOTENCY_NAMESPACE = uuid.UUID("0b5f3c1e-6a56-4f7e-9d1e-2f3a7c0d9b11")
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class Context:
     now: dt.datetime
     correlation_id: str | None = None
     causation_id: str | None = None
-    idempotency_key: str | None = None
+    key: Key | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,43 @@ class Outcome(Generic[S]):
     version: int
     state: S
     events: Sequence[Event]
+    repeated: bool = False
+
+
+Entry = tuple[Decider[Any, Any], str, Sequence[Any]]
+"""A stream to decide on: its decider, its id, and the commands to decide in turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One attempt's decision: each entry's commands decided in turn on its stream (the first
+    rejection wins, so put the stream that checks visibility first), every stream's events
+    appended at once, all or none."""
+
+    entries: Sequence[Entry]
+    ctx: Context
+    expect: Sequence[tuple[str, int]] = ()
+    """Other streams the decision read, at the versions it read them (``EventStore.append_many``)."""
+    new: bool = False
+    """The first entry's stream was just made up from a fresh random id: nothing to read (the
+    append still expects it empty, so a wrong guess is a conflict)."""
+
+
+Planner = Callable[[bool], Awaitable[Plan]]
+"""Makes an attempt's plan; its argument says whether it may decide on states this process holds
+without reading them (``CommandShell.cached``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    position: int
+    """To answer with: of the last event appended; for a repeat, as the first time; for a
+    command that changed nothing, the last position of its streams."""
+    states: list[Any]
+    """Each entry's state after the command."""
+    versions: list[int]
+    events: list[Sequence[Event]]
+    """Each entry's new events (none for a repeat)."""
     repeated: bool = False
 
 
@@ -102,10 +146,6 @@ def _fold(decider: Decider[S, Any], loaded: _Loaded[S], tail: Sequence[RecordedE
     return _Loaded(state, tail[-1].version, positions, first, tail[-1].position, loaded.snapshot_version)
 
 
-Entry = tuple[Decider[Any, Any], str, Sequence[Any]]
-"""A stream to decide on: its decider, its id, and the commands to decide in turn."""
-
-
 def backoff(attempt: int) -> float:
     """Seconds to wait before attempt ``attempt + 1`` after a conflict: random (so that rivals
     de-synchronise), growing from 4 ms to at most 100 ms. Ten attempts ride out a burst on one
@@ -123,25 +163,6 @@ def _decide_all(decider: Decider[Any, Any], state: Any, commands: Sequence[Any])
     return events, state
 
 
-def _repeated(entries: Sequence[Entry], loaded: Sequence[_Loaded[Any]], ctx: Context) -> int | None:
-    if ctx.idempotency_key is None:
-        return None
-    positions = [lo.positions.get(_nth_id(stream, ctx.idempotency_key, 0)) for (_, stream, _), lo in zip(entries, loaded, strict=True)]
-    found = [p for p in positions if p is not None]
-    return max(found) if found else None
-
-
-def _nth_id(stream_id: str, key: str, index: int) -> uuid.UUID:
-    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{stream_id}\n{key}\n{index}")
-
-
-def event_ids(stream_id: str, key: str | None, count: int) -> list[uuid.UUID]:
-    """Random ids, or, under an idempotency key, the same ids for the same stream and key."""
-    if key is None:
-        return [uuid.uuid4() for _ in range(count)]
-    return [_nth_id(stream_id, key, i) for i in range(count)]
-
-
 class CommandShell:
     def __init__(self, store: EventStore, cache: StateCache | None = None, max_attempts: int = 10,
                  snapshots: snap.SnapshotStore | None = None, snapshot_every: int = snap.EVERY) -> None:
@@ -152,6 +173,10 @@ class CommandShell:
         self._snapshots, self._snapshot_every = snapshots, snapshot_every
         self._writing: set[asyncio.Task[None]] = set()
         self._one_write = asyncio.Semaphore(1)  # snapshots are written one at a time: a pool connection each
+
+    async def head(self) -> int:
+        """The log's last position."""
+        return await self._store.head()
 
     def cached(self, decider: Decider[S, Any], stream_id: str) -> _Loaded[S] | None:
         """What this process last loaded of the stream (maybe stale), without reading."""
@@ -220,123 +245,154 @@ class CommandShell:
         while self._writing:
             await asyncio.gather(*self._writing, return_exceptions=True)
 
+    # -- deciding ------------------------------------------------------------------------------
+
     async def handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
                      *, new: bool = False, expect: Sequence[tuple[str, int]] = ()) -> Outcome[S]:
-        """Decide and append; raises the decider's DomainError unchanged on a rejection.
-        ``new``: the caller just made ``stream_id`` up from a fresh random id, so there is nothing
-        to read (the append still expects an empty stream, so a wrong guess is a conflict).
-        ``expect``: other streams the caller's decision read, at the versions it read them (see
-        ``EventStore.append_many``); if one has moved, ``WrongExpectedVersion`` names it and is
-        not retried here: the caller must read again and decide again."""
-        # Commands on one stream from this process take turns, so they never conflict with each
-        # other; only writers in other processes can, and those conflicts are retried.
-        lock = self._locks.setdefault(stream_id, asyncio.Lock())
-        try:
-            async with lock:
-                return await self._handle(decider, stream_id, command, ctx, new, expect)
-        finally:
-            if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
-                self._locks.pop(stream_id, None)
-
-    async def _handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
-                      new: bool = False, expect: Sequence[tuple[str, int]] = ()) -> Outcome[S]:
-        for attempt in range(1, self._max_attempts + 1):
-            fresh = new and attempt == 1 and ctx.idempotency_key is None
-            loaded = _Loaded(decider.initial) if fresh else await self.load(decider, stream_id)
-            repeat = self._repeat_of(stream_id, ctx, loaded)
-            if repeat is not None:
-                return repeat
-            events = decider.decide(loaded.state, command)
-            if not events:
-                return Outcome(0, loaded.version, loaded.state, ())
-            try:
-                return await self._append(decider, stream_id, loaded, events, ctx, expect)
-            except WrongExpectedVersion as exc:
-                if attempt == self._max_attempts or exc.stream_id != stream_id:
-                    raise
-                await asyncio.sleep(backoff(attempt))
-        raise AssertionError("unreachable")
-
-    def _repeat_of(self, stream_id: str, ctx: Context, loaded: _Loaded[S]) -> Outcome[S] | None:
-        if ctx.idempotency_key is None:
-            return None
-        first = event_ids(stream_id, ctx.idempotency_key, 1)[0]
-        if first not in loaded.positions:
-            return None
-        # The first attempt appended ids 0..n-1 of this key; its answer was the last one's position.
-        position, index = loaded.positions[first], 1
-        while (following := _nth_id(stream_id, ctx.idempotency_key, index)) in loaded.positions:
-            position, index = loaded.positions[following], index + 1
-        return Outcome(position, loaded.version, loaded.state, (), repeated=True)
-
-    async def _append(
-        self, decider: Decider[S, C], stream_id: str, loaded: _Loaded[S], events: Sequence[Event], ctx: Context,
-        expect: Sequence[tuple[str, int]] = (),
-    ) -> Outcome[S]:
-        meta = EventMeta(
-            actor_id=ctx.actor_id, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id, occurred_at=ctx.now
-        )
-        ids = event_ids(stream_id, ctx.idempotency_key, len(events))
-        new = [NewEvent(event=e, event_id=i, meta=meta) for e, i in zip(events, ids, strict=True)]
-        result = await self._store.append(stream_id, new, loaded.version, expect=expect)
-        state = loaded.state
-        for event in events:
-            state = decider.evolve(state, event)
-        return Outcome(result.position, result.version, state, events)
+        """Decide one command on one stream and append; raises the decider's DomainError unchanged
+        on a rejection. ``new``, ``expect``: as in ``Plan``; a plan that is not made again cannot
+        get past a conflict on an ``expect`` stream, so that ``WrongExpectedVersion`` is raised."""
+        decided = await self.run(Plan(((decider, stream_id, (command,)),), ctx, expect, new))
+        return Outcome(decided.position, decided.versions[0], decided.states[0], decided.events[0], decided.repeated)
 
     async def decide_many(self, entries: Sequence[Entry], ctx: Context) -> tuple[int, list[Any]]:
-        """Decide each entry's commands in turn on its stream (the first rejection wins, so put
-        the stream that checks visibility first) and append every stream's events at once, all
-        or none; a conflict on any of them reloads and decides again, like ``handle``. Returns the
-        position to answer with and each stream's new state. A repeat under an idempotency key
-        appends nothing and answers the first position."""
-        streams = sorted({stream_id for _, stream_id, _ in entries})
-        locks = [self._locks.setdefault(s, asyncio.Lock()) for s in streams]  # sorted: no deadlock
-        try:
-            for lock in locks:
-                await lock.acquire()
-            return await self._decide_many(entries, ctx)
-        finally:
-            for stream_id, lock in zip(streams, locks, strict=True):
-                if lock.locked():
-                    lock.release()
-                if not lock.locked() and not lock._waiters:  # noqa: SLF001 - drop idle locks
-                    self._locks.pop(stream_id, None)
+        """``run`` of one plan: the position to answer with and each entry's new state."""
+        decided = await self.run(Plan(entries, ctx))
+        return decided.position, decided.states
 
-    async def _decide_many(self, entries: Sequence[Entry], ctx: Context) -> tuple[int, list[Any]]:
+    async def run(self, plan: Plan | Planner, *, cached_first: bool = False) -> Decided:
+        """Make the plan (each attempt, if ``plan`` makes it), decide, append; on a conflict load
+        and decide again, up to ``max_attempts`` times. ``cached_first``: the first attempt's plan
+        may be decided on held states, and a rejection of it is decided again on read ones."""
         for attempt in range(1, self._max_attempts + 1):
-            loaded = [await self.load(decider, stream_id) for decider, stream_id, _ in entries]
-            if (repeat := _repeated(entries, loaded, ctx)) is not None:
-                return repeat, [lo.state for lo in loaded]
-            decided = [_decide_all(d, lo.state, commands) for (d, _, commands), lo in zip(entries, loaded, strict=True)]
-            writes = [(d, s, lo, events) for (d, s, _), lo, (events, _) in zip(entries, loaded, decided, strict=True) if events]
-            if not writes:
-                return max((lo.last_position for lo in loaded), default=0), [st for _, st in decided]
+            trusting = cached_first and attempt == 1 < self._max_attempts
+            if isinstance(plan, Plan):
+                current = plan
+            else:
+                try:
+                    current = await plan(trusting)
+                except DomainError:
+                    if not trusting:
+                        raise
+                    continue  # a rejection decided on held states: decide on read ones
+            key = current.ctx.key
+            streams = [stream_id for _, stream_id, _ in current.entries]
+            record = key.record if key is not None and key.record not in streams else None
+            locked = streams if len(streams) == 1 and record is None else sorted({*streams, *([record] if record else [])})
+            # Commands on one stream from this process take turns, so they never conflict with
+            # each other; only writers in other processes can, and those conflicts are retried.
+            held = await self._lock(locked)
             try:
-                outcomes = await self.commit_many(writes, ctx)
-            except WrongExpectedVersion:
-                if attempt == self._max_attempts:
+                return await self._decide(current, attempt == 1, record)
+            except DomainError:
+                if not trusting:
                     raise
-                await asyncio.sleep(backoff(attempt))
-                continue
-            return max(o.position for o in outcomes), [st for _, st in decided]
+            except (WrongExpectedVersion, DuplicateEventId) as exc:
+                if attempt == self._max_attempts or not _retryable(exc, current, plan is current):
+                    raise
+                if not trusting:  # a stale copy is no contention: read at once. The turn is kept
+                    await asyncio.sleep(backoff(attempt))  # meanwhile: this process's others wait
+            finally:
+                self._unlock(locked, held)
         raise AssertionError("unreachable")
 
-    async def commit_many(
-        self, writes: Sequence[tuple[Decider[Any, Any], str, _Loaded[Any], Sequence[Event]]], ctx: Context
-    ) -> list[Outcome[Any]]:
-        """Append decided events to several streams at once, all or none (``append_many``):
-        each at the version it was loaded at, with ids as ``_append`` makes them. A conflict
-        raises ``WrongExpectedVersion`` and writes nothing; the caller reloads and decides again."""
+    async def replay(self, entries: Sequence[Entry], ctx: Context) -> Decided | None:
+        """Under ``ctx.key``, without deciding: the first answer if the key's record holds this
+        request, 422 (``KeyReused``) if it holds another, None if the key is unused. For a route
+        that must know before it does its own work (an upload, before storing the bytes)."""
+        key = ctx.key
+        assert key is not None
+        record = None if key.record in {stream_id for _, stream_id, _ in entries} else key.record
+        wanted = [(decider, stream_id) for decider, stream_id, _ in entries] + ([(KEYS, record)] if record else [])
+        return _repeat(entries, await self.load_many(wanted), key, record)
+
+    async def _lock(self, streams: Sequence[str]) -> list[asyncio.Lock]:
+        """The streams' locks, taken in order (sorted by the caller: no deadlock)."""
+        held: list[asyncio.Lock] = []
+        try:
+            for stream_id in streams:
+                lock = self._locks.setdefault(stream_id, asyncio.Lock())
+                await lock.acquire()
+                held.append(lock)
+        except BaseException:
+            self._unlock(streams, held)
+            raise
+        return held
+
+    def _unlock(self, streams: Sequence[str], held: list[asyncio.Lock]) -> None:
+        for lock in held:
+            lock.release()
+        for stream_id in streams:  # drop idle locks
+            idle = self._locks.get(stream_id)
+            if idle is not None and not idle.locked() and not idle._waiters:  # noqa: SLF001
+                del self._locks[stream_id]
+
+    async def _decide(self, plan: Plan, first: bool, record: str | None) -> Decided:
+        entries, key = plan.entries, plan.ctx.key
+        if len(entries) == 1 and key is None:  # most commands (every post without a key): lean
+            return await self._decide_one(plan, first)
+        if plan.new and first and key is None:
+            loaded: list[_Loaded[Any]] = [_Loaded(entries[0][0].initial)]
+            loaded += await self.load_many([(decider, stream_id) for decider, stream_id, _ in entries[1:]])
+        else:
+            wanted: list[tuple[Decider[Any, Any], str]] = [(decider, stream_id) for decider, stream_id, _ in entries]
+            if record is not None:
+                wanted.append((KEYS, record))
+            loaded = await self.load_many(wanted)
+        if key is not None and (repeat := _repeat(entries, loaded, key, record)) is not None:
+            return repeat
+        decided = [_decide_all(d, lo.state, commands) for (d, _, commands), lo in zip(entries, loaded, strict=False)]
+        states = [state for _, state in decided]
+        writes = [(s, lo, events) for (_, s, _), lo, (events, _) in zip(entries, loaded, decided, strict=False) if events]
+        if not writes:
+            return Decided(max(lo.last_position for lo in loaded), states, [lo.version for lo in loaded[:len(entries)]],
+                           [() for _ in entries])
+        if key is not None and record is not None:
+            writes.append((record, loaded[-1], [KeyUsed(operation=key.operation)]))
+        results = iter(await self._append(writes, plan.ctx, plan.expect))
+        versions: list[int] = []
+        position = 0
+        for lo, (events, _) in zip(loaded, decided, strict=False):
+            version = lo.version
+            if events:
+                result = next(results)
+                version, position = result.version, max(position, result.position)
+            versions.append(version)
+        for result in results:  # the key's record: the last event appended
+            position = max(position, result.position)
+        return Decided(position, states, versions, [events for events, _ in decided])
+
+    async def _decide_one(self, plan: Plan, first: bool) -> Decided:
+        decider, stream_id, commands = plan.entries[0]
+        loaded = _Loaded(decider.initial) if plan.new and first else await self.load(decider, stream_id)
+        events, state = _decide_all(decider, loaded.state, commands)
+        if not events:
+            return Decided(loaded.last_position, [state], [loaded.version], [()])
+        [result] = await self._append([(stream_id, loaded, events)], plan.ctx, plan.expect)
+        return Decided(result.position, [state], [result.version], [events])
+
+    async def _append(self, writes: Sequence[tuple[str, _Loaded[Any], Sequence[Event]]], ctx: Context,
+                      expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
+        """Each stream's events at the version it was loaded at, all or none, with ids as
+        ``event_ids`` makes them. A conflict raises ``WrongExpectedVersion`` and writes nothing."""
         meta = EventMeta(
             actor_id=ctx.actor_id, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id, occurred_at=ctx.now
         )
-        appends = []
-        for _, stream_id, loaded, events in writes:
-            ids = event_ids(stream_id, ctx.idempotency_key, len(events))
-            new = [NewEvent(event=e, event_id=i, meta=meta) for e, i in zip(events, ids, strict=True)]
-            appends.append(StreamAppend(stream_id, new, loaded.version))
-        results = await self._store.append_many(appends)
+        appends = [StreamAppend(stream_id, [NewEvent(event=e, event_id=i, meta=meta) for e, i in
+                                            zip(events, event_ids(stream_id, ctx.key, len(events)), strict=True)],
+                                loaded.version) for stream_id, loaded, events in writes]
+        if len(appends) == 1:
+            return [await self._store.append(appends[0].stream_id, appends[0].events, appends[0].expected_version,
+                                             expect=expect)]
+        return await self._store.append_many(appends, expect=expect)
+
+    async def commit_many(
+        self, writes: Sequence[tuple[Decider[Any, Any], str, _Loaded[Any], Sequence[Event]]], ctx: Context,
+    ) -> list[Outcome[Any]]:
+        """Append decided events to several streams at once, all or none (``append_many``):
+        each at the version it was loaded at, with ids as ``event_ids`` makes them. A conflict
+        raises ``WrongExpectedVersion`` and writes nothing; the caller reloads and decides again."""
+        results = await self._append([(stream_id, loaded, events) for _, stream_id, loaded, events in writes], ctx)
         outcomes: list[Outcome[Any]] = []
         for (decider, _, loaded, events), result in zip(writes, results, strict=True):
             state = loaded.state
@@ -344,3 +400,34 @@ class CommandShell:
                 state = decider.evolve(state, event)
             outcomes.append(Outcome(result.position, result.version, state, events))
         return outcomes
+
+
+def _retryable(exc: WrongExpectedVersion | DuplicateEventId, plan: Plan, static: bool) -> bool:
+    """Whether loading and deciding again can get past ``exc``."""
+    if isinstance(exc, DuplicateEventId):  # a racing request under the key: the next load finds its record
+        return plan.ctx.key is not None
+    if not static:  # the plan is made again, from what it reads now
+        return True
+    key = plan.ctx.key
+    return exc.stream_id in {stream_id for _, stream_id, _ in plan.entries} or (key is not None and exc.stream_id == key.record)
+
+
+def _repeat(entries: Sequence[Entry], loaded: list[_Loaded[Any]], key: Key, record: str | None) -> Decided | None:
+    """The first answer if the key's record holds this request; 422 if it holds another."""
+    held = loaded[-1] if record is not None else loaded[[s for _, s, _ in entries].index(key.record)]
+    position = held.positions.get(nth_id(key.record, key, 0))
+    if position is None:
+        if held.version > 0:
+            raise KeyReused(key, held.state if record is not None else None)
+        return None
+    if record is None:  # the record is one of the streams written: the answer was their last event's
+        position = max(_last_of_request(stream_id, lo, key) for (_, stream_id, _), lo in zip(entries, loaded, strict=False))
+    mine = loaded[:len(entries)]
+    return Decided(position, [lo.state for lo in mine], [lo.version for lo in mine], [() for _ in entries], repeated=True)
+
+
+def _last_of_request(stream_id: str, loaded: _Loaded[Any], key: Key) -> int:
+    position, index = 0, 0
+    while (found := loaded.positions.get(nth_id(stream_id, key, index))) is not None:
+        position, index = found, index + 1
+    return position

@@ -200,6 +200,28 @@ async def receive_file(chunks: AsyncIterator[bytes], boundary: bytes, limits: Li
             await part.discard()
 
 
+class _Hashing:
+    """A writer that keeps nothing: its bytes are only observed (hashed)."""
+
+    def __init__(self, observe: Callable[[bytes], object]) -> None:
+        self.observe = observe
+
+    async def write(self, data: bytes) -> None:
+        self.observe(data)
+
+    async def commit(self) -> None:
+        pass
+
+    async def discard(self) -> None:
+        pass
+
+
+async def hash_only(mime: str, observe: Callable[[bytes], object]) -> BlobWriter:
+    """An ``open_writer`` for ``receive_file`` that stores nothing: a repeated upload's body,
+    read only for its name and hash."""
+    return _Hashing(observe)
+
+
 def _segment(segment: MultipartSegment, part: _FilePart | None, limits: Limits,
              open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]]) -> _FilePart | bool:
     if segment.name != FIELD:

@@ -110,6 +110,9 @@ class SetEmailNotify:
 class MarkRead:
     ids: Sequence[str] = ()
     all: bool = False
+    unread: bool = True
+    """Whether any of these is unread, as the notifications read model says (the caller reads it
+    first: ``check_read``, then the table); False: nothing would change, nothing is appended."""
 
 
 @dataclass(frozen=True)
@@ -237,13 +240,20 @@ def _email(state: NotifyPrefs, command: SetEmailNotify) -> Sequence[Event]:
 
 
 def _read(command: MarkRead) -> Sequence[Event]:
+    check_read(command)
+    if not command.unread:
+        return []
+    return [NotificationsRead(ids=list(dict.fromkeys(command.ids)), all=command.all)]
+
+
+def check_read(command: MarkRead) -> MarkRead:
     if command.all == bool(command.ids):
         raise DomainError("send either ids (a non-empty list) or all: true", field="ids")
     if len(command.ids) > MAX_READ_IDS:
         raise DomainError(f"at most {MAX_READ_IDS} ids at a time; or send all: true", field="ids")
     if not all(_ID.fullmatch(i) for i in command.ids):
         raise DomainError("ids must be notification ids as GET /notifications lists them", field="ids")
-    return [NotificationsRead(ids=list(dict.fromkeys(command.ids)), all=command.all)]
+    return command
 
 
 def evolve(state: NotifyPrefs, event: Event) -> NotifyPrefs:

@@ -204,6 +204,22 @@ UPDATE notification_counts{{s}} c SET mention_count = c.mention_count - g.k
 FROM (SELECT channel_id, count(*) AS k FROM r WHERE kind IN {_COUNTED} GROUP BY 1) g
 WHERE c.channel_id = g.channel_id AND c.user_id = %(user)s
 """
+# What ``_READ`` would turn read: the same predicate, so a command can tell a no-op beforehand.
+_ANY_UNREAD = """SELECT EXISTS (SELECT FROM notifications
+                 WHERE user_id = %(user)s AND NOT read AND (%(all)s OR id = ANY(%(ids)s::text[])))"""
+
+
+async def any_unread(conn: psycopg.AsyncConnection, user_id: str, ids: Sequence[str], all_: bool) -> bool:
+    """Whether ``notifications.read {ids, all}`` from ``user_id`` would mark anything read now
+    (True while the table does not exist yet: then nobody can tell)."""
+    try:
+        cur = await conn.execute(_ANY_UNREAD, {"user": user_id, "all": all_, "ids": list(ids)})
+    except psycopg.errors.UndefinedTable:
+        return True
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 _SQL = {
     "channel": "INSERT INTO notify_channels{s} (channel_id, workspace_id, kind) VALUES (%(ch)s, %(ws)s, %(kind)s)"
                " ON CONFLICT (channel_id) DO UPDATE SET workspace_id = excluded.workspace_id, kind = excluded.kind",

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import msgspec
 import pytest
 
-from commands.shell import CommandShell, Context, Decider, event_ids
+from commands.idempotency import event_ids, keyed
+from commands.shell import CommandShell, Context, Decider
 from domain.events import Event
 from infra.eventstore import WrongExpectedVersion
 from infra.eventstore.postgres import PostgresEventStore
@@ -51,7 +52,7 @@ TAB = Decider("tab", 0, evolve, decide)
 
 
 def ctx(key: str | None = None) -> Context:
-    return Context(actor_id="u1", now=dt.datetime.now(dt.UTC), idempotency_key=key)
+    return Context(actor_id="u1", now=dt.datetime.now(dt.UTC), key=keyed("u1", key, "addToTab", {}, None) if key else None)
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ async def test_commit_many_writes_every_stream_or_none_and_answers_a_repeated_ke
     ]
     first = await commands.commit_many(writes, ctx("key-m"))
     assert [(o.version, o.state) for o in first] == [(1, 4), (2, 5)]
-    assert [e.event_id for e in await store.read_stream(b)] == event_ids(b, "key-m", 2)
+    assert [e.event_id for e in await store.read_stream(b)] == event_ids(b, ctx("key-m").key, 2)
     again = await commands.commit_many(writes, ctx("key-m"))  # a retry with the same, now stale, loads
     assert [(o.position, o.version) for o in again] == [(o.position, o.version) for o in first]
     stale = [

@@ -296,8 +296,10 @@ async def test_a_name_with_paths_and_control_characters_is_cleaned(api: AsyncTes
 async def test_a_repeated_upload_under_an_idempotency_key_stores_once(api: AsyncTestClient, blob_dir: Path) -> None:
     t = await team(api)
     first = await upload(api, t.owner, t.workspace_id, b"once", **{"Idempotency-Key": "k1"})
-    again = await upload(api, t.owner, t.workspace_id, b"other bytes", **{"Idempotency-Key": "k1"})
+    again = await upload(api, t.owner, t.workspace_id, b"once", **{"Idempotency-Key": "k1"})
     assert again == first
+    other = await upload(api, t.owner, t.workspace_id, b"other bytes", status=422, **{"Idempotency-Key": "k1"})
+    assert "Idempotency-Key" in other["detail"]  # another file under the key: refused, not answered with the first
     assert len(stored_under(blob_dir, t.workspace_id)) == 1
 
 

@@ -155,7 +155,7 @@ async def test_seq_is_contiguous_under_twenty_concurrent_posters(api: AsyncTestC
 async def test_client_msg_id_and_idempotency_key_repeats_get_the_first_answer(api: AsyncTestClient) -> None:
     t = await team(api)
     first = await post(api, t.general, t.owner, "once", client_msg_id="abc-1")
-    again = await post(api, t.general, t.owner, "once (retried)", client_msg_id="abc-1")
+    again = await post(api, t.general, t.owner, "once", client_msg_id="abc-1")  # the same post: the same answer
     assert again == first
     other_author = await post(api, t.general, t.member, "once", client_msg_id="abc-1")
     assert other_author["id"] != first["id"]

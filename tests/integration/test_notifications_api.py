@@ -210,6 +210,30 @@ async def test_read_state_is_shared_by_every_session_of_a_person(api: AsyncTestC
     assert [n["message_id"] for n in await notifications(api, team, phone, unread="true")] == [later["id"]]
 
 
+async def test_marking_read_what_is_already_read_appends_nothing(api: AsyncTestClient, pool: Any) -> None:
+    team = await team_of(api, "Bob")
+    ann, bob = team.people["Ann"], team.people["Bob"]
+    dm = await open_dm(api, team, ann, bob)
+    await post(api, team, dm, ann, "ping")
+    [item] = await notifications(api, team, bob)
+    read = await command(api, team, "POST", "/notifications/read", bob, {"ids": [item["id"]]})
+    logged = await user_events(pool, bob)
+    for body in ({"ids": [item["id"]]}, {"all": True}, {"ids": [item["id"][:-1] + "0"]}):  # read, all read, not his
+        again = await command(api, team, "POST", "/notifications/read", bob, body)
+        assert again["position"] == read["position"], body  # the current position, as other no-ops answer
+    assert await user_events(pool, bob) == logged
+    await post(api, team, dm, ann, "pong")  # something unread again: marking it is recorded
+    assert (await command(api, team, "POST", "/notifications/read", bob, {"all": True}))["position"] > read["position"]
+    assert await user_events(pool, bob) == logged + 1
+    assert await notifications(api, team, bob, unread="true") == []
+
+
+async def user_events(pool: Any, user: User) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM events WHERE stream_id = %s", (f"user-{user.id}",))
+        return (await cur.fetchone())[0]
+
+
 async def test_pages_newest_first(api: AsyncTestClient) -> None:
     team = await team_of(api, "Bob")
     ann, bob = team.people["Ann"], team.people["Bob"]

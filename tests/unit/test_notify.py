@@ -89,6 +89,12 @@ def test_marking_read_takes_ids_or_all_but_not_both_nor_neither() -> None:
     given(NOTIFY).when(MarkRead((ID,) * 501)).then_rejects(DomainError, field="ids")
 
 
+def test_marking_read_what_is_not_unread_records_nothing_but_is_still_checked() -> None:
+    given(NOTIFY).when(MarkRead(all=True, unread=False)).then()
+    given(NOTIFY).when(MarkRead((ID,), unread=False)).then()
+    given(NOTIFY).when(MarkRead(("not-an-id",), unread=False)).then_rejects(DomainError, field="ids")
+
+
 def test_an_email_is_recorded_once_per_high_water_mark() -> None:
     given(NOTIFY).when(RecordEmailed(ID, 2)).then(NotificationsEmailed(upto=ID, count=2))
     given(NOTIFY, NotificationsEmailed(upto=ID, count=2)).when(RecordEmailed(ID, 2)).then()
