@@ -24,7 +24,7 @@ def problem(response, status: int) -> dict:
     """Assert ``response`` is an RFC 9457 problem with ``status``, answered by read models that
     were up to date (a 404 that only meant "not projected yet" must not pass for "not yours");
     its body."""
-    assert response.status_code == status, response.text
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
     assert response.headers["content-type"].startswith(PROBLEM), response.headers
     assert STALE not in response.headers, f"stale answer: {response.text}"
     body = response.json()
