@@ -22,6 +22,13 @@ dev: install
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# One tier alone (docs/testing.md): test-unit (seconds, starts no server), test-contract,
+# test-integration, test-faults.
+TIERS := unit contract integration faults
+.PHONY: $(addprefix test-,$(TIERS))
+$(addprefix test-,$(TIERS)): test-%: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/$*
+
 bench: install
 	$(BIN)/python -m bench.eventstore
 

@@ -1,8 +1,13 @@
-"""Session fixtures: real PostgreSQL, NATS and Redis.
+"""Session fixtures: real PostgreSQL, NATS and Redis, and the tiers.
 
 Each service comes from ``HUBBUB_{DATABASE,NATS,REDIS}_URL`` when set, otherwise from the
-embedded servers (started once per session under a temporary dir, stopped at the end).
-The tests get a fresh, migrated PostgreSQL database of their own either way.
+embedded servers (started once per session under a temporary dir, stopped at the end), the
+first time a test asks for one of these fixtures: none is autouse, so a run of tests that ask
+for none (``tests/unit``) starts nothing. The tests get a fresh, migrated PostgreSQL database of
+their own either way.
+
+Each test is marked with its tier, the directory under ``tests/`` it is in (``TIERS``), so
+``pytest -m "not faults"`` works as well as ``pytest tests/unit`` (``make test-unit``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,17 @@ import pytest
 from infra.db import open_pool
 from infra.embedded import EmbeddedServices
 from infra.migrations import migrate
+
+TESTS = Path(__file__).parent
+TIERS = ("unit", "contract", "integration", "faults", "browser")
+"""The directories under ``tests/`` and the markers they give their tests (pyproject.toml)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else None
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,24 @@
 """The Presence contract, against a real Redis (the session's embedded one or HUBBUB_REDIS_URL).
 
 Every test uses people of its own; ``expire`` sweeps everyone's devices, so tests look only at
-the changes of their own people.
+the changes of their own people. Time is the backend's: a test waits for a device to time out
+by sweeping until the sweep says so (``swept_until``), never by sleeping for as long as it
+hopes is enough.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Collection
 
 import pytest
 from redis.asyncio import Redis
 
-from infra.presence import Presence, RedisPresence
+from infra.presence import Change, Presence, RedisPresence
 
 LONG = 60.0
+SHORT = 0.2
 
 
 @pytest.fixture(params=["redis"])
@@ -28,6 +32,17 @@ def person() -> str:
 
 async def status(presence: Presence, user: str) -> str:
     return (await presence.statuses([user]))[user].status
+
+
+async def swept_until(presence: Presence, user: str, watched: Collection[str] = ()) -> list[Change]:
+    """Sweep (``expire``) until one reports ``user``'s change: every change of ``user`` and
+    ``watched`` the sweeps reported on the way, in order."""
+    seen: list[Change] = []
+    async with asyncio.timeout(10):
+        while not any(change.user_id == user for change in seen):
+            seen += [change for change in await presence.expire() if change.user_id in (user, *watched)]
+            await asyncio.sleep(0.01)
+    return seen
 
 
 async def test_a_first_device_brings_a_person_online_once(presence: Presence) -> None:
@@ -64,22 +79,23 @@ async def test_a_clean_close_of_the_last_device_is_offline_at_once(presence: Pre
 
 async def test_a_lost_device_times_out_and_expire_reports_it_once(presence: Presence) -> None:
     user, steady = person(), person()
-    await presence.seen(user, "phone", "active", 0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await presence.seen(user, "phone", "active", SHORT)
     await presence.seen(steady, "phone", "active", LONG)
-    await asyncio.sleep(0.35)
-    mine = [c for c in await presence.expire() if c.user_id in (user, steady)]
+    mine = await swept_until(presence, user, [steady])
+    assert loop.time() - started >= SHORT  # not before its time
     assert [(c.user_id, c.status) for c in mine] == [(user, "offline")]
     assert [c for c in await presence.expire() if c.user_id == user] == []
     assert await status(presence, user) == "offline" and await status(presence, steady) == "online"
 
 
 async def test_a_heartbeat_in_time_keeps_the_device(presence: Presence) -> None:
-    user = person()
-    await presence.seen(user, "phone", "active", 0.3)
-    await asyncio.sleep(0.2)
-    await presence.seen(user, "phone", "active", 0.3)
-    await asyncio.sleep(0.2)
-    assert [c for c in await presence.expire() if c.user_id == user] == []
+    user, clock = person(), person()
+    await presence.seen(user, "phone", "active", SHORT)
+    await presence.seen(clock, "phone", "active", SHORT)  # seen later: times out after the user's first time
+    await presence.seen(user, "phone", "active", LONG)  # the heartbeat, before any sweep
+    assert [c.user_id for c in await swept_until(presence, clock, [user])] == [clock]
     assert await status(presence, user) == "online"
 
 

@@ -1,6 +1,9 @@
 """The RateLimiter contract, against a real Redis (the session's embedded one or HUBBUB_REDIS_URL).
 
-Every test uses buckets of its own, so tests share one Redis without seeing each other.
+Every test uses buckets of its own, so tests share one Redis without seeing each other. Time is
+the backend's: a test that waits for tokens takes until a take is allowed (a refused take spends
+nothing), and what it asserts about time needs only "at least this long", which a busy machine
+cannot make false.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from infra.embedded import free_port
-from infra.ratelimit import KEY_PREFIX, RateLimit, RateLimiter, RateLimiterUnavailable, RedisRateLimiter
+from infra.ratelimit import KEY_PREFIX, Decision, RateLimit, RateLimiter, RateLimiterUnavailable, RedisRateLimiter
 
 SLOW = 0.001  # tokens per second: nothing refills during a test
 
@@ -33,6 +36,24 @@ async def takes(limiter: RateLimiter, name: str, limit: RateLimit, n: int, cost:
     return [(await limiter.take(name, limit, cost)).allowed for _ in range(n)]
 
 
+async def refused(limiter: RateLimiter, name: str, limit: RateLimit) -> tuple[Decision, float]:
+    """Take until a take is refused: the refusal, and when (loop time) it was asked."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        decision = await limiter.take(name, limit)
+        if not decision.allowed:
+            return decision, asked
+
+
+async def allowed(limiter: RateLimiter, name: str, limit: RateLimit) -> Decision:
+    """Take until a take is allowed (the refused ones spend nothing)."""
+    async with asyncio.timeout(10):
+        while not (decision := await limiter.take(name, limit)).allowed:
+            await asyncio.sleep(min(decision.retry_after_s, 0.01))
+    return decision
+
+
 async def test_the_burst_is_allowed_then_refused_with_the_time_to_the_next_token(limiter: RateLimiter) -> None:
     name, limit = bucket(), RateLimit(rate_per_s=1.0, burst=3)
     decisions = [await limiter.take(name, limit) for _ in range(4)]
@@ -43,14 +64,16 @@ async def test_the_burst_is_allowed_then_refused_with_the_time_to_the_next_token
 
 async def test_tokens_refill_over_time(limiter: RateLimiter) -> None:
     name, limit = bucket(), RateLimit(rate_per_s=5.0, burst=2)
-    assert await takes(limiter, name, limit, 3) == [True, True, False]
-    refused = await limiter.take(name, limit)
-    assert 0.0 < refused.retry_after_s <= 0.2
-    await asyncio.sleep(refused.retry_after_s + 0.05)
-    assert (await limiter.take(name, limit)).allowed
-    assert not (await limiter.take(name, limit)).allowed  # one token came back, not two
-    await asyncio.sleep(0.5)  # long enough to refill past the burst...
-    assert await takes(limiter, name, limit, 3) == [True, True, False]  # ...which still caps it
+    assert await takes(limiter, name, limit, 2) == [True, True]
+    refusal, asked = await refused(limiter, name, limit)
+    assert 0.0 < refusal.retry_after_s <= 0.2
+    back = await allowed(limiter, name, limit)
+    waited = asyncio.get_running_loop().time() - asked
+    assert waited >= refusal.retry_after_s  # not before its time
+    # One token came back, not two: it had less than one, and got ``rate`` a second since.
+    assert back.remaining < waited * limit.rate_per_s
+    await asyncio.sleep((limit.burst + 1) / limit.rate_per_s)  # at least long enough to refill past the burst...
+    assert (await limiter.take(name, limit)).remaining == limit.burst - 1  # ...which still caps it
 
 
 async def test_concurrent_takes_never_overspend(limiter: RateLimiter) -> None:

@@ -15,13 +15,21 @@ from tests.integration.conftest import User, register
 
 API = "/api/v1"
 PROBLEM = "application/problem+json"
+STALE = "x-hubbub-stale"
+"""Set on a query whose ``X-Hubbub-Position`` wait timed out (``infra/consistency.py``): the read
+models were behind, so the answer may say less than it should."""
 
 
 def problem(response, status: int) -> dict:
-    """Assert ``response`` is a problem with ``status``; its body."""
-    assert response.status_code == status, response.text
+    """Assert ``response`` is an RFC 9457 problem with ``status``, answered by read models that
+    were up to date (a 404 that only meant "not projected yet" must not pass for "not yours");
+    its body."""
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
     assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    return response.json()
+    assert STALE not in response.headers, f"stale answer: {response.text}"
+    body = response.json()
+    assert body["status"] == status and {"type", "title", "detail"} <= body.keys(), body
+    return body
 
 
 def at(user: User, position: int) -> dict[str, str]:

@@ -8,14 +8,7 @@ import uuid
 from litestar.testing import AsyncTestClient
 
 from tests.integration.conftest import register
-
-PROBLEM = "application/problem+json"
-
-
-def problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    return response.json()
+from tests.integration.messaging_helpers import problem
 
 
 async def test_register_answers_with_the_user_a_token_and_a_position(api: AsyncTestClient) -> None:

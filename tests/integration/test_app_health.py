@@ -30,8 +30,8 @@ from infra.eventstore.port import WrongExpectedVersion
 from infra.settings import load_settings
 from infra import consistency
 from infra.consistency import wait_for_position
+from tests.integration.messaging_helpers import problem as _problem
 
-PROBLEM = "application/problem+json"
 
 
 class EchoBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -118,15 +118,6 @@ async def app(service_urls, migrated_url, stand_in_projections) -> Litestar:
 async def client(app: Litestar) -> AsyncIterator[AsyncTestClient]:
     async with AsyncTestClient(app) as client:
         yield client
-
-
-def _problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    return body
 
 
 # -- health ----------------------------------------------------------------------------------------

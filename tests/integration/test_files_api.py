@@ -30,10 +30,10 @@ from hubbub.app import create_app
 from infra.settings import load_settings
 from tests.integration import messaging_helpers as helpers
 from tests.integration.conftest import User, register
+from tests.integration.messaging_helpers import problem
 
 V1 = "/api/v1"
 CAP = 2 << 20
-PROBLEM = "application/problem+json"
 
 
 def settings_for(service_urls: dict[str, str], url: str, blob_dir: Path, **extra: Any) -> Any:
@@ -54,12 +54,6 @@ async def api(service_urls: dict[str, str], migrated_url: str, blob_dir: Path) -
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def problem(response: Any, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    return response.json()
 
 
 def jpeg(width: int = 2000, height: int = 1500, orientation: int | None = None) -> bytes:

@@ -24,8 +24,8 @@ from projections.messages import Messages
 from projections.rebuild import rebuild
 from tests.integration import messaging_helpers as helpers
 from tests.integration.conftest import User, register
+from tests.integration.messaging_helpers import problem
 
-PROBLEM = "application/problem+json"
 V1 = "/api/v1"
 
 
@@ -39,12 +39,6 @@ async def api(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[
     app = create_app(_settings(service_urls, migrated_url, rate_post_per_s=1000.0, rate_post_burst=1000))
     async with AsyncTestClient(app) as client:
         yield client
-
-
-def problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    return response.json()
 
 
 def ok(response, status: int = 200) -> dict:

@@ -29,8 +29,8 @@ from hubbub.app import create_app
 from infra.embedded import free_port
 from infra.eventstore.port import AppendOutcomeUnknown, DuplicateEventId, InvalidEvent, WrongExpectedVersion
 from infra.settings import load_settings
+from tests.integration.messaging_helpers import problem as _problem
 
-PROBLEM = "application/problem+json"
 SECRET_STREAM = "channel-0193secretstream"
 DEAD_PORT = free_port()
 DEAD_DB = f"postgresql://hubbub_admin:pw-{uuid.uuid4().hex[:6]}@127.0.0.1:{DEAD_PORT}/internal_db"
@@ -119,12 +119,6 @@ def _app(service_urls: dict[str, str], database_url: str, **overrides: str) -> L
 async def client(service_urls, migrated_url, stand_in_projections) -> AsyncIterator[AsyncTestClient]:
     async with AsyncTestClient(_app(service_urls, migrated_url)) as client:
         yield client
-
-
-def _problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    return response.json()
 
 
 def _logged(json_logs: io.StringIO, request_id: str) -> str:

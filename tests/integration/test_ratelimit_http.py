@@ -25,8 +25,8 @@ from commands.ratelimits import (TooManyRequests, check_login, check_post, check
 from infra.embedded import free_port
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import load_settings
+from tests.integration.messaging_helpers import problem as _problem
 
-PROBLEM = "application/problem+json"
 SETTINGS = load_settings({}, rate_post_per_s=0.001, rate_post_burst=2, rate_login_per_s=0.001, rate_login_burst=2)
 
 
@@ -80,14 +80,6 @@ async def client(service_urls: dict[str, str]) -> AsyncIterator[AsyncTestClient]
 async def client_without_redis() -> AsyncIterator[AsyncTestClient]:
     async with AsyncTestClient(_app(f"redis://127.0.0.1:{free_port()}/0")) as client:
         yield client
-
-
-def _problem(response, status: int) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["status"] == status and {"type", "title", "detail"} <= body.keys()
-    return body
 
 
 def _me() -> str:

@@ -1,6 +1,7 @@
 """The gateway's per-process pieces without sockets: a slow socket is cut off with 4008 instead of
-holding anyone up, repeats are dropped by position, and the hub hands events out in log order
-even when NATS subscriptions hand them over out of order."""
+holding anyone up, repeats are dropped by position, the hub hands events out in log order even
+when NATS subscriptions hand them over out of order, and what a socket buffered while it re-synced
+its memberships goes out only if the user may still see it."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from litestar.testing import AsyncTestClient
+from psycopg_pool import AsyncConnectionPool
+
+from infra.eventstore.port import EventStore
+from infra.eventstore.postgres import PostgresEventStore
 from realtime import subjects
 from realtime.connection import TOO_SLOW, Connection
+from realtime.gateway import STATE_KEY as GATEWAY
 from realtime.hub import Hub
 from realtime.subjects import Envelope
 from realtime.wire import split_text_frames, text_frames
+from tests.integration.conftest import register
+from tests.integration.messaging_helpers import (
+    add_to_channel, channels_of, create_channel, create_workspace, join_workspace,
+)
 from tests.integration.realtime_sink import RecordingSink
 
 
@@ -133,3 +144,52 @@ async def test_the_hub_hands_out_in_log_order_whatever_order_subscriptions_deliv
         assert listener.got == [1, 2, 3]
     finally:
         dispatcher.cancel()
+
+
+class _Unsubscribed:
+    """What a socket's sync needs of its hub (the database, the log, the read models), without
+    NATS: the test hands the socket its live events itself, at the moment it chooses."""
+
+    def __init__(self, pool: AsyncConnectionPool, store: EventStore, read_models: tuple[str, ...]) -> None:
+        self.pool, self.store, self.read_models = pool, store, read_models
+
+    async def watch(self, conn: Connection, wanted: Any) -> None:
+        pass
+
+    async def unwatch(self, conn: Connection, unwanted: Any) -> None:
+        pass
+
+
+async def test_an_event_of_a_channel_lost_during_a_resync_is_dropped_from_the_buffer(
+        api: AsyncTestClient, pool: AsyncConnectionPool, migrated_url: str) -> None:
+    team = await create_workspace(api, await register(api, "Owner"))
+    lou = await join_workspace(api, team, "Lou")
+    hush = await create_channel(api, team, team.owner, "hush", private=True)
+    await add_to_channel(api, team, hush, team.owner, lou)
+    assert hush in await channels_of(api, team, lou)  # the read models have it
+    store = PostgresEventStore(pool, migrated_url)
+    sink = RecordingSink()
+    conn = Connection(_Unsubscribed(pool, store, api.app.state[GATEWAY].hub.read_models),  # type: ignore[arg-type]
+                      lou.id, "s", queue_size=16, sink=sink)
+    upto = await conn.settle()
+    conn.follow(upto, upto)
+    assert conn.syncer is not None
+    await conn.syncer
+    conn.live = True
+    assert subjects.channel(hush) in conn.subjects and conn.buffer is None
+
+    removed = await api.delete(f"/api/v1/channels/{hush}/members/{lou.id}", headers=team.owner.auth)
+    assert removed.status_code == 200, removed.text
+    team.position = removed.json()["position"]
+    assert hush not in await channels_of(api, team, lou)
+    conn.request_sync(team.position)  # what the hub does when the removal reaches the socket
+    # Two events published after the sync reads the read models' position, so above it: a post in
+    # the channel (it comes while the socket still listens there) and one on the user's own subject.
+    late = await store.head() + 1
+    conn.offer(Envelope(subjects.channel(hush), late, ('{"op":"event","said":"in hush"}',)))
+    conn.offer(Envelope(subjects.user(lou.id), late + 1, ('{"op":"event","said":"to lou"}',)))
+    assert not sink.written  # buffered while the sync runs
+    assert conn.syncer is not None
+    await conn.syncer
+    assert subjects.channel(hush) not in conn.subjects
+    assert sink.frames() == ['{"op":"event","said":"to lou"}'] and conn.position == late + 1
