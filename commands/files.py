@@ -31,6 +31,8 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath
 
+from commands.auth import authenticate
+from commands.edge import Services, services_of
 from commands.file_purge import purge
 from commands.shell import CommandShell, Context, Entry
 from commands.uploads import Limits, Received, body_chunks, boundary_of, receive_file
@@ -41,13 +43,13 @@ from domain.filetypes import is_image
 from domain.message import could_be_id
 from domain.session import Principal
 from domain.workspace import WORKSPACE, workspace_stream
-from hubbub.auth import authenticate
-from hubbub.deps import Services, services_of
 from infra.blobs import BlobStore, BlobWriter
 from infra.eventstore.port import WrongExpectedVersion
 from infra.http import with_position
 from infra.ids import new_id
-from readapi.files import shared_with, thumbnail_url, workspace_usage
+from projections.files import workspace_usage
+from projections.shapes import thumbnail_url
+from projections.visibility import shared_with
 
 log = structlog.get_logger(__name__)
 

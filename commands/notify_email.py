@@ -29,6 +29,7 @@ from domain.readstate import user_stream
 from infra.aio import cancel_and_wait
 from infra.leader import Backoff, lead
 from infra.mail import Mailer
+from projections.members import IN_CHANNEL_NOW
 
 log = structlog.get_logger(__name__)
 
@@ -56,11 +57,9 @@ JOIN users u ON u.user_id = d.user_id
 JOIN notifications n ON n.user_id = d.user_id AND n.id <= d.upto
 LEFT JOIN notify_users p ON p.user_id = d.user_id
 JOIN channels c ON c.channel_id = n.channel_id
-JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = d.user_id
-JOIN channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = d.user_id
 JOIN messages m ON m.message_id = n.message_id
 LEFT JOIN users a ON a.user_id = m.author_id
-WHERE {_ELIGIBLE}
+WHERE {_ELIGIBLE} AND {IN_CHANNEL_NOW.format(user="d.user_id", channel="c.channel_id", workspace="c.workspace_id")}
 ORDER BY d.user_id, n.id
 """
 

@@ -1,6 +1,6 @@
 """The caller's workspaces and a workspace's members: the query side of *Workspaces and members*
 (read models: ``workspaces``, ``workspace_members`` of projection ``workspaces``, ``users`` of
-``accounts``). A workspace the caller is not in is 404."""
+``accounts``, read by ``projections/members.py``). A workspace the caller is not in is 404."""
 
 from __future__ import annotations
 
@@ -16,24 +16,11 @@ from psycopg_pool import AsyncConnectionPool
 from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
-from infra.consistency import ReadConsistency
-from readapi.visibility import workspace_role
+from projections.consistency import ReadConsistency
+from projections.members import member_page, workspace_of_user, workspaces_of_user
+from projections.visibility import workspace_role
 
 Limit = Annotated[int, Parameter(ge=1, le=200)]
-
-_MINE = """
-SELECT w.workspace_id, w.name, m.role, w.created_at FROM workspace_members m
-JOIN workspaces w USING (workspace_id) WHERE m.user_id = %s ORDER BY w.workspace_id
-"""
-_ONE = """
-SELECT w.workspace_id, w.name, m.role, w.created_at FROM workspace_members m
-JOIN workspaces w USING (workspace_id) WHERE m.user_id = %s AND m.workspace_id = %s
-"""
-_MEMBERS = """
-SELECT m.user_id, coalesce(u.display_name, ''), m.role FROM workspace_members m
-LEFT JOIN users u USING (user_id)
-WHERE m.workspace_id = %s AND m.user_id > %s ORDER BY m.user_id LIMIT %s
-"""
 
 
 class WorkspaceOut(msgspec.Struct, frozen=True):
@@ -67,8 +54,7 @@ class WorkspaceQueries(Controller):
                    consistency: NamedDependency[ReadConsistency]) -> WorkspacesOut:
         await consistency.wait(principal.since_position)
         async with pool.connection() as conn:
-            cur = await conn.execute(_MINE, (principal.user_id,))
-            return WorkspacesOut([WorkspaceOut(*row) for row in await cur.fetchall()])
+            return WorkspacesOut([WorkspaceOut(*row) for row in await workspaces_of_user(conn, principal.user_id)])
 
     @get("/{workspace_id:str}", operation_id="getWorkspace")
     async def one(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
@@ -78,8 +64,7 @@ class WorkspaceQueries(Controller):
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
         async with pool.connection() as conn:
-            cur = await conn.execute(_ONE, (principal.user_id, workspace_id))
-            row = await cur.fetchone()
+            row = await workspace_of_user(conn, principal.user_id, workspace_id)
         if row is None:
             raise NotFound("no such workspace")
         return WorkspaceOut(*row)
@@ -94,6 +79,5 @@ class WorkspaceQueries(Controller):
         async with pool.connection() as conn:
             if await workspace_role(conn, workspace_id, principal.user_id) is None:
                 raise NotFound("no such workspace")
-            cur = await conn.execute(_MEMBERS, (workspace_id, after, limit))
-            items = [MemberOut(*row) for row in await cur.fetchall()]
+            items = [MemberOut(*row) for row in await member_page(conn, workspace_id, after, limit)]
         return MembersOut(items, items[-1].user_id if len(items) == limit else None)

@@ -28,8 +28,10 @@ from domain.errors import DomainError, NotFound
 from domain.session import Principal
 from infra.aio import cancel_and_wait
 from infra.presence import Change, Presence
-from readapi.visibility import workspace_role
+from projections.members import member_ids, members_among, workspaces_of
+from projections.visibility import workspace_role
 from realtime import subjects
+from realtime.edge import services_of
 from realtime.presence_batch import Offline, PresenceChanged, grouped
 
 log = structlog.get_logger(__name__)
@@ -38,9 +40,6 @@ TIMEOUT_HEARTBEATS = 2.5
 """A device is gone this many heartbeat intervals after its last sign of life (as the gateway's 4009)."""
 MAX_USER_IDS = 200
 
-_MEMBERS = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id > %s ORDER BY user_id LIMIT %s"
-_ASKED = "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id = ANY(%s) ORDER BY user_id"
-_WORKSPACES_OF = "SELECT workspace_id, user_id FROM workspace_members WHERE user_id = ANY(%s)"
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -68,7 +67,7 @@ class PresenceController(Controller):
     @put("/presence", operation_id="setPresence")
     async def set_presence(self, request: Request, data: JSONBody[PresenceBody],
                            principal: NamedDependency[Principal]) -> PresenceOut:
-        services = request.app.state["services"]
+        services = services_of(request)
         ttl = services.settings.ws_heartbeat_s * TIMEOUT_HEARTBEATS
         change = await services.presence.seen(principal.user_id, principal.session_id, data.status, ttl)
         if change is not None:
@@ -90,10 +89,9 @@ class PresenceController(Controller):
         async with pool.connection() as conn:
             if await workspace_role(conn, workspace_id, principal.user_id) is None:
                 raise NotFound("no such workspace")
-            cur = await (conn.execute(_ASKED, (workspace_id, asked)) if asked is not None
-                         else conn.execute(_MEMBERS, (workspace_id, after, limit)))
-            members = [row[0] for row in await cur.fetchall()]
-        seen = await request.app.state["services"].presence.statuses(members)
+            members = await (members_among(conn, workspace_id, asked) if asked is not None
+                             else member_ids(conn, workspace_id, after, limit))
+        seen = await services_of(request).presence.statuses(members)
         items = [PresenceOut(u, seen[u].status, seen[u].last_seen_at) for u in members]
         return PresenceListOut(items, members[-1] if asked is None and len(members) == limit else None)
 
@@ -141,8 +139,7 @@ class PresenceFanout:
             return
         changes, self._pending = self._pending, {}
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_WORKSPACES_OF, (list(changes),))
-            rows = await cur.fetchall()
+            rows = await workspaces_of(conn, list(changes))
         by_workspace: dict[str, list[Change]] = {}
         for workspace_id, user_id in rows:
             by_workspace.setdefault(workspace_id, []).append(changes[user_id])
