@@ -15,18 +15,18 @@ events/s against 6,103 and 6,341: PostgreSQL, not the runner, is the limit there
 also keeps its tables' planner statistics fresh (``analyze_stale``), since its plans are made once
 per connection and kept until those change.
 
-The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of
-their checkpoints)``, and ONE transaction per batch: the new checkpoints, then each projection's
-rows for the events past its own checkpoint, then a notification each (``"{name} {position}"``;
-the checkpoints' SQL and channel are ``projections/checkpoints.py``'s), sent in one pipeline. So a batch costs one read, two round trips and
-one commit however many read models there are, and it is written on the connection that holds
-the locks (a leader that lost its connection has lost its locks and cannot write either). The
-transaction starts by moving the checkpoint rows, which locks them, on the condition that they
-still hold the positions the runner resumed from. That row lock is also how a rebuild pauses the
-live projector (see ``projections/rebuild.py``), and the check fences off any other writer of a
-checkpoint: the runner re-reads them and resumes from there. A projection whose batch fails
-holds up the others of its runner until it passes (retried with a backoff, logged with every
-position).
+The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of their
+checkpoints)``, and ONE transaction per batch: the new checkpoints, then each projection's rows for
+the events past its own checkpoint, then a notification each (``"{name} {position}"``; the
+checkpoints' SQL and channel are ``projections/checkpoints.py``'s), sent in one pipeline. So a
+batch costs one read, two round trips and one commit however many read models there are, and it is
+written on the connection that holds the locks (a leader that lost its connection has lost its
+locks and cannot write either). The transaction starts by moving the checkpoint rows, which locks
+them, on the condition that they still hold the positions the runner resumed from. That row lock is
+also how a rebuild pauses the live projector (see ``projections/rebuild.py``), and the check fences
+off any other writer of a checkpoint: the runner re-reads them and resumes from there. A projection
+whose batch fails holds up the others of its runner until it passes (retried with a backoff, logged
+with every position).
 """
 
 from __future__ import annotations
