@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request
 from litestar.datastructures import State
@@ -34,6 +34,11 @@ from infra.settings import Settings
 from projections.consistency import ReadConsistency
 from projections.seqs import SeqLookup
 from realtime.presence import PresenceFanout
+
+if TYPE_CHECKING:
+    from commands import edge as command_edge
+    from readapi import edge as query_edge
+    from realtime import edge as realtime_edge
 
 STATE_KEY = "services"
 
@@ -60,6 +65,12 @@ class Services:
     def authenticate(self, authorization: str | None) -> Awaitable[Principal]:
         """The caller an ``Authorization`` header names (``commands/auth.py``), for the query side."""
         return authenticate(self.shell, authorization)
+
+
+if TYPE_CHECKING:
+    def _serves_every_room(services: Services) -> tuple[command_edge.Services, query_edge.Services,
+                                                        realtime_edge.Services]:
+        return services, services, services  # mypy checks: Services has what each room's edge declares
 
 
 def provide_services(state: State) -> Services:

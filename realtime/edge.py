@@ -9,7 +9,7 @@ callable, presence).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from litestar import Request
 
@@ -25,6 +25,7 @@ class Reports(Protocol):
         ...
 
 
+@runtime_checkable
 class Services(Protocol):
     """What realtime's routes read of the root's services (``hubbub/deps.py``'s ``Services``)."""
 
