@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install dev test bench bench-ab bench-coldload bench-post bench-search bench-notify bench-realtime bench-files clean
+.PHONY: install dev test lint bench bench-ab bench-coldload bench-post bench-search bench-notify bench-realtime bench-files clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ TIERS := unit contract integration faults
 .PHONY: $(addprefix test-,$(TIERS))
 $(addprefix test-,$(TIERS)): test-%: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/$*
+
+lint: install  # the rooms' import contracts (pyproject.toml [tool.importlinter])
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m bench.eventstore

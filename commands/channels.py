@@ -27,9 +27,9 @@ from domain import channel as ch
 from domain import readstate as rs
 from domain.errors import Forbidden, NotFound
 from domain.session import Principal
-from infra.consistency import ReadConsistency
+from projections.consistency import ReadConsistency
 from infra.http import with_position
-from readapi.visibility import hidden_from_guest
+from projections.visibility import hidden_from_guest
 
 UserIds = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
                     msgspec.Meta(min_length=1, max_length=100)]
@@ -80,7 +80,7 @@ async def roles_seen_by(pool: AsyncConnectionPool, consistency: ReadConsistency,
                         members: Mapping[str, str], workspace_id: str, people: Collection[str]) -> dict[str, str | None]:
     """Each of ``people`` -> their role in the workspace as the caller may know it: None for
     strangers and, when the caller is a guest, for the people a guest does not see
-    (``readapi/visibility.guest_sees``, read from the read models as of the caller's position)."""
+    (``projections/visibility.guest_sees``, read from the read models as of the caller's position)."""
     roles = access.visible_roles(members, people)
     if members.get(principal.user_id) != "guest":
         return roles

@@ -20,7 +20,7 @@ from commands.shell import CommandShell, Context
 from domain import file as f
 from infra.aio import cancel_and_wait
 from infra.blobs import BlobStore
-from readapi.files import unpurged_files
+from projections.files import unpurged_files
 
 log = structlog.get_logger(__name__)
 

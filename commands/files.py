@@ -32,6 +32,8 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, 
 from litestar.params import FromPath
 
 from commands.access import workspace_role
+from commands.auth import authenticate
+from commands.edge import Services, services_of
 from commands.file_purge import purge
 from commands.handlers import context, context_of, dispatch
 from commands.shell import CommandShell, Context, Entry
@@ -43,13 +45,13 @@ from domain.filetypes import is_image
 from domain.idempotency import KEYS, key_stream
 from domain.message import could_be_id
 from domain.session import Principal
-from hubbub.auth import authenticate
-from hubbub.deps import Services, services_of
 from infra.blobs import BlobStore, BlobWriter
 from infra.eventstore.port import WrongExpectedVersion
 from infra.http import with_position
 from infra.ids import new_id
-from readapi.files import shared_with, thumbnail_url, workspace_usage
+from projections.files import workspace_usage
+from projections.shapes import thumbnail_url
+from projections.visibility import shared_with
 
 log = structlog.get_logger(__name__)
 

@@ -38,15 +38,15 @@ from domain.emoji import check_emoji
 from domain.session import Principal
 from domain.session import SESSION
 from domain.workspace import WORKSPACE, workspace_stream
-from hubbub.auth import authenticate, principal_of, session_stream_of
+from commands.auth import authenticate, principal_of, session_stream_of
 from commands.ratelimits import check_post
 from commands.here import here_online
-from hubbub.deps import Services, services_of
+from commands.edge import Services, services_of
 from commands.files import share_entries, unshare_entries
 from infra.http import with_position
 from infra.ids import new_id
-from infra.consistency import ReadConsistency
-from readapi.seqs import SeqLookup
+from projections.consistency import ReadConsistency
+from projections.seqs import SeqLookup
 
 READ_MODEL = "messages"
 POST = "postMessage"
@@ -135,7 +135,7 @@ class MessagesController(Controller):
     ) -> Response[PostedOut]:
         # The hottest route: no dependencies (Litestar resolves two or more in a task group),
         # and the caller's session is read with the channel (see caller_and_channel). Well-formed
-        # posts rarely get here: hubbub/lane.py answers them with accept_post, past Litestar.
+        # posts rarely get here: commands/lane.py answers them with accept_post, past Litestar.
         out = await accept_post(services_of(request), request.headers.get, channel_id, data)
         return with_position(Response(out, status_code=201), out.position)
 
@@ -266,7 +266,7 @@ def post_key(header: HeaderGet, user_id: str, channel_id: str, data: PostBody) -
 
 async def seq_of(seqs: SeqLookup, consistency: ReadConsistency, message_id: str, position: int) -> int | None:
     """The seq the ``messages`` projection gave the post at ``position``: as it notified it with
-    the batch (``infra/consistency.py``), or read from its table when this process missed that."""
+    the batch (``projections/consistency.py``), or read from its table when this process missed that."""
     watcher = consistency.watcher
     if not await watcher.wait((READ_MODEL,), position, consistency.timeout_s):
         return None

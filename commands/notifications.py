@@ -29,7 +29,7 @@ from commands.handlers import context, dispatch
 from commands.shell import CommandShell, Decided
 from domain import notify as n
 from domain.session import Principal
-from infra.consistency import ReadConsistency
+from projections.consistency import ReadConsistency
 from infra.http import with_position
 from projections.notifications import any_unread
 

@@ -5,7 +5,7 @@ appended to their stream, so the next email starts after it. Off when ``HUBBUB_S
 
 Only what was pushed (not silenced by do-not-disturb or mute), is still unread, is at most
 ``MAX_AGE`` old (turning email on does not mail a backlog), and from a channel the person is in now.
-One process sends (advisory lock ``notify-email``, like the projections); it looks every
+One process sends (``infra/leader.py``'s advisory lock ``notify-email``, like the projections); it looks every
 ``every_s``. At-least-once: a crash between sending and recording sends that email again.
 """
 
@@ -27,8 +27,9 @@ from commands.shell import CommandShell, Context
 from domain import notify as n
 from domain.readstate import user_stream
 from infra.aio import cancel_and_wait
+from infra.leader import Backoff, lead
 from infra.mail import Mailer
-from projections.runtime import LOCK_CLASS, Backoff, lock_key
+from projections.members import IN_CHANNEL_NOW
 
 log = structlog.get_logger(__name__)
 
@@ -56,11 +57,9 @@ JOIN users u ON u.user_id = d.user_id
 JOIN notifications n ON n.user_id = d.user_id AND n.id <= d.upto
 LEFT JOIN notify_users p ON p.user_id = d.user_id
 JOIN channels c ON c.channel_id = n.channel_id
-JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = d.user_id
-JOIN channel_members cm ON cm.channel_id = c.channel_id AND cm.user_id = d.user_id
 JOIN messages m ON m.message_id = n.message_id
 LEFT JOIN users a ON a.user_id = m.author_id
-WHERE {_ELIGIBLE}
+WHERE {_ELIGIBLE} AND {IN_CHANNEL_NOW.format(user="d.user_id", channel="c.channel_id", workspace="c.workspace_id")}
 ORDER BY d.user_id, n.id
 """
 
@@ -135,7 +134,7 @@ class EmailNotifier:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-                    await self._lead(conn)
+                    await lead(conn, NAME, self.lock_retry_s)
                     while True:
                         await self.tick()
                         backoff.reset()
@@ -144,14 +143,6 @@ class EmailNotifier:
                 delay = backoff.next()
                 log.warning("notify.email_round_failed", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
-
-    async def _lead(self, conn: psycopg.AsyncConnection) -> None:
-        while True:
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(NAME)))
-            row = await cur.fetchone()
-            if row and row[0]:
-                return
-            await asyncio.sleep(self.lock_retry_s)
 
 
 @contextlib.asynccontextmanager

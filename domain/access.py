@@ -1,24 +1,35 @@
 """Who may see and do what: the rules of ``docs/design/messaging-core.md`` on decider state.
 
 Pure functions over roles and a ``Channel``; every decider and route asks here, none re-states a
-rule. ``readapi/visibility.py`` is the same "who may see" rule written as SQL. A role of ``None``
+rule. ``projections/visibility.py`` is the same "who may see" rule written as SQL. A role of ``None``
 means "not a member of the workspace": such a caller sees nothing in it.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
-
-    from domain.channel import Channel
+    from collections.abc import Collection, Iterable, Mapping
 
 Role = Literal["owner", "admin", "member", "guest"]
 ROLES: tuple[Role, ...] = ("owner", "admin", "member", "guest")
 INVITABLE_ROLES: tuple[Role, ...] = ("member", "guest")
 RANK: dict[str, int] = {"guest": 0, "member": 1, "admin": 2, "owner": 3}
+
+
+class Channel(Protocol):
+    """What these rules read of a channel (``domain/channel.py``'s state, which imports this module)."""
+
+    @property
+    def channel_id(self) -> str | None: ...
+    @property
+    def private(self) -> bool: ...
+    @property
+    def members(self) -> Collection[str]: ...
+    @property
+    def created_by(self) -> str | None: ...
 
 
 def looks_like_id(value: str) -> bool:

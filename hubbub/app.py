@@ -28,13 +28,14 @@ from commands import messages as messages_commands
 from commands import notifications as notifications_commands
 from commands import notify_email
 from commands import files as files_commands
+from commands import edge as command_edge
+from commands.auth import authenticate
 from commands.file_purge import BlobJanitor
+from commands.lane import PostLane
 from commands.uploads import Reservations
 from commands.shell import CommandShell
 from commands.snapshots import PostgresSnapshots
 from hubbub import deps, health, problems
-from hubbub.auth import authenticate
-from hubbub.lane import PostLane
 from hubbub.request_rules import CompleteAllow, JsonRequest
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
@@ -53,11 +54,13 @@ from infra.settings import Settings, SettingsError, blob_url, load_settings
 from readapi import accounts as accounts_queries
 from readapi import channels as channels_queries
 from readapi import workspaces as workspaces_queries
-from infra import consistency
-from readapi.seqs import SeqLookup
+from readapi import edge as query_edge
+from projections import consistency
+from projections.seqs import SeqLookup
 from infra.presence import RedisPresence
-from hubbub import presence as presence_routes
-from hubbub.presence import PresenceFanout
+from realtime import edge as realtime_edge
+from realtime import presence as presence_routes
+from realtime.presence import PresenceFanout
 from readapi import messages as messages_queries
 from readapi import notifications as notifications_queries
 from readapi import files as files_queries
@@ -107,11 +110,12 @@ def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar
         state=State({"settings": settings}),
     )
     # Litestar runs its middleware list only for matched routes; a 404 needs a request id too. The
-    # post lane answers well-formed posts past Litestar's per-request machinery (hubbub/lane.py);
-    # OPTIONS answers get every method of their path in Allow (hubbub/request_rules.py).
+    # post lane answers well-formed posts past Litestar's per-request machinery (commands/lane.py),
+    # its failures as the app answers them; OPTIONS answers get every method of their path in
+    # Allow (hubbub/request_rules.py).
     litestar = CompleteAllow(app.asgi_handler, app)
-    app.asgi_handler = RequestContext(PostLane(litestar, app, API_PREFIX, settings.max_request_bytes),
-                                      parse_trusted_proxies(settings.trusted_proxies))
+    lane = PostLane(litestar, app, API_PREFIX, settings.max_request_bytes, problems.exception_handlers())
+    app.asgi_handler = RequestContext(lane, parse_trusted_proxies(settings.trusted_proxies))
     return app
 
 
@@ -152,7 +156,8 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     async with contextlib.AsyncExitStack() as stack:
         services = await _open_services(settings, stack)
-        app.state[deps.STATE_KEY] = services
+        for key in {deps.STATE_KEY, command_edge.STATE_KEY, query_edge.STATE_KEY, realtime_edge.STATE_KEY}:
+            app.state[key] = services  # what each room's edge module reads (the same key today)
         app.state[consistency.STATE_KEY] = services.consistency
         app.state[realtime_gateway.STATE_KEY] = await stack.enter_async_context(realtime_service.running(
             settings=settings, pool=services.pool, store=services.store, nats=services.nats,

@@ -1,10 +1,16 @@
 """What the app shares with its handlers, made once in the lifespan and handed out by Litestar
-dependency injection (``services``, ``pool``, ``store``, ``nats``, ``redis``, ``settings``)."""
+dependency injection (``services``, ``pool``, ``store``, ``nats``, ``redis``, ``settings``, ...,
+and ``principal``, the caller).
+
+``Services`` is the one object in ``app.state[STATE_KEY]``: the rooms' edge modules
+(``commands/edge.py``, ``readapi/edge.py``, ``realtime/edge.py``) each declare what they read of
+it, and read it there with ``services_of(request)`` on their hottest routes."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Request
 from litestar.datastructures import State
@@ -13,10 +19,10 @@ from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from commands.auth import authenticate
 from commands.shell import CommandShell
 from commands.uploads import Reservations
-from hubbub.auth import provide_principal
-from hubbub.presence import PresenceFanout
+from domain.session import Principal
 from infra.blobs import BlobStore
 from infra.eventstore.port import EventStore
 from infra.images import Thumbnailer
@@ -25,8 +31,14 @@ from infra.presence import Presence
 from infra.search.port import SearchIndex
 from infra.ratelimit import RateLimiter
 from infra.settings import Settings
-from infra.consistency import ReadConsistency
-from readapi.seqs import SeqLookup
+from projections.consistency import ReadConsistency
+from projections.seqs import SeqLookup
+from realtime.presence import PresenceFanout
+
+if TYPE_CHECKING:
+    from commands import edge as command_edge
+    from readapi import edge as query_edge
+    from realtime import edge as realtime_edge
 
 STATE_KEY = "services"
 
@@ -50,15 +62,26 @@ class Services:
     thumbnailer: Thumbnailer
     uploads: Reservations
 
+    def authenticate(self, authorization: str | None) -> Awaitable[Principal]:
+        """The caller an ``Authorization`` header names (``commands/auth.py``), for the query side."""
+        return authenticate(self.shell, authorization)
+
+
+if TYPE_CHECKING:
+    def _serves_every_room(services: Services) -> tuple[command_edge.Services, query_edge.Services,
+                                                        realtime_edge.Services]:
+        return services, services, services  # mypy checks: Services has what each room's edge declares
+
 
 def provide_services(state: State) -> Services:
     return state[STATE_KEY]
 
 
-def services_of(request: Request) -> Services:
-    """The services without dependency injection, for the hottest routes: Litestar resolves two
-    or more dependencies of a route in an anyio task group, a task each (about 5% of a post)."""
-    return request.app.state[STATE_KEY]
+def provide_principal() -> Provide:
+    async def principal(request: Request, state: State) -> Principal:
+        return await authenticate(state[STATE_KEY].shell, request.headers.get("authorization"))
+
+    return Provide(principal)
 
 
 def _field(name: str) -> Provide:

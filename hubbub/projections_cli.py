@@ -18,8 +18,9 @@ from infra.migrations import migrate
 from infra.settings import load_settings
 from projections.rebuild import Progress, RebuildError, RebuildResult, TableDiff
 from projections.rebuild import rebuild as rebuild_projection
+from projections import checkpoints
 from projections.registry import all_projections, by_name
-from projections.runtime import LOCK_CLASS, Projection, lock_key
+from projections.runtime import Projection
 
 
 @contextlib.contextmanager
@@ -46,19 +47,6 @@ async def opened_store(url: str) -> AsyncIterator[EventStore]:
 
 # -- status ------------------------------------------------------------------------------------
 
-_STATUS = """
-SELECT c.name, c.position, h.head,
-       (SELECT count(*) FROM events e WHERE e.position > c.position) AS lag,
-       c.updated_at,
-       (SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-           AND l.classid = %s AND l.objid = k.key LIMIT 1) AS leader_pid
-FROM projection_checkpoints c
-JOIN unnest(%s::text[], %s::bigint[]) AS k(name, key) ON k.name = c.name
-CROSS JOIN (SELECT coalesce(max(position), 0) AS head FROM events) AS h
-ORDER BY c.name
-"""
-
-
 def status(args: argparse.Namespace) -> int:
     with database_url(args) as url:
         rows, registered = asyncio.run(_status_rows(url))
@@ -75,10 +63,8 @@ def status(args: argparse.Namespace) -> int:
 async def _status_rows(url: str) -> tuple[list[list[str]], set[str]]:
     registered = {p.name for p in all_projections()}
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        cur = await conn.execute("SELECT name FROM projection_checkpoints")
-        names = sorted(registered | {r[0] for r in await cur.fetchall()})
-        cur = await conn.execute(_STATUS, (LOCK_CLASS, names, [lock_key(n) for n in names]))
-        found = await cur.fetchall()
+        names = sorted(registered | await checkpoints.names(conn))
+        found = await checkpoints.status(conn, names)
     rows = [[name, str(pos), str(head), str(lag), f"{updated:%Y-%m-%d %H:%M:%S%z}",
              f"yes (pid {pid})" if pid else "no"] for name, pos, head, lag, updated, pid in found]
     return rows, registered

@@ -1,7 +1,7 @@
 """HTTP conventions shared by the command and query sides (which must not import each other).
 
 Every command answers with the log position of what it appended, in ``X-Hubbub-Position``; a
-client sends it back on its next query to read its own writes (see ``infra/consistency.py``).
+client sends it back on its next query to read its own writes (see ``projections/consistency.py``).
 """
 
 from __future__ import annotations

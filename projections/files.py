@@ -3,7 +3,9 @@
 Reads: ``file.uploaded``, ``file.shared``, ``file.unshared``, ``file.deleted``, ``file.blobs_removed``.
 Writes: ``files`` (one row per file: name, size, type, sha256, blob keys, image size and
 thumbnails, deletion) and ``file_shares`` (one row per live message that lists a file, with its
-channel: who may download a file is decided from these rows and ``readapi/visibility.py``).
+channel: who may download a file is decided from these rows and ``projections/visibility.py``).
+Read here for the commands: a workspace's usage (``workspace_usage``, for its quota) and the deleted
+files whose blobs are still to remove (``unpurged_files``).
 
 Idempotency: the runtime commits rows and checkpoint together; besides, an upload or share that
 exists already inserts nothing, and unsharing, deleting and marking blobs removed are the same
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 import msgspec
 import psycopg
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from domain.events import RecordedEvent
 from domain.file import FileBlobsRemoved, FileDeleted, FileShared, FileUnshared, FileUploaded
@@ -76,6 +79,8 @@ _DELETED = (
     "DELETE FROM file_shares{s} WHERE file_id = %(file_id)s",
 )
 _BLOBS_REMOVED = "UPDATE files{s} SET blobs_removed = true WHERE file_id = %(file_id)s"
+_USAGE = "SELECT coalesce(sum(size), 0) FROM files WHERE workspace_id = %s AND NOT deleted"
+_UNPURGED = "SELECT file_id FROM files WHERE deleted AND NOT blobs_removed ORDER BY file_id LIMIT %s"
 
 
 def _statements(recorded: RecordedEvent) -> list[tuple[str, dict]]:
@@ -112,3 +117,18 @@ class Files:
 
     def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
         return [(statement.format(s=suffix), params) for recorded in events for statement, params in _statements(recorded)]
+
+
+async def workspace_usage(pool: AsyncConnectionPool, workspace_id: str) -> int:
+    """Bytes of the workspace's files that are not deleted (for the quota)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_USAGE, (workspace_id,))
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def unpurged_files(pool: AsyncConnectionPool, limit: int = 100) -> list[str]:
+    """Deleted files whose blobs are not recorded as removed yet."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(_UNPURGED, (limit,))
+        return [r[0] for r in await cur.fetchall()]

@@ -30,7 +30,7 @@ import psycopg
 
 from domain.events import RecordedEvent
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
-from infra.consistency import SEQS_CHANNEL
+from projections.consistency import SEQS_CHANNEL
 from infra.db import Statement, run_statements
 
 _SCHEMA = """
@@ -119,7 +119,7 @@ WITH r AS (
 )
 {tell}
 """
-# The seqs the batch gave, for the posts waiting on them (``infra/consistency.py``, SEQS_CHANNEL):
+# The seqs the batch gave, for the posts waiting on them (``projections/consistency.py``, SEQS_CHANNEL):
 # "position:seq ..." in notifications of at most 300 (a payload holds 8,000 bytes). Live only:
 # a rebuild's tables (a suffix) answer nobody.
 _TELL_SEQS = f"""SELECT pg_notify('{SEQS_CHANNEL}', string_agg(position || ':' || seq, ' '))

@@ -32,14 +32,9 @@ from psycopg import sql
 
 from domain.events import RecordedEvent
 from infra.eventstore.port import EventStore
-from projections.runtime import (
-    Projection,
-    drop_tables,
-    lock_checkpoint,
-    lock_key,
-    save_checkpoint,
-    tables_exist,
-)
+from infra.leader import try_lead
+from projections.checkpoints import lock_checkpoint, position_of, save_checkpoint
+from projections.runtime import Projection, drop_tables, tables_exist
 
 SUFFIX = "__rebuild"
 LOCK_CLASS = 7243021  # two-key advisory locks admitting one rebuild per projection
@@ -155,9 +150,7 @@ async def rebuild(
 
 
 async def _admit_one(conn: psycopg.AsyncConnection, name: str) -> None:
-    cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
-    row = await cur.fetchone()
-    if not (row and row[0]):
+    if not await try_lead(conn, name, lock_class=LOCK_CLASS):
         raise RebuildError(f"another rebuild of {name!r} is running; wait for it to finish, then try again")
 
 
@@ -180,9 +173,7 @@ async def _chase(conn: psycopg.AsyncConnection, store: EventStore, projection: P
 async def _live_target(conn: psycopg.AsyncConnection, store: EventStore, projection: Projection) -> int:
     if not await tables_exist(conn, projection.tables):
         return await store.head()
-    cur = await conn.execute("SELECT position FROM projection_checkpoints WHERE name = %s", (projection.name,))
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return await position_of(conn, projection.name) or 0
 
 
 async def _finish(conn: psycopg.AsyncConnection, store: EventStore, projection: Projection,

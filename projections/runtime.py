@@ -1,9 +1,9 @@
 """The projector runtime: named projections follow the log and keep their tables current.
 
 Each projection is *active* in only one process at a time: its leader holds a session-level
-advisory lock keyed by the projection's name, on a connection of its own. Runners of the same
-projections do not share them out: the runner holding the first of them (in name order) leads
-them all, and the others stand by. Every ``lock_retry_s`` (between batches, or while it leads
+advisory lock keyed by the projection's name (``infra/leader.py``), on a connection of its own.
+Runners of the same projections do not share them out: the runner holding the first of them
+(in name order) leads them all, and the others stand by. Every ``lock_retry_s`` (between batches, or while it leads
 none) a runner looks again: a standby for the first, the leader for any it lacks. When the leader
 dies its session ends, its locks are released and a standby takes over. One leader, because every
 leader pays for each batch: a read of the log, two round trips, a commit, and notifications that
@@ -15,25 +15,24 @@ events/s against 6,103 and 6,341: PostgreSQL, not the runner, is the limit there
 also keeps its tables' planner statistics fresh (``analyze_stale``), since its plans are made once
 per connection and kept until those change.
 
-The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of
-their checkpoints)``, and ONE transaction per batch: the new checkpoints, then each projection's
-rows for the events past its own checkpoint, then a ``hubbub_checkpoints`` notification each
-(``"{name} {position}"``), sent in one pipeline. So a batch costs one read, two round trips and
-one commit however many read models there are, and it is written on the connection that holds
-the locks (a leader that lost its connection has lost its locks and cannot write either). The
-transaction starts by moving the checkpoint rows, which locks them, on the condition that they
-still hold the positions the runner resumed from. That row lock is also how a rebuild pauses the
-live projector (see ``projections/rebuild.py``), and the check fences off any other writer of a
-checkpoint: the runner re-reads them and resumes from there. A projection whose batch fails
-holds up the others of its runner until it passes (retried with a backoff, logged with every
-position).
+The projections a runner leads share ONE subscription, ``store.subscribe(after=the lowest of their
+checkpoints)``, and ONE transaction per batch: the new checkpoints, then each projection's rows for
+the events past its own checkpoint, then a notification each (``"{name} {position}"``; the
+checkpoints' SQL and channel are ``projections/checkpoints.py``'s), sent in one pipeline. So a
+batch costs one read, two round trips and one commit however many read models there are, and it is
+written on the connection that holds the locks (a leader that lost its connection has lost its
+locks and cannot write either). The transaction starts by moving the checkpoint rows, which locks
+them, on the condition that they still hold the positions the runner resumed from. That row lock is
+also how a rebuild pauses the live projector (see ``projections/rebuild.py``), and the check fences
+off any other writer of a checkpoint: the runner re-reads them and resumes from there. A projection
+whose batch fails holds up the others of its runner until it passes (retried with a backoff, logged
+with every position).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -47,13 +46,12 @@ from domain.events import RecordedEvent
 from infra.aio import cancel_and_wait
 from infra.db import Statement
 from infra.eventstore.port import EventStore
+from infra.leader import Backoff, try_lead
+from projections import checkpoints
+from projections.checkpoints import lock_checkpoint, save_checkpoint
 
 log = structlog.get_logger(__name__)
 
-LOCK_CLASS = 7243020
-"""First key of the two-key advisory locks that elect a projection's leader (the second key is
-``lock_key(name)``). The two-key space is apart from the one-key locks of migrations and appends."""
-NOTIFY_CHANNEL = "hubbub_checkpoints"
 ANALYZE_EVERY_S = 5.0
 """How often, at most, a leader looks for tables of its projections with stale statistics."""
 T = TypeVar("T")
@@ -96,56 +94,6 @@ class CheckpointMoved(Exception):
         self.position = position
 
 
-def lock_key(name: str) -> int:
-    """Stable 31-bit key for ``name`` (non-negative, so it reads the same in ``pg_locks.objid``)."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
-
-
-async def lock_checkpoint(conn: psycopg.AsyncConnection, name: str) -> int:
-    """Create the checkpoint row if missing and lock it until the transaction ends; its position."""
-    await conn.execute(
-        "INSERT INTO projection_checkpoints (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (name,)
-    )
-    cur = await conn.execute("SELECT position FROM projection_checkpoints WHERE name = %s FOR UPDATE", (name,))
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-# Move a checkpoint and tell the watchers ``"{name} {position}"`` (delivered at commit, so it can
-# be sent first), in one statement. With ``from``, only from that position: the UPDATE takes the
-# row lock and, after waiting for a rebuild that holds it, sees the row as the rebuild left it.
-_SAVE = """
-WITH saved AS (
-    UPDATE projection_checkpoints SET position = %(to)s, updated_at = now()
-    WHERE name = %(name)s AND (%(from)s::bigint IS NULL OR position = %(from)s::bigint)
-    RETURNING name
-)
-SELECT pg_notify(%(channel)s, name || ' ' || %(to)s::text) FROM saved
-"""
-
-
-async def save_checkpoint(conn: psycopg.AsyncConnection, name: str, position: int,
-                          expected: int | None = None) -> bool:
-    """Move ``name``'s checkpoint to ``position`` (only if it is at ``expected``, when given) and
-    notify; False if it was not at ``expected``."""
-    cur = await conn.execute(_SAVE, {"to": position, "name": name, "from": expected, "channel": NOTIFY_CHANNEL})
-    return await cur.fetchone() is not None
-
-
-# Several checkpoints at once, each only from where it was: the projections of one batch. Their
-# notifications are the batch's last statement (``_TELL``), so that whatever a projection notifies
-# about its rows (the messages' seqs) reaches a listener before the checkpoint that wakes waiters.
-_SAVE_ALL = """
-UPDATE projection_checkpoints c SET position = w.target, updated_at = now()
-FROM unnest(%(names)s::text[], %(froms)s::bigint[], %(tos)s::bigint[]) AS w(name, position, target)
-WHERE c.name = w.name AND c.position = w.position
-RETURNING c.name
-"""
-_TELL = """SELECT pg_notify(%(channel)s, name || ' ' || position::text)
-           FROM unnest(%(names)s::text[], %(tos)s::bigint[]) AS w(name, position)"""
-
-
 async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, Projection],
                       batch: Sequence[RecordedEvent], positions: Mapping[str, int]) -> dict[str, int]:
     """Rows and checkpoints of every projection in ONE transaction: all of the batch takes
@@ -165,9 +113,8 @@ async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, P
     try:
         async with conn.pipeline(), conn.cursor() as saving, conn.cursor() as cur:
             await cur.execute("BEGIN")
-            params = {"names": names, "froms": [positions[n] for n in names], "tos": [targets[n] for n in names],
-                      "channel": NOTIFY_CHANNEL}
-            await saving.execute(_SAVE_ALL, params)
+            params = checkpoints.batch_params(names, [positions[n] for n in names], [targets[n] for n in names])
+            await saving.execute(checkpoints.SAVE_ALL, params)
             for name, projection in projections.items():
                 events = [e for e in batch if e.position > positions[name]]
                 if not events:
@@ -178,7 +125,7 @@ async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, P
                     continue
                 for statement, values in statements:
                     await cur.execute(statement, values)
-            await cur.execute(_TELL, params)
+            await cur.execute(checkpoints.TELL, params)
             if len(await saving.fetchall()) != len(names):
                 raise CheckpointMoved(min(positions.values()))
             await cur.execute("COMMIT")
@@ -232,21 +179,6 @@ async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]
         aclose = getattr(iterator, "aclose", None)
         if aclose is not None:
             await aclose()
-
-
-class Backoff:
-    """Delays that double from ``initial`` up to ``maximum``; ``reset`` after a success."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self.initial, self.maximum = initial, maximum
-        self.current = initial
-
-    def next(self) -> float:
-        delay, self.current = self.current, min(self.current * 2, self.maximum)
-        return delay
-
-    def reset(self) -> None:
-        self.current = self.initial
 
 
 class _Group:
@@ -303,9 +235,7 @@ class _Group:
                     await asyncio.sleep(delay)
 
     async def _lead(self, conn: psycopg.AsyncConnection, name: str) -> bool:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
-        row = await cur.fetchone()
-        if row and row[0]:
+        if await try_lead(conn, name):
             self.leading[name] = self.projections[name]
             self.log.info("projection.leading", projection=name)
         return name in self.leading
@@ -458,6 +388,4 @@ class ProjectorRunner:
 
     async def positions(self) -> dict[str, int]:
         """Every checkpoint in the database, by projection name."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute("SELECT name, position FROM projection_checkpoints")
-            return {name: int(position) for name, position in await cur.fetchall()}
+        return await checkpoints.read_checkpoints(self.pool)

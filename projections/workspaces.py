@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS workspace_members{s} (
     CONSTRAINT workspace_members{s}_pkey PRIMARY KEY (workspace_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS workspace_members{s}_user_idx ON workspace_members{s} (user_id);
--- A workspace's guests, for the presence fan-out (readapi/visibility.guests_seeing): few rows.
+-- A workspace's guests, for the presence fan-out (projections/visibility.guests_seeing): few rows.
 CREATE INDEX IF NOT EXISTS workspace_members{s}_guests_idx ON workspace_members{s} (workspace_id) WHERE role = 'guest';
 CREATE TABLE IF NOT EXISTS invites{s} (
     code_hash text NOT NULL, workspace_id text NOT NULL, role text NOT NULL, expires_at timestamptz NOT NULL,

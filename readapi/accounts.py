@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.errors import NotYet
 from domain.session import Principal
-from infra.consistency import ReadConsistency
+from projections.consistency import ReadConsistency
 
 _ME = "SELECT user_id, email, display_name, created_at FROM users WHERE user_id = %s"
 _SESSIONS = """SELECT session_id, device, started_at FROM sessions

@@ -1,7 +1,7 @@
 """Channel lists, one channel, channel members: the query side of *Channels and direct messages*.
 
 Read models: ``channels`` and ``channel_members`` (projection ``workspaces``) and ``channel_seqs``
-(projection ``messages``). Only what ``readapi/visibility.py`` lets the caller see; the rest is
+(projection ``messages``). Only what ``projections/visibility.py`` lets the caller see; the rest is
 404. ``unread_count = channel_seqs.last_seq - channel_members.last_read_seq`` per row, so a list
 costs the same whatever the channels' sizes. ``mention_count`` is the member's unread notifications
 of the counted kinds in the channel (``notification_counts``, projection ``notifications``): one row
@@ -22,10 +22,10 @@ from psycopg_pool import AsyncConnectionPool
 from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
-from hubbub.auth import authenticate
-from hubbub.deps import services_of
-from infra.consistency import ReadConsistency
-from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE, channel_visible_to, workspace_role
+from projections.consistency import ReadConsistency
+from projections.members import channel_member_page
+from projections.visibility import VISIBLE_FROM, VISIBLE_WHERE, channel_visible_to, workspace_role
+from readapi.edge import services_of
 
 Limit = Annotated[int, Parameter(ge=1, le=200)]
 
@@ -44,13 +44,6 @@ ORDER BY c.channel_id LIMIT %(limit)s
 _ONE = f"""
 SELECT {_COLUMNS} FROM {VISIBLE_FROM} LEFT JOIN channel_seqs s ON s.channel_id = c.channel_id {_COUNTS}
 WHERE c.channel_id = %(channel_id)s AND {VISIBLE_WHERE}
-"""
-_MEMBERS = """
-SELECT cm.user_id, coalesce(u.display_name, ''), wm.role FROM channel_members cm
-JOIN channels c ON c.channel_id = cm.channel_id
-JOIN workspace_members wm ON wm.workspace_id = c.workspace_id AND wm.user_id = cm.user_id
-LEFT JOIN users u ON u.user_id = cm.user_id
-WHERE cm.channel_id = %s AND cm.user_id > %s ORDER BY cm.user_id LIMIT %s
 """
 
 
@@ -93,9 +86,9 @@ class WorkspaceChannelQueries(Controller):
     @get("/", operation_id="listChannels")
     async def list_channels(self, request: Request, workspace_id: FromPath[str], limit: Limit = 50,
                             after: FromQuery[str] = "") -> ChannelsOut:
-        # A hot read: no dependency injection (see hubbub.deps.services_of).
+        # A hot read: no dependency injection (see readapi/edge.py).
         services = services_of(request)
-        principal = await authenticate(services.shell, request.headers.get("authorization"))
+        principal = await services.authenticate(request.headers.get("authorization"))
         await services.consistency.wait(principal.since_position)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
@@ -137,6 +130,5 @@ class ChannelQueries(Controller):
         async with pool.connection() as conn:
             if await channel_visible_to(conn, channel_id, principal.user_id) is None:
                 raise NotFound("no such channel")
-            cur = await conn.execute(_MEMBERS, (channel_id, after, limit))
-            items = [ChannelMemberOut(*row) for row in await cur.fetchall()]
+            items = [ChannelMemberOut(*row) for row in await channel_member_page(conn, channel_id, after, limit)]
         return ChannelMembersOut(items, items[-1].user_id if len(items) == limit else None)

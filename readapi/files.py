@@ -1,5 +1,5 @@
 """A file's metadata, bytes and thumbnail: the query side of *Files* in API.md (read model: the
-``files`` projection; who may see what: ``readapi/visibility.py``).
+``files`` projection; who may see what: ``projections/visibility.py``).
 
 A user may see a file they uploaded (while they are in its workspace) and a file shared in a
 channel they may see now; anything else answers 404, like a file that does not exist.
@@ -34,24 +34,17 @@ from domain.file import Thumbnail
 from domain.filetypes import served_type, shown_inline
 from domain.session import Principal
 from infra.blobs import BlobStore
-from infra.consistency import ReadConsistency
 from infra.settings import Settings
-from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE
+from projections.consistency import ReadConsistency
+from projections.shapes import API_PREFIX, thumbnail_url
+from projections.visibility import FILE_VISIBLE
 
-API_PREFIX = "/api/v1"
-_SHARED_VISIBLY = f"""EXISTS (SELECT 1 FROM {VISIBLE_FROM} JOIN file_shares s ON s.channel_id = c.channel_id
-                            WHERE s.file_id = f.file_id AND {VISIBLE_WHERE})"""
-_UPLOADER = """(f.uploader_id = %(user_id)s AND EXISTS (
-    SELECT 1 FROM workspace_members w WHERE w.workspace_id = f.workspace_id AND w.user_id = %(user_id)s))"""
 _VISIBLE_FILE = f"""
 SELECT f.file_id, f.workspace_id, f.uploader_id, f.name, f.size, f.mime, f.sha256, f.storage_key, f.width, f.height,
        f.thumbnails, f.created_at
 FROM files f
-WHERE f.file_id = %(file_id)s AND NOT f.deleted AND ({_UPLOADER} OR {_SHARED_VISIBLY})
+WHERE f.file_id = %(file_id)s AND NOT f.deleted AND {FILE_VISIBLE}
 """
-_SHARED_WITH = f"SELECT {_SHARED_VISIBLY} FROM files f WHERE f.file_id = %(file_id)s"
-_USAGE = "SELECT coalesce(sum(size), 0) FROM files WHERE workspace_id = %s AND NOT deleted"
-_UNPURGED = "SELECT file_id FROM files WHERE deleted AND NOT blobs_removed ORDER BY file_id LIMIT %s"
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
                     "Cache-Control": "private, max-age=0, must-revalidate"}
 
@@ -109,10 +102,6 @@ def content_url(file_id: str) -> str:
     return f"{API_PREFIX}/files/{file_id}/content"
 
 
-def thumbnail_url(file_id: str) -> str:
-    return f"{API_PREFIX}/files/{file_id}/thumbnail"
-
-
 async def visible_file(conn: psycopg.AsyncConnection, file_id: str, user_id: str) -> FileRow:
     """The file if ``user_id`` may see it; 404 otherwise (missing, deleted, or not theirs to see)."""
     if not looks_like_id(file_id):
@@ -122,28 +111,6 @@ async def visible_file(conn: psycopg.AsyncConnection, file_id: str, user_id: str
     if row is None:
         raise NotFound("no such file")
     return FileRow(*row[:10], msgspec.convert(row[10], list[Thumbnail]), row[11])
-
-
-async def shared_with(conn: psycopg.AsyncConnection, file_id: str, user_id: str) -> bool:
-    """Whether the file is shared in a channel ``user_id`` may see (its uploader aside)."""
-    cur = await conn.execute(_SHARED_WITH, {"file_id": file_id, "user_id": user_id})
-    row = await cur.fetchone()
-    return bool(row and row[0])
-
-
-async def workspace_usage(pool: AsyncConnectionPool, workspace_id: str) -> int:
-    """Bytes of the workspace's files that are not deleted (for the quota)."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(_USAGE, (workspace_id,))
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-
-async def unpurged_files(pool: AsyncConnectionPool, limit: int = 100) -> list[str]:
-    """Deleted files whose blobs are not recorded as removed yet."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(_UNPURGED, (limit,))
-        return [r[0] for r in await cur.fetchall()]
 
 
 def meta(row: FileRow) -> FileMeta:

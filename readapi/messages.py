@@ -1,7 +1,8 @@
 """Channel history, one message, a thread, a message's versions: the query side of *Messages,
 threads, reactions* in API.md (read models: the ``messages`` projection, and ``files`` for the
-files a message lists; who may see which channel: ``readapi/visibility.py``, so an invisible
-channel's messages are 404 like missing ones).
+files a message lists; the message object and its SQL: ``projections/shapes.py``; who may see
+which channel: ``projections/visibility.py``, so an invisible channel's messages are 404 like
+missing ones).
 
 One statement per page: the messages and, per message, its reactions aggregated
 (``[{emoji, count, user_ids}]``, emoji in order of first use, users in order of reacting).
@@ -27,36 +28,20 @@ from psycopg_pool import AsyncConnectionPool
 from domain.message import could_be_id
 from domain.errors import DomainError, NotFound
 from domain.session import Principal
-from infra.consistency import ReadConsistency
+from projections.consistency import ReadConsistency
 from domain.access import looks_like_id
-from hubbub.auth import authenticate
-from hubbub.deps import services_of
-from readapi.visibility import VISIBLE_CHANNEL, channel_visible_to
+from projections.shapes import MESSAGE_COLUMNS, MessageOut, to_message
+from projections.visibility import VISIBLE_CHANNEL, channel_visible_to
+from readapi.edge import services_of
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 
-_REACTIONS = """coalesce((
-    SELECT json_agg(json_build_object('emoji', r.emoji, 'count', r.n, 'user_ids', r.users) ORDER BY r.first_at, r.emoji)
-    FROM (SELECT emoji, count(*) AS n, array_agg(user_id ORDER BY created_at, user_id) AS users,
-                 min(created_at) AS first_at
-          FROM reactions WHERE message_id = m.message_id GROUP BY emoji) AS r), '[]'::json)::text"""
-# Files in the order the message lists them; a deleted file is a tombstone (``deleted: true``).
-_FILES = """coalesce((
-    SELECT json_agg(CASE WHEN f.deleted THEN json_build_object('id', f.file_id, 'name', '', 'size', 0, 'mime', '',
-                                                               'deleted', true)
-                         ELSE json_build_object('id', f.file_id, 'name', f.name, 'size', f.size, 'mime', f.mime,
-                                                'thumbnail_url', CASE WHEN jsonb_array_length(f.thumbnails) > 0
-                                                    THEN '/api/v1/files/' || f.file_id || '/thumbnail' END) END
-                    ORDER BY listed.n)
-    FROM unnest(m.file_ids) WITH ORDINALITY AS listed(file_id, n) JOIN files f ON f.file_id = listed.file_id), '[]'::json)::text"""
-_COLUMNS = f"""m.message_id, m.channel_id, m.seq, m.author_id, m.text, m.created_at, m.edited_at, m.deleted,
-    m.thread_root_id, m.reply_count, m.last_reply_at, m.reply_user_ids, {_REACTIONS}, m.mentions, {_FILES}"""
-_ONE = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = %(id)s"
+_ONE = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.message_id = %(id)s"
 _TOP_LEVEL = "m.channel_id = %(channel)s AND m.thread_root_id IS NULL AND m.seq > %(after)s AND m.seq < %(before)s"
-_NEWEST = f"SELECT {_COLUMNS} FROM messages m WHERE {_TOP_LEVEL} ORDER BY m.seq DESC LIMIT %(limit)s"
-_OLDEST = f"SELECT {_COLUMNS} FROM messages m WHERE {_TOP_LEVEL} ORDER BY m.seq ASC LIMIT %(limit)s"
-_REPLIES = f"""SELECT {_COLUMNS} FROM messages m WHERE m.thread_root_id = %(root)s AND m.seq > %(after)s
+_NEWEST = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {_TOP_LEVEL} ORDER BY m.seq DESC LIMIT %(limit)s"
+_OLDEST = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {_TOP_LEVEL} ORDER BY m.seq ASC LIMIT %(limit)s"
+_REPLIES = f"""SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.thread_root_id = %(root)s AND m.seq > %(after)s
                ORDER BY m.seq ASC LIMIT %(limit)s"""
 _VERSIONS = "SELECT version, text, edited_at FROM message_versions WHERE message_id = %s ORDER BY version"
 _NO_END = 2**63 - 1
@@ -80,40 +65,6 @@ def refuse_time_travel(as_of: str | None, as_of_position: str | None) -> None:
                            "as it is now", field=name)
 
 
-class Reaction(msgspec.Struct, frozen=True):
-    emoji: str
-    count: int
-    user_ids: list[str]
-
-
-class FileOut(msgspec.Struct, frozen=True, omit_defaults=True):
-    id: str
-    name: str
-    size: int
-    mime: str
-    thumbnail_url: str | None = None
-    deleted: bool = False
-    """A deleted file stays listed as a tombstone: its id, empty name and type, size 0."""
-
-
-class MessageOut(msgspec.Struct, frozen=True):
-    id: str
-    channel_id: str
-    seq: int
-    author_id: str
-    text: str
-    created_at: dt.datetime
-    edited_at: dt.datetime | None
-    deleted: bool
-    thread_root_id: str | None
-    reply_count: int
-    last_reply_at: dt.datetime | None
-    reply_user_ids: list[str]
-    reactions: list[Reaction]
-    files: list[FileOut]
-    mentions: list[str]
-
-
 class MessagePage(msgspec.Struct, frozen=True):
     items: list[MessageOut]
     has_more: bool
@@ -133,29 +84,6 @@ class VersionOut(msgspec.Struct, frozen=True):
 
 class VersionsOut(msgspec.Struct, frozen=True):
     items: list[VersionOut]
-
-
-# Reactions and files come as JSON text, decoded straight into their types (psycopg's json
-# loader built dicts first, then msgspec.convert walked them: most of the publisher's cost).
-_REACTIONS_JSON = msgspec.json.Decoder(list[Reaction])
-_FILES_JSON = msgspec.json.Decoder(list[FileOut])
-
-
-def to_message(row: tuple[Any, ...]) -> MessageOut:
-    (message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id, reply_count,
-     last_reply_at, reply_user_ids, reactions, mentions, files) = row
-    return MessageOut(message_id, channel_id, seq, author_id, text, created_at, edited_at, deleted, thread_root_id,
-                      reply_count, last_reply_at, reply_user_ids, _REACTIONS_JSON.decode(reactions),
-                      files=_FILES_JSON.decode(files), mentions=mentions)
-
-
-BY_IDS = f"SELECT {_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"
-"""Rows for ``to_message`` by message id, whoever may see them (callers check or route)."""
-
-
-async def messages_by_ids(conn: psycopg.AsyncConnection, ids: list[str]) -> dict[str, MessageOut]:
-    cur = await conn.execute(BY_IDS, (ids,))
-    return {m.id: m for m in map(to_message, await cur.fetchall())}
 
 
 async def visible_message(conn: psycopg.AsyncConnection, message_id: str, user_id: str) -> MessageOut:
@@ -184,9 +112,9 @@ class MessageQueries(Controller):
         after: Cursor = None, as_of: TimeTravel = None, as_of_position: TimeTravel = None,
     ) -> MessagePage:
         refuse_time_travel(as_of, as_of_position)
-        # A hot read: no dependency injection (see hubbub.deps.services_of).
+        # A hot read: no dependency injection (see readapi/edge.py).
         services = services_of(request)
-        principal = await authenticate(services.shell, request.headers.get("authorization"))
+        principal = await services.authenticate(request.headers.get("authorization"))
         await services.consistency.wait(principal.since_position)
         if not looks_like_id(channel_id):
             raise NotFound("no such channel")  # could not exist, and would not reach the database intact

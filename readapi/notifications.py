@@ -1,5 +1,5 @@
 """Notifications and notification settings: the query side (read model: the ``notifications``
-projection; who may see which channel: ``readapi/visibility.py``).
+projection; who may see which channel: ``projections/visibility.py``).
 
 ``GET /notifications`` lists the caller's notifications newest first (ids sort in log order),
 ``?unread=true`` only the unread ones, paging with ``before`` = the ``next_cursor`` of the previous
@@ -21,8 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain import notify as n
 from domain.session import Principal
-from infra.consistency import ReadConsistency
-from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE
+from projections.consistency import ReadConsistency
+from projections.visibility import VISIBLE_FROM, VISIBLE_WHERE
 
 Limit = Annotated[int, Parameter(ge=1, le=200)]
 Cursor = Annotated[str | None, Parameter(max_length=64)]

@@ -1,7 +1,7 @@
 """``GET /workspaces/{ws}/search``: messages matching a query, from the channels the caller may see.
 
 The query language is ``domain/searchquery.py``'s; the index is the app's ``SearchIndex``
-(``infra/search``). Access is decided now, at query time, by ``readapi/visibility.py``: the
+(``infra/search``). Access is decided now, at query time, by ``projections/visibility.py``: the
 caller's visible channels (members: public ones and their own; guests: their own; DMs and groups:
 their people) are handed to the index, which answers from those only, and every hit is checked
 again against them once its message is loaded. So a membership change applies to the very next
@@ -33,20 +33,16 @@ from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.searchquery import InvalidQuery, ParsedQuery, parse
 from domain.session import Principal
-from infra.consistency import ReadConsistency
 from infra.search.port import BadCursor, Hit, SearchIndex, SearchQuery, Sort
-from readapi.messages import DEFAULT_LIMIT, MAX_LIMIT, MessageOut, messages_by_ids
-from readapi.visibility import visible_channel_ids, workspace_role
+from projections.consistency import ReadConsistency
+from projections.members import members_named
+from projections.shapes import MessageOut, messages_by_ids
+from projections.visibility import visible_channel_ids, workspace_role
+from readapi.messages import DEFAULT_LIMIT, MAX_LIMIT
 
 PREVIEW = 200
 """Characters of text shown as the highlight when nothing in it was matched."""
 
-_MEMBERS_NAMED = r"""
-SELECT u.user_id FROM users u
-JOIN workspace_members wm ON wm.user_id = u.user_id AND wm.workspace_id = %(ws)s
-WHERE lower(regexp_replace(u.display_name, '[\s._-]+', '', 'g'))
-      = ANY(SELECT lower(regexp_replace(n, '[\s._-]+', '', 'g')) FROM unnest(%(names)s::text[]) AS n)
-"""
 _CHANNELS_NAMED = "SELECT channel_id FROM channels WHERE workspace_id = %(ws)s AND name = ANY(%(names)s)"
 
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"1 to {MAX_LIMIT}")]
@@ -86,20 +82,13 @@ def decode_cursor(cursor: str | None, sort: Sort) -> list[Any] | None:
     return decoded.after
 
 
-async def _members_named(conn: psycopg.AsyncConnection, workspace_id: str, names: list[str]) -> list[str]:
-    if not names:
-        return []
-    cur = await conn.execute(_MEMBERS_NAMED, {"ws": workspace_id, "names": names})
-    return [row[0] for row in await cur.fetchall()]
-
-
 async def _authors(conn: psycopg.AsyncConnection, parsed: ParsedQuery, workspace_id: str,
                    user_id: str) -> tuple[str, ...] | None:
     if not parsed.from_users:
         return None
     ids = {user_id if v.lower() == "me" else v for v in parsed.from_users if v.lower() == "me" or looks_like_id(v)}
     named = [v for v in parsed.from_users if v.lower() != "me" and not looks_like_id(v)]
-    ids.update(await _members_named(conn, workspace_id, named))
+    ids.update(await members_named(conn, workspace_id, named))
     return tuple(sorted(ids))
 
 

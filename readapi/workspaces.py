@@ -1,7 +1,7 @@
 """The caller's workspaces and a workspace's members: the query side of *Workspaces and members*
 (read models: ``workspaces``, ``workspace_members`` of projection ``workspaces``, ``users`` of
-``accounts``). A workspace the caller is not in is 404; a guest's member list holds only the
-people they see (``readapi/visibility.guest_sees``)."""
+``accounts``, read by ``projections/members.py``). A workspace the caller is not in is 404; a
+guest's member list holds only the people they see (``projections/visibility.guest_sees``)."""
 
 from __future__ import annotations
 
@@ -17,25 +17,11 @@ from psycopg_pool import AsyncConnectionPool
 from domain.access import looks_like_id
 from domain.errors import NotFound
 from domain.session import Principal
-from infra.consistency import ReadConsistency
-from readapi.visibility import GUEST_SEES, workspace_role
+from projections.consistency import ReadConsistency
+from projections.members import member_page, workspace_of_user, workspaces_of_user
+from projections.visibility import workspace_role
 
 Limit = Annotated[int, Parameter(ge=1, le=200)]
-
-_MINE = """
-SELECT w.workspace_id, w.name, m.role, w.created_at FROM workspace_members m
-JOIN workspaces w USING (workspace_id) WHERE m.user_id = %s ORDER BY w.workspace_id
-"""
-_ONE = """
-SELECT w.workspace_id, w.name, m.role, w.created_at FROM workspace_members m
-JOIN workspaces w USING (workspace_id) WHERE m.user_id = %s AND m.workspace_id = %s
-"""
-_MEMBERS = """
-SELECT m.user_id, coalesce(u.display_name, ''), m.role FROM workspace_members m
-LEFT JOIN users u USING (user_id)
-WHERE m.workspace_id = %(workspace_id)s AND m.user_id > %(after)s {guest} ORDER BY m.user_id LIMIT %(limit)s
-"""
-_MEMBERS_ALL, _MEMBERS_FOR_GUEST = _MEMBERS.format(guest=""), _MEMBERS.format(guest=f"AND {GUEST_SEES}")
 
 
 class WorkspaceOut(msgspec.Struct, frozen=True):
@@ -69,8 +55,7 @@ class WorkspaceQueries(Controller):
                    consistency: NamedDependency[ReadConsistency]) -> WorkspacesOut:
         await consistency.wait(principal.since_position)
         async with pool.connection() as conn:
-            cur = await conn.execute(_MINE, (principal.user_id,))
-            return WorkspacesOut([WorkspaceOut(*row) for row in await cur.fetchall()])
+            return WorkspacesOut([WorkspaceOut(*row) for row in await workspaces_of_user(conn, principal.user_id)])
 
     @get("/{workspace_id:str}", operation_id="getWorkspace")
     async def one(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
@@ -80,8 +65,7 @@ class WorkspaceQueries(Controller):
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
         async with pool.connection() as conn:
-            cur = await conn.execute(_ONE, (principal.user_id, workspace_id))
-            row = await cur.fetchone()
+            row = await workspace_of_user(conn, principal.user_id, workspace_id)
         if row is None:
             raise NotFound("no such workspace")
         return WorkspaceOut(*row)
@@ -97,8 +81,6 @@ class WorkspaceQueries(Controller):
             role = await workspace_role(conn, workspace_id, principal.user_id)
             if role is None:
                 raise NotFound("no such workspace")
-            cur = await conn.execute(_MEMBERS_FOR_GUEST if role == "guest" else _MEMBERS_ALL,
-                                     {"workspace_id": workspace_id, "after": after, "limit": limit,
-                                      "viewer": principal.user_id})
-            items = [MemberOut(*row) for row in await cur.fetchall()]
+            guest = principal.user_id if role == "guest" else None
+            items = [MemberOut(*row) for row in await member_page(conn, workspace_id, after, limit, guest)]
         return MembersOut(items, items[-1].user_id if len(items) == limit else None)

@@ -1,6 +1,6 @@
 """What a user's sockets listen to: the subjects of everything the user may see now.
 
-The rule is ``readapi/visibility.py``'s (the same SQL fragments), applied to every workspace at
+The rule is ``projections/visibility.py``'s (``visible_places``), applied to every workspace at
 once: the user's own subject, the workspace subject of each workspace where they are more than a
 guest (guests see only the channels they were added to; in its place a guest hears the presence
 of the people they see, ``subjects.guest_presence``), and the subject of every channel they may
@@ -15,23 +15,16 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from infra.consistency import read_checkpoints
-from readapi.visibility import VISIBLE_FROM, VISIBLE_WHERE
+from projections.checkpoints import read_checkpoints
+from projections.visibility import visible_places
 from realtime import subjects
 
-_SUBJECTS = f"""
-SELECT CASE WHEN role = 'guest' THEN 'guest' ELSE 'ws' END, workspace_id FROM workspace_members
-WHERE user_id = %(user_id)s
-UNION ALL
-SELECT 'ch', c.channel_id FROM {VISIBLE_FROM} WHERE {VISIBLE_WHERE}
-"""
 _SUBJECT_OF = {"ws": subjects.workspace, "ch": subjects.channel}
 
 
 async def subjects_for(conn: psycopg.AsyncConnection, user_id: str) -> set[str]:
-    cur = await conn.execute(_SUBJECTS, {"user_id": user_id})
     found = {sys.intern(subjects.user(user_id))}
-    for kind, ident in await cur.fetchall():
+    for kind, ident in await visible_places(conn, user_id):
         # Interned: thousands of sockets listening to the same channels share one string each.
         found.add(sys.intern(subjects.guest_presence(ident, user_id) if kind == "guest" else _SUBJECT_OF[kind](ident)))
     return found

@@ -22,22 +22,34 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Collection, Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
+from psycopg_pool import AsyncConnectionPool
 
+from infra.eventstore.port import EventStore
 from realtime.access import read_models_position, subjects_for
 from realtime.replay import replay
 from realtime.subjects import Envelope
 from realtime.wire import Sink, text_frame, text_frames
 
-if TYPE_CHECKING:
-    from realtime.hub import Hub
-
 log = structlog.get_logger(__name__)
 
 TOO_SLOW = 4008
 SERVER_ERROR = 1011
+
+
+class Hub(Protocol):
+    """What a socket uses of the process's hub (``realtime/hub.py``, which hands sockets their
+    events): where to read from, and how to start and stop hearing subjects."""
+
+    pool: AsyncConnectionPool
+    store: EventStore
+    read_models: tuple[str, ...]
+
+    async def watch(self, conn: Connection, wanted: Collection[str]) -> None: ...
+
+    async def unwatch(self, conn: Connection, unwanted: Collection[str]) -> None: ...
 
 
 class Connection:

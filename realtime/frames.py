@@ -2,8 +2,8 @@
 (``shape``: the read models' current objects, one query per kind for a whole batch, all sent at once).
 
 The publisher and the gateway's replay both use this module, so a resumed client gets exactly
-the frames a live one got. Messages are the objects ``GET /messages/{id}`` answers (the SQL and
-the struct are ``readapi/messages.py``'s); channels a summary without the per-user fields.
+the frames a live one got. Messages are the objects ``GET /messages/{id}`` answers, channels a
+summary without the per-user fields (the structs and their SQL: ``projections/shapes.py``).
 Read models must have passed the events' positions before ``shape`` is called.
 """
 
@@ -25,28 +25,13 @@ from domain.message import MessageDeleted, MessageEdited, MessagePosted, Reactio
 from domain.notify import NotificationsRead
 from domain.readstate import ReadMarkerMoved
 from domain.session import SessionEnded
-from readapi.messages import BY_IDS, FileOut, MessageOut, to_message  # the one definition of a message object
+from projections.shapes import (CHANNELS_BY_IDS, FILES_BY_IDS, MESSAGES_BY_IDS, ChannelInfo, FileOut, MessageOut,
+                                to_message)
 from realtime import subjects
 
 log = structlog.get_logger(__name__)
 
-_CHANNELS = """SELECT channel_id, workspace_id, name, kind, private, topic, archived, member_count
-               FROM channels WHERE channel_id = ANY(%s)"""
 MESSAGE_EVENTS = (MessagePosted, MessageEdited, MessageDeleted, ReactionAdded, ReactionRemoved)
-_FILES = """SELECT file_id, name, size, mime,
-                  CASE WHEN jsonb_array_length(thumbnails) > 0 THEN '/api/v1/files/' || file_id || '/thumbnail' END
-           FROM files WHERE file_id = ANY(%s) AND NOT deleted"""
-
-
-class ChannelInfo(msgspec.Struct, frozen=True):
-    id: str
-    workspace_id: str
-    name: str | None
-    kind: str
-    private: bool
-    topic: str
-    archived: bool
-    member_count: int
 
 
 class EventFrame(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +100,8 @@ async def shape(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEv
     the read models do not hold are left out (logged). Its lookups (messages, channels, files)
     are all sent before any answer is read: on a connection in pipeline mode, with whatever the
     caller sent before (``realtime/notifications.ask_pushed``), they take one round trip."""
-    lookups = ((BY_IDS, _message_ids(events)), (_CHANNELS, _channel_ids(events)), (_FILES, _file_ids(events)))
+    lookups = ((MESSAGES_BY_IDS, _message_ids(events)), (CHANNELS_BY_IDS, _channel_ids(events)),
+               (FILES_BY_IDS, _file_ids(events)))
     messages_cur, channels_cur, files_cur = [await conn.execute(sql, (ids,)) if ids else None for sql, ids in lookups]
     messages = {m.id: m for m in map(to_message, await rows_of(messages_cur))}
     channels = {row[0]: ChannelInfo(*row) for row in await rows_of(channels_cur)}

@@ -13,7 +13,7 @@ is owed is kept for ``HISTORY`` flushes; a socket still behind after that is clo
 The frame groups people by status (``PresenceData``), as Slack's batched ``presence_change``
 does: an online or away person costs only their quoted id; only offline people carry a
 ``last_seen_at`` (a lost connection's is a heartbeat timeout before the change, so it is news;
-an online or away person's is "now"). ``hubbub/presence.py`` publishes the same shape on NATS,
+an online or away person's is "now"). ``realtime/presence.py`` publishes the same shape on NATS,
 one frame per workspace a second; a flush here merges those frames per person, the latest wins.
 """
 
@@ -52,7 +52,7 @@ class PresenceData(msgspec.Struct, frozen=True):
 
 
 class PresenceChanged(msgspec.Struct, frozen=True, kw_only=True):
-    """The frame as sockets get it, and as ``hubbub/presence.py`` publishes it (no position)."""
+    """The frame as sockets get it, and as ``realtime/presence.py`` publishes it (no position)."""
 
     op: Literal["event"] = "event"
     type: Literal["presence.changed"] = "presence.changed"

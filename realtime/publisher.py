@@ -4,8 +4,8 @@ Reads: every event (``realtime.frames.route`` picks the ones clients hear about)
 Writes: NATS messages on ``hubbub.ch.{channel}``, ``hubbub.user.{user}``, ``hubbub.ws.{workspace}``
 (see ``realtime/subjects.py``), and its checkpoint row ``realtime`` in ``projection_checkpoints``.
 
-Like a projection it is active in one process at a time (the advisory lock of the projector
-runtime, under the name ``realtime``, so ``hubbub projections status`` shows its lag and leader).
+Like a projection it is active in one process at a time (``infra/leader.py``'s advisory lock,
+under the name ``realtime``, so ``hubbub projections status`` shows its lag and leader).
 Unlike one, its effect is not in PostgreSQL, so it is at-least-once: batches are published, NATS
 confirms them (flush), and only then is the checkpoint moved past them; a leader that dies in
 between has them published again by the next one, and gateways drop what they delivered already
@@ -30,9 +30,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from domain.events import RecordedEvent
 from infra.aio import cancel_and_wait
-from infra.consistency import CheckpointWatcher
 from infra.eventstore.port import EventStore
-from projections.runtime import LOCK_CLASS, Backoff, lock_key
+from infra.leader import Backoff, lead
+from projections import checkpoints
+from projections.consistency import CheckpointWatcher
 from realtime.frames import route, shape
 from realtime.notifications import ask_pushed, notification_envelopes, pushed
 
@@ -83,14 +84,9 @@ class Publisher:
                 self.leading = False
 
     async def _lead(self, conn: psycopg.AsyncConnection) -> None:
-        while True:
-            cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, lock_key(NAME)))
-            row = await cur.fetchone()
-            if row and row[0]:
-                self.leading = True
-                log.info("realtime.publisher_leading")
-                return
-            await asyncio.sleep(self.lock_retry_s)
+        await lead(conn, NAME, self.lock_retry_s)
+        self.leading = True
+        log.info("realtime.publisher_leading")
 
     async def _follow(self, conn: psycopg.AsyncConnection, backoff: Backoff) -> None:
         position = self.position = await self._checkpoint(conn)
@@ -114,21 +110,17 @@ class Publisher:
             published.clear()
             position = self.published
             await self.nats.flush(timeout=5)  # everything published before it is on the server
-            await conn.execute("UPDATE projection_checkpoints SET position = %s, updated_at = now() WHERE name = %s",
-                               (position, NAME))
+            await checkpoints.move(conn, NAME, position)
             self.position = position
             await asyncio.sleep(CHECKPOINT_EVERY_S)
 
     async def _checkpoint(self, conn: psycopg.AsyncConnection) -> int:
         # First run: start at the head. Nobody can be waiting for older events live (a client
         # resumes them from the log), and replaying all history to NATS would help nobody.
-        cur = await conn.execute("SELECT position FROM projection_checkpoints WHERE name = %s", (NAME,))
-        row = await cur.fetchone()
-        if row is not None:
-            return int(row[0])
-        head = await self.store.head()
-        await conn.execute("INSERT INTO projection_checkpoints (name, position) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                           (NAME, head))
+        position = await checkpoints.position_of(conn, NAME)
+        if position is not None:
+            return position
+        await checkpoints.start_at(conn, NAME, await self.store.head())
         return await self._checkpoint(conn)
 
     async def _publish(self, batch: Sequence[RecordedEvent]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
-from infra.consistency import CheckpointWatcher
+from projections.consistency import CheckpointWatcher
 from infra.eventstore.port import EventStore
 from infra.presence import Change, Presence
 from infra.settings import Settings

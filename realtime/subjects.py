@@ -52,7 +52,7 @@ def typing(channel_id: str) -> str:
 
 
 def presence(workspace_id: str) -> str:
-    """Where ``hubbub/presence.py`` publishes a workspace's presence.changed frames."""
+    """Where ``realtime/presence.py`` publishes a workspace's presence.changed frames."""
     return workspace(workspace_id) + PRESENCE_SUFFIX
 
 

@@ -22,7 +22,7 @@ import psutil
 import psycopg
 
 from infra.embedded import _nats_bin, free_port, write_private
-from projections.runtime import LOCK_CLASS, lock_key
+from infra.leader import LOCK_CLASS, lock_key
 
 HUBBUB = str(Path(sys.executable).parent / "hubbub")
 START_TIMEOUT_S = 60.0

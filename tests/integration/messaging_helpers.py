@@ -16,7 +16,7 @@ from tests.integration.conftest import User, register
 API = "/api/v1"
 PROBLEM = "application/problem+json"
 STALE = "x-hubbub-stale"
-"""Set on a query whose ``X-Hubbub-Position`` wait timed out (``infra/consistency.py``): the read
+"""Set on a query whose ``X-Hubbub-Position`` wait timed out (``projections/consistency.py``): the read
 models were behind, so the answer may say less than it should."""
 
 

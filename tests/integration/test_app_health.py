@@ -28,8 +28,8 @@ from hubbub.app import create_app
 from infra.embedded import free_port
 from infra.eventstore.port import WrongExpectedVersion
 from infra.settings import load_settings
-from infra import consistency
-from infra.consistency import wait_for_position
+from projections import consistency
+from projections.consistency import wait_for_position
 from tests.integration.messaging_helpers import problem as _problem
 
 

@@ -17,7 +17,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from hubbub.app import create_app
-from infra import consistency
+from projections import consistency
 from infra.eventstore.postgres import PostgresEventStore
 from infra.settings import load_settings
 from projections.messages import Messages

@@ -1,4 +1,4 @@
-"""The post lane (``hubbub/lane.py``): what it takes, what it hands to Litestar, and that a post
+"""The post lane (``commands/lane.py``): what it takes, what it hands to Litestar, and that a post
 answers the same either way. The lane's errors (401, 404, 422, 429...) are the route's, and the
 bad-input cases of ``test_messages_api.py`` and ``test_ratelimit_http.py`` go through it."""
 
@@ -14,7 +14,7 @@ import pytest
 from litestar.config.cors import CORSConfig
 from litestar.testing import AsyncTestClient
 
-from hubbub.lane import PostLane
+from commands.lane import PostLane
 from infra.logging import RequestContext
 from infra.settings import load_settings
 from tests.integration import messaging_helpers as helpers
@@ -248,7 +248,7 @@ def test_the_lane_will_not_start_in_front_of_what_it_would_skip(api: AsyncTestCl
     api.app.cors_config = CORSConfig(allow_origins=["https://chat.example"])
     try:
         with pytest.raises(RuntimeError, match="without CORS"):
-            PostLane(lane.app, api.app, V1, lane.max_body_bytes)
+            PostLane(lane.app, api.app, V1, lane.max_body_bytes, lane.handlers)
     finally:
         api.app.cors_config = None
-    PostLane(lane.app, api.app, V1, lane.max_body_bytes)  # as built: nothing skipped
+    PostLane(lane.app, api.app, V1, lane.max_body_bytes, lane.handlers)  # as built: nothing skipped

@@ -17,8 +17,9 @@ import pytest
 
 from domain.events import RecordedEvent
 from infra.eventstore.postgres import PostgresEventStore
+from infra.leader import LOCK_CLASS, lock_key
 from projections.rebuild import Progress, rebuild
-from projections.runtime import LOCK_CLASS, ProjectorRunner, lock_key
+from projections.runtime import ProjectorRunner
 from projections.streams import StreamCatalog
 from tests.contract.test_eventstore import Noted, new
 

@@ -4,7 +4,7 @@ import datetime as dt
 import uuid
 
 from projections.messages import Messages
-from readapi.seqs import SeqLookup
+from projections.seqs import SeqLookup
 
 
 class CountingPool:

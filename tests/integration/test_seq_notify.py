@@ -1,12 +1,12 @@
-"""The seqs a ``messages`` batch notifies (``infra/consistency.SEQS_CHANNEL``), as the app's
+"""The seqs a ``messages`` batch notifies (``projections/consistency.SEQS_CHANNEL``), as the app's
 checkpoint watcher keeps them for the posts waiting on them."""
 
 from __future__ import annotations
 
 import asyncio
 
-from infra import consistency
-from infra.consistency import SEQS_CHANNEL, CheckpointWatcher
+from projections import consistency
+from projections.consistency import SEQS_CHANNEL, CheckpointWatcher
 
 
 async def _until(check, timeout: float = 5.0) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from hubbub.presence import frame
+from realtime.presence import frame
 from infra.presence import Change
 from realtime.connection import Connection
 from realtime.presence_batch import Offline, PresenceData, WorkspacePresence, decode

@@ -6,7 +6,7 @@ heartbeat timeout. ``PresenceFanout`` runs in every app process: it collects sta
 sweeps devices whose time is up (any process may; each change is reported once), and once a
 second publishes one ``presence.changed`` frame per workspace to ``hubbub.ws.{ws}.presence``
 for everyone whose status changed, so a 10,000-member workspace gets one frame a second, not one
-per change. Guests, who see only some people (``readapi/visibility.guest_sees``), get a frame
+per change. Guests, who see only some people (``projections/visibility.guest_sees``), get a frame
 of their own on ``hubbub.ws.{ws}.presence.{guest}`` with those of the changes they may see.
 Presence is ephemeral: never in the log, no position.
 """
@@ -30,8 +30,10 @@ from domain.errors import DomainError, NotFound
 from domain.session import Principal
 from infra.aio import cancel_and_wait
 from infra.presence import Change, Presence
-from readapi.visibility import GUEST_SEES, guests_seeing, workspace_role
+from projections.members import member_ids, members_among, workspaces_of
+from projections.visibility import guests_seeing, workspace_role
 from realtime import subjects
+from realtime.edge import services_of
 from realtime.presence_batch import Offline, PresenceChanged, grouped
 
 log = structlog.get_logger(__name__)
@@ -40,13 +42,6 @@ TIMEOUT_HEARTBEATS = 2.5
 """A device is gone this many heartbeat intervals after its last sign of life (as the gateway's 4009)."""
 MAX_USER_IDS = 200
 
-_MEMBERS = "SELECT user_id FROM workspace_members m WHERE workspace_id = %(ws)s AND user_id > %(after)s {guest} " \
-           "ORDER BY user_id LIMIT %(limit)s"
-_ASKED = "SELECT user_id FROM workspace_members m WHERE workspace_id = %(ws)s AND user_id = ANY(%(asked)s) {guest} " \
-         "ORDER BY user_id"
-_FOR_MEMBERS = (_MEMBERS.format(guest=""), _ASKED.format(guest=""))
-_FOR_GUESTS = (_MEMBERS.format(guest=f"AND {GUEST_SEES}"), _ASKED.format(guest=f"AND {GUEST_SEES}"))
-_WORKSPACES_OF = "SELECT workspace_id, user_id FROM workspace_members WHERE user_id = ANY(%s)"
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -74,7 +69,7 @@ class PresenceController(Controller):
     @put("/presence", operation_id="setPresence")
     async def set_presence(self, request: Request, data: JSONBody[PresenceBody],
                            principal: NamedDependency[Principal]) -> PresenceOut:
-        services = request.app.state["services"]
+        services = services_of(request)
         ttl = services.settings.ws_heartbeat_s * TIMEOUT_HEARTBEATS
         change = await services.presence.seen(principal.user_id, principal.session_id, data.status, ttl)
         if change is not None:
@@ -90,7 +85,7 @@ class PresenceController(Controller):
         user_ids: FromQuery[str | None] = None,
     ) -> PresenceListOut:
         """Members' status: ``?user_ids=a,b`` for those (members only, up to 200), else a page.
-        A guest gets only the people they see (``readapi/visibility.guest_sees``)."""
+        A guest gets only the people they see (``projections/visibility.guest_sees``)."""
         asked = _asked(user_ids)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
@@ -98,11 +93,10 @@ class PresenceController(Controller):
             role = await workspace_role(conn, workspace_id, principal.user_id)
             if role is None:
                 raise NotFound("no such workspace")
-            page, by_id = _FOR_GUESTS if role == "guest" else _FOR_MEMBERS
-            params = {"ws": workspace_id, "after": after, "limit": limit, "asked": asked, "viewer": principal.user_id}
-            cur = await conn.execute(by_id if asked is not None else page, params)
-            members = [row[0] for row in await cur.fetchall()]
-        seen = await request.app.state["services"].presence.statuses(members)
+            guest = principal.user_id if role == "guest" else None
+            members = await (members_among(conn, workspace_id, asked, guest) if asked is not None
+                             else member_ids(conn, workspace_id, after, limit, guest))
+        seen = await services_of(request).presence.statuses(members)
         items = [PresenceOut(u, seen[u].status, seen[u].last_seen_at) for u in members]
         return PresenceListOut(items, members[-1] if asked is None and len(members) == limit else None)
 
@@ -150,8 +144,7 @@ class PresenceFanout:
             return
         changes, self._pending = self._pending, {}
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_WORKSPACES_OF, (list(changes),))
-            rows = await cur.fetchall()
+            rows = await workspaces_of(conn, list(changes))
             seen_by_guests = await guests_seeing(conn, list(changes))
         by_workspace: dict[str, list[Change]] = {}
         for workspace_id, user_id in rows:

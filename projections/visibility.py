@@ -1,6 +1,6 @@
 """Who may see which channel, as SQL over the ``workspaces`` read model: the same rule as
-``domain.access.can_see_channel``, for queries (channel lists, history, search, files). And
-which people a guest sees (``GUEST_SEES``).
+``domain.access.can_see_channel``, for queries (channel lists, history, search, files) and for
+what a socket listens to (``realtime/access.py``). And which people a guest sees (``GUEST_SEES``).
 
 A user sees a channel when they are a member of its workspace and either belong to the channel,
 or it is public and they are not a guest. Everything else answers 404 (never 403), so nothing
@@ -8,7 +8,9 @@ here distinguishes "missing" from "not yours".
 
 Use ``VISIBLE_CHANNELS`` as a sub-select (``channel_id IN (...)``) with parameters
 ``%(workspace_id)s`` and ``%(user_id)s``, or ``channel_visible_to(conn, channel_id, user_id)``
-for one channel.
+for one channel. A file is visible to its uploader while they are in its workspace, and to whoever
+may see a channel it is shared in (``FILE_VISIBLE``). The membership lists are
+``projections/members.py``'s.
 """
 
 from __future__ import annotations
@@ -37,6 +39,24 @@ VISIBLE_CHANNEL = f"""
 SELECT c.channel_id, c.workspace_id, wm.role, cm.user_id IS NOT NULL AS member, c.archived
 FROM {VISIBLE_FROM} WHERE c.channel_id = %(channel_id)s AND {VISIBLE_WHERE}
 """
+
+# What a user's sockets hear: each workspace they are in ('guest' where they are a guest: only the
+# presence of the people they see; 'ws' elsewhere), and every channel they may see.
+_VISIBLE_PLACES = f"""
+SELECT CASE WHEN role = 'guest' THEN 'guest' ELSE 'ws' END, workspace_id FROM workspace_members
+WHERE user_id = %(user_id)s
+UNION ALL
+SELECT 'ch', c.channel_id FROM {VISIBLE_FROM} WHERE {VISIBLE_WHERE}
+"""
+
+SHARED_VISIBLY = f"""EXISTS (SELECT 1 FROM {VISIBLE_FROM} JOIN file_shares s ON s.channel_id = c.channel_id
+                            WHERE s.file_id = f.file_id AND {VISIBLE_WHERE})"""
+"""Whether the file ``f`` (of ``files``) is shared in a channel ``%(user_id)s`` may see."""
+_UPLOADER = """(f.uploader_id = %(user_id)s AND EXISTS (
+    SELECT 1 FROM workspace_members w WHERE w.workspace_id = f.workspace_id AND w.user_id = %(user_id)s))"""
+FILE_VISIBLE = f"({_UPLOADER} OR {SHARED_VISIBLY})"
+"""Whether ``%(user_id)s`` may see the file ``f`` (of ``files``; deleted or not)."""
+_SHARED_WITH = f"SELECT {SHARED_VISIBLY} FROM files f WHERE f.file_id = %(file_id)s"
 
 
 def guest_sees(person: str, guest: str) -> str:
@@ -118,3 +138,17 @@ async def workspace_role(conn: psycopg.AsyncConnection, workspace_id: str, user_
                              (workspace_id, user_id))
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def visible_places(conn: psycopg.AsyncConnection, user_id: str) -> list[tuple[str, str]]:
+    """``("ws", workspace_id)`` where the user is more than a guest, ``("guest", workspace_id)``
+    where they are a guest, ``("ch", channel_id)`` for every channel they may see."""
+    cur = await conn.execute(_VISIBLE_PLACES, {"user_id": user_id})
+    return await cur.fetchall()
+
+
+async def shared_with(conn: psycopg.AsyncConnection, file_id: str, user_id: str) -> bool:
+    """Whether the file is shared in a channel ``user_id`` may see (its uploader aside)."""
+    cur = await conn.execute(_SHARED_WITH, {"file_id": file_id, "user_id": user_id})
+    row = await cur.fetchone()
+    return bool(row and row[0])

@@ -1,7 +1,7 @@
 """Read-your-writes: a query sent with ``X-Hubbub-Position: N`` waits (bounded) until every read
 model has passed N.
 
-Projectors ``pg_notify('hubbub_checkpoints', '{name} {position}')`` when they commit a checkpoint.
+Projectors notify ``'{name} {position}'`` when they commit a checkpoint (``projections/checkpoints.py``).
 One ``CheckpointWatcher`` per app holds the only LISTEN connection; a NOTIFY updates its copy of
 the checkpoints and wakes every waiting request, which then compares in memory. So waiting costs
 the database no query at all, however many requests wait (a NOTIFY without a position makes the
@@ -27,26 +27,15 @@ from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
 
 from infra.aio import cancel_and_wait, wait_event
+from projections.checkpoints import CHANNEL, read_checkpoints
 
 log = structlog.get_logger(__name__)
 
-CHANNEL = "hubbub_checkpoints"
 SEQS_CHANNEL = "hubbub_seqs"
 """The ``messages`` projection's ``"position:seq ..."`` for the posts of each batch, sent before
 its checkpoint: a post's answer carries its seq without asking the database for it."""
 SAFETY_RECHECK_S = 0.5
 SEQS_KEPT = 20_000
-
-
-async def read_checkpoints(pool: AsyncConnectionPool, names: Sequence[str] | None = None) -> dict[str, int]:
-    """Checkpoint positions by projection name (all of them when ``names`` is None)."""
-    sql = "SELECT name, position FROM projection_checkpoints"
-    params: tuple = ()
-    if names is not None:
-        sql, params = sql + " WHERE name = ANY(%s)", (list(names),)
-    async with pool.connection() as conn:
-        cur = await conn.execute(sql, params)
-        return {name: int(position) for name, position in await cur.fetchall()}
 
 
 def reached(checkpoints: Mapping[str, int], names: Sequence[str], position: int) -> bool:
@@ -55,7 +44,7 @@ def reached(checkpoints: Mapping[str, int], names: Sequence[str], position: int)
 
 
 class CheckpointWatcher:
-    """The app's one LISTEN on ``hubbub_checkpoints`` and its latest view of the checkpoints."""
+    """The app's one LISTEN on the checkpoints' channel and its latest view of the checkpoints."""
 
     def __init__(self, pool: AsyncConnectionPool, conninfo: str) -> None:
         self._pool = pool

@@ -42,12 +42,12 @@ import msgspec
 from litestar import Litestar, Request
 from litestar._asgi.utils import is_valid_host
 from litestar.routes import HTTPRoute
+from litestar.types import ExceptionHandlersMap
 
+from commands.edge import STATE_KEY
 from commands.messages import PostBody, accept_post
-from hubbub import deps
-from hubbub.problems import exception_handlers
-from infra.consistency import ReadYourWritesMiddleware
 from infra.http import POSITION_HEADER
+from projections.consistency import ReadYourWritesMiddleware
 
 _DECODER = msgspec.json.Decoder(PostBody)
 _ENCODER = msgspec.json.Encoder()
@@ -58,13 +58,15 @@ _POSITION = POSITION_HEADER.lower().encode()
 class PostLane:
     """ASGI app in front of Litestar's ``asgi_handler``; see the module docstring."""
 
-    def __init__(self, app: Callable[..., Any], litestar: Litestar, prefix: str, max_body_bytes: int) -> None:
+    def __init__(self, app: Callable[..., Any], litestar: Litestar, prefix: str, max_body_bytes: int,
+                 handlers: ExceptionHandlersMap) -> None:
+        """``handlers``: the app's exception handlers (``hubbub/problems.py``), to answer as it does."""
         self.app, self.litestar, self.max_body_bytes = app, litestar, max_body_bytes
         self.path = re.compile(re.escape(prefix) + r"/channels/([^/]+)/messages")
-        self.handlers = exception_handlers()
+        self.handlers = handlers
         skipped = _skipped_for_posts(litestar, prefix + "/channels/{channel_id:str}/messages")
         if skipped:
-            raise RuntimeError(f"the post lane (hubbub/lane.py) would answer posts without {', '.join(skipped)}; "
+            raise RuntimeError(f"the post lane (commands/lane.py) would answer posts without {', '.join(skipped)}; "
                                "apply them in the lane, or take the lane out of hubbub/app.py")
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -84,7 +86,7 @@ class PostLane:
             await self.app(scope, _replay(chunks, whole, receive), send)
             return
         try:
-            out = await accept_post(self.litestar.state[deps.STATE_KEY], headers.get, matched.group(1), data)
+            out = await accept_post(self.litestar.state[STATE_KEY], headers.get, matched.group(1), data)
         except Exception as exc:  # noqa: BLE001 - answered as the app answers it, by type
             await self._problem(scope, receive, send, exc)
             return

@@ -1,16 +1,15 @@
-"""Who is calling: the ``principal`` dependency every authenticated route declares.
+"""Who is calling: a bearer token -> the ``Principal`` of its session, read through the command shell.
 
 The bearer token is hashed and its session stream read (one indexed query), so a logout or a
-revocation is honoured by the very next request in every process; nothing is cached.
+revocation is honoured by the very next request in every process; nothing is cached. The
+composition root wires ``authenticate`` into the ``principal`` dependency every authenticated
+route declares, into the query side's ``services.authenticate`` (``readapi/edge.py``) and into
+the WebSocket gateway (``hubbub/deps.py``, ``hubbub/app.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from litestar import Request
-from litestar.di import Provide
-from litestar.datastructures import State
 
 from commands.shell import CommandShell
 from domain.session import SESSION, Principal, SessionGone, session_stream
@@ -37,10 +36,3 @@ def principal_of(stream: str, loaded: Any) -> Principal:
     if not state.active or state.user_id is None or state.session_id is None:
         raise SessionGone("this token is not valid (unknown, logged out or revoked); log in again")
     return Principal(state.user_id, state.session_id, stream, loaded.first_position)
-
-
-def provide_principal() -> Provide:
-    async def principal(request: Request, state: State) -> Principal:
-        return await authenticate(state["services"].shell, request.headers.get("authorization"))
-
-    return Provide(principal)
