@@ -149,7 +149,8 @@ def _give_to(path: Path, user: pwd.struct_passwd | None) -> None:
         path.chmod(0o700)
         return
     try:
-        let_reach(path, user, "chmod o+x on it, or pass a --data-dir outside it")
+        # Absolute: PostgreSQL makes a relative data dir absolute, and must reach it that way.
+        let_reach(path.absolute(), user, "chmod o+x on it, or pass a --data-dir outside it")
     except ReachError as exc:
         raise EmbeddedError(str(exc)) from None
     if path.stat().st_uid != user.pw_uid:  # made by root, or by an older Hubbub

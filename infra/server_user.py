@@ -155,8 +155,7 @@ _SEARCH = 0o1
 
 
 def let_reach(path: Path, user: pwd.struct_passwd | None, fix: str) -> None:
-    """Let ``user`` search every dir above ``path`` as given (a relative path stops at the working
-    dir, which the servers inherit), adding an ACL entry for it alone where it may not."""
+    """Let ``user`` search every dir above ``path``, adding an ACL entry for it alone where it may not."""
     if user is None:
         return
     for parent in path.parents:

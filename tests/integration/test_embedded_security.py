@@ -218,11 +218,11 @@ def _nats_bin_in_place() -> Path:
     return Path(sys.executable).parent / "nats-server"
 
 
-def _start_from(clone: Path, data_dir: Path) -> subprocess.CompletedProcess:
+def _start_from(clone: Path, data_dir: Path | str) -> subprocess.CompletedProcess:
     path = [str(clone / "site"), str(Path(__file__).parents[2]), sysconfig.get_paths()["purelib"]]
     return subprocess.run([str(clone / "venv" / "bin" / "python"), "-c", _START_AND_USE, str(data_dir)],
                           env=os.environ | {"PYTHONPATH": os.pathsep.join(path)}, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=clone)
 
 
 def _closed_to_others(folder: Path) -> None:
@@ -239,9 +239,9 @@ def test_as_root_the_servers_start_from_a_clone_in_a_private_folder(private_clon
 
 
 def test_as_root_a_data_dir_in_a_private_folder_is_used_without_opening_the_folder(private_clone: Path) -> None:
-    data_dir = private_clone / "data"  # as `make dev` does: .hubbub in the clone
+    data_dir = private_clone / "data"  # as `make dev` does: .hubbub in the clone, relative to it
     try:
-        started = _start_from(private_clone, data_dir)
+        started = _start_from(private_clone, "data")
         assert started.returncode == 0, started.stderr[-3000:]
         _closed_to_others(private_clone)
     finally:
