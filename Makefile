@@ -6,10 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
-# make dev PORT=8001 HOST=0.0.0.0 (given to make, not read from the environment, where a shell's
-# HOST names the machine; HUBBUB_PORT and HUBBUB_HOST are the environment's way)
-DEV_ARGS := $(if $(filter command line,$(origin PORT)),--port $(PORT)) \
-            $(if $(filter command line,$(origin HOST)),--host $(HOST))
+# make dev PORT=8001 HOST=0.0.0.0 (PORT=8001 make dev too; HOST only on make's command line, as
+# some shells export HOST as the machine's name; HUBBUB_HOST is the environment's way)
+DEV_ARGS := $(strip $(if $(filter command line environment,$(origin PORT)),--port $(PORT)) \
+                    $(if $(filter command line,$(origin HOST)),--host $(HOST)))
 
 .PHONY: install dev test bench bench-ab bench-coldload bench-post bench-search bench-notify bench-realtime bench-files clean
 
@@ -27,7 +27,7 @@ $(TEST_STAMP): $(RUN_STAMP)
 	touch $(TEST_STAMP)
 
 dev: $(RUN_STAMP)
-	$(BIN)/hubbub dev $(strip $(DEV_ARGS))
+	$(BIN)/hubbub dev$(if $(DEV_ARGS), $(DEV_ARGS))
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
