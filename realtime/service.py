@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
+from infra.aio import close_within
 from projections.consistency import CheckpointWatcher
 from infra.eventstore.port import EventStore
 from infra.presence import Change, Presence
@@ -31,9 +32,9 @@ async def running(*, settings: Settings, pool: AsyncConnectionPool, store: Event
     gateway = Gateway(hub, authenticate, settings, presence, report)
     async with contextlib.AsyncExitStack() as stack:
         await hub.start()
-        stack.push_async_callback(hub.stop)
+        stack.push_async_callback(close_within, "realtime hub", hub.stop)
         gateway.start()
-        stack.push_async_callback(gateway.stop)
+        stack.push_async_callback(close_within, "realtime gateway", gateway.stop)
         await publisher.start()
-        stack.push_async_callback(publisher.stop)
+        stack.push_async_callback(close_within, "realtime publisher", publisher.stop)
         yield gateway

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from infra.aio import close_within
 from infra.search.port import SearchIndex
 from infra.search.postgres import PostgresSearchIndex
 from infra.settings import Settings
@@ -25,4 +26,4 @@ async def open_search_index(settings: Settings) -> AsyncIterator[SearchIndex]:
         await index.ensure_index()
         yield index
     finally:
-        await index.close()
+        await close_within("opensearch client", index.close)

