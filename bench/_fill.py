@@ -25,8 +25,24 @@ from infra.ids import new_id
 
 TAIL = 200
 EMOJI = (":thumbsup:", ":tada:", ":eyes:", ":heart:", ":rocket:", ":joy:")
-WORDS = ("deploy", "review", "lunch", "ticket", "merge", "standup", "latency", "release", "coffee", "build",
-         "rollback", "schema", "index", "queue", "cache", "retro")
+WORDS = (
+    "deploy",
+    "review",
+    "lunch",
+    "ticket",
+    "merge",
+    "standup",
+    "latency",
+    "release",
+    "coffee",
+    "build",
+    "rollback",
+    "schema",
+    "index",
+    "queue",
+    "cache",
+    "retro",
+)
 
 
 @dataclass(frozen=True)
@@ -54,8 +70,9 @@ def _text(rng: random.Random) -> str:
 
 
 class Generator:
-    def __init__(self, workspace_id: str, history: str, others: list[str], authors: list[str], shape: Shape,
-                 seed: int = 7) -> None:
+    def __init__(
+        self, workspace_id: str, history: str, others: list[str], authors: list[str], shape: Shape, seed: int = 7
+    ) -> None:
         self.ws, self.history, self.others, self.authors, self.shape = workspace_id, history, others, authors, shape
         self.rng = random.Random(seed)
         self.counts = Counts()
@@ -65,16 +82,31 @@ class Generator:
         rng, author = self.rng, self.rng.choice(self.authors)
         message_id = new_id()
         meta = EventMeta(actor_id=author, occurred_at=self.now)
-        events = [NewEvent(event=MessagePosted(message_id=message_id, channel_id=channel, workspace_id=self.ws,
-                                               author_id=author, text=_text(rng), thread_root_id=root),
-                           event_id=uuid.uuid4(), meta=meta)]
+        events = [
+            NewEvent(
+                event=MessagePosted(
+                    message_id=message_id,
+                    channel_id=channel,
+                    workspace_id=self.ws,
+                    author_id=author,
+                    text=_text(rng),
+                    thread_root_id=root,
+                ),
+                event_id=uuid.uuid4(),
+                meta=meta,
+            )
+        ]
         if rng.random() < reactions:
             users = rng.sample(self.authors, rng.randint(1, 3))
             for user in users:
                 emoji = rng.choice(EMOJI)
-                events.append(NewEvent(event=ReactionAdded(message_id=message_id, channel_id=channel, user_id=user,
-                                                           emoji=emoji),
-                                       event_id=uuid.uuid4(), meta=EventMeta(actor_id=user, occurred_at=self.now)))
+                events.append(
+                    NewEvent(
+                        event=ReactionAdded(message_id=message_id, channel_id=channel, user_id=user, emoji=emoji),
+                        event_id=uuid.uuid4(),
+                        meta=EventMeta(actor_id=user, occurred_at=self.now),
+                    )
+                )
             self.counts.reactions += len(users)
         self.counts.messages += 1
         self.counts.events += len(events)

@@ -65,26 +65,60 @@ def wrk_available() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(base_url: str, workdir: Path, tokens: list[str], *, method: str, path: str, body: str = "",
-            expected: int = 200, connections: int, threads: int, seconds: float, before_max: int = 0) -> dict:
+def run_wrk(
+    base_url: str,
+    workdir: Path,
+    tokens: list[str],
+    *,
+    method: str,
+    path: str,
+    body: str = "",
+    expected: int = 200,
+    connections: int,
+    threads: int,
+    seconds: float,
+    before_max: int = 0,
+) -> dict:
     """Closed loop: ``connections`` connections on ``threads`` threads for ``seconds``."""
     script, token_file = workdir / "rotate.lua", workdir / f"tokens-{len(tokens)}-{hash(tuple(tokens))}.txt"
     script.write_text(WRK_LUA)
     token_file.write_text("\n".join(tokens) + "\n")
-    argv = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:.0f}s", "--timeout", "10s",
-            "-s", str(script), base_url, "--", str(token_file), str(threads), method, path, body, str(expected),
-            str(before_max)]
+    argv = [
+        "wrk",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds:.0f}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        base_url,
+        "--",
+        str(token_file),
+        str(threads),
+        method,
+        path,
+        body,
+        str(expected),
+        str(before_max),
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((x for x in done.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    out = json.loads(line[len("WRKJSON "):])
+    out = json.loads(line[len("WRKJSON ") :])
     wall = out["duration_us"] / 1e6
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return out | {
-        "requests_per_s": out["requests"] / wall, "seconds": wall, "connections": connections, "threads": threads,
+        "requests_per_s": out["requests"] / wall,
+        "seconds": wall,
+        "connections": connections,
+        "threads": threads,
         "ok_per_s": (out["requests"] - out["unexpected_status"]) / wall,
         "latency_ms": {k: out[f"{k}_us"] / 1000 for k in ("p50", "p90", "p99", "max", "mean")},
         "generator_cpu_pct_of_one_core": round(100 * cpu / wall, 1),
@@ -105,7 +139,7 @@ class _Conn:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "_Conn":
+    async def open(cls, host: str, port: int) -> _Conn:
         return cls(*await asyncio.open_connection(host, port))
 
     async def exchange(self, request: bytes) -> int:
@@ -126,12 +160,15 @@ class _Conn:
 
 def _render(host: str, path: str, token: str, text: str) -> bytes:
     body = json.dumps({"text": text}).encode()
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
-def _paced_process(base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float,
-                   cutoff_s: float, results) -> None:
+def _paced_process(
+    base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float, cutoff_s: float, results
+) -> None:
     try:
         import uvloop
 
@@ -140,8 +177,9 @@ def _paced_process(base_url: str, path: str, tokens: list[str], rate: float, sta
         results.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-async def _paced(base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float,
-                 cutoff_s: float) -> dict:
+async def _paced(
+    base_url: str, path: str, tokens: list[str], rate: float, start: float, seconds: float, cutoff_s: float
+) -> dict:
     """Posts due at ``start + i / rate``, each sent on an idle connection of a fixed set of
     ``IN_FLIGHT``; a post that finds none waits (FIFO) and its wait counts: latency is measured
     from when it was due (no coordinated omission). Requests are rendered before the clock starts,
@@ -194,12 +232,19 @@ async def _paced(base_url: str, path: str, tokens: list[str], rate: float, start
     wall = time.monotonic() - max(start, began)
     while not idle.empty():
         idle.get_nowait().close()
-    return {"latencies_ms": latencies, "service_ms": service, "statuses": statuses, "cpu_s": cpu, "wall_s": wall,
-            "max_send_lag_ms": max(lag) * 1000 if lag else 0.0}
+    return {
+        "latencies_ms": latencies,
+        "service_ms": service,
+        "statuses": statuses,
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "max_send_lag_ms": max(lag) * 1000 if lag else 0.0,
+    }
 
 
-def run_paced_posts(base_url: str, path: str, tokens: list[str], rate: float, seconds: float,
-                    cutoff_s: float = 20) -> dict:
+def run_paced_posts(
+    base_url: str, path: str, tokens: list[str], rate: float, seconds: float, cutoff_s: float = 20
+) -> dict:
     """Open loop: ``rate`` posts/s, due at fixed times, from one generator process of its own."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -213,10 +258,18 @@ def run_paced_posts(base_url: str, path: str, tokens: list[str], rate: float, se
     lat, svc = sorted(out["latencies_ms"]), sorted(out["service_ms"])
     statuses = {str(code): n for code, n in out["statuses"].items() if n}
     return {
-        "offered_per_s": rate, "seconds": seconds, "requests": len(lat), "processes": 1, "cutoff_s": cutoff_s,
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "requests": len(lat),
+        "processes": 1,
+        "cutoff_s": cutoff_s,
         "statuses": statuses,
-        "latency_ms": {"p50": percentile(lat, 50), "p90": percentile(lat, 90), "p99": percentile(lat, 99),
-                       "max": lat[-1] if lat else float("nan")},
+        "latency_ms": {
+            "p50": percentile(lat, 50),
+            "p90": percentile(lat, 90),
+            "p99": percentile(lat, 99),
+            "max": lat[-1] if lat else float("nan"),
+        },
         "service_time_ms": {"p50": percentile(svc, 50), "p99": percentile(svc, 99)},
         "max_send_lag_ms": out["max_send_lag_ms"],
         "generator_cpu_pct_of_one_core": round(100 * out["cpu_s"] / out["wall_s"], 1),

@@ -43,8 +43,12 @@ settings have them (``bench.ab``'s base may predate them, and would refuse to st
 
 def server_env(urls: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUBBUB_")}
-    env |= {"HUBBUB_DATABASE_URL": urls["postgres"], "HUBBUB_NATS_URL": urls["nats"],
-            "HUBBUB_REDIS_URL": urls["redis"], "HUBBUB_LOG_FORMAT": "json"}
+    env |= {
+        "HUBBUB_DATABASE_URL": urls["postgres"],
+        "HUBBUB_NATS_URL": urls["nats"],
+        "HUBBUB_REDIS_URL": urls["redis"],
+        "HUBBUB_LOG_FORMAT": "json",
+    }
     tree = Path(overrides.get("PYTHONPATH") or Path(__file__).resolve().parent.parent)
     known = (tree / "infra" / "settings.py").read_text()
     env |= {k: v for k, v in SETUP_SETTINGS.items() if k.removeprefix("HUBBUB_").lower() in known}
@@ -68,10 +72,16 @@ def running_server(workers: int, overrides: dict[str, str]) -> Iterator[Server]:
         log_path = tmp / "hubbub-serve.log"
         hubbub = [str(Path(sys.executable).parent / "hubbub")]
         argv = [*hubbub, "serve", "--port", str(port), "--workers", str(workers)]
-        progress(f"starting: {' '.join(argv[len(hubbub) - 1:])}")
+        progress(f"starting: {' '.join(argv[len(hubbub) - 1 :])}")
         with open(log_path, "ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                    cwd=Path(__file__).resolve().parent.parent)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
         base = f"http://127.0.0.1:{port}"
         _wait_ready(proc, base, log_path, time.monotonic() + 90)
         pids = {"server": proc.pid} | {name: s.pid for name, s in started.items()}

@@ -26,8 +26,9 @@ class World:
 
 def _ok(response: httpx.Response, *codes: int) -> dict:
     if response.status_code not in codes:
-        raise RuntimeError(f"{response.request.method} {response.request.url.path} -> {response.status_code}: "
-                           f"{response.text[:300]}")
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} -> {response.status_code}: {response.text[:300]}"
+        )
     return response.json()
 
 
@@ -48,8 +49,12 @@ async def _post(client: httpx.AsyncClient, path: str, code: int, **kwargs) -> di
 
 async def _register(client: httpx.AsyncClient, name: str) -> tuple[str, str]:
     email = f"{name}-{uuid.uuid4().hex[:8]}@bench.example"
-    body = _ok(await client.post(f"{API}/auth/register",
-                                 json={"email": email, "password": "bench password 1", "display_name": name}), 201)
+    body = _ok(
+        await client.post(
+            f"{API}/auth/register", json={"email": email, "password": "bench password 1", "display_name": name}
+        ),
+        201,
+    )
     return body["user"]["id"], body["token"]
 
 
@@ -71,23 +76,47 @@ async def build(base_url: str, posters: int, channels_for_owner: int) -> World:
         (owner_id, owner_token), rest = people[0], people[1:]
         owner = _auth(owner_token)
         ws = _ok(await client.post(f"{API}/workspaces", json={"name": "Bench"}, headers=owner), 201)
-        world = World(ws["id"], ws["general_channel_id"], "", owner_id, owner_token,
-                      [p[0] for p in rest], [p[1] for p in rest], position=ws["position"])
+        world = World(
+            ws["id"],
+            ws["general_channel_id"],
+            "",
+            owner_id,
+            owner_token,
+            [p[0] for p in rest],
+            [p[1] for p in rest],
+            position=ws["position"],
+        )
 
         async def bring_in(token: str) -> int:
-            code = (await _post(client, f"{API}/workspaces/{world.workspace_id}/invites", 201,
-                                json={"role": "member"}, headers=owner))["code"]
+            code = (
+                await _post(
+                    client,
+                    f"{API}/workspaces/{world.workspace_id}/invites",
+                    201,
+                    json={"role": "member"},
+                    headers=owner,
+                )
+            )["code"]
             return (await _post(client, f"{API}/invites/{code}/accept", 200, headers=_auth(token)))["position"]
 
         positions = await _limited(8, [bring_in(t) for t in world.poster_tokens])
-        made = _ok(await client.post(f"{API}/workspaces/{world.workspace_id}/channels",
-                                     json={"name": "bench-posts"}, headers=owner), 201)
+        made = _ok(
+            await client.post(
+                f"{API}/workspaces/{world.workspace_id}/channels", json={"name": "bench-posts"}, headers=owner
+            ),
+            201,
+        )
         world.history_id = made["id"]
         positions += await _limited(8, [_join(client, world.history_id, t) for t in world.poster_tokens])
 
         async def create(i: int) -> tuple[str, int]:
-            body = await _post(client, f"{API}/workspaces/{world.workspace_id}/channels", 201,
-                           json={"name": f"team-{i:03d}", "topic": f"team {i}"}, headers=owner)
+            body = await _post(
+                client,
+                f"{API}/workspaces/{world.workspace_id}/channels",
+                201,
+                json={"name": f"team-{i:03d}", "topic": f"team {i}"},
+                headers=owner,
+            )
             return body["id"], body["position"]
 
         made_many = await _limited(8, [create(i) for i in range(channels_for_owner - 2)])
@@ -106,8 +135,14 @@ async def owner_channel_count(base_url: str, world: World) -> int:
         after, total = "", 0
         while True:
             headers = {**_auth(world.owner_token), "X-Hubbub-Position": str(world.position)}
-            body = _ok(await client.get(f"{API}/workspaces/{world.workspace_id}/channels",
-                                        params={"limit": 200, "after": after}, headers=headers), 200)
+            body = _ok(
+                await client.get(
+                    f"{API}/workspaces/{world.workspace_id}/channels",
+                    params={"limit": 200, "after": after},
+                    headers=headers,
+                ),
+                200,
+            )
             total += sum(1 for c in body["items"] if c["member"])
             if not body["next_cursor"]:
                 return total

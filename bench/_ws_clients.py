@@ -84,15 +84,26 @@ class _Holder:
 
         began = time.monotonic()
         await asyncio.gather(*(one(i) for i in indices))
-        return {"ok": len(took), "failed": dict(failed), "seconds": time.monotonic() - began,
-                "connect_s": took, "ports": {i: self.ports[i] for i in indices if i in self.ports}}
+        return {
+            "ok": len(took),
+            "failed": dict(failed),
+            "seconds": time.monotonic() - began,
+            "connect_s": took,
+            "ports": {i: self.ports[i] for i in indices if i in self.ports},
+        }
 
     async def _open(self, idx: int, resume_from: int | None) -> tuple[_Lean, dict]:
         """Socket ``idx`` after hello and ready (not reading yet); the ready frame."""
         from websockets.asyncio.client import connect
 
-        handshake = await connect(self.url, compression="deflate" if self.compression else None,
-                                  proxy=None, ping_interval=None, open_timeout=120, close_timeout=5)
+        handshake = await connect(
+            self.url,
+            compression="deflate" if self.compression else None,
+            proxy=None,
+            ping_interval=None,
+            open_timeout=120,
+            close_timeout=5,
+        )
         if handshake.protocol.extensions:
             raise RuntimeError("the server negotiated an extension; _Lean reads plain frames only")
         ws = _Lean(self, idx, handshake)
@@ -113,7 +124,7 @@ class _Holder:
         if (i := raw.find(MARK, start, min(end, start + 800))) >= 0:  # message objects have their text near the start
             if self.recording:
                 i += len(MARK)
-                self.records.append((bytes(raw[i:raw.find(b'"', i, end)]).decode(), idx, t))
+                self.records.append((bytes(raw[i : raw.find(b'"', i, end)]).decode(), idx, t))
             if self.trails and (trail := self.trails.get(idx)) is not None:
                 self._follow(idx, trail, raw, start, end, t)
         elif raw.find(PRESENCE, start, min(end, start + 120)) >= 0:
@@ -125,7 +136,7 @@ class _Holder:
     def _follow(self, idx: int, trail: list, raw: bytes | bytearray, start: int, end: int, t: float) -> None:
         i = raw.find(MARK, start, end) + len(MARK)
         j = raw.find(POSITION, start, min(end, start + 60)) + len(POSITION)
-        trail.append((bytes(raw[i:raw.find(b'"', i, end)]).decode(), int(raw[j:raw.find(b",", j, end)]), t))
+        trail.append((bytes(raw[i : raw.find(b'"', i, end)]).decode(), int(raw[j : raw.find(b",", j, end)]), t))
         if len(trail) == self.drops.get(idx):
             del self.drops[idx]
             self.sockets.pop(idx).drop()  # now: frames later in this read are not this client's any more
@@ -144,8 +155,12 @@ class _Holder:
         for payload in ws.unread():  # what came with ready, before reading was on
             self.frame(idx, payload, 0, len(payload))
         ws.reading = True
-        self.resumes[idx] = {"dropped_at": dropped_at, "hello_at": hello_at, "ready_at": time.monotonic(),
-                             "resumed": ready.get("resumed")}
+        self.resumes[idx] = {
+            "dropped_at": dropped_at,
+            "hello_at": hello_at,
+            "ready_at": time.monotonic(),
+            "resumed": ready.get("resumed"),
+        }
 
     def lost(self, idx: int, ws: _Lean) -> None:
         if self.sockets.get(idx) is ws:
@@ -215,9 +230,14 @@ class _Holder:
         return {"sent": sent, "cpu_s": time.process_time() - cpu0}
 
     async def do_stats(self) -> dict:
-        return {"open": len(self.sockets), "frames": self.frames, "closed": dict(self.closed),
-                "presence_frames": self.presence_frames, "presence_bytes": self.presence_bytes,
-                "cpu_s": time.process_time()}
+        return {
+            "open": len(self.sockets),
+            "frames": self.frames,
+            "closed": dict(self.closed),
+            "presence_frames": self.presence_frames,
+            "presence_bytes": self.presence_bytes,
+            "cpu_s": time.process_time(),
+        }
 
     async def do_close(self) -> dict:
         socks = list(self.sockets.values())
@@ -255,11 +275,11 @@ class _Lean(asyncio.Protocol):
             if size == 126:
                 if n - i < 4:
                     break
-                size, head = int.from_bytes(buf[i + 2:i + 4], "big"), 4
+                size, head = int.from_bytes(buf[i + 2 : i + 4], "big"), 4
             elif size == 127:
                 if n - i < 10:
                     break
-                size, head = int.from_bytes(buf[i + 2:i + 10], "big"), 10
+                size, head = int.from_bytes(buf[i + 2 : i + 10], "big"), 10
             if n - i < head + size:
                 break
             opcode, start = buf[i] & 0x0F, i + head
@@ -365,15 +385,21 @@ class Fleet:
         return outs
 
     def connect(self, indices: range | list[int], concurrency: int = 32) -> dict:
-        outs = self._all("connect", [{"indices": [i for i in indices if i % self.n == p], "concurrency": concurrency}
-                                     for p in range(self.n)])
+        outs = self._all(
+            "connect",
+            [{"indices": [i for i in indices if i % self.n == p], "concurrency": concurrency} for p in range(self.n)],
+        )
         failed: Counter[str] = Counter()
         for o in outs:
             failed.update(o["failed"])
             self.ports.update(o["ports"])
         took = sorted(t for o in outs for t in o["connect_s"])
-        return {"ok": sum(o["ok"] for o in outs), "failed": dict(failed), "seconds": max(o["seconds"] for o in outs),
-                "connect_s_sorted": took}
+        return {
+            "ok": sum(o["ok"] for o in outs),
+            "failed": dict(failed),
+            "seconds": max(o["seconds"] for o in outs),
+            "connect_s_sorted": took,
+        }
 
     def record(self, on: bool) -> tuple[list[tuple[str, int, float]], dict[int, list[tuple[float, int]]]]:
         outs = self._all("record", [{"on": on}] * self.n)
@@ -392,21 +418,36 @@ class Fleet:
 
     def follow(self, indices: list[int], drop: list[int], after: int, gap_s: float) -> None:
         """See ``_Holder.do_follow``."""
-        self._all("follow", [{"indices": [i for i in indices if i % self.n == p],
-                              "drop": [i for i in drop if i % self.n == p], "after": after, "gap_s": gap_s}
-                             for p in range(self.n)])
+        self._all(
+            "follow",
+            [
+                {
+                    "indices": [i for i in indices if i % self.n == p],
+                    "drop": [i for i in drop if i % self.n == p],
+                    "after": after,
+                    "gap_s": gap_s,
+                }
+                for p in range(self.n)
+            ],
+        )
 
     def trails(self) -> tuple[dict[int, list[tuple[str, int, float]]], dict[int, dict], list[int]]:
         """The followed sockets' trails, their resumes, and those never dropped (too few frames)."""
         outs = self._all("trails", [{}] * self.n)
-        return ({i: t for o in outs for i, t in o["trails"].items()}, {i: r for o in outs for i, r in o["resumes"].items()},
-                [i for o in outs for i in o["not_dropped"]])
+        return (
+            {i: t for o in outs for i, t in o["trails"].items()},
+            {i: r for o in outs for i, r in o["resumes"].items()},
+            [i for o in outs for i in o["not_dropped"]],
+        )
 
-    def storm(self, rate: float, seconds: float, lead_s: float = 1.0) -> tuple[list[tuple[int, str, float, float]], list[float]]:
+    def storm(
+        self, rate: float, seconds: float, lead_s: float = 1.0
+    ) -> tuple[list[tuple[int, str, float, float]], list[float]]:
         """Presence changes at ``rate``/s in total over every open socket; (what was sent, CPU s per process)."""
         start = time.monotonic() + lead_s
-        outs = self._all("storm", [{"rate": rate / self.n, "start": start + p / rate, "seconds": seconds}
-                                   for p in range(self.n)])
+        outs = self._all(
+            "storm", [{"rate": rate / self.n, "start": start + p / rate, "seconds": seconds} for p in range(self.n)]
+        )
         return [x for o in outs for x in o["sent"]], [o["cpu_s"] for o in outs]
 
     def stats(self) -> dict:
@@ -414,9 +455,13 @@ class Fleet:
         closed: Counter[str] = Counter()
         for o in outs:
             closed.update(o["closed"])
-        return {"open": sum(o["open"] for o in outs), "frames": sum(o["frames"] for o in outs), "closed": dict(closed),
-                "presence_frames": sum(o["presence_frames"] for o in outs),
-                "presence_bytes": sum(o["presence_bytes"] for o in outs)}
+        return {
+            "open": sum(o["open"] for o in outs),
+            "frames": sum(o["frames"] for o in outs),
+            "closed": dict(closed),
+            "presence_frames": sum(o["presence_frames"] for o in outs),
+            "presence_bytes": sum(o["presence_bytes"] for o in outs),
+        }
 
     def close(self) -> dict:
         outs = self._all("close", [{}] * self.n)

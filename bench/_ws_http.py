@@ -37,13 +37,15 @@ class Http:
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self._gate = asyncio.Semaphore(size)
 
-    async def request(self, method: str, path: str, token: str | None = None,
-                      body: bytes | None = None) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, token: str | None = None, body: bytes | None = None
+    ) -> tuple[int, bytes]:
         status, data, _ = await self.timed(method, path, token, body)
         return status, data
 
-    async def timed(self, method: str, path: str, token: str | None = None,
-                    body: bytes | None = None) -> tuple[int, bytes, float]:
+    async def timed(
+        self, method: str, path: str, token: str | None = None, body: bytes | None = None
+    ) -> tuple[int, bytes, float]:
         """status, body, and the ``time.monotonic()`` the request was written (after waiting for a slot)."""
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         if token:
@@ -157,22 +159,45 @@ async def _pace(base_url: str, jobs: list[Job], rate: float, start: float, in_fl
     await asyncio.gather(*late, return_exceptions=True)
     await http.close()
     # ``sent`` is when the request was written to its socket; waiting for a free slot counts as send lag.
-    return {"done": done, "unanswered": len(late), "cpu_s": time.process_time() - cpu0,
-            "wall_s": time.monotonic() - start}
+    return {
+        "done": done,
+        "unanswered": len(late),
+        "cpu_s": time.process_time() - cpu0,
+        "wall_s": time.monotonic() - start,
+    }
 
 
 class Pacers:
     """``jobs`` offered at ``rate``/s in total from ``processes`` processes (job i goes to i % processes)."""
 
-    def __init__(self, base_url: str, jobs: list[Job], rate: float, processes: int = 1, in_flight: int = 64,
-                 cutoff_s: float = 10.0, lead_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        jobs: list[Job],
+        rate: float,
+        processes: int = 1,
+        in_flight: int = 64,
+        cutoff_s: float = 10.0,
+        lead_s: float = 2.0,
+    ) -> None:
         ctx = mp.get_context("spawn")
         self.start = time.monotonic() + lead_s  # after the children have imported what they need
         self._pipes, self.procs = [], []
         for p in range(processes):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_pacer, args=(base_url, [j for j in jobs if j.index % processes == p], rate,
-                                                    self.start, in_flight, cutoff_s, theirs), daemon=True)
+            proc = ctx.Process(
+                target=_pacer,
+                args=(
+                    base_url,
+                    [j for j in jobs if j.index % processes == p],
+                    rate,
+                    self.start,
+                    in_flight,
+                    cutoff_s,
+                    theirs,
+                ),
+                daemon=True,
+            )
             proc.start()
             self._pipes.append(mine)
             self.procs.append(proc)
@@ -188,5 +213,8 @@ class Pacers:
         if errors := [o["error"] for o in outs if "error" in o]:
             raise RuntimeError(f"pacer failed: {errors[0]}")
         done = sorted((d for o in outs for d in o["done"]), key=lambda d: d.index)
-        return {"done": done, "unanswered": sum(o["unanswered"] for o in outs),
-                "generator_cpu_pct_of_one_core": [round(100 * o["cpu_s"] / o["wall_s"], 1) for o in outs]}
+        return {
+            "done": done,
+            "unanswered": sum(o["unanswered"] for o in outs),
+            "generator_cpu_pct_of_one_core": [round(100 * o["cpu_s"] / o["wall_s"], 1) for o in outs],
+        }

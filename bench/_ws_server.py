@@ -115,8 +115,11 @@ class PresenceObserver:
 
 def _statuses(data: dict) -> list[tuple[str, str]]:
     """(user_id, status) of each person in a presence.changed frame's ``data`` (ids by status)."""
-    return ([(u, "online") for u in data["online"]] + [(u, "away") for u in data["away"]]
-            + [(i["user_id"], "offline") for i in data["offline"]])
+    return (
+        [(u, "online") for u in data["online"]]
+        + [(u, "away") for u in data["away"]]
+        + [(i["user_id"], "offline") for i in data["offline"]]
+    )
 
 
 def max_in_window(times: list[float], window_s: float = 1.0) -> int:

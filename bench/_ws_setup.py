@@ -30,8 +30,9 @@ class RtWorld:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-async def _call(http: Http, method: str, path: str, expect: tuple[int, ...], token: str | None = None,
-                body: object = None) -> dict:
+async def _call(
+    http: Http, method: str, path: str, expect: tuple[int, ...], token: str | None = None, body: object = None
+) -> dict:
     """One call; a 409 wrong-expected-version (two writers of one stream in two worker processes)
     is retried as a client would."""
     raw = None if body is None else json.dumps(body).encode()
@@ -67,8 +68,13 @@ async def build(base_url: str, n: int, group_users: int, group_size: int) -> RtW
     timings: dict[str, float] = {}
 
     async def register(i: int) -> tuple[str, str]:
-        body = await _call(http, "POST", f"{API}/auth/register", (201,), body={
-            "email": f"rt{i}-{tag}@bench.example", "password": "bench password 1", "display_name": f"rt{i}"})
+        body = await _call(
+            http,
+            "POST",
+            f"{API}/auth/register",
+            (201,),
+            body={"email": f"rt{i}-{tag}@bench.example", "password": "bench password 1", "display_name": f"rt{i}"},
+        )
         return body["user"]["id"], body["token"]
 
     began = time.monotonic()
@@ -76,12 +82,16 @@ async def build(base_url: str, n: int, group_users: int, group_size: int) -> RtW
     people = await _many(n, register, 32, "registered")
     timings["register_s"] = time.monotonic() - began
     ws = await _call(http, "POST", f"{API}/workspaces", (201,), owner_token, {"name": "Realtime bench"})
-    world = RtWorld(ws["id"], ws["general_channel_id"], owner_id, owner_token,
-                    [p[0] for p in people], [p[1] for p in people])
+    world = RtWorld(
+        ws["id"], ws["general_channel_id"], owner_id, owner_token, [p[0] for p in people], [p[1] for p in people]
+    )
 
     async def bring_in(i: int) -> None:
-        code = (await _call(http, "POST", f"{API}/workspaces/{world.workspace_id}/invites", (201,), owner_token,
-                            {"role": "member"}))["code"]
+        code = (
+            await _call(
+                http, "POST", f"{API}/workspaces/{world.workspace_id}/invites", (201,), owner_token, {"role": "member"}
+            )
+        )["code"]
         await _call(http, "POST", f"{API}/invites/{code}/accept", (200,), world.tokens[i])
 
     began = time.monotonic()
@@ -90,10 +100,22 @@ async def build(base_url: str, n: int, group_users: int, group_size: int) -> RtW
 
     async def group(g: int) -> tuple[str, list[int]]:
         members = list(range(g * group_size, (g + 1) * group_size))
-        made = await _call(http, "POST", f"{API}/workspaces/{world.workspace_id}/channels", (201,), owner_token,
-                           {"name": f"rt-group-{g:04d}", "private": True})
-        await _call(http, "POST", f"{API}/channels/{made['id']}/members", (200, 201, 204), owner_token,
-                    {"user_ids": [world.user_ids[m] for m in members]})
+        made = await _call(
+            http,
+            "POST",
+            f"{API}/workspaces/{world.workspace_id}/channels",
+            (201,),
+            owner_token,
+            {"name": f"rt-group-{g:04d}", "private": True},
+        )
+        await _call(
+            http,
+            "POST",
+            f"{API}/channels/{made['id']}/members",
+            (200, 201, 204),
+            owner_token,
+            {"user_ids": [world.user_ids[m] for m in members]},
+        )
         return made["id"], members
 
     began = time.monotonic()

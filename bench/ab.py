@@ -38,11 +38,13 @@ BODY = '{"text":"hello from wrk, closed loop"}'
 @contextlib.contextmanager
 def worktree(ref: str) -> Iterator[tuple[Path, str]]:
     """A detached git worktree of ``ref`` (removed afterwards) and the commit it names."""
-    commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
     path = Path(tempfile.mkdtemp(prefix="hubbub-ab-base-"))
-    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(path), commit], cwd=REPO, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "-f", str(path), commit], cwd=REPO, check=True, capture_output=True
+    )
     try:
         yield path, commit
     finally:
@@ -53,49 +55,83 @@ def one_round(srv: Server, world: World, workdir: Path, seconds: float) -> dict:
     path = f"/api/v1/channels/{world.history_id}/messages"
 
     def go(s: float) -> dict:
-        return run_wrk(srv.base_url, workdir, world.poster_tokens, method="POST", path=path, body=BODY,
-                       expected=201, connections=POSTERS, threads=2, seconds=s)
+        return run_wrk(
+            srv.base_url,
+            workdir,
+            world.poster_tokens,
+            method="POST",
+            path=path,
+            body=BODY,
+            expected=201,
+            connections=POSTERS,
+            threads=2,
+            seconds=s,
+        )
 
     go(WARMUP_S)
     out = measured(srv, lambda: go(seconds))
     cpu, posts = out["component_cpu_pct_of_one_core"], out["ok_per_s"]
-    return {"posts_per_s": posts, "server_ms": 10 * cpu["server"] / posts, "postgres_ms": 10 * cpu["postgres"] / posts,
-            "p50_ms": out["latency_ms"]["p50"], "p99_ms": out["latency_ms"]["p99"],
-            "machine_cpu_pct": out["machine_cpu_pct"], "unexpected_status": out["unexpected_status"]}
+    return {
+        "posts_per_s": posts,
+        "server_ms": 10 * cpu["server"] / posts,
+        "postgres_ms": 10 * cpu["postgres"] / posts,
+        "p50_ms": out["latency_ms"]["p50"],
+        "p99_ms": out["latency_ms"]["p99"],
+        "machine_cpu_pct": out["machine_cpu_pct"],
+        "unexpected_status": out["unexpected_status"],
+    }
 
 
 def run(base: str, rounds: int, seconds: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="hubbub-ab-") as tmp, worktree(base) as (tree, commit), \
-            running_server(WORKERS, SERVER_SETTINGS | {"PYTHONPATH": str(tree)}) as a, \
-            running_server(WORKERS, SERVER_SETTINGS) as b:
+    with (
+        tempfile.TemporaryDirectory(prefix="hubbub-ab-") as tmp,
+        worktree(base) as (tree, commit),
+        running_server(WORKERS, SERVER_SETTINGS | {"PYTHONPATH": str(tree)}) as a,
+        running_server(WORKERS, SERVER_SETTINGS) as b,
+    ):
         progress(f"A = {commit} (worktree {tree}), B = this checkout; setting up both")
         worlds = [asyncio.run(build(srv.base_url, POSTERS, 2)) for srv in (a, b)]
         results: dict[str, list[dict]] = {"A": [], "B": []}
         for r in range(rounds):
-            for side in ("AB" if r % 2 == 0 else "BA"):
+            for side in "AB" if r % 2 == 0 else "BA":
                 i = "AB".index(side)
                 got = one_round((a, b)[i], worlds[i], Path(tmp), seconds)
                 results[side].append(got)
-                progress(f"round {r + 1}/{rounds} {side}: {got['posts_per_s']:,.0f} posts/s, CPU per post server "
-                         f"{got['server_ms']:.2f} / PostgreSQL {got['postgres_ms']:.2f} ms, p50 {got['p50_ms']:.1f} ms")
-        return {"base": base, "base_commit": commit, "rounds": rounds, "seconds": seconds, "machine": machine_facts(),
-                "results": results}
+                progress(
+                    f"round {r + 1}/{rounds} {side}: {got['posts_per_s']:,.0f} posts/s, CPU per post server "
+                    f"{got['server_ms']:.2f} / PostgreSQL {got['postgres_ms']:.2f} ms, p50 {got['p50_ms']:.1f} ms"
+                )
+        return {
+            "base": base,
+            "base_commit": commit,
+            "rounds": rounds,
+            "seconds": seconds,
+            "machine": machine_facts(),
+            "results": results,
+        }
 
 
 def report(out: dict) -> str:
     a, b = out["results"]["A"], out["results"]["B"]
     rows = []
-    for key, label, better in [("posts_per_s", "accepted posts/s", max), ("server_ms", "server CPU per post, ms", min),
-                               ("postgres_ms", "PostgreSQL CPU per post, ms", min), ("p50_ms", "latency p50, ms", min),
-                               ("p99_ms", "latency p99, ms", min)]:
+    for key, label, better in [
+        ("posts_per_s", "accepted posts/s", max),
+        ("server_ms", "server CPU per post, ms", min),
+        ("postgres_ms", "PostgreSQL CPU per post, ms", min),
+        ("p50_ms", "latency p50, ms", min),
+        ("p99_ms", "latency p99, ms", min),
+    ]:
         ma, mb = statistics.median(x[key] for x in a), statistics.median(x[key] for x in b)
         wins = sum(better(x[key], y[key]) == y[key] != x[key] for x, y in zip(a, b, strict=True))
         rows.append([label, f"{ma:,.2f}", f"{mb:,.2f}", f"{mb / ma:.3f}", f"{wins} of {len(a)}"])
-    table = markdown_table(["median of the rounds", f"A ({out['base_commit']})", "B (this checkout)", "B / A",
-                            "rounds B did better"], rows)
-    return table + (f"\n\n{out['rounds']} alternating rounds of {out['seconds']:.0f} s each side (32 wrk clients, one "
-                    f"channel, closed loop, `serve --workers {WORKERS}` each); posts/s per round, A: "
-                    f"{[round(x['posts_per_s']) for x in a]}, B: {[round(x['posts_per_s']) for x in b]}.")
+    table = markdown_table(
+        ["median of the rounds", f"A ({out['base_commit']})", "B (this checkout)", "B / A", "rounds B did better"], rows
+    )
+    return table + (
+        f"\n\n{out['rounds']} alternating rounds of {out['seconds']:.0f} s each side (32 wrk clients, one "
+        f"channel, closed loop, `serve --workers {WORKERS}` each); posts/s per round, A: "
+        f"{[round(x['posts_per_s']) for x in a]}, B: {[round(x['posts_per_s']) for x in b]}."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,15 @@ import sys
 import time
 import uuid
 
-from bench._common import (durable_server, finish, fresh_database, logs_to_stderr, machine_facts,
-                           markdown_table, progress)
+from bench._common import (
+    durable_server,
+    finish,
+    fresh_database,
+    logs_to_stderr,
+    machine_facts,
+    markdown_table,
+    progress,
+)
 from commands import snapshots as snap
 from commands.shell import CommandShell
 from domain import channel as ch
@@ -43,8 +50,16 @@ async def build(store: PostgresEventStore, members: int) -> tuple[str, str]:
     workspace_id, channel_id = str(uuid.uuid4()), str(uuid.uuid4())
     wstream, cstream = ws.workspace_stream(workspace_id), ch.channel_stream(channel_id)
     created = ws.WorkspaceCreated(workspace_id=workspace_id, name="big", owner_id="u0", general_channel_id=channel_id)
-    general = ch.ChannelCreated(channel_id=channel_id, workspace_id=workspace_id, name="general", kind="channel",
-                                private=False, topic="", created_by="u0", general=True)
+    general = ch.ChannelCreated(
+        channel_id=channel_id,
+        workspace_id=workspace_id,
+        name="general",
+        kind="channel",
+        private=False,
+        topic="",
+        created_by="u0",
+        general=True,
+    )
     await store.append(wstream, [NewEvent(event=created, event_id=uuid.uuid4())])
     await store.append(cstream, [NewEvent(event=general, event_id=uuid.uuid4())])
     for start in range(0, members, PER_CALL):
@@ -55,11 +70,20 @@ async def build(store: PostgresEventStore, members: int) -> tuple[str, str]:
 async def join_by_invite(store: PostgresEventStore, streams: tuple[str, str], people: range) -> None:
     """An invite and its accept in the workspace, and a join of #general, for each of ``people``."""
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
-    await store.append(streams[0], [NewEvent(event=e, event_id=uuid.uuid4()) for i in people for e in (
-        ws.InviteCreated(code_hash=f"h{i}", role="member", expires_at=expires, created_by="u0"),
-        ws.MemberJoined(user_id=f"u{i}", role="member", via="invite", code_hash=f"h{i}"))])
-    await store.append(streams[1], [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4())
-                                    for i in people])
+    await store.append(
+        streams[0],
+        [
+            NewEvent(event=e, event_id=uuid.uuid4())
+            for i in people
+            for e in (
+                ws.InviteCreated(code_hash=f"h{i}", role="member", expires_at=expires, created_by="u0"),
+                ws.MemberJoined(user_id=f"u{i}", role="member", via="invite", code_hash=f"h{i}"),
+            )
+        ],
+    )
+    await store.append(
+        streams[1], [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4()) for i in people]
+    )
 
 
 async def timed_load(shell: CommandShell, streams: tuple[str, str], members: int) -> tuple[float, float]:
@@ -86,26 +110,38 @@ async def measure(url: str, members: int) -> dict:
         await join_by_invite(store, streams, joiners)
         total = members + len(joiners)
         async with pool.connection() as conn:
-            cur = await conn.execute("SELECT sum(length(body)) FROM aggregate_snapshots WHERE stream_id = ANY(%s)",
-                                     (list(streams),))
+            cur = await conn.execute(
+                "SELECT sum(length(body)) FROM aggregate_snapshots WHERE stream_id = ANY(%s)", (list(streams),)
+            )
             size = (await cur.fetchone())[0]
         sides: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
         for round_ in range(ROUNDS):
             order = ("A", "B") if round_ % 2 == 0 else ("B", "A")
             for side in order:
                 # snapshot_every beyond reach: B reads snapshots but writes none, so every round finds the same one.
-                shell = CommandShell(store) if side == "A" else CommandShell(store, snapshots=snapshots,
-                                                                              snapshot_every=10**9)
+                shell = (
+                    CommandShell(store)
+                    if side == "A"
+                    else CommandShell(store, snapshots=snapshots, snapshot_every=10**9)
+                )
                 sides[side].append(await timed_load(shell, streams, total))
-        out = {"members": members, "events": {"workspace": 1 + 2 * total, "channel": 1 + total},
-               "snapshot_bytes": size, "tail_events": {"workspace": 2 * len(joiners), "channel": len(joiners)},
-               "rounds": sides}
+        out = {
+            "members": members,
+            "events": {"workspace": 1 + 2 * total, "channel": 1 + total},
+            "snapshot_bytes": size,
+            "tail_events": {"workspace": 2 * len(joiners), "channel": len(joiners)},
+            "rounds": sides,
+        }
         for side in ("A", "B"):
-            out[side] = {"wall_ms": statistics.median(w for w, _ in sides[side]),
-                         "cpu_ms": statistics.median(c for _, c in sides[side])}
+            out[side] = {
+                "wall_ms": statistics.median(w for w, _ in sides[side]),
+                "cpu_ms": statistics.median(c for _, c in sides[side]),
+            }
         out["b_wins"] = sum(b[0] < a[0] for a, b in zip(sides["A"], sides["B"], strict=True))
-        progress(f"  A (the log) {out['A']['wall_ms']:.0f} ms, B (snapshots + {3 * len(joiners)} events) "
-                 f"{out['B']['wall_ms']:.1f} ms")
+        progress(
+            f"  A (the log) {out['A']['wall_ms']:.0f} ms, B (snapshots + {3 * len(joiners)} events) "
+            f"{out['B']['wall_ms']:.1f} ms"
+        )
         return out
     finally:
         await store.close()
@@ -116,17 +152,34 @@ def report(results: dict) -> str:
     rows = []
     for r in results["sizes"]:
         a, b = r["A"], r["B"]
-        rows.append([f"{r['members']:,}", f"{a['wall_ms']:.0f} / {a['cpu_ms']:.0f} ms",
-                     f"{b['wall_ms']:.1f} / {b['cpu_ms']:.1f} ms", f"{b['wall_ms'] / a['wall_ms']:.3f}",
-                     f"{r['b_wins']} of {ROUNDS}", f"{r['snapshot_bytes'] / 1024:,.0f} KiB"])
-    table = markdown_table(["members (workspace + #general)", "A: from the log, wall / CPU (median)",
-                            "B: snapshots + the events after them, wall / CPU",
-                            "B / A (wall)", "rounds B was faster", "snapshots' size"], rows)
+        rows.append(
+            [
+                f"{r['members']:,}",
+                f"{a['wall_ms']:.0f} / {a['cpu_ms']:.0f} ms",
+                f"{b['wall_ms']:.1f} / {b['cpu_ms']:.1f} ms",
+                f"{b['wall_ms'] / a['wall_ms']:.3f}",
+                f"{r['b_wins']} of {ROUNDS}",
+                f"{r['snapshot_bytes'] / 1024:,.0f} KiB",
+            ]
+        )
+    table = markdown_table(
+        [
+            "members (workspace + #general)",
+            "A: from the log, wall / CPU (median)",
+            "B: snapshots + the events after them, wall / CPU",
+            "B / A (wall)",
+            "rounds B was faster",
+            "snapshots' size",
+        ],
+        rows,
+    )
     m = results["machine"]
-    return (f"{table}\n\n- Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
-            f"load average at start {m['loadavg_1m']}. PostgreSQL: {results['database']}. {ROUNDS} alternating rounds per size; "
-            f"each load is a new shell (a cold cache), the workspace and #general read in one call; B's "
-            f"snapshots are {snap.EVERY // 4:,} joins behind (as many workspace events as half the snapshot interval).")
+    return (
+        f"{table}\n\n- Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
+        f"load average at start {m['loadavg_1m']}. PostgreSQL: {results['database']}. {ROUNDS} alternating rounds per size; "
+        f"each load is a new shell (a cold cache), the workspace and #general read in one call; B's "
+        f"snapshots are {snap.EVERY // 4:,} joins behind (as many workspace events as half the snapshot interval)."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

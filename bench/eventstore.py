@@ -38,8 +38,19 @@ import psutil
 import psycopg
 
 from bench._common import (
-    RESULTS_DIR, BenchPinged, CpuMeter, durable_server, fresh_database, logs_to_stderr, machine_facts,
-    markdown_table, percentile, progress, rate, require_durable, server_facts,
+    RESULTS_DIR,
+    BenchPinged,
+    CpuMeter,
+    durable_server,
+    fresh_database,
+    logs_to_stderr,
+    machine_facts,
+    markdown_table,
+    percentile,
+    progress,
+    rate,
+    require_durable,
+    server_facts,
 )
 from domain.events import NewEvent
 from infra.db import open_pool
@@ -109,8 +120,7 @@ async def _writers(url: str, mode: str, proc: int, writers: int, batch: int, rea
     start, stop = window[0], window[1]
     cpu = asyncio.create_task(_process_cpu(start, stop))
     counts = await asyncio.gather(*(_writer_loop(append, w, s, batch, start, stop) for w, s in enumerate(streams)))
-    return {"events": sum(c[0] for c in counts), "latencies_ms": [x for c in counts for x in c[1]],
-            "cpu_s": await cpu}
+    return {"events": sum(c[0] for c in counts), "latencies_ms": [x for c in counts for x in c[1]], "cpu_s": await cpu}
 
 
 async def _writer_loop(append, w: int, stream: str, batch: int, start: float, stop: float) -> tuple[int, list[float]]:
@@ -156,8 +166,10 @@ async def _insert_appender(url: str, writers: int):
 def run_writers(url: str, mode: str, procs: int, writers: int, batch: int, plan: Plan, seconds: float) -> dict:
     ctx = mp.get_context("spawn")
     ready, results, go, window = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Array("d", 2)
-    children = [ctx.Process(target=_writer_process, args=(url, mode, p, writers, batch, ready, go, window, results))
-                for p in range(procs)]
+    children = [
+        ctx.Process(target=_writer_process, args=(url, mode, p, writers, batch, ready, go, window, results))
+        for p in range(procs)
+    ]
     for child in children:
         child.start()
     for _ in children:
@@ -174,8 +186,12 @@ def run_writers(url: str, mode: str, procs: int, writers: int, batch: int, plan:
         raise RuntimeError(f"{mode} writers failed: {errors[0]}")
     latencies = sorted(x for o in outs for x in o["latencies_ms"])
     return {
-        "mode": mode, "processes": procs, "writers_per_process": writers, "events_per_append": batch,
-        "seconds": seconds, "events_per_s": sum(o["events"] for o in outs) / seconds,
+        "mode": mode,
+        "processes": procs,
+        "writers_per_process": writers,
+        "events_per_append": batch,
+        "seconds": seconds,
+        "events_per_s": sum(o["events"] for o in outs) / seconds,
         "append_latency_ms": {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)},
         "generator_cpu_pct_of_one_core": [round(100 * o["cpu_s"] / seconds, 1) for o in outs],
         "machine_cpu_pct": machine,
@@ -200,8 +216,22 @@ def run_pgbench(url: str, seconds: float, workdir: Path, rows_per_txn: int = 1) 
     script = workdir / f"insert{rows_per_txn}.sql"
     script.write_text(PGBENCH_SCRIPT if rows_per_txn == 1 else PGBENCH_BATCH_SCRIPT)
     assert rows_per_txn in (1, 100)
-    argv = [str(POSTGRES_BIN_PATH / "pgbench"), "-n", "-M", "prepared", "-c", str(WRITERS), "-j", "2",
-            "-T", str(int(seconds)), "-f", str(script), "-d", url]
+    argv = [
+        str(POSTGRES_BIN_PATH / "pgbench"),
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(WRITERS),
+        "-j",
+        "2",
+        "-T",
+        str(int(seconds)),
+        "-f",
+        str(script),
+        "-d",
+        url,
+    ]
     meter, before = CpuMeter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     meter.start()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
@@ -211,10 +241,17 @@ def run_pgbench(url: str, seconds: float, workdir: Path, rows_per_txn: int = 1) 
     tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout).group(1))
     latency = re.search(r"latency average = ([\d.]+) ms", done.stdout)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"mode": "pgbench", "clients": WRITERS, "threads": 2, "seconds": int(seconds),
-            "rows_per_txn": rows_per_txn, "events_per_s": tps * rows_per_txn,
-            "latency_avg_ms": float(latency.group(1)) if latency else None,
-            "generator_cpu_pct_of_one_core": [round(100 * cpu_s / seconds, 1)], "machine_cpu_pct": machine}
+    return {
+        "mode": "pgbench",
+        "clients": WRITERS,
+        "threads": 2,
+        "seconds": int(seconds),
+        "rows_per_txn": rows_per_txn,
+        "events_per_s": tps * rows_per_txn,
+        "latency_avg_ms": float(latency.group(1)) if latency else None,
+        "generator_cpu_pct_of_one_core": [round(100 * cpu_s / seconds, 1)],
+        "machine_cpu_pct": machine,
+    }
 
 
 # -- subscriber wake-up latency ------------------------------------------------------------------
@@ -291,8 +328,7 @@ def run_latency(url: str, plan: Plan) -> dict:
     ready, sub_out, app_out = ctx.Event(), ctx.Queue(), ctx.Queue()
     total = int(plan.latency_rate * plan.latency_s)
     after = asyncio.run(_head(url))
-    subscriber = ctx.Process(target=_subscriber_process,
-                             args=(url, after, total, plan.latency_s + 90, ready, sub_out))
+    subscriber = ctx.Process(target=_subscriber_process, args=(url, after, total, plan.latency_s + 90, ready, sub_out))
     appender = ctx.Process(target=_appender_process, args=(url, plan.latency_rate, plan.latency_s, ready, app_out))
     subscriber.start()
     appender.start()
@@ -310,10 +346,16 @@ def run_latency(url: str, plan: Plan) -> dict:
     def summary(values: list[float]) -> dict:
         return {q: round(percentile(values, p), 3) for q, p in (("p50", 50), ("p99", 99), ("max", 100))}
 
-    return {"appends": total, "rate_target": plan.latency_rate, "rate_achieved": round(appended["achieved_rate"], 1),
-            "missed": total - len(from_call), "from_append_call_ms": summary(from_call),
-            "from_append_return_ms": summary(from_ack), "append_latency_ms": summary(append),
-            "clock": "time.monotonic_ns (CLOCK_MONOTONIC, system-wide) across two processes"}
+    return {
+        "appends": total,
+        "rate_target": plan.latency_rate,
+        "rate_achieved": round(appended["achieved_rate"], 1),
+        "missed": total - len(from_call),
+        "from_append_call_ms": summary(from_call),
+        "from_append_return_ms": summary(from_ack),
+        "append_latency_ms": summary(append),
+        "clock": "time.monotonic_ns (CLOCK_MONOTONIC, system-wide) across two processes",
+    }
 
 
 # -- read_all replay -----------------------------------------------------------------------------
@@ -410,8 +452,9 @@ def _stop_leftovers(data_dir: Path) -> None:
     except (FileNotFoundError, ValueError):
         return
     services = EmbeddedServices(data_dir, want=tuple(state))
-    services.services = {n: Service(n, s["pid"], s["port"], s["url"]) for n, s in state.items()
-                         if psutil.pid_exists(s["pid"])}
+    services.services = {
+        n: Service(n, s["pid"], s["port"], s["url"]) for n, s in state.items() if psutil.pid_exists(s["pid"])
+    }
     services.stop()
 
 
@@ -425,8 +468,12 @@ def run_dev_start(workdir: Path) -> dict:
         warm, why = _dev_start(data_dir, log_path, timeout=60)
         progress(f"  warm start: {why}" + (f" in {warm:.2f}s" if warm is not None else ""))
         if warm is None:
-            return {"status": "n/a (hubbub dev not ready)", "reason": f"warm start: {why}", "cold_s": cold,
-                    "log_tail": _tail(log_path)}
+            return {
+                "status": "n/a (hubbub dev not ready)",
+                "reason": f"warm start: {why}",
+                "cold_s": cold,
+                "log_tail": _tail(log_path),
+            }
         return {"status": "ok", "cold_s": round(cold, 3), "warm_s": round(warm, 3)}
     finally:
         _stop_leftovers(data_dir)
@@ -450,8 +497,10 @@ def run(plan: Plan, workdir: Path) -> dict:
             conn.execute(BASELINE_DDL)
         results["server"] = server_facts(url) | {"origin": origin}
         require_durable(results["server"])
-        progress(f"PostgreSQL {results['server']['server_version']}: fsync={results['server']['fsync']} "
-                 f"synchronous_commit={results['server']['synchronous_commit']}")
+        progress(
+            f"PostgreSQL {results['server']['server_version']}: fsync={results['server']['fsync']} "
+            f"synchronous_commit={results['server']['synchronous_commit']}"
+        )
         results["append"] = _append_rounds(url, plan, workdir)
         _checkpoint(url)
         progress("baseline for batches: pgbench, 16 clients, one 100-row INSERT ... SELECT per transaction")
@@ -479,8 +528,9 @@ def _append_rounds(url: str, plan: Plan, workdir: Path) -> dict:
     """Baseline and ours alternate, ``rounds`` times, so drift on a noisy machine hits both alike."""
     runs: dict[str, list[dict]] = {}
     phases = [("baseline_pgbench", lambda: run_pgbench(url, plan.append_s, workdir))]
-    phases += [(f"store_{p}x{w}", lambda p=p, w=w: run_writers(url, "store", p, w, 1, plan, plan.append_s))
-               for p, w in SPLITS]
+    phases += [
+        (f"store_{p}x{w}", lambda p=p, w=w: run_writers(url, "store", p, w, 1, plan, plan.append_s)) for p, w in SPLITS
+    ]
     phases += [("baseline_python_2x8", lambda: run_writers(url, "insert", 2, 8, 1, plan, plan.append_s))]
     for round_no in range(plan.rounds):
         for name, phase in phases:
@@ -489,8 +539,9 @@ def _append_rounds(url: str, plan: Plan, workdir: Path) -> dict:
             load = os.getloadavg()[0]  # other tenants' load shows here: the machine is shared
             runs.setdefault(name, []).append(phase() | {"loadavg_1m_before": load})
             progress(f"  {rate(runs[name][-1]['events_per_s'])} events/s")
-    return {name: {"events_per_s": statistics.mean(r["events_per_s"] for r in rs), "runs": rs}
-            for name, rs in runs.items()}
+    return {
+        name: {"events_per_s": statistics.mean(r["events_per_s"] for r in rs), "runs": rs} for name, rs in runs.items()
+    }
 
 
 def _checkpoint(url: str) -> None:
@@ -509,24 +560,62 @@ def report(results: dict) -> str:
     bbase = results["batched_baseline"]["events_per_s"]
     ack = lat["from_append_return_ms"]
     rows = [
-        [f"append, {WRITERS} writers ({HEADLINE_SPLIT[0]} proc x {HEADLINE_SPLIT[1]}), 1 event/call, events/s",
-         rate(ours), f"{rate(base)} (pgbench INSERT)", f"{ours / base:.2f}", ">= 0.5 x baseline",
-         _verdict(ours >= 0.5 * base)],
-        [f"append, {WRITERS} writers (1 proc x {WRITERS}), 1 event/call, events/s",
-         rate(single), f"{rate(base)} (pgbench INSERT)", f"{single / base:.2f}", ">= 0.5 x baseline",
-         _verdict(single >= 0.5 * base)],
-        [f"append, 100 events/call ({HEADLINE_SPLIT[0]} proc x {HEADLINE_SPLIT[1]}), events/s",
-         rate(batched["events_per_s"]), f"{rate(bbase)} (pgbench 100-row INSERT)", f"{batched['events_per_s'] / bbase:.2f}",
-         ">= 50,000", _verdict(batched["events_per_s"] >= 50_000)],
-        [f"wake-up, commit acknowledged -> seen, at {lat['rate_achieved']:.0f}/s, ms (p50 / p99 / max)",
-         f"{ack['p50']:.2f} / {ack['p99']:.2f} / {ack['max']:.2f}", "-", "-", "p99 < 10 ms", _verdict(ack["p99"] < 10)],
-        [f"wake-up, append called -> seen, at {lat['rate_achieved']:.0f}/s, ms (p50 / p99 / max)",
-         f"{p['p50']:.2f} / {p['p99']:.2f} / {p['max']:.2f}", "-", "-", "p99 < 10 ms", _verdict(p["p99"] < 10)],
-        [f"read_all replay over {results['replay']['passes'][-1]['events']:,} events, events/s", rate(replay),
-         "-", "-", ">= 50,000", _verdict(replay >= 50_000)],
-        ["`hubbub dev` warm start to /healthz 200, s",
-         f"{dev['warm_s']:.2f}" if dev["status"] == "ok" else dev["status"], "-", "-", "< 5 s",
-         _verdict(dev["warm_s"] < 5) if dev["status"] == "ok" else "n/a"],
+        [
+            f"append, {WRITERS} writers ({HEADLINE_SPLIT[0]} proc x {HEADLINE_SPLIT[1]}), 1 event/call, events/s",
+            rate(ours),
+            f"{rate(base)} (pgbench INSERT)",
+            f"{ours / base:.2f}",
+            ">= 0.5 x baseline",
+            _verdict(ours >= 0.5 * base),
+        ],
+        [
+            f"append, {WRITERS} writers (1 proc x {WRITERS}), 1 event/call, events/s",
+            rate(single),
+            f"{rate(base)} (pgbench INSERT)",
+            f"{single / base:.2f}",
+            ">= 0.5 x baseline",
+            _verdict(single >= 0.5 * base),
+        ],
+        [
+            f"append, 100 events/call ({HEADLINE_SPLIT[0]} proc x {HEADLINE_SPLIT[1]}), events/s",
+            rate(batched["events_per_s"]),
+            f"{rate(bbase)} (pgbench 100-row INSERT)",
+            f"{batched['events_per_s'] / bbase:.2f}",
+            ">= 50,000",
+            _verdict(batched["events_per_s"] >= 50_000),
+        ],
+        [
+            f"wake-up, commit acknowledged -> seen, at {lat['rate_achieved']:.0f}/s, ms (p50 / p99 / max)",
+            f"{ack['p50']:.2f} / {ack['p99']:.2f} / {ack['max']:.2f}",
+            "-",
+            "-",
+            "p99 < 10 ms",
+            _verdict(ack["p99"] < 10),
+        ],
+        [
+            f"wake-up, append called -> seen, at {lat['rate_achieved']:.0f}/s, ms (p50 / p99 / max)",
+            f"{p['p50']:.2f} / {p['p99']:.2f} / {p['max']:.2f}",
+            "-",
+            "-",
+            "p99 < 10 ms",
+            _verdict(p["p99"] < 10),
+        ],
+        [
+            f"read_all replay over {results['replay']['passes'][-1]['events']:,} events, events/s",
+            rate(replay),
+            "-",
+            "-",
+            ">= 50,000",
+            _verdict(replay >= 50_000),
+        ],
+        [
+            "`hubbub dev` warm start to /healthz 200, s",
+            f"{dev['warm_s']:.2f}" if dev["status"] == "ok" else dev["status"],
+            "-",
+            "-",
+            "< 5 s",
+            _verdict(dev["warm_s"] < 5) if dev["status"] == "ok" else "n/a",
+        ],
     ]
     main = markdown_table(["metric", "ours", "baseline", "ratio", "target", "pass/fail"], rows)
     return "\n\n".join([main, _details(results), _machine(results)])
@@ -542,24 +631,48 @@ def _details(results: dict) -> str:
     for name, entry in append.items():
         runs = entry["runs"]
         lat = [r.get("append_latency_ms", {}).get("p99") for r in runs]
-        rows.append([name, rate(entry["events_per_s"]), " / ".join(rate(r["events_per_s"]) for r in runs),
-                     f"{entry['events_per_s'] / base:.2f}",
-                     " / ".join(f"{x:.2f}" for x in lat if x is not None) or "-",
-                     " / ".join(str(r["generator_cpu_pct_of_one_core"]) for r in runs),
-                     " / ".join(str(r["machine_cpu_pct"]) for r in runs)])
+        rows.append(
+            [
+                name,
+                rate(entry["events_per_s"]),
+                " / ".join(rate(r["events_per_s"]) for r in runs),
+                f"{entry['events_per_s'] / base:.2f}",
+                " / ".join(f"{x:.2f}" for x in lat if x is not None) or "-",
+                " / ".join(str(r["generator_cpu_pct_of_one_core"]) for r in runs),
+                " / ".join(str(r["machine_cpu_pct"]) for r in runs),
+            ]
+        )
     lat = results["latency"]
-    table = markdown_table(["append phase (16 concurrent writers, 1 event per call)", "mean events/s", "per round",
-                            "vs pgbench", "append p99 ms", "load generator CPU % of a core", "machine CPU %"], rows)
-    notes = [f"- 100 events per call, {WRITERS} writers: " + "; ".join(
-        f"{r['processes']} proc x {r['writers_per_process']}: {rate(r['events_per_s'])} events/s, append p50/p99 "
-        f"{r['append_latency_ms']['p50']:.1f} / {r['append_latency_ms']['p99']:.1f} ms, machine CPU {r['machine_cpu_pct']}%"
-        for r in (results["batched"], results["batched_single"]))
+    table = markdown_table(
+        [
+            "append phase (16 concurrent writers, 1 event per call)",
+            "mean events/s",
+            "per round",
+            "vs pgbench",
+            "append p99 ms",
+            "load generator CPU % of a core",
+            "machine CPU %",
+        ],
+        rows,
+    )
+    notes = [
+        f"- 100 events per call, {WRITERS} writers: "
+        + "; ".join(
+            f"{r['processes']} proc x {r['writers_per_process']}: {rate(r['events_per_s'])} events/s, append p50/p99 "
+            f"{r['append_latency_ms']['p50']:.1f} / {r['append_latency_ms']['p99']:.1f} ms, machine CPU {r['machine_cpu_pct']}%"
+            for r in (results["batched"], results["batched_single"])
+        )
         + f"; pgbench 100-row INSERT ... SELECT (rows made server-side): {rate(results['batched_baseline']['events_per_s'])} rows/s",
         f"- wake-up phase: {lat['appends']:,} single-event appends paced open-loop; append latency itself (ms): "
         f"{lat['append_latency_ms']}; events the subscriber missed: {lat['missed']}; clock: {lat['clock']}",
-        "- read_all passes: " + ", ".join(f"{rate(p['events_per_s'])} events/s" for p in results["replay"]["passes"])
-        + (f"; filled {results['replay']['filled']:,} events first at {rate(results['replay']['fill_events_per_s'])}"
-           " events/s" if results["replay"]["filled"] else "; the log already held enough events"),
+        "- read_all passes: "
+        + ", ".join(f"{rate(p['events_per_s'])} events/s" for p in results["replay"]["passes"])
+        + (
+            f"; filled {results['replay']['filled']:,} events first at {rate(results['replay']['fill_events_per_s'])}"
+            " events/s"
+            if results["replay"]["filled"]
+            else "; the log already held enough events"
+        ),
     ]
     if results["dev_start"]["status"] == "ok":
         notes.append(f"- hubbub dev cold start (first, initdb): {results['dev_start']['cold_s']:.2f} s")
@@ -568,12 +681,14 @@ def _details(results: dict) -> str:
 
 def _machine(results: dict) -> str:
     m, s = results["machine"], results["server"]
-    return (f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; Python {m['python']}. "
-            f"PostgreSQL {s['server_version']} ({s['origin'].split(' (')[0]}), data on {s['data_directory_fs']}: "
-            f"fsync={s['fsync']}, synchronous_commit={s['synchronous_commit']}, wal_sync_method={s['wal_sync_method']}, "
-            f"full_page_writes={s['full_page_writes']}, commit_delay={s['commit_delay']}, "
-            f"shared_buffers={s['shared_buffers']}. Load average at start: {m['loadavg_1m']}. Baseline load generator: pgbench -c {WRITERS} -j 2 -M prepared. "
-            f"Ours: PostgresEventStore.append from separate OS processes (asyncio writers), split as shown.")
+    return (
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; Python {m['python']}. "
+        f"PostgreSQL {s['server_version']} ({s['origin'].split(' (')[0]}), data on {s['data_directory_fs']}: "
+        f"fsync={s['fsync']}, synchronous_commit={s['synchronous_commit']}, wal_sync_method={s['wal_sync_method']}, "
+        f"full_page_writes={s['full_page_writes']}, commit_delay={s['commit_delay']}, "
+        f"shared_buffers={s['shared_buffers']}. Load average at start: {m['loadavg_1m']}. Baseline load generator: pgbench -c {WRITERS} -j 2 -M prepared. "
+        f"Ours: PostgresEventStore.append from separate OS processes (asyncio writers), split as shown."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

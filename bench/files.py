@@ -62,8 +62,12 @@ def request(srv: Server, method: str, path: str, body: Any = None, headers: dict
 
 
 def setup(srv: Server) -> tuple[dict[str, str], str]:
-    status, body = request(srv, "POST", "/api/v1/auth/register",
-                           {"email": "bench@example.com", "password": "correct horse battery", "display_name": "Bench"})
+    status, body = request(
+        srv,
+        "POST",
+        "/api/v1/auth/register",
+        {"email": "bench@example.com", "password": "correct horse battery", "display_name": "Bench"},
+    )
     assert status == 201, body
     auth = {"authorization": f"Bearer {body['token']}"}
     status, ws = request(srv, "POST", "/api/v1/workspaces", {"name": "Bench"}, auth)
@@ -72,8 +76,10 @@ def setup(srv: Server) -> tuple[dict[str, str], str]:
 
 
 def multipart_body(path: Path, name: str) -> tuple[bytes, bytes, int]:
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
     return head, tail, len(head) + path.stat().st_size + len(tail)
 
@@ -86,8 +92,11 @@ def upload(srv: Server, auth: dict[str, str], ws: str, path: Path) -> tuple[floa
     try:
         started = time.perf_counter()
         conn.putrequest("POST", f"/api/v1/workspaces/{ws}/files")
-        for key, value in {**auth, "content-type": f"multipart/form-data; boundary={BOUNDARY}",
-                           "content-length": str(length)}.items():
+        for key, value in {
+            **auth,
+            "content-type": f"multipart/form-data; boundary={BOUNDARY}",
+            "content-length": str(length),
+        }.items():
             conn.putheader(key, value)
         conn.endheaders()
         conn.send(head)
@@ -182,15 +191,23 @@ def phase_big_upload(srv: Server, auth: dict[str, str], ws: str, workdir: Path, 
     assert body["sha256"] == digest.hexdigest() and body["size"] == size, body
     baseline = sorted(puts)[1]  # the median of three: before, before, after
     source.unlink()
-    return {"size_mib": size >> 20, "upload_s": round(elapsed, 3), "upload_mib_s": round(size / 2**20 / elapsed, 1),
-            "put_s": [round(p, 3) for p in puts], "put_mib_s": round(size / 2**20 / baseline, 1),
-            "throughput_ratio": round(baseline / elapsed, 2),
-            "sha256_s": [round(h, 3) for h in hashes], "sha256_mib_s": round(size / 2**20 / sorted(hashes)[1], 1),
-            "sha256_ratio": round(baseline / sorted(hashes)[1], 2),
-            "rss_before_mib": round(before / 2**20, 1), "rss_peak_mib": round(sampler.peak / 2**20, 1),
-            "rss_rise_mib": round((sampler.peak - before) / 2**20, 1),
-            "hwm_rise_mib": round(max(hwm_after - max(before, hwm_before), 0) / 2**20, 1),
-            "hwm_before_mib": round(hwm_before / 2**20, 1), "hwm_after_mib": round(hwm_after / 2**20, 1)}
+    return {
+        "size_mib": size >> 20,
+        "upload_s": round(elapsed, 3),
+        "upload_mib_s": round(size / 2**20 / elapsed, 1),
+        "put_s": [round(p, 3) for p in puts],
+        "put_mib_s": round(size / 2**20 / baseline, 1),
+        "throughput_ratio": round(baseline / elapsed, 2),
+        "sha256_s": [round(h, 3) for h in hashes],
+        "sha256_mib_s": round(size / 2**20 / sorted(hashes)[1], 1),
+        "sha256_ratio": round(baseline / sorted(hashes)[1], 2),
+        "rss_before_mib": round(before / 2**20, 1),
+        "rss_peak_mib": round(sampler.peak / 2**20, 1),
+        "rss_rise_mib": round((sampler.peak - before) / 2**20, 1),
+        "hwm_rise_mib": round(max(hwm_after - max(before, hwm_before), 0) / 2**20, 1),
+        "hwm_before_mib": round(hwm_before / 2**20, 1),
+        "hwm_after_mib": round(hwm_after / 2**20, 1),
+    }
 
 
 def photo(workdir: Path) -> Path:
@@ -272,21 +289,32 @@ def phase_thumbnails(srv: Server, auth: dict[str, str], ws: str, workdir: Path, 
     thumbs = thumbnail_times(srv.log_path, keys)
     assert len(thumbs) == count, (len(thumbs), count)
     uploads.sort()
-    return {"count": count, "jpeg_mib": round(source.stat().st_size / 2**20, 2),
-            "thumbnail_ms_p50": percentile(thumbs, 50), "thumbnail_ms_p99": percentile(thumbs, 99),
-            "thumbnail_ms_max": thumbs[-1],
-            "upload_ms_p50": round(percentile(uploads, 50), 1), "upload_ms_p99": round(percentile(uploads, 99), 1),
-            "health_checks": len(busy), "health_ms_p50": round(percentile(busy, 50), 2),
-            "health_ms_p99": round(percentile(busy, 99), 2), "health_ms_max": round(busy[-1], 2),
-            "idle_health_ms_p50": round(percentile(idle_latencies, 50), 2),
-            "idle_health_ms_p99": round(percentile(idle_latencies, 99), 2)}
+    return {
+        "count": count,
+        "jpeg_mib": round(source.stat().st_size / 2**20, 2),
+        "thumbnail_ms_p50": percentile(thumbs, 50),
+        "thumbnail_ms_p99": percentile(thumbs, 99),
+        "thumbnail_ms_max": thumbs[-1],
+        "upload_ms_p50": round(percentile(uploads, 50), 1),
+        "upload_ms_p99": round(percentile(uploads, 99), 1),
+        "health_checks": len(busy),
+        "health_ms_p50": round(percentile(busy, 50), 2),
+        "health_ms_p99": round(percentile(busy, 99), 2),
+        "health_ms_max": round(busy[-1], 2),
+        "idle_health_ms_p50": round(percentile(idle_latencies, 50), 2),
+        "idle_health_ms_p99": round(percentile(idle_latencies, 99), 2),
+    }
 
 
 def run(quick: bool) -> dict:
     size = (200 if quick else 500) << 20
     workdir = Path(tempfile.mkdtemp(prefix="hubbub-bench-files-"))
-    overrides = {"HUBBUB_BLOB_URL": f"file://{workdir}/blobs", "HUBBUB_MAX_UPLOAD_BYTES": str(size + (1 << 20)),
-                 "HUBBUB_INSECURE_FAST_PASSWORDS": "true", "HUBBUB_LOG_LEVEL": "info"}
+    overrides = {
+        "HUBBUB_BLOB_URL": f"file://{workdir}/blobs",
+        "HUBBUB_MAX_UPLOAD_BYTES": str(size + (1 << 20)),
+        "HUBBUB_INSECURE_FAST_PASSWORDS": "true",
+        "HUBBUB_LOG_LEVEL": "info",
+    }
     try:
         with running_server(1, overrides) as srv:
             auth, ws = setup(srv)
@@ -304,23 +332,43 @@ def _verdict(ok: bool) -> str:
 def report(results: dict) -> str:
     big, th = results["big_upload"], results["thumbnails"]
     rows = [
-        (f"server peak RSS rise during a {big['size_mib']} MiB upload",
-         f"{big['rss_rise_mib']} MiB (sampled every 5 ms; VmHWM rise {big['hwm_rise_mib']} MiB)", "< 64 MiB",
-         _verdict(max(big["rss_rise_mib"], big["hwm_rise_mib"]) < 64)),
-        ("upload throughput vs bare fsspec `put` of the same file (local disk)",
-         f"{big['upload_mib_s']} vs {big['put_mib_s']} MiB/s = {big['throughput_ratio']}", ">= 0.5",
-         _verdict(big["throughput_ratio"] >= 0.5)),
-        ("context: sha256 alone of the same file (hashlib, page cache) vs that `put`: the upload's ceiling",
-         f"{big['sha256_mib_s']} vs {big['put_mib_s']} MiB/s = {big['sha256_ratio']} "
-         f"(upload = {round(big['upload_mib_s'] / big['sha256_mib_s'], 2)} of it)", "", ""),
-        (f"thumbnails of a 12-MP JPEG ({th['jpeg_mib']} MiB), server time, p50 / p99 ({th['count']} uploads)",
-         f"{th['thumbnail_ms_p50']:.0f} / {th['thumbnail_ms_p99']:.0f} ms", "p99 < 1 s",
-         _verdict(th["thumbnail_ms_p99"] < 1000)),
-        ("`GET /healthz` meanwhile, p50 / p99 (every 20 ms)",
-         f"{th['health_ms_p50']} / {th['health_ms_p99']} ms (idle: {th['idle_health_ms_p50']} / {th['idle_health_ms_p99']})",
-         "p99 < 20 ms", _verdict(th["health_ms_p99"] < 20)),
-        ("whole upload of that JPEG (sent, stored, thumbnailed, appended), p50 / p99",
-         f"{th['upload_ms_p50']} / {th['upload_ms_p99']} ms", "", ""),
+        (
+            f"server peak RSS rise during a {big['size_mib']} MiB upload",
+            f"{big['rss_rise_mib']} MiB (sampled every 5 ms; VmHWM rise {big['hwm_rise_mib']} MiB)",
+            "< 64 MiB",
+            _verdict(max(big["rss_rise_mib"], big["hwm_rise_mib"]) < 64),
+        ),
+        (
+            "upload throughput vs bare fsspec `put` of the same file (local disk)",
+            f"{big['upload_mib_s']} vs {big['put_mib_s']} MiB/s = {big['throughput_ratio']}",
+            ">= 0.5",
+            _verdict(big["throughput_ratio"] >= 0.5),
+        ),
+        (
+            "context: sha256 alone of the same file (hashlib, page cache) vs that `put`: the upload's ceiling",
+            f"{big['sha256_mib_s']} vs {big['put_mib_s']} MiB/s = {big['sha256_ratio']} "
+            f"(upload = {round(big['upload_mib_s'] / big['sha256_mib_s'], 2)} of it)",
+            "",
+            "",
+        ),
+        (
+            f"thumbnails of a 12-MP JPEG ({th['jpeg_mib']} MiB), server time, p50 / p99 ({th['count']} uploads)",
+            f"{th['thumbnail_ms_p50']:.0f} / {th['thumbnail_ms_p99']:.0f} ms",
+            "p99 < 1 s",
+            _verdict(th["thumbnail_ms_p99"] < 1000),
+        ),
+        (
+            "`GET /healthz` meanwhile, p50 / p99 (every 20 ms)",
+            f"{th['health_ms_p50']} / {th['health_ms_p99']} ms (idle: {th['idle_health_ms_p50']} / {th['idle_health_ms_p99']})",
+            "p99 < 20 ms",
+            _verdict(th["health_ms_p99"] < 20),
+        ),
+        (
+            "whole upload of that JPEG (sent, stored, thumbnailed, appended), p50 / p99",
+            f"{th['upload_ms_p50']} / {th['upload_ms_p99']} ms",
+            "",
+            "",
+        ),
     ]
     return markdown_table(["what (issue 5 target)", "measured", "target", ""], rows)
 

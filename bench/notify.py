@@ -47,8 +47,11 @@ WORKERS = 2
 SOCKETS = 20
 CHUNK = 1000
 TARGET_S = 2.0
-SERVER_SETTINGS = {"HUBBUB_INSECURE_FAST_PASSWORDS": "true", "HUBBUB_RATE_POST_PER_S": "1000",
-                   "HUBBUB_RATE_POST_BURST": "1000"}
+SERVER_SETTINGS = {
+    "HUBBUB_INSECURE_FAST_PASSWORDS": "true",
+    "HUBBUB_RATE_POST_PER_S": "1000",
+    "HUBBUB_RATE_POST_BURST": "1000",
+}
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,17 @@ async def build(base_url: str, database_url: str, members: int) -> World:
         owner = _auth(owner_token)
         made = _ok(await client.post(f"{API}/workspaces", json={"name": "Notify bench"}, headers=owner), 201)
         world = World(made["id"], "", owner_id, owner_token)
-        world.channel_id = _ok(await client.post(f"{API}/workspaces/{world.workspace_id}/channels",
-                                                 json={"name": "all-hands"}, headers=owner), 201)["id"]
+        world.channel_id = _ok(
+            await client.post(
+                f"{API}/workspaces/{world.workspace_id}/channels", json={"name": "all-hands"}, headers=owner
+            ),
+            201,
+        )["id"]
         for i in range(SOCKETS):
             user_id, token = await _register(client, f"sock{i}")
-            code = (await _post(client, f"{API}/workspaces/{world.workspace_id}/invites", 201, json={},
-                                headers=owner))["code"]
+            code = (await _post(client, f"{API}/workspaces/{world.workspace_id}/invites", 201, json={}, headers=owner))[
+                "code"
+            ]
             await _post(client, f"{API}/invites/{code}/accept", 200, headers=_auth(token))
             await _post(client, f"{API}/channels/{world.channel_id}/join", 200, headers=_auth(token))
             world.people.append((user_id, token))
@@ -96,12 +104,20 @@ async def _append_members(url: str, world: World, count: int) -> None:
     try:
         for start in range(0, count, CHUNK):
             ids = [new_id() for _ in range(min(CHUNK, count - start))]
-            for stream, events in ((f"workspace-{world.workspace_id}",
-                                    [ws.MemberJoined(user_id=u, role="member", via="invite") for u in ids]),
-                                   (f"channel-{world.channel_id}",
-                                    [ch.ChannelMemberJoined(user_id=u, added_by=world.owner_id) for u in ids])):
+            for stream, events in (
+                (
+                    f"workspace-{world.workspace_id}",
+                    [ws.MemberJoined(user_id=u, role="member", via="invite") for u in ids],
+                ),
+                (
+                    f"channel-{world.channel_id}",
+                    [ch.ChannelMemberJoined(user_id=u, added_by=world.owner_id) for u in ids],
+                ),
+            ):
                 version = await _version(pool, stream)
-                await store.append(stream, [NewEvent(event=e, event_id=uuid.uuid4(), meta=meta) for e in events], version)
+                await store.append(
+                    stream, [NewEvent(event=e, event_id=uuid.uuid4(), meta=meta) for e in events], version
+                )
     finally:
         await store.close()
         await pool.close()
@@ -179,32 +195,51 @@ async def rounds(base_url: str, database_url: str, nats_url: str, world: World, 
     return out
 
 
-async def _round(client: httpx.AsyncClient, conn: psycopg.Connection, world: World, listener: Listener,
-                 expected: int, i: int) -> dict:
+async def _round(
+    client: httpx.AsyncClient, conn: psycopg.Connection, world: World, listener: Listener, expected: int, i: int
+) -> dict:
     began = time.monotonic()
-    body = _ok(await client.post(f"{API}/channels/{world.channel_id}/messages", json={"text": f"@channel round {i}"},
-                                 headers=_auth(world.owner_token)), 201)
+    body = _ok(
+        await client.post(
+            f"{API}/channels/{world.channel_id}/messages",
+            json={"text": f"@channel round {i}"},
+            headers=_auth(world.owner_token),
+        ),
+        201,
+    )
     accepted, position = time.monotonic(), body["position"]
     recorded = None
     deadline = began + 60
     while time.monotonic() < deadline:
         if recorded is None and _checkpoint(conn, "notifications") >= position:
             recorded = time.monotonic()
-        if recorded and len(listener.nats_times.get(position, ())) >= expected \
-                and len(listener.socket_times.get(position, ())) >= SOCKETS:
+        if (
+            recorded
+            and len(listener.nats_times.get(position, ())) >= expected
+            and len(listener.socket_times.get(position, ())) >= SOCKETS
+        ):
             break
         await asyncio.sleep(0.005)
-    rows = conn.execute("SELECT count(*), count(*) FILTER (WHERE pushed) FROM notifications WHERE message_id = %s",
-                        (body["id"],)).fetchone()
+    rows = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE pushed) FROM notifications WHERE message_id = %s", (body["id"],)
+    ).fetchone()
     pushed, delivered = listener.nats_times.get(position, []), listener.socket_times.get(position, [])
 
     def ms(t: float | None) -> float | None:
         return None if t is None else round((t - began) * 1000, 1)
 
-    return {"accepted_ms": ms(accepted), "recorded_ms": ms(recorded), "rows": rows[0], "pushed_rows": rows[1],
-            "pushed_count": len(pushed), "pushed_ms": ms(max(pushed)) if len(pushed) >= expected else None,
-            "first_pushed_ms": ms(min(pushed)) if pushed else None, "delivered_count": len(delivered),
-            "delivered_ms": ms(max(delivered)) if len(delivered) >= SOCKETS else None, "expected": expected}
+    return {
+        "accepted_ms": ms(accepted),
+        "recorded_ms": ms(recorded),
+        "rows": rows[0],
+        "pushed_rows": rows[1],
+        "pushed_count": len(pushed),
+        "pushed_ms": ms(max(pushed)) if len(pushed) >= expected else None,
+        "first_pushed_ms": ms(min(pushed)) if pushed else None,
+        "delivered_count": len(delivered),
+        "delivered_ms": ms(max(delivered)) if len(delivered) >= SOCKETS else None,
+        "expected": expected,
+    }
 
 
 def report(results: dict) -> str:
@@ -226,14 +261,22 @@ def report(results: dict) -> str:
     rows = [
         ["POST answered (201)", stat("accepted_ms"), ""],
         [f"all {members - 1:,} notifications recorded (projection committed)", stat("recorded_ms"), "< 2 s"],
-        [f"all {members - 1:,} `notification.created` published on `hubbub.user.*`", stat("pushed_ms"),
-         f"< 2 s: **{verdict}**"],
+        [
+            f"all {members - 1:,} `notification.created` published on `hubbub.user.*`",
+            stat("pushed_ms"),
+            f"< 2 s: **{verdict}**",
+        ],
         [f"the last of {SOCKETS} real WebSockets got its frame", stat("delivered_ms"), ""],
-        ["first round (processes load the member streams: warm-up)",
-         f"recorded {warm['recorded_ms']} ms, pushed {warm['pushed_ms']} ms", ""],
+        [
+            "first round (processes load the member streams: warm-up)",
+            f"recorded {warm['recorded_ms']} ms, pushed {warm['pushed_ms']} ms",
+            "",
+        ],
     ]
-    head = (f"@channel to {members:,} members, {len(measured)} measured rounds (p50 / max, from just before the POST); "
-            f"`hubbub serve --workers {WORKERS}`")
+    head = (
+        f"@channel to {members:,} members, {len(measured)} measured rounds (p50 / max, from just before the POST); "
+        f"`hubbub serve --workers {WORKERS}`"
+    )
     return head + "\n\n" + markdown_table(["what", "measured", "target"], rows)
 
 

@@ -39,7 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench._common import (
-    CpuMeter, finish, logs_to_stderr, machine_facts, markdown_table, progress, rate, require_durable,
+    CpuMeter,
+    finish,
+    logs_to_stderr,
+    machine_facts,
+    markdown_table,
+    progress,
+    rate,
+    require_durable,
     server_facts,
 )
 from bench._fill import Generator, Shape, fill, head_and_checkpoints
@@ -76,10 +83,30 @@ class Plan:
     read_warmup_s: float
 
 
-FULL = Plan(post_s=20, warmup_s=3, paced_s=15, paced_rate=500, messages=1_000_000, catch_up_timeout_s=900,
-            read_s=10, read_connections=4, cutoff_s=20, read_warmup_s=2)
-QUICK = Plan(post_s=5, warmup_s=2, paced_s=5, paced_rate=500, messages=100_000, catch_up_timeout_s=40,
-             read_s=3, read_connections=4, cutoff_s=5, read_warmup_s=1)
+FULL = Plan(
+    post_s=20,
+    warmup_s=3,
+    paced_s=15,
+    paced_rate=500,
+    messages=1_000_000,
+    catch_up_timeout_s=900,
+    read_s=10,
+    read_connections=4,
+    cutoff_s=20,
+    read_warmup_s=2,
+)
+QUICK = Plan(
+    post_s=5,
+    warmup_s=2,
+    paced_s=5,
+    paced_rate=500,
+    messages=100_000,
+    catch_up_timeout_s=40,
+    read_s=3,
+    read_connections=4,
+    cutoff_s=5,
+    read_warmup_s=1,
+)
 
 
 def measured(srv: Server, phase):
@@ -96,16 +123,30 @@ def phase_posts(srv: Server, world: World, plan: Plan, workdir: Path) -> dict:
     body = '{"text":"hello from wrk, closed loop"}'
 
     def go(seconds: float) -> dict:
-        return run_wrk(srv.base_url, workdir, world.poster_tokens, method="POST", path=path, body=body,
-                       expected=201, connections=POSTERS, threads=2, seconds=seconds)
+        return run_wrk(
+            srv.base_url,
+            workdir,
+            world.poster_tokens,
+            method="POST",
+            path=path,
+            body=body,
+            expected=201,
+            connections=POSTERS,
+            threads=2,
+            seconds=seconds,
+        )
 
     progress(f"phase 1: warm-up, {plan.warmup_s:.0f}s")
     go(plan.warmup_s)
-    progress(f"phase 1: {POSTERS} clients posting into one channel, closed loop, {plan.post_s:.0f}s (wrk -t2 -c{POSTERS})")
+    progress(
+        f"phase 1: {POSTERS} clients posting into one channel, closed loop, {plan.post_s:.0f}s (wrk -t2 -c{POSTERS})"
+    )
     out = measured(srv, lambda: go(plan.post_s))
-    progress(f"  {rate(out['ok_per_s'])} accepted posts/s, p50 {out['latency_ms']['p50']:.1f} ms, "
-             f"p99 {out['latency_ms']['p99']:.1f} ms; CPU {out['component_cpu_pct_of_one_core']}, "
-             f"wrk {out['generator_cpu_pct_of_one_core']}%")
+    progress(
+        f"  {rate(out['ok_per_s'])} accepted posts/s, p50 {out['latency_ms']['p50']:.1f} ms, "
+        f"p99 {out['latency_ms']['p99']:.1f} ms; CPU {out['component_cpu_pct_of_one_core']}, "
+        f"wrk {out['generator_cpu_pct_of_one_core']}%"
+    )
     return out
 
 
@@ -125,14 +166,22 @@ def catch_up(srv: Server, timeout_s: float) -> float | None:
 
 def phase_paced(srv: Server, world: World, plan: Plan) -> dict:
     waited = catch_up(srv, plan.catch_up_timeout_s)
-    progress(f"phase 2: projections caught up on phase 1 after {waited}s more; {plan.paced_rate} posts/s offered, "
-             f"open loop, {plan.paced_s:.0f}s (one generator process)")
+    progress(
+        f"phase 2: projections caught up on phase 1 after {waited}s more; {plan.paced_rate} posts/s offered, "
+        f"open loop, {plan.paced_s:.0f}s (one generator process)"
+    )
     path = f"/api/v1/channels/{world.history_id}/messages"
-    out = measured(srv, lambda: run_paced_posts(srv.base_url, path, world.poster_tokens, plan.paced_rate,
-                                                plan.paced_s, cutoff_s=plan.cutoff_s))
+    out = measured(
+        srv,
+        lambda: run_paced_posts(
+            srv.base_url, path, world.poster_tokens, plan.paced_rate, plan.paced_s, cutoff_s=plan.cutoff_s
+        ),
+    )
     out["projections_caught_up_before_s"] = waited
-    progress(f"  p50 {out['latency_ms']['p50']:.1f} ms, p99 {out['latency_ms']['p99']:.1f} ms, statuses "
-             f"{out['statuses']}, generator CPU {out['generator_cpu_pct_of_one_core']}%")
+    progress(
+        f"  p50 {out['latency_ms']['p50']:.1f} ms, p99 {out['latency_ms']['p99']:.1f} ms, statuses "
+        f"{out['statuses']}, generator CPU {out['generator_cpu_pct_of_one_core']}%"
+    )
     return out
 
 
@@ -159,9 +208,11 @@ def phase_fill(srv: Server, world: World, plan: Plan) -> dict:
     comp.start()
     appended = asyncio.run(fill(srv.database_url, gen, plan.messages))
     fill_end = time.monotonic() - began
-    progress(f"  {appended['events']:,} events ({appended['messages']:,} messages, {appended['reactions']:,} "
-             f"reactions) in {appended['seconds']:.1f}s = {rate(appended['events_per_s'])} events/s; "
-             "waiting for the projections")
+    progress(
+        f"  {appended['events']:,} events ({appended['messages']:,} messages, {appended['reactions']:,} "
+        f"reactions) in {appended['seconds']:.1f}s = {rate(appended['events_per_s'])} events/s; "
+        "waiting for the projections"
+    )
     head, caught = head_and_checkpoints(srv.database_url)[0], None
     deadline = time.monotonic() + plan.catch_up_timeout_s
     while time.monotonic() < deadline:
@@ -176,17 +227,29 @@ def phase_fill(srv: Server, world: World, plan: Plan) -> dict:
     events = head - head0
     at_fill_end = next((cps for t, _, cps in timeline if t >= fill_end), timeline[-1][2])
     per_projection = {name: _caught_at(timeline, name, head) for name in timeline[-1][2]}
-    out = {"append": appended, "head": head, "events_in_log": head, "projected_events": events,
-           "fill_end_s": round(fill_end, 2), "caught_up_s": None if caught is None else round(caught, 2),
-           "projection_events_per_s": None if caught is None else events / caught,
-           "checkpoints_at_fill_end": at_fill_end, "projection_caught_up_s": per_projection,
-           "machine_cpu_pct": machine_cpu, "component_cpu_pct_of_one_core": comp_cpu}
+    out = {
+        "append": appended,
+        "head": head,
+        "events_in_log": head,
+        "projected_events": events,
+        "fill_end_s": round(fill_end, 2),
+        "caught_up_s": None if caught is None else round(caught, 2),
+        "projection_events_per_s": None if caught is None else events / caught,
+        "checkpoints_at_fill_end": at_fill_end,
+        "projection_caught_up_s": per_projection,
+        "machine_cpu_pct": machine_cpu,
+        "component_cpu_pct_of_one_core": comp_cpu,
+    }
     if caught is None:
-        progress(f"  NOT caught up after {plan.catch_up_timeout_s:.0f}s more: {head_and_checkpoints(srv.database_url)[1]} "
-                 f"vs head {head}")
+        progress(
+            f"  NOT caught up after {plan.catch_up_timeout_s:.0f}s more: {head_and_checkpoints(srv.database_url)[1]} "
+            f"vs head {head}"
+        )
     else:
-        progress(f"  projections caught up {caught:.1f}s after the fill began ({rate(out['projection_events_per_s'])} "
-                 f"events/s); per projection: {per_projection}")
+        progress(
+            f"  projections caught up {caught:.1f}s after the fill began ({rate(out['projection_events_per_s'])} "
+            f"events/s); per projection: {per_projection}"
+        )
     return out
 
 
@@ -200,8 +263,21 @@ def phase_reads(srv: Server, world: World, plan: Plan, workdir: Path, last_seq: 
     c = plan.read_connections
 
     def get(path: str, tokens: list[str], before_max: int = 0) -> dict:
-        return measured(srv, lambda: run_wrk(srv.base_url, workdir, tokens, method="GET", path=path, expected=200,
-                                             connections=c, threads=2, seconds=plan.read_s, before_max=before_max))
+        return measured(
+            srv,
+            lambda: run_wrk(
+                srv.base_url,
+                workdir,
+                tokens,
+                method="GET",
+                path=path,
+                expected=200,
+                connections=c,
+                threads=2,
+                seconds=plan.read_s,
+                before_max=before_max,
+            ),
+        )
 
     out = {}
     for name, path, tokens, before_max in (
@@ -210,13 +286,25 @@ def phase_reads(srv: Server, world: World, plan: Plan, workdir: Path, last_seq: 
         ("channels_limit_200", chans + "?limit=200", [world.owner_token], 0),
         ("channels_default_50", chans, [world.owner_token], 0),
     ):
-        run_wrk(srv.base_url, workdir, tokens, method="GET", path=path, expected=200, connections=c, threads=2,
-                seconds=plan.read_warmup_s, before_max=before_max)  # warm-up
+        run_wrk(
+            srv.base_url,
+            workdir,
+            tokens,
+            method="GET",
+            path=path,
+            expected=200,
+            connections=c,
+            threads=2,
+            seconds=plan.read_warmup_s,
+            before_max=before_max,
+        )  # warm-up
         progress(f"reads: {name}, {c} connections closed loop, {plan.read_s:.0f}s")
         out[name] = get(path, tokens, before_max)
         r = out[name]
-        progress(f"  {rate(r['requests_per_s'])} req/s, p50 {r['latency_ms']['p50']:.2f} ms, "
-                 f"p99 {r['latency_ms']['p99']:.2f} ms, unexpected statuses {r['unexpected_status']}")
+        progress(
+            f"  {rate(r['requests_per_s'])} req/s, p50 {r['latency_ms']['p50']:.2f} ms, "
+            f"p99 {r['latency_ms']['p99']:.2f} ms, unexpected statuses {r['unexpected_status']}"
+        )
     return out
 
 
@@ -225,24 +313,33 @@ def history_shape(srv: Server, world: World) -> dict:
     import psycopg
 
     with psycopg.connect(srv.database_url, autocommit=True) as conn:
-        last_seq = conn.execute("SELECT last_seq FROM channel_seqs WHERE channel_id = %s",
-                                (world.history_id,)).fetchone()[0]
-        row = conn.execute("""
+        last_seq = conn.execute(
+            "SELECT last_seq FROM channel_seqs WHERE channel_id = %s", (world.history_id,)
+        ).fetchone()[0]
+        row = conn.execute(
+            """
             SELECT count(*), count(*) FILTER (WHERE reply_count > 0),
                    count(*) FILTER (WHERE EXISTS (SELECT 1 FROM reactions r WHERE r.message_id = m.message_id))
             FROM (SELECT * FROM messages WHERE channel_id = %s AND thread_root_id IS NULL
-                  ORDER BY seq DESC LIMIT 50) m""", (world.history_id,)).fetchone()
+                  ORDER BY seq DESC LIMIT 50) m""",
+            (world.history_id,),
+        ).fetchone()
         total = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-        in_channel = conn.execute("SELECT count(*) FROM messages WHERE channel_id = %s",
-                                  (world.history_id,)).fetchone()[0]
+        in_channel = conn.execute(
+            "SELECT count(*) FROM messages WHERE channel_id = %s", (world.history_id,)
+        ).fetchone()[0]
         reactions = conn.execute("SELECT count(*) FROM reactions").fetchone()[0]
         analyzed = conn.execute("""SELECT relname, last_autoanalyze IS NOT NULL OR last_analyze IS NOT NULL
                                    FROM pg_stat_user_tables WHERE relname IN ('messages', 'reactions',
                                    'channel_members', 'channels', 'channel_seqs')""").fetchall()
-    return {"messages_in_database": total, "messages_in_history_channel": in_channel, "reactions": reactions,
-            "history_last_seq": int(last_seq), "newest_page": {"messages": row[0], "with_thread": row[1],
-                                                               "with_reactions": row[2]},
-            "analyzed": dict(analyzed)}
+    return {
+        "messages_in_database": total,
+        "messages_in_history_channel": in_channel,
+        "reactions": reactions,
+        "history_last_seq": int(last_seq),
+        "newest_page": {"messages": row[0], "with_thread": row[1], "with_reactions": row[2]},
+        "analyzed": dict(analyzed),
+    }
 
 
 def explain(srv: Server, world: World) -> dict:
@@ -254,8 +351,10 @@ def explain(srv: Server, world: World) -> dict:
 
     queries = {
         "history_newest": (rm._NEWEST, {"channel": world.history_id, "after": 0, "before": rm._NO_END, "limit": 51}),
-        "channels_limit_200": (rc._LIST, {"workspace_id": world.workspace_id, "user_id": world.owner_id,
-                                          "after": "", "limit": 200}),
+        "channels_limit_200": (
+            rc._LIST,
+            {"workspace_id": world.workspace_id, "user_id": world.owner_id, "after": "", "limit": 200},
+        ),
     }
     out: dict = {}
     with psycopg.connect(srv.database_url, autocommit=True) as conn:
@@ -267,8 +366,12 @@ def explain(srv: Server, world: World) -> dict:
 
 
 def run(plan: Plan, workdir: Path) -> dict:
-    results: dict = {"machine": machine_facts(), "plan": plan.__dict__, "workers": WORKERS,
-                     "server_settings": SERVER_SETTINGS}
+    results: dict = {
+        "machine": machine_facts(),
+        "plan": plan.__dict__,
+        "workers": WORKERS,
+        "server_settings": SERVER_SETTINGS,
+    }
     with running_server(WORKERS, SERVER_SETTINGS) as srv:
         results["server"] = server_facts(srv.database_url)
         require_durable(results["server"])
@@ -311,18 +414,36 @@ def report(results: dict) -> str:
     p = paced["latency_ms"]
     catch = fill_["projection_events_per_s"]
     rows = [
-        [f"accepted posts/s, {POSTERS} clients (own user + token each), one channel, closed loop",
-         rate(posts["ok_per_s"]), f">= {TARGETS['posts_per_s']:,}", _verdict(posts["ok_per_s"] >= TARGETS["posts_per_s"])],
-        [f"accept latency at {paced['offered_per_s']} posts/s offered (open loop), p50 / p99 ms",
-         f"{p['p50']:.1f} / {p['p99']:.1f}", f"p99 < {TARGETS['accept_p99_ms']}",
-         _verdict(p["p99"] < TARGETS["accept_p99_ms"] and set(paced["statuses"]) == {"201"})],
-        [f"history page (limit=50, newest) with {shape['messages_in_database']:,} messages in the database, p50 / p99 ms",
-         f"{h['p50']:.2f} / {h['p99']:.2f}", f"p99 < {TARGETS['history_p99_ms']}", _verdict(h["p99"] < TARGETS["history_p99_ms"])],
-        [f"channel list with unread counts, user in {CHANNELS} channels (limit=200), p50 / p99 ms",
-         f"{hc['p50']:.2f} / {hc['p99']:.2f}", f"p99 < {TARGETS['channels_p99_ms']}",
-         _verdict(hc["p99"] < TARGETS["channels_p99_ms"])],
-        [f"projections catching up on {fill_['projected_events']:,} appended events, events/s",
-         "not caught up" if catch is None else rate(catch), "-", "-"],
+        [
+            f"accepted posts/s, {POSTERS} clients (own user + token each), one channel, closed loop",
+            rate(posts["ok_per_s"]),
+            f">= {TARGETS['posts_per_s']:,}",
+            _verdict(posts["ok_per_s"] >= TARGETS["posts_per_s"]),
+        ],
+        [
+            f"accept latency at {paced['offered_per_s']} posts/s offered (open loop), p50 / p99 ms",
+            f"{p['p50']:.1f} / {p['p99']:.1f}",
+            f"p99 < {TARGETS['accept_p99_ms']}",
+            _verdict(p["p99"] < TARGETS["accept_p99_ms"] and set(paced["statuses"]) == {"201"}),
+        ],
+        [
+            f"history page (limit=50, newest) with {shape['messages_in_database']:,} messages in the database, p50 / p99 ms",
+            f"{h['p50']:.2f} / {h['p99']:.2f}",
+            f"p99 < {TARGETS['history_p99_ms']}",
+            _verdict(h["p99"] < TARGETS["history_p99_ms"]),
+        ],
+        [
+            f"channel list with unread counts, user in {CHANNELS} channels (limit=200), p50 / p99 ms",
+            f"{hc['p50']:.2f} / {hc['p99']:.2f}",
+            f"p99 < {TARGETS['channels_p99_ms']}",
+            _verdict(hc["p99"] < TARGETS["channels_p99_ms"]),
+        ],
+        [
+            f"projections catching up on {fill_['projected_events']:,} appended events, events/s",
+            "not caught up" if catch is None else rate(catch),
+            "-",
+            "-",
+        ],
     ]
     return "\n\n".join([markdown_table(["metric", "measured", "target", "pass/fail"], rows), details(results)])
 
@@ -338,13 +459,20 @@ def _cpu(entry: dict) -> str:
     cores = os.cpu_count() or 2
     # The machine is shared: whatever is busy beyond our components and generator is someone else's.
     others = max(0.0, entry["machine_cpu_pct"] * cores - sum(c.values()) - gen)
-    return (", ".join(f"{k} {v:.0f}%" for k, v in c.items()) + f", load generator {gen:.0f}%, other processes "
-            f"{others:.0f}%; machine {entry['machine_cpu_pct']:.0f}% busy of {cores} cores")
+    return (
+        ", ".join(f"{k} {v:.0f}%" for k, v in c.items()) + f", load generator {gen:.0f}%, other processes "
+        f"{others:.0f}%; machine {entry['machine_cpu_pct']:.0f}% busy of {cores} cores"
+    )
 
 
 def details(results: dict) -> str:
-    posts, paced, reads, fill_, shape = (results["posts"], results["paced"], results["reads"], results["fill"],
-                                         results["history_shape"])
+    posts, paced, reads, fill_, shape = (
+        results["posts"],
+        results["paced"],
+        results["reads"],
+        results["fill"],
+        results["history_shape"],
+    )
     m, s = results["machine"], results["server"]
     a = fill_["append"]
     lines = [
@@ -373,9 +501,12 @@ def details(results: dict) -> str:
         f"- Fill: {a['messages']:,} messages ({a['replies']:,} thread replies under {a['roots']:,} roots) and "
         f"{a['reactions']:,} reactions = {a['events']:,} events appended through `PostgresEventStore.append_many` "
         f"in {a['seconds']:.1f}s ({rate(a['events_per_s'])} events/s) while the server's projectors ran; they "
-        + ("did not catch up in time" if fill_["caught_up_s"] is None else
-           f"caught up {fill_['caught_up_s']:.1f}s after the fill began ({rate(fill_['projection_events_per_s'])} "
-           f"events/s through every projection; each caught up at, s: {fill_['projection_caught_up_s']})")
+        + (
+            "did not catch up in time"
+            if fill_["caught_up_s"] is None
+            else f"caught up {fill_['caught_up_s']:.1f}s after the fill began ({rate(fill_['projection_events_per_s'])} "
+            f"events/s through every projection; each caught up at, s: {fill_['projection_caught_up_s']})"
+        )
         + f". CPU: {_cpu(fill_)}.",
         f"- Database for the reads: {shape['messages_in_database']:,} messages, {shape['messages_in_history_channel']:,} "
         f"of them in the history channel, {shape['reactions']:,} reactions; the newest page's 50 messages: "
@@ -385,11 +516,35 @@ def details(results: dict) -> str:
     rows = []
     for name, r in reads.items():
         lat = r["latency_ms"]
-        rows.append([name, r["connections"], rate(r["requests_per_s"]), f"{lat['p50']:.2f}", f"{lat['p90']:.2f}",
-                     f"{lat['p99']:.2f}", f"{lat['max']:.1f}", r["unexpected_status"],
-                     f"{r['generator_cpu_pct_of_one_core']}%", _cpu(r)])
-    table = markdown_table(["read (wrk, closed loop)", "connections", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-                            "non-200", "wrk CPU", "CPU, % of one core"], rows)
+        rows.append(
+            [
+                name,
+                r["connections"],
+                rate(r["requests_per_s"]),
+                f"{lat['p50']:.2f}",
+                f"{lat['p90']:.2f}",
+                f"{lat['p99']:.2f}",
+                f"{lat['max']:.1f}",
+                r["unexpected_status"],
+                f"{r['generator_cpu_pct_of_one_core']}%",
+                _cpu(r),
+            ]
+        )
+    table = markdown_table(
+        [
+            "read (wrk, closed loop)",
+            "connections",
+            "req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "non-200",
+            "wrk CPU",
+            "CPU, % of one core",
+        ],
+        rows,
+    )
     return "\n".join(lines) + "\n\n" + table
 
 

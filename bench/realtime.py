@@ -70,8 +70,15 @@ SERVER_SETTINGS = {
     "HUBBUB_RATE_POST_PER_S": "1000000",
     "HUBBUB_RATE_POST_BURST": "1000000",
 }
-TARGETS = {"p50_ms": 15, "p99_ms": 50, "fanout_all_ms": 1000, "deliveries_per_s": 50_000, "kib_per_socket": 32,
-           "presence_frames_per_s": 1, "presence_lag_ms": 2000}
+TARGETS = {
+    "p50_ms": 15,
+    "p99_ms": 50,
+    "fanout_all_ms": 1000,
+    "deliveries_per_s": 50_000,
+    "kib_per_socket": 32,
+    "presence_frames_per_s": 1,
+    "presence_lag_ms": 2000,
+}
 
 
 @dataclass(frozen=True)
@@ -96,27 +103,65 @@ class Plan:
     resume_gap_s: float = 0.3
 
 
-FULL = Plan(users=10_000, latency_clients=1_000, group_size=10, post_rate=200, post_warmup_s=5, post_s=20,
-            fanout_messages=20, fanout_gap_s=2, burst_messages=20, presence_rate=1000, presence_s=15, client_processes=4)
-QUICK = Plan(users=2_000, latency_clients=1_000, group_size=10, post_rate=200, post_warmup_s=3, post_s=8,
-             fanout_messages=5, fanout_gap_s=2, burst_messages=20, presence_rate=1000, presence_s=5, client_processes=4)
+FULL = Plan(
+    users=10_000,
+    latency_clients=1_000,
+    group_size=10,
+    post_rate=200,
+    post_warmup_s=5,
+    post_s=20,
+    fanout_messages=20,
+    fanout_gap_s=2,
+    burst_messages=20,
+    presence_rate=1000,
+    presence_s=15,
+    client_processes=4,
+)
+QUICK = Plan(
+    users=2_000,
+    latency_clients=1_000,
+    group_size=10,
+    post_rate=200,
+    post_warmup_s=3,
+    post_s=8,
+    fanout_messages=5,
+    fanout_gap_s=2,
+    burst_messages=20,
+    presence_rate=1000,
+    presence_s=5,
+    client_processes=4,
+)
 
 
 def run(plan: Plan, deflate: bool, save, probe_dir: Path | None = None) -> dict:
     """``probe_dir``: measure the workers' Python objects per socket too (``--python-objects``)."""
-    results: dict = {"machine": machine_facts(), "plan": asdict(plan), "workers": WORKERS, "deflate": deflate,
-                     "server_settings": SERVER_SETTINGS, "nofile": raise_nofile(), "code": _code()}
+    results: dict = {
+        "machine": machine_facts(),
+        "plan": asdict(plan),
+        "workers": WORKERS,
+        "deflate": deflate,
+        "server_settings": SERVER_SETTINGS,
+        "nofile": raise_nofile(),
+        "code": _code(),
+    }
     settings = dict(SERVER_SETTINGS)
     if probe_dir is not None:
-        settings |= {"PYTHONPATH": os.pathsep.join(filter(None, [PYOBJECTS_PATH, os.environ.get("PYTHONPATH")])),
-                     "BENCH_TRACEMALLOC_DIR": str(probe_dir)}
+        settings |= {
+            "PYTHONPATH": os.pathsep.join(filter(None, [PYOBJECTS_PATH, os.environ.get("PYTHONPATH")])),
+            "BENCH_TRACEMALLOC_DIR": str(probe_dir),
+        }
     with running_server(WORKERS, settings) as srv:
-        progress(f"set-up over HTTP: {plan.users:,} users who accept an invite (and so join #general), "
-                 f"{plan.latency_clients // plan.group_size} private channels of {plan.group_size}")
+        progress(
+            f"set-up over HTTP: {plan.users:,} users who accept an invite (and so join #general), "
+            f"{plan.latency_clients // plan.group_size} private channels of {plan.group_size}"
+        )
         began = time.monotonic()
         world = asyncio.run(build(srv.base_url, plan.users, plan.latency_clients, plan.group_size))
         caught = wait_projections(srv.database_url)
-        results["setup"] = world.timings_s | {"projections_s": round(caught, 1), "total_s": round(time.monotonic() - began, 1)}
+        results["setup"] = world.timings_s | {
+            "projections_s": round(caught, 1),
+            "total_s": round(time.monotonic() - began, 1),
+        }
         progress(f"  set-up took {results['setup']}")
         procs = workers(srv.pids["server"])
         if len(procs) != WORKERS:
@@ -140,7 +185,8 @@ def run(plan: Plan, deflate: bool, save, probe_dir: Path | None = None) -> dict:
             save(results)
             after = results["fanout"]["rss_after_spaced"]
             results["memory"]["per_socket_kib_after_fanout"] = round(
-                (after["rss"] - before_any["rss"]) / results["memory"]["open_sockets"] / 1024, 1)
+                (after["rss"] - before_any["rss"]) / results["memory"]["open_sockets"] / 1024, 1
+            )
             results["presence"] = phase_presence(ctx)
             save(results)
             results["resume"] = phase_resume(ctx)
@@ -161,8 +207,10 @@ def _code() -> dict[str, object]:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root).stdout.strip()
 
-    return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted": git("status", "--short", "--", "realtime",
-                                                                           "hubbub", "infra").splitlines()}
+    return {
+        "head": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": git("status", "--short", "--", "realtime", "hubbub", "infra").splitlines(),
+    }
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -174,9 +222,11 @@ def _v(ok: bool | None) -> str:
 
 def _cpu(phase: dict) -> str:
     c = phase["cpu_pct_of_one_core"]
-    return (f"server {c.get('server')}%, PostgreSQL {c.get('postgres')}%, NATS {c.get('nats')}%, Redis {c.get('redis')}%, "
-            f"WebSocket clients {c.get('ws_clients')}%, pacers {c.get('pacers')}%, other processes on the machine "
-            f"{c.get('other_processes')}% (machine {phase['machine_cpu_pct']}% of 2 cores)")
+    return (
+        f"server {c.get('server')}%, PostgreSQL {c.get('postgres')}%, NATS {c.get('nats')}%, Redis {c.get('redis')}%, "
+        f"WebSocket clients {c.get('ws_clients')}%, pacers {c.get('pacers')}%, other processes on the machine "
+        f"{c.get('other_processes')}% (machine {phase['machine_cpu_pct']}% of 2 cores)"
+    )
 
 
 def report(r: dict) -> str:
@@ -186,40 +236,83 @@ def report(r: dict) -> str:
     n = mem["open_sockets"]
     best_rate = max((w["per_s"] or 0 for w in burst["per_worker"].values()), default=0)
     best_cpu = max((w["per_worker_cpu_s"] or 0 for w in burst["per_worker"].values()), default=0)
-    rate_ok = True if best_rate >= TARGETS["deliveries_per_s"] else (None if best_cpu >= TARGETS["deliveries_per_s"] else False)
+    rate_ok = (
+        True
+        if best_rate >= TARGETS["deliveries_per_s"]
+        else (None if best_cpu >= TARGETS["deliveries_per_s"] else False)
+    )
     no_presence = pres["sockets_with_presence_frames"] == 0
-    why = (f"not measurable yet: no socket got a presence.changed frame ({pres['nats_frames']} were published on NATS "
-           f"hubbub.ws.{{ws}}.presence)")
+    why = (
+        f"not measurable yet: no socket got a presence.changed frame ({pres['nats_frames']} were published on NATS "
+        f"hubbub.ws.{{ws}}.presence)"
+    )
     lag = pres["publish_lag_ms"]
     vacuous = pres["changes_published"] < 0.9 * pres["sent"]  # few frames: "at most one a second" proves nothing
     rows = [
-        [f"post -> frame at other clients, p50 ({lat['offered_per_s']} posts/s, {lat['connect']['ok']:,} clients)",
-         f"{lat['latency_ms']['p50']:.1f} ms", "< 15 ms", _v(lat["latency_ms"]["p50"] < TARGETS["p50_ms"])],
-        ["the same, p99", f"{lat['latency_ms']['p99']:.1f} ms (max {lat['latency_ms']['max']:.0f})", "< 50 ms",
-         _v(lat["latency_ms"]["p99"] < TARGETS["p99_ms"])],
-        [f"fan-out: all {sp['members']:,} members have it, p99 over {sp['messages']} messages",
-         f"{sp['time_to_all_ms']['p99']:.0f} ms (p50 {sp['time_to_all_ms']['p50']:.0f})", "< 1 s at 10,000",
-         _v(sp["time_to_all_ms"]["p99"] < TARGETS["fanout_all_ms"])],
-        ["deliveries/s one gateway process drains (burst; per CPU-second of it)",
-         f"{rate(best_rate)}/s ({rate(best_cpu)} per CPU-s)", ">= 50,000/s", _v(rate_ok)],
-        [f"RSS per idle authenticated socket at {n:,}: growth over the last {n - lat['connect']['ok']:,} connects "
-         "(from none, phase 1's posting included)",
-         f"{mem['per_socket_kib_marginal']} KiB ({mem['per_socket_kib_from_zero']} KiB)", "<= 32 KiB",
-         _v(mem["per_socket_kib_marginal"] <= TARGETS["kib_per_socket"])],
-        [f"presence storm: most presence frames any socket got in 1 s ({pres['users_online']:,} online, "
-         f"{pres['offered_per_s']:,}/s changes)", why if no_presence else ("vacuous: " if vacuous else "") + f"{pres['socket_max_frames_in_1s']} ({pres['sockets_with_2_in_1s']:,} of "
-         f"{pres['sockets_with_presence_frames']:,} sockets got 2; shortest gap {pres['socket_gap_ms']['min']:.0f} ms)", "<= 1",
-         "n/a" if no_presence or vacuous else _v(pres["socket_max_frames_in_1s"] <= TARGETS["presence_frames_per_s"])],
-        ["presence storm: changes sent/s; published on NATS within, p99",
-         f"{pres['sent_per_s']:,.0f}/s; {lag['p99']:.0f} ms ({pres['changes_published']:,}/{pres['sent']:,} published; "
-         f"max {pres['nats_max_frames_in_1s']} frames/s on NATS)", "1,000/s; ~1-2 s",
-         _v(pres["sent_per_s"] >= 0.95 * pres["offered_per_s"] and lag["p99"] <= TARGETS["presence_lag_ms"])],
-        [(f"resume under traffic: a resumed client has every message (once, in order), after the last post was "
-          f"answered ({res['resumers']} of {res['listeners']} listeners resume at once; {res['accepted_per_s']} posts/s)"),
-         (f"{'vacuous: ' if res['back_after_the_posts'] else ''}max {res['resumed']['after_last_accept_s']['max']} s "
-          f"(p50 {res['resumed']['after_last_accept_s']['p50']}; {res['resumed']['complete_once_in_order']}/"
-          f"{res['resumers']} complete; those that stayed: max {res['stayed']['after_last_accept_s']['max']} s)"),
-         f"< {RESUME_TARGET_S:g} s", "n/a" if res["back_after_the_posts"] else _v(res["ok"])],
+        [
+            f"post -> frame at other clients, p50 ({lat['offered_per_s']} posts/s, {lat['connect']['ok']:,} clients)",
+            f"{lat['latency_ms']['p50']:.1f} ms",
+            "< 15 ms",
+            _v(lat["latency_ms"]["p50"] < TARGETS["p50_ms"]),
+        ],
+        [
+            "the same, p99",
+            f"{lat['latency_ms']['p99']:.1f} ms (max {lat['latency_ms']['max']:.0f})",
+            "< 50 ms",
+            _v(lat["latency_ms"]["p99"] < TARGETS["p99_ms"]),
+        ],
+        [
+            f"fan-out: all {sp['members']:,} members have it, p99 over {sp['messages']} messages",
+            f"{sp['time_to_all_ms']['p99']:.0f} ms (p50 {sp['time_to_all_ms']['p50']:.0f})",
+            "< 1 s at 10,000",
+            _v(sp["time_to_all_ms"]["p99"] < TARGETS["fanout_all_ms"]),
+        ],
+        [
+            "deliveries/s one gateway process drains (burst; per CPU-second of it)",
+            f"{rate(best_rate)}/s ({rate(best_cpu)} per CPU-s)",
+            ">= 50,000/s",
+            _v(rate_ok),
+        ],
+        [
+            f"RSS per idle authenticated socket at {n:,}: growth over the last {n - lat['connect']['ok']:,} connects "
+            "(from none, phase 1's posting included)",
+            f"{mem['per_socket_kib_marginal']} KiB ({mem['per_socket_kib_from_zero']} KiB)",
+            "<= 32 KiB",
+            _v(mem["per_socket_kib_marginal"] <= TARGETS["kib_per_socket"]),
+        ],
+        [
+            f"presence storm: most presence frames any socket got in 1 s ({pres['users_online']:,} online, "
+            f"{pres['offered_per_s']:,}/s changes)",
+            why
+            if no_presence
+            else ("vacuous: " if vacuous else "")
+            + f"{pres['socket_max_frames_in_1s']} ({pres['sockets_with_2_in_1s']:,} of "
+            f"{pres['sockets_with_presence_frames']:,} sockets got 2; shortest gap {pres['socket_gap_ms']['min']:.0f} ms)",
+            "<= 1",
+            "n/a"
+            if no_presence or vacuous
+            else _v(pres["socket_max_frames_in_1s"] <= TARGETS["presence_frames_per_s"]),
+        ],
+        [
+            "presence storm: changes sent/s; published on NATS within, p99",
+            f"{pres['sent_per_s']:,.0f}/s; {lag['p99']:.0f} ms ({pres['changes_published']:,}/{pres['sent']:,} published; "
+            f"max {pres['nats_max_frames_in_1s']} frames/s on NATS)",
+            "1,000/s; ~1-2 s",
+            _v(pres["sent_per_s"] >= 0.95 * pres["offered_per_s"] and lag["p99"] <= TARGETS["presence_lag_ms"]),
+        ],
+        [
+            (
+                f"resume under traffic: a resumed client has every message (once, in order), after the last post was "
+                f"answered ({res['resumers']} of {res['listeners']} listeners resume at once; {res['accepted_per_s']} posts/s)"
+            ),
+            (
+                f"{'vacuous: ' if res['back_after_the_posts'] else ''}max {res['resumed']['after_last_accept_s']['max']} s "
+                f"(p50 {res['resumed']['after_last_accept_s']['p50']}; {res['resumed']['complete_once_in_order']}/"
+                f"{res['resumers']} complete; those that stayed: max {res['stayed']['after_last_accept_s']['max']} s)"
+            ),
+            f"< {RESUME_TARGET_S:g} s",
+            "n/a" if res["back_after_the_posts"] else _v(res["ok"]),
+        ],
     ]
     table = markdown_table(["what (issue 4 target)", "measured", "target", ""], rows)
     m, s = r["machine"], r["setup"]
@@ -228,7 +321,11 @@ def report(r: dict) -> str:
         f"start {m['loadavg_1m']}. `hubbub serve --workers {r['workers']}` (each worker a gateway) with durable embedded "
         "PostgreSQL, NATS and Redis; the WebSocket clients (4 processes) and pacers run on the SAME 2 cores and compete "
         "with the server: their CPU is shown per phase. Clients "
-        + ("offer permessage-deflate (as browsers do; uvicorn accepts it)." if r["deflate"] else "offer no compression."),
+        + (
+            "offer permessage-deflate (as browsers do; uvicorn accepts it)."
+            if r["deflate"]
+            else "offer no compression."
+        ),
         f"- Code: {r['code']['head']}, uncommitted in realtime/ hubbub/ infra/: {r['code']['uncommitted'] or 'none'}. "
         f"Set-up over HTTP ({plan['users']:,} users): {s}.",
         f"- Phase 1: posts {lat['statuses']} ({lat['unanswered']} unanswered at the cut-off), accepted in p50 "
@@ -257,17 +354,25 @@ def report(r: dict) -> str:
         f"began ({pres['seconds']:.0f} s long); {pres['sockets_with_2_in_1s']:,} sockets got two within 1 s (shortest gap "
         f"{pres['socket_gap_ms']['min']} ms, p50 {pres['socket_gap_ms']['p50']} ms); {pres['socket_kib_per_s']} KiB/s of "
         f"presence per socket. CPU: {_cpu(pres)}; per worker {pres['worker_cpu_pct']}%.",
-        (f"- Phase 5: posts {res['statuses']} at {res['accepted_per_s']}/s of {res['offered_per_s']:,}/s offered, accepted "
-         f"in p50 {res['accept_ms']['p50']:.0f} / p99 {res['accept_ms']['p99']:.0f} ms; the resumers left after "
-         f"{plan['resume_drop_after']} messages (a close frame, not waited for) and were back (ready) p50 "
-         f"{res['resumed_at_s_after_first_post']['p50']} s after the first post ({res['back_after_the_posts']} after the "
-         f"last post was answered: these test nothing), hello -> ready p50 "
-         f"{res['hello_to_ready_ms']['p50']:.0f} / max {res['hello_to_ready_ms']['max']:.0f} ms; those that stayed: "
-         f"{res['stayed']['complete_once_in_order']}/{res['stayed']['clients']} complete; never left (too few messages): "
-         f"{res['not_dropped'] or 'none'}; failed resumes: {res['resume_errors'] or 'none'}. CPU: {_cpu(res)}."),
-        *([f"- Python objects (`--python-objects`: tracemalloc in the workers, which slows them and adds to their "
-           f"RSS, so no other figure of this run counts): {mem['python_objects_kib_per_socket']} KiB per socket over "
-           f"phase 2's connects, after a full collection."] if "python_objects_kib_per_socket" in mem else []),
+        (
+            f"- Phase 5: posts {res['statuses']} at {res['accepted_per_s']}/s of {res['offered_per_s']:,}/s offered, accepted "
+            f"in p50 {res['accept_ms']['p50']:.0f} / p99 {res['accept_ms']['p99']:.0f} ms; the resumers left after "
+            f"{plan['resume_drop_after']} messages (a close frame, not waited for) and were back (ready) p50 "
+            f"{res['resumed_at_s_after_first_post']['p50']} s after the first post ({res['back_after_the_posts']} after the "
+            f"last post was answered: these test nothing), hello -> ready p50 "
+            f"{res['hello_to_ready_ms']['p50']:.0f} / max {res['hello_to_ready_ms']['max']:.0f} ms; those that stayed: "
+            f"{res['stayed']['complete_once_in_order']}/{res['stayed']['clients']} complete; never left (too few messages): "
+            f"{res['not_dropped'] or 'none'}; failed resumes: {res['resume_errors'] or 'none'}. CPU: {_cpu(res)}."
+        ),
+        *(
+            [
+                f"- Python objects (`--python-objects`: tracemalloc in the workers, which slows them and adds to their "
+                f"RSS, so no other figure of this run counts): {mem['python_objects_kib_per_socket']} KiB per socket over "
+                f"phase 2's connects, after a full collection."
+            ]
+            if "python_objects_kib_per_socket" in mem
+            else []
+        ),
         f"- Sockets closed by the server during the run: {r['clients_end']['closed'] or 'none'}. Warnings and errors in "
         f"the server's log: {r.get('server_log_warnings') or 'none'}.",
     ]
@@ -278,22 +383,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.realtime", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 users, shorter phases (a few minutes)")
     parser.add_argument("--no-deflate", action="store_true", help="clients offer no permessage-deflate")
-    parser.add_argument("--python-objects", action="store_true",
-                        help="also measure the workers' Python objects per socket (tracemalloc; slows the server, "
-                             "so the run's other figures do not count)")
+    parser.add_argument(
+        "--python-objects",
+        action="store_true",
+        help="also measure the workers' Python objects per socket (tracemalloc; slows the server, "
+        "so the run's other figures do not count)",
+    )
     args = parser.parse_args(argv)
     logs_to_stderr()
     began = time.monotonic()
     RESULTS_DIR.mkdir(exist_ok=True)
-    name = ("realtime" + ("-quick" if args.quick else "") + ("-no-deflate" if args.no_deflate else "")
-            + ("-python-objects" if args.python_objects else "") + ".json")
+    name = (
+        "realtime"
+        + ("-quick" if args.quick else "")
+        + ("-no-deflate" if args.no_deflate else "")
+        + ("-python-objects" if args.python_objects else "")
+        + ".json"
+    )
 
     def save(results: dict) -> None:  # after every phase: a failure later keeps what was measured
         (RESULTS_DIR / name).write_text(json.dumps(results, indent=2, default=str))
 
     with tempfile.TemporaryDirectory(prefix="hubbub-bench-pyobjects-") as probe:
-        results = run(QUICK if args.quick else FULL, deflate=not args.no_deflate, save=save,
-                      probe_dir=Path(probe) if args.python_objects else None)
+        results = run(
+            QUICK if args.quick else FULL,
+            deflate=not args.no_deflate,
+            save=save,
+            probe_dir=Path(probe) if args.python_objects else None,
+        )
     results["total_s"] = round(time.monotonic() - began, 1)
     save(results)
     print(report(results))

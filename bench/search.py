@@ -60,9 +60,9 @@ from infra.ids import new_id
 from infra.migrations import migrate
 from infra.search.postgres import PostgresSearchIndex
 from projections.messages import Messages
+from projections.registry import all_projections
 from projections.runtime import ProjectorRunner
 from projections.search import Search
-from projections.registry import all_projections
 from readapi.search import search_workspace
 
 CHANNELS, PUBLIC, JOINED_PRIVATE, AUTHORS, VOCABULARY = 1000, 100, 100, 50, 30_000
@@ -76,12 +76,12 @@ class World:
         self.ws, self.searcher = new_id(), new_id()
         self.authors = [new_id() for _ in range(AUTHORS)]
         self.channels = [new_id() for _ in range(CHANNELS)]
-        self.visible = self.channels[:PUBLIC + JOINED_PRIVATE]
+        self.visible = self.channels[: PUBLIC + JOINED_PRIVATE]
         words: dict[str, None] = {}
         while len(words) < VOCABULARY:
             words["".join(self.rng.choice(SYLLABLES) for _ in range(self.rng.randint(2, 4)))] = None
         self.words = list(words)  # by rank: the first is the most frequent
-        weights = [1 / (rank ** 1.07) for rank in range(1, VOCABULARY + 1)]
+        weights = [1 / (rank**1.07) for rank in range(1, VOCABULARY + 1)]
         self.cum = _cumulative(weights)
 
     def text(self) -> str:
@@ -112,9 +112,12 @@ async def load_visibility(url: str, world: World) -> None:
             await cur.executemany(
                 "INSERT INTO channels (channel_id, workspace_id, name, kind, private, topic, created_by, created_at)"
                 " VALUES (%s, %s, %s, 'channel', %s, '', %s, %s)",
-                [(c, world.ws, f"ch-{i}", i >= PUBLIC, world.searcher, now) for i, c in enumerate(world.channels)])
-            await cur.executemany("INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (%s, %s, %s)",
-                                  [(c, world.searcher, now) for c in world.channels[PUBLIC:PUBLIC + JOINED_PRIVATE]])
+                [(c, world.ws, f"ch-{i}", i >= PUBLIC, world.searcher, now) for i, c in enumerate(world.channels)],
+            )
+            await cur.executemany(
+                "INSERT INTO channel_members (channel_id, user_id, joined_at) VALUES (%s, %s, %s)",
+                [(c, world.searcher, now) for c in world.channels[PUBLIC : PUBLIC + JOINED_PRIVATE]],
+            )
 
 
 def posts(world: World, total: int, chunk: int) -> Iterator[list[StreamAppend]]:
@@ -132,9 +135,11 @@ def posts(world: World, total: int, chunk: int) -> Iterator[list[StreamAppend]]:
 def post(world: World, channel: str, text: str, at: dt.datetime) -> StreamAppend:
     message_id, author = new_id(), world.rng.choice(world.authors)
     event = MessagePosted(message_id=message_id, channel_id=channel, workspace_id=world.ws, author_id=author, text=text)
-    return StreamAppend(message_stream(message_id),
-                        [NewEvent(event=event, event_id=uuid.uuid4(), meta=EventMeta(actor_id=author, occurred_at=at))],
-                        NO_STREAM)
+    return StreamAppend(
+        message_stream(message_id),
+        [NewEvent(event=event, event_id=uuid.uuid4(), meta=EventMeta(actor_id=author, occurred_at=at))],
+        NO_STREAM,
+    )
 
 
 async def fill(store: PostgresEventStore, world: World, total: int, writers: int = 4) -> float:
@@ -176,9 +181,15 @@ async def query_latency(pool, world: World, queries: int, sort: str = "newest") 
             timings.append(elapsed)
             counts.append(len(page.items))
     timings.sort()
-    return {"queries": queries, "p50_ms": round(percentile(timings, 50), 1), "p95_ms": round(percentile(timings, 95), 1),
-            "p99_ms": round(percentile(timings, 99), 1), "max_ms": round(timings[-1], 1),
-            "full_pages": sum(c == 50 for c in counts), "empty": sum(c == 0 for c in counts)}
+    return {
+        "queries": queries,
+        "p50_ms": round(percentile(timings, 50), 1),
+        "p95_ms": round(percentile(timings, 95), 1),
+        "p99_ms": round(percentile(timings, 99), 1),
+        "max_ms": round(timings[-1], 1),
+        "full_pages": sum(c == 50 for c in counts),
+        "empty": sum(c == 0 for c in counts),
+    }
 
 
 async def index_lag(url: str, pool, store: PostgresEventStore, world: World, per_s: int, seconds: float) -> dict:
@@ -228,13 +239,19 @@ async def index_lag(url: str, pool, store: PostgresEventStore, world: World, per
     found = 0
     for token in tokens.values():
         async with pool.connection() as conn:
-            page = await search_workspace(conn, PostgresSearchIndex(), world.ws, world.searcher, parse(token), "newest",
-                                          5, None)
+            page = await search_workspace(
+                conn, PostgresSearchIndex(), world.ws, world.searcher, parse(token), "newest", 5, None
+            )
         found += len(page.items) == 1
     lags.sort()
-    return {"posts": len(tasks), "offered_per_s": round(offered), "p50_ms": round(percentile(lags, 50), 1),
-            "p99_ms": round(percentile(lags, 99), 1), "max_ms": round(lags[-1], 1),
-            "sampled_found": f"{found}/{len(tokens)}"}
+    return {
+        "posts": len(tasks),
+        "offered_per_s": round(offered),
+        "p50_ms": round(percentile(lags, 50), 1),
+        "p99_ms": round(percentile(lags, 99), 1),
+        "max_ms": round(lags[-1], 1),
+        "sampled_found": f"{found}/{len(tokens)}",
+    }
 
 
 async def sizes(url: str) -> dict:
@@ -275,25 +292,50 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             await store.close()
             await pool.close()
-    return {"messages": args.messages, "fill_s": round(fill_s, 1), "fill_posts_per_s": round(args.messages / fill_s),
-            "index_s": round(index_s, 1), "indexed_events_per_s": round(args.messages / index_s), "table": table,
-            "query_newest": newest, "query_relevance": relevance, "lag": lag, "server": facts,
-            "machine": machine_facts(), "postgres": how}
+    return {
+        "messages": args.messages,
+        "fill_s": round(fill_s, 1),
+        "fill_posts_per_s": round(args.messages / fill_s),
+        "index_s": round(index_s, 1),
+        "indexed_events_per_s": round(args.messages / index_s),
+        "table": table,
+        "query_newest": newest,
+        "query_relevance": relevance,
+        "lag": lag,
+        "server": facts,
+        "machine": machine_facts(),
+        "postgres": how,
+    }
 
 
 def report(r: dict) -> str:
     q, rel, lag = r["query_newest"], r["query_relevance"], r["lag"]
     rows = [
-        [f"two-word query, user in 200 of 1,000 channels, {r['messages']:,} messages, newest first: p50 / p95 / p99",
-         f"{q['p50_ms']} / {q['p95_ms']} / {q['p99_ms']} ms", "p95 < 100 ms", _verdict(q["p95_ms"] < 100)],
-        ["the same, sort=relevance: p50 / p95 / p99", f"{rel['p50_ms']} / {rel['p95_ms']} / {rel['p99_ms']} ms", "", ""],
-        [f"index lag, post appended -> searchable, at {lag['offered_per_s']} posts/s: p50 / p99 (max)",
-         f"{lag['p50_ms']} / {lag['p99_ms']} ms ({lag['max_ms']})", "p99 < 1 s", _verdict(lag["p99_ms"] < 1000)],
+        [
+            f"two-word query, user in 200 of 1,000 channels, {r['messages']:,} messages, newest first: p50 / p95 / p99",
+            f"{q['p50_ms']} / {q['p95_ms']} / {q['p99_ms']} ms",
+            "p95 < 100 ms",
+            _verdict(q["p95_ms"] < 100),
+        ],
+        [
+            "the same, sort=relevance: p50 / p95 / p99",
+            f"{rel['p50_ms']} / {rel['p95_ms']} / {rel['p99_ms']} ms",
+            "",
+            "",
+        ],
+        [
+            f"index lag, post appended -> searchable, at {lag['offered_per_s']} posts/s: p50 / p99 (max)",
+            f"{lag['p50_ms']} / {lag['p99_ms']} ms ({lag['max_ms']})",
+            "p99 < 1 s",
+            _verdict(lag["p99_ms"] < 1000),
+        ],
         ["indexing from the log (messages + search projections)", f"{rate(r['indexed_events_per_s'])} posts/s", "", ""],
     ]
-    extra = (f"{r['table']['rows']:,} rows, table {r['table']['table']}, GIN index {r['table']['gin_index']}; "
-             f"{q['full_pages']} of {q['queries']} queries filled a page of 50, {q['empty']} found nothing; "
-             f"lag samples searched and found: {lag['sampled_found']}")
+    extra = (
+        f"{r['table']['rows']:,} rows, table {r['table']['table']}, GIN index {r['table']['gin_index']}; "
+        f"{q['full_pages']} of {q['queries']} queries filled a page of 50, {q['empty']} found nothing; "
+        f"lag samples searched and found: {lag['sampled_found']}"
+    )
     return markdown_table(["what (issue 6 target)", "measured", "target", ""], rows) + "\n\n" + extra
 
 
@@ -319,8 +361,10 @@ def main() -> None:
     (RESULTS_DIR / f"search{'-quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=2, default=str))
     print(report(result))
     m = result["machine"]
-    print(f"\n{m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, Python {m['python']}, PostgreSQL "
-          f"{result['server']['server_version']}; load average at the end {m['loadavg_1m']}")
+    print(
+        f"\n{m['cores']} cores ({m['cpu_model']}), {m['memory_gib']} GiB, Python {m['python']}, PostgreSQL "
+        f"{result['server']['server_version']}; load average at the end {m['loadavg_1m']}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,11 +17,11 @@ from litestar.params import FromPath, JSONBody
 from psycopg_pool import AsyncConnectionPool
 
 from commands.handlers import context, dispatch, entry
+from commands.ratelimits import check_login, check_register
 from commands.shell import CommandShell, Plan
 from domain import account, session
 from domain.errors import DomainError, NotFound
 from domain.session import Principal
-from commands.ratelimits import check_login, check_register
 from infra.client_address import request_client_address
 from infra.http import with_position
 from infra.ids import new_id
@@ -73,8 +73,12 @@ class AuthController(Controller):
 
     @post("/register", status_code=201, operation_id="register")
     async def register(
-        self, request: Request, data: JSONBody[RegisterBody], shell: NamedDependency[CommandShell],
-        passwords: NamedDependency[Passwords], limiter: NamedDependency[RateLimiter],
+        self,
+        request: Request,
+        data: JSONBody[RegisterBody],
+        shell: NamedDependency[CommandShell],
+        passwords: NamedDependency[Passwords],
+        limiter: NamedDependency[RateLimiter],
         settings: NamedDependency[Settings],
     ) -> Response[AuthOut]:
         # Cheapest first, the argon2 hash last: a request that fails a field check, the limit, or
@@ -88,8 +92,9 @@ class AuthController(Controller):
         register = account.Register(new_id(), email, data.display_name, await passwords.hash(password))
         token = new_token()
         start = session.Start(new_id(), register.user_id, device_of(request, None))
-        decided = await shell.run(Plan((entry([register], email), entry([start], token)),
-                                       context(request, register.user_id, keys=False)))
+        decided = await shell.run(
+            Plan((entry([register], email), entry([start], token)), context(request, register.user_id, keys=False))
+        )
         registered, position = decided.states[0], decided.position
         assert registered.user_id and registered.email and registered.display_name
         user = UserOut(registered.user_id, registered.email, registered.display_name)
@@ -97,8 +102,12 @@ class AuthController(Controller):
 
     @post("/login", status_code=200, operation_id="login")
     async def login(
-        self, request: Request, data: JSONBody[LoginBody], shell: NamedDependency[CommandShell],
-        passwords: NamedDependency[Passwords], limiter: NamedDependency[RateLimiter],
+        self,
+        request: Request,
+        data: JSONBody[LoginBody],
+        shell: NamedDependency[CommandShell],
+        passwords: NamedDependency[Passwords],
+        limiter: NamedDependency[RateLimiter],
         settings: NamedDependency[Settings],
     ) -> Response[AuthOut]:
         # Before the password is even looked at: the limit is what bounds online guessing.
@@ -109,7 +118,9 @@ class AuthController(Controller):
         assert found.user_id and found.email and found.display_name
         token = new_token()
         start = session.Start(new_id(), found.user_id, device_of(request, data.device))
-        decided = await dispatch(shell, context(request, found.user_id, keys=False), session.Start, token, lambda _: start)
+        decided = await dispatch(
+            shell, context(request, found.user_id, keys=False), session.Start, token, lambda _: start
+        )
         body = AuthOut(UserOut(found.user_id, found.email, found.display_name), token, decided.position)
         return with_position(Response(body), decided.position)
 
@@ -117,8 +128,13 @@ class AuthController(Controller):
     async def logout(
         self, request: Request, principal: NamedDependency[Principal], shell: NamedDependency[CommandShell]
     ) -> Response[None]:
-        decided = await dispatch(shell, context(request, principal.user_id, keys=False), session.End,
-                                 principal.session_stream, lambda _: session.End("logout"))
+        decided = await dispatch(
+            shell,
+            context(request, principal.user_id, keys=False),
+            session.End,
+            principal.session_stream,
+            lambda _: session.End("logout"),
+        )
         return with_position(Response(None, status_code=204), decided.position)
 
 
@@ -128,8 +144,11 @@ _OWN_SESSION = "SELECT stream_id FROM sessions WHERE session_id = %s AND user_id
 
 @delete("/me/sessions/{session_id:str}", status_code=204, operation_id="revokeSession", tags=["accounts"])
 async def revoke_session(
-    request: Request, session_id: FromPath[str], principal: NamedDependency[Principal],
-    shell: NamedDependency[CommandShell], pool: NamedDependency[AsyncConnectionPool],
+    request: Request,
+    session_id: FromPath[str],
+    principal: NamedDependency[Principal],
+    shell: NamedDependency[CommandShell],
+    pool: NamedDependency[AsyncConnectionPool],
 ) -> Response[None]:
     """Log one of the caller's devices out (a lost phone): its token stops working at once
     everywhere, and its sockets are closed."""
@@ -139,8 +158,13 @@ async def revoke_session(
     if row is None or row[0] is None:
         raise NotFound("no such session (it may have ended already)")
     try:
-        decided = await dispatch(shell, context(request, principal.user_id, keys=False), session.End, row[0],
-                                 lambda _: session.End("revoked"))
+        decided = await dispatch(
+            shell,
+            context(request, principal.user_id, keys=False),
+            session.End,
+            row[0],
+            lambda _: session.End("revoked"),
+        )
     except session.SessionGone:  # it ended meanwhile (a logout, another revoke)
         raise NotFound("no such session (it may have ended already)") from None
     return with_position(Response(None, status_code=204), decided.position)

@@ -27,7 +27,7 @@ def session_stream_of(authorization: str | None) -> str:
     streams too can load it with them, in one round trip, and pass it to ``principal_of``."""
     if not authorization or not authorization.lower().startswith(SCHEME):
         raise SessionGone("send Authorization: Bearer <token>; get a token from /api/v1/auth/login")
-    return session_stream(authorization[len(SCHEME):].strip())
+    return session_stream(authorization[len(SCHEME) :].strip())
 
 
 def principal_of(stream: str, loaded: Any) -> Principal:

@@ -27,12 +27,13 @@ from domain import channel as ch
 from domain import readstate as rs
 from domain.errors import Forbidden, NotFound
 from domain.session import Principal
-from projections.consistency import ReadConsistency
 from infra.http import with_position
+from projections.consistency import ReadConsistency
 from projections.visibility import hidden_from_guest
 
-UserIds = Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]],
-                    msgspec.Meta(min_length=1, max_length=100)]
+UserIds = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]], msgspec.Meta(min_length=1, max_length=100)
+]
 
 _LAST_SEQ = "SELECT last_seq FROM channel_seqs WHERE channel_id = %s"
 
@@ -76,8 +77,14 @@ class ReadOut(msgspec.Struct, frozen=True):
     position: int
 
 
-async def roles_seen_by(pool: AsyncConnectionPool, consistency: ReadConsistency, principal: Principal,
-                        members: Mapping[str, str], workspace_id: str, people: Collection[str]) -> dict[str, str | None]:
+async def roles_seen_by(
+    pool: AsyncConnectionPool,
+    consistency: ReadConsistency,
+    principal: Principal,
+    members: Mapping[str, str],
+    workspace_id: str,
+    people: Collection[str],
+) -> dict[str, str | None]:
     """Each of ``people`` -> their role in the workspace as the caller may know it: None for
     strangers and, when the caller is a guest, for the people a guest does not see
     (``projections/visibility.guest_sees``, read from the read models as of the caller's position)."""
@@ -99,9 +106,14 @@ class WorkspaceChannelCommands(Controller):
     tags = ["channels"]
 
     @post("/channels", status_code=201, operation_id="createChannel")
-    async def create(self, request: Request, workspace_id: FromPath[str], data: JSONBody[CreateBody],
-                     principal: NamedDependency[Principal],
-                     shell: NamedDependency[CommandShell]) -> Response[CreatedOut]:
+    async def create(
+        self,
+        request: Request,
+        workspace_id: FromPath[str],
+        data: JSONBody[CreateBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[CreatedOut]:
         me = principal.user_id
         ctx = context(request, me, data)
         channel_id = new_id_for(ctx, "channel")
@@ -111,17 +123,26 @@ class WorkspaceChannelCommands(Controller):
             if role is None:
                 raise NotFound("no such workspace")
             create = ch.CreateChannel(channel_id, workspace_id, data.name, me, role, data.private, data.topic)
-            return Plan((entry([create], channel_id), entry([ch.Claim(channel_id)], workspace_id, ch.check_name(data.name))), ctx)
+            return Plan(
+                (entry([create], channel_id), entry([ch.Claim(channel_id)], workspace_id, ch.check_name(data.name))),
+                ctx,
+            )
 
         decided = await shell.run(plan)
         body = CreatedOut(channel_id, decided.states[0].name, "channel", decided.position)
         return with_position(Response(body, status_code=201), decided.position)
 
     @post("/dms", status_code=201, operation_id="openDirectMessage")
-    async def open_dm(self, request: Request, workspace_id: FromPath[str], data: JSONBody[UsersBody],
-                      principal: NamedDependency[Principal], shell: NamedDependency[CommandShell],
-                      pool: NamedDependency[AsyncConnectionPool],
-                      consistency: NamedDependency[ReadConsistency]) -> Response[CreatedOut]:
+    async def open_dm(
+        self,
+        request: Request,
+        workspace_id: FromPath[str],
+        data: JSONBody[UsersBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+    ) -> Response[CreatedOut]:
         me = principal.user_id
         workspace_stream_of(workspace_id)  # 404 for an id that cannot be a workspace
         people = frozenset(data.user_ids) | {me}
@@ -143,9 +164,14 @@ class ChannelCommands(Controller):
     tags = ["channels"]
 
     @patch("/", operation_id="updateChannel")
-    async def update(self, request: Request, channel_id: FromPath[str], data: JSONBody[UpdateBody],
-                     principal: NamedDependency[Principal],
-                     shell: NamedDependency[CommandShell]) -> Response[UpdatedOut]:
+    async def update(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        data: JSONBody[UpdateBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[UpdatedOut]:
         me = principal.user_id
 
         async def plan(_: bool) -> Plan:
@@ -159,31 +185,57 @@ class ChannelCommands(Controller):
         return with_position(Response(body), decided.position)
 
     @post("/archive", status_code=200, operation_id="archiveChannel")
-    async def archive(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
-                      shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
+    async def archive(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[PositionOut]:
         me = principal.user_id
-        return answered(await dispatch(shell, context(request, me), ch.Archive, channel_id,
-                                       lambda found: ch.Archive(me, found.role)))
+        return answered(
+            await dispatch(
+                shell, context(request, me), ch.Archive, channel_id, lambda found: ch.Archive(me, found.role)
+            )
+        )
 
     @post("/join", status_code=200, operation_id="joinChannel")
-    async def join(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
-                   shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
+    async def join(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[PositionOut]:
         me = principal.user_id
-        return answered(await dispatch(shell, context(request, me), ch.Join, channel_id,
-                                       lambda found: ch.Join(me, found.role)))
+        return answered(
+            await dispatch(shell, context(request, me), ch.Join, channel_id, lambda found: ch.Join(me, found.role))
+        )
 
     @post("/leave", status_code=200, operation_id="leaveChannel")
-    async def leave(self, request: Request, channel_id: FromPath[str], principal: NamedDependency[Principal],
-                    shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
+    async def leave(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[PositionOut]:
         me = principal.user_id
-        return answered(await dispatch(shell, context(request, me), ch.Leave, channel_id,
-                                       lambda found: ch.Leave(me, found.role)))
+        return answered(
+            await dispatch(shell, context(request, me), ch.Leave, channel_id, lambda found: ch.Leave(me, found.role))
+        )
 
     @post("/members", status_code=200, operation_id="addChannelMembers")
-    async def add_members(self, request: Request, channel_id: FromPath[str], data: JSONBody[UsersBody],
-                          principal: NamedDependency[Principal], shell: NamedDependency[CommandShell],
-                          pool: NamedDependency[AsyncConnectionPool],
-                          consistency: NamedDependency[ReadConsistency]) -> Response[PositionOut]:
+    async def add_members(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        data: JSONBody[UsersBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+    ) -> Response[PositionOut]:
         me = principal.user_id
 
         async def make(found: Access) -> ch.AddMembers:
@@ -195,17 +247,35 @@ class ChannelCommands(Controller):
         return answered(await dispatch(shell, context(request, me, data), ch.AddMembers, channel_id, make))
 
     @delete("/members/{user_id:str}", status_code=200, operation_id="removeChannelMember")
-    async def remove_member(self, request: Request, channel_id: FromPath[str], user_id: FromPath[str],
-                            principal: NamedDependency[Principal],
-                            shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
+    async def remove_member(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        user_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[PositionOut]:
         me = principal.user_id
-        return answered(await dispatch(shell, context(request, me), ch.RemoveMember, channel_id,
-                                       lambda found: ch.RemoveMember(me, found.role, user_id)))
+        return answered(
+            await dispatch(
+                shell,
+                context(request, me),
+                ch.RemoveMember,
+                channel_id,
+                lambda found: ch.RemoveMember(me, found.role, user_id),
+            )
+        )
 
     @post("/read", status_code=200, operation_id="markChannelRead")
-    async def read(self, request: Request, channel_id: FromPath[str], data: JSONBody[ReadBody], principal: NamedDependency[Principal],
-                   shell: NamedDependency[CommandShell],
-                   pool: NamedDependency[AsyncConnectionPool]) -> Response[ReadOut]:
+    async def read(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        data: JSONBody[ReadBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+        pool: NamedDependency[AsyncConnectionPool],
+    ) -> Response[ReadOut]:
         me = principal.user_id
 
         async def make(found: Access) -> rs.MoveReadMarker:

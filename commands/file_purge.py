@@ -42,8 +42,9 @@ async def purge(shell: CommandShell, blobs: BlobStore, file_id: str, ctx: Contex
 
 
 class BlobJanitor:
-    def __init__(self, shell: CommandShell, blobs: BlobStore, pool: AsyncConnectionPool,
-                 interval_s: float = 300.0) -> None:
+    def __init__(
+        self, shell: CommandShell, blobs: BlobStore, pool: AsyncConnectionPool, interval_s: float = 300.0
+    ) -> None:
         self.shell, self.blobs, self.pool, self.interval_s = shell, blobs, pool, interval_s
         self._task: asyncio.Task[None] | None = None
 

@@ -129,8 +129,9 @@ def upload_file_id(workspace_id: str, user_id: str, key: str) -> str:
 
 def uploaded_out(event: f.FileUploaded, position: int) -> UploadedOut:
     thumb = thumbnail_url(event.file_id) if event.thumbnails else None
-    return UploadedOut(event.file_id, event.name, event.size, event.mime, event.sha256, position, event.width,
-                       event.height, thumb)
+    return UploadedOut(
+        event.file_id, event.name, event.size, event.mime, event.sha256, position, event.width, event.height, thumb
+    )
 
 
 async def thumbnails(services: Services, stored: Stored, mime: str) -> dict[str, object]:
@@ -142,10 +143,18 @@ async def thumbnails(services: Services, stored: Stored, mime: str) -> dict[str,
     made = []
     for thumb in facts.thumbnails:
         key = await stored.put(f"thumb-{thumb.px}", thumb.data, thumb.mime)
-        made.append(f.Thumbnail(px=thumb.px, key=key, width=thumb.width, height=thumb.height, mime=thumb.mime,
-                                size=len(thumb.data)))
-    log.info("file.thumbnailed", key=stored.original, thumbnails=len(made), error=facts.error,
-             duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        made.append(
+            f.Thumbnail(
+                px=thumb.px, key=key, width=thumb.width, height=thumb.height, mime=thumb.mime, size=len(thumb.data)
+            )
+        )
+    log.info(
+        "file.thumbnailed",
+        key=stored.original,
+        thumbnails=len(made),
+        error=facts.error,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
     return {"width": facts.width, "height": facts.height, "thumbnails": tuple(made), "thumbnail_error": facts.error}
 
 
@@ -158,10 +167,14 @@ class FileCommands(Controller):
     path = "/"
     tags = ["files"]
 
-    @post("/workspaces/{workspace_id:str}/files", status_code=201, operation_id="uploadFile",
-          request_max_body_size=None,  # the upload enforces its own cap while streaming (commands/uploads.py)
-          operation_class=UploadOperation,
-          description="multipart/form-data with the file in a part named `file`; streamed, never held in memory.")
+    @post(
+        "/workspaces/{workspace_id:str}/files",
+        status_code=201,
+        operation_id="uploadFile",
+        request_max_body_size=None,  # the upload enforces its own cap while streaming (commands/uploads.py)
+        operation_class=UploadOperation,
+        description="multipart/form-data with the file in a part named `file`; streamed, never held in memory.",
+    )
     async def upload(self, request: Request, workspace_id: FromPath[str]) -> Response[UploadedOut]:
         services = services_of(request)
         principal = await authenticate(services.shell, request.headers.get("authorization"))
@@ -178,20 +191,38 @@ class FileCommands(Controller):
         stored = Stored(services.blobs, f"{workspace_id}/{file_id}/{secrets.token_hex(8)}")
         with services.uploads.hold(workspace_id, min(content_length(request) or 0, limits.cap)):
             received, extra = await store_upload(request, services, stored, boundary, limits)
-        command = f.Upload(file_id=file_id, workspace_id=workspace_id, uploader_id=user, name=received.name,
-                           size=received.size, mime=received.mime, sha256=received.sha256,
-                           storage_key=stored.original, **extra)  # type: ignore[arg-type]
+        command = f.Upload(
+            file_id=file_id,
+            workspace_id=workspace_id,
+            uploader_id=user,
+            name=received.name,
+            size=received.size,
+            mime=received.mime,
+            sha256=received.sha256,
+            storage_key=stored.original,
+            **extra,
+        )  # type: ignore[arg-type]
         ctx = context(request, user, file_body(received))
         outcome = await append_upload(services.shell, stored, command, ctx, key is None)
         assert outcome.state.uploaded is not None
-        log.info("file.uploaded", file_id=file_id, workspace_id=workspace_id, size=received.size, mime=received.mime,
-                 position=outcome.position)
-        return with_position(Response(uploaded_out(outcome.state.uploaded, outcome.position), status_code=201),
-                             outcome.position)
+        log.info(
+            "file.uploaded",
+            file_id=file_id,
+            workspace_id=workspace_id,
+            size=received.size,
+            mime=received.mime,
+            position=outcome.position,
+        )
+        return with_position(
+            Response(uploaded_out(outcome.state.uploaded, outcome.position), status_code=201), outcome.position
+        )
 
     @delete("/files/{file_id:str}", status_code=200, operation_id="deleteFile")
     async def delete_file(
-        self, request: Request, file_id: FromPath[str], principal: NamedDependency[Principal],
+        self,
+        request: Request,
+        file_id: FromPath[str],
+        principal: NamedDependency[Principal],
         services: NamedDependency[Services],
     ) -> Response[FileDeletedOut]:
         user, shell = principal.user_id, services.shell
@@ -219,13 +250,15 @@ def file_body(received: Received) -> dict[str, str]:
     return {"name": received.name, "sha256": received.sha256}
 
 
-async def repeated_upload(request: Request, shell: CommandShell, user: str, file_id: str, boundary: bytes,
-                          limits: Limits) -> Response[UploadedOut]:
+async def repeated_upload(
+    request: Request, shell: CommandShell, user: str, file_id: str, boundary: bytes, limits: Limits
+) -> Response[UploadedOut]:
     """An upload under a used key: the body is read for its hash only, nothing is stored; the same
     file is answered as the first time, any other request under the key is 422. (Within the size
     cap only: the quota already counts the first upload.)"""
-    received = await receive_file(body_chunks(request.receive, Limits(limits.cap)), boundary, Limits(limits.cap),
-                                  hash_only)
+    received = await receive_file(
+        body_chunks(request.receive, Limits(limits.cap)), boundary, Limits(limits.cap), hash_only
+    )
     decided = await shell.replay([(f.FILE, f.file_stream(file_id), ())], context(request, user, file_body(received)))
     assert decided is not None, "the key's record exists"
     uploaded = decided.states[0].uploaded
@@ -233,8 +266,9 @@ async def repeated_upload(request: Request, shell: CommandShell, user: str, file
     return with_position(Response(uploaded_out(uploaded, decided.position), status_code=201), decided.position)
 
 
-async def store_upload(request: Request, services: Services, stored: Stored, boundary: bytes,
-                       limits: Limits) -> tuple[Received, dict[str, object]]:
+async def store_upload(
+    request: Request, services: Services, stored: Stored, boundary: bytes, limits: Limits
+) -> tuple[Received, dict[str, object]]:
     """The body's file in the blob store, with its thumbnails; on any failure nothing is left."""
     try:
         received = await receive_file(body_chunks(request.receive, limits), boundary, limits, stored.open_original)
@@ -244,7 +278,7 @@ async def store_upload(request: Request, services: Services, stored: Stored, bou
         raise
 
 
-async def append_upload(shell: CommandShell, stored: Stored, command: f.Upload, ctx: Context, new: bool):  # noqa: ANN201
+async def append_upload(shell: CommandShell, stored: Stored, command: f.Upload, ctx: Context, new: bool):
     """Append ``file.uploaded``; the blobs are removed again if the append is refused, or if a
     racing repeat of the same Idempotency-Key got there first (it is answered instead)."""
     try:
@@ -263,8 +297,9 @@ async def append_upload(shell: CommandShell, stored: Stored, command: f.Upload, 
 # -- attaching to messages ----------------------------------------------------------------------
 
 
-async def share_entries(services: Services, file_ids: list[str], user_id: str, workspace_id: str, channel_id: str,
-                        message_id: str) -> list[Entry]:
+async def share_entries(
+    services: Services, file_ids: list[str], user_id: str, workspace_id: str, channel_id: str, message_id: str
+) -> list[Entry]:
     """The file streams to decide on with a post that lists ``file_ids`` (one ``Share`` each)."""
     if not all(could_be_id(i) for i in file_ids):
         raise NotFound("no such file in this workspace", field="file_ids")
@@ -275,8 +310,13 @@ async def share_entries(services: Services, file_ids: list[str], user_id: str, w
         if state.exists and state.uploader_id != user_id:  # only to say 403 rather than 404
             async with services.pool.connection() as conn:
                 sees = await shared_with(conn, file_id, user_id)
-        share = f.Share(actor_id=user_id, workspace_id=workspace_id, channel_id=channel_id, message_id=message_id,
-                        actor_sees_file=sees)
+        share = f.Share(
+            actor_id=user_id,
+            workspace_id=workspace_id,
+            channel_id=channel_id,
+            message_id=message_id,
+            actor_sees_file=sees,
+        )
         entries.append((f.FILE, f.file_stream(file_id), [share]))
     return entries
 

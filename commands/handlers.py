@@ -57,7 +57,8 @@ HANDLERS: dict[type, Handler] = {
     **dict.fromkeys((ch.Rename, ch.SetTopic, ch.Archive, ch.Join, ch.Leave, ch.AddMembers, ch.RemoveMember), _CHANNEL),
     ch.CreateChannel: Handler(ch.CHANNEL, ch.channel_stream),  # the route checks the workspace role
     ch.CreateDM: Handler(ch.CHANNEL, ch.channel_stream),  # the decider checks the people's roles
-    ch.Claim: _NAME, ch.Release: _NAME,
+    ch.Claim: _NAME,
+    ch.Release: _NAME,
     m.Post: Handler(m.MESSAGE, m.message_stream, channel_access),  # the route loads it with the session
     **dict.fromkeys((m.Edit, m.Delete, m.React, m.Unreact), _MESSAGE),
     rs.MoveReadMarker: Handler(rs.READ_STATE, rs.user_stream, channel_access),
@@ -78,8 +79,15 @@ def entry(commands: Sequence[Any], *ids: str) -> Entry:
     return handler.decider, handler.stream(*ids), commands
 
 
-async def dispatch(shell: CommandShell, ctx: Context, kind: type[C], target: str,
-                   make: Callable[[Any], C | Awaitable[C]], *, on: str | None = None) -> Decided:
+async def dispatch(
+    shell: CommandShell,
+    ctx: Context,
+    kind: type[C],
+    target: str,
+    make: Callable[[Any], C | Awaitable[C]],
+    *,
+    on: str | None = None,
+) -> Decided:
     """Decide one command of type ``kind`` pointed at ``target``: each attempt loads what the
     caller may do there (the handler's loader), makes the command from that with ``make``, and
     decides it on the handler's stream (of ``on`` if given: the caller's own, for their read
@@ -99,8 +107,9 @@ async def dispatch(shell: CommandShell, ctx: Context, kind: type[C], target: str
     return await shell.run(plan)
 
 
-def context(request: Request[Any, Any, Any], actor_id: str | None, body: object = None, *,
-            keys: bool = True) -> Context:
+def context(
+    request: Request[Any, Any, Any], actor_id: str | None, body: object = None, *, keys: bool = True
+) -> Context:
     """The request's ``Context``. ``body``: the decoded body, part of what an Idempotency-Key
     is tied to, with the route's ``operation_id`` and path parameters. ``keys=False``: the
     route does not honour Idempotency-Key (its answer cannot be repeated)."""

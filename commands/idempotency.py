@@ -91,6 +91,8 @@ class KeyReused(DomainError):
 
     def __init__(self, key: Key, used_by: str | None = None) -> None:
         by = f" ({used_by})" if used_by and used_by != key.operation else ""
-        super().__init__(f"this {key.name} was used with another request{by}; a key repeats only the same "
-                         f"request (same route, path and body): send a new {key.name} for a new request",
-                         field=key.field)
+        super().__init__(
+            f"this {key.name} was used with another request{by}; a key repeats only the same "
+            f"request (same route, path and body): send a new {key.name} for a new request",
+            field=key.field,
+        )

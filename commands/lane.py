@@ -58,16 +58,24 @@ _POSITION = POSITION_HEADER.lower().encode()
 class PostLane:
     """ASGI app in front of Litestar's ``asgi_handler``; see the module docstring."""
 
-    def __init__(self, app: Callable[..., Any], litestar: Litestar, prefix: str, max_body_bytes: int,
-                 handlers: ExceptionHandlersMap) -> None:
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        litestar: Litestar,
+        prefix: str,
+        max_body_bytes: int,
+        handlers: ExceptionHandlersMap,
+    ) -> None:
         """``handlers``: the app's exception handlers (``hubbub/problems.py``), to answer as it does."""
         self.app, self.litestar, self.max_body_bytes = app, litestar, max_body_bytes
         self.path = re.compile(re.escape(prefix) + r"/channels/([^/]+)/messages")
         self.handlers = handlers
         skipped = _skipped_for_posts(litestar, prefix + "/channels/{channel_id:str}/messages")
         if skipped:
-            raise RuntimeError(f"the post lane (commands/lane.py) would answer posts without {', '.join(skipped)}; "
-                               "apply them in the lane, or take the lane out of hubbub/app.py")
+            raise RuntimeError(
+                f"the post lane (commands/lane.py) would answer posts without {', '.join(skipped)}; "
+                "apply them in the lane, or take the lane out of hubbub/app.py"
+            )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         matched = scope["type"] == "http" and scope["method"] == "POST" and self.path.fullmatch(scope["path"])
@@ -91,9 +99,17 @@ class PostLane:
             await self._problem(scope, receive, send, exc)
             return
         body = _ENCODER.encode(out)
-        await send({"type": "http.response.start", "status": 201, "headers": [
-            (b"content-type", _JSON), (b"content-length", str(len(body)).encode()),
-            (_POSITION, str(out.position).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 201,
+                "headers": [
+                    (b"content-type", _JSON),
+                    (b"content-length", str(len(body)).encode()),
+                    (_POSITION, str(out.position).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def _may_take(self, headers: dict[str, str]) -> bool:
@@ -130,18 +146,29 @@ class PostLane:
 
 def _skipped_for_posts(litestar: Litestar, template: str) -> list[str]:
     """What Litestar would apply to a post that the lane does not (see the module docstring)."""
-    app_level = {"CORS": litestar.cors_config, "CSRF": litestar.csrf_config, "compression": litestar.compression_config,
-                 "allowed hosts": litestar.allowed_hosts, "before_send hooks": litestar.before_send}
+    app_level = {
+        "CORS": litestar.cors_config,
+        "CSRF": litestar.csrf_config,
+        "compression": litestar.compression_config,
+        "allowed hosts": litestar.allowed_hosts,
+        "before_send hooks": litestar.before_send,
+    }
     skipped = [name for name, value in app_level.items() if value]
     routes = [route for route in litestar.routes if isinstance(route, HTTPRoute) and route.path == template]
     if len(routes) != 1 or "POST" not in routes[0].route_handler_map:
         return [*skipped, f"the route it stands for (no POST {template})"]
     handler, _ = routes[0].route_handler_map["POST"]
-    middleware = [m for m in handler.resolve_middleware() if not isinstance(m, ReadYourWritesMiddleware)]  # GET/HEAD only
-    route_level = {"middleware": middleware, "guards": handler.resolve_guards(),
-                   "before_request": handler.resolve_before_request(), "after_response": handler.resolve_after_response(),
-                   "response headers": handler.resolve_response_headers(),
-                   "response cookies": handler.resolve_response_cookies()}
+    middleware = [
+        m for m in handler.resolve_middleware() if not isinstance(m, ReadYourWritesMiddleware)
+    ]  # GET/HEAD only
+    route_level = {
+        "middleware": middleware,
+        "guards": handler.resolve_guards(),
+        "before_request": handler.resolve_before_request(),
+        "after_response": handler.resolve_after_response(),
+        "response headers": handler.resolve_response_headers(),
+        "response cookies": handler.resolve_response_cookies(),
+    }
     return skipped + [f"the route's {name}" for name, value in route_level.items() if value]
 
 

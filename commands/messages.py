@@ -28,21 +28,20 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from commands.access import Access, access_of, channel_access, message_access, must_be_member
+from commands.auth import authenticate, principal_of, session_stream_of
+from commands.edge import Services, services_of
+from commands.files import share_entries, unshare_entries
 from commands.handlers import context, context_of, dispatch, entry
+from commands.here import here_online
 from commands.idempotency import Key, fingerprint, keyed
+from commands.ratelimits import check_post
 from commands.shell import CommandShell, Plan
 from domain import access
 from domain import message as m
 from domain.channel import CHANNEL, channel_stream, writable
 from domain.emoji import check_emoji
-from domain.session import Principal
-from domain.session import SESSION
+from domain.session import SESSION, Principal
 from domain.workspace import WORKSPACE, workspace_stream
-from commands.auth import authenticate, principal_of, session_stream_of
-from commands.ratelimits import check_post
-from commands.here import here_online
-from commands.edge import Services, services_of
-from commands.files import share_entries, unshare_entries
 from infra.http import with_position
 from infra.ids import new_id
 from projections.consistency import ReadConsistency
@@ -92,8 +91,9 @@ class ReactionOut(msgspec.Struct, frozen=True):
     position: int
 
 
-async def caller_and_channel(shell: CommandShell, authorization: str | None, channel_id: str,
-                             *, trust_cache: bool = False) -> tuple[Principal, Access, list[tuple[str, int]]]:
+async def caller_and_channel(
+    shell: CommandShell, authorization: str | None, channel_id: str, *, trust_cache: bool = False
+) -> tuple[Principal, Access, list[tuple[str, int]]]:
     """``authenticate`` then ``channel_access``, in ONE read of the session, channel and workspace
     streams once this process knows the channel's workspace (a channel never changes workspace),
     or, with ``trust_cache``, in no read at all when this process holds all three. Also answers
@@ -103,15 +103,20 @@ async def caller_and_channel(shell: CommandShell, authorization: str | None, cha
     if known is None or known.state.workspace_id is None:
         principal = await authenticate(shell, authorization)
         return principal, await channel_access(shell, channel_id, principal.user_id), []
-    wanted = [(SESSION, session), (CHANNEL, channel_stream(channel_id)),
-              (WORKSPACE, workspace_stream(known.state.workspace_id))]
+    wanted = [
+        (SESSION, session),
+        (CHANNEL, channel_stream(channel_id)),
+        (WORKSPACE, workspace_stream(known.state.workspace_id)),
+    ]
     held = [shell.cached(decider, stream) for decider, stream in wanted] if trust_cache else []
     if held and all(h is not None and h.version > 0 for h in held):
         caller, channel, workspace = held
     else:
         caller, channel, workspace = await shell.load_many(wanted)
     principal = principal_of(session, caller)  # first: nothing is said about the channel to a stranger
-    expect = [(stream, loaded.version) for (_, stream), loaded in zip(wanted, (caller, channel, workspace), strict=True)]
+    expect = [
+        (stream, loaded.version) for (_, stream), loaded in zip(wanted, (caller, channel, workspace), strict=True)
+    ]
     return principal, access_of(channel.state, workspace.state, principal.user_id), expect
 
 
@@ -131,7 +136,10 @@ class MessagesController(Controller):
 
     @post("/channels/{channel_id:str}/messages", status_code=201, operation_id="postMessage")
     async def post_message(
-        self, request: Request, channel_id: FromPath[str], data: JSONBody[PostBody],
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        data: JSONBody[PostBody],
     ) -> Response[PostedOut]:
         # The hottest route: no dependencies (Litestar resolves two or more in a task group),
         # and the caller's session is read with the channel (see caller_and_channel). Well-formed
@@ -141,7 +149,11 @@ class MessagesController(Controller):
 
     @patch("/messages/{message_id:str}", operation_id="editMessage")
     async def edit_message(
-        self, request: Request, message_id: FromPath[str], data: JSONBody[EditBody], principal: NamedDependency[Principal],
+        self,
+        request: Request,
+        message_id: FromPath[str],
+        data: JSONBody[EditBody],
+        principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[EditedOut]:
         me = principal.user_id
@@ -159,7 +171,10 @@ class MessagesController(Controller):
 
     @delete("/messages/{message_id:str}", status_code=200, operation_id="deleteMessage")
     async def delete_message(
-        self, request: Request, message_id: FromPath[str], principal: NamedDependency[Principal],
+        self,
+        request: Request,
+        message_id: FromPath[str],
+        principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[DeletedOut]:
         me = principal.user_id
@@ -177,21 +192,30 @@ class MessagesController(Controller):
 
     @put("/messages/{message_id:str}/reactions/{emoji:str}", operation_id="addReaction")
     async def add_reaction(
-        self, request: Request, message_id: FromPath[str], emoji: FromPath[str], principal: NamedDependency[Principal],
+        self,
+        request: Request,
+        message_id: FromPath[str],
+        emoji: FromPath[str],
+        principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[ReactionOut]:
         return await react(request, shell, principal, message_id, m.React(user_id=principal.user_id, emoji=emoji))
 
     @delete("/messages/{message_id:str}/reactions/{emoji:str}", status_code=200, operation_id="removeReaction")
     async def remove_reaction(
-        self, request: Request, message_id: FromPath[str], emoji: FromPath[str], principal: NamedDependency[Principal],
+        self,
+        request: Request,
+        message_id: FromPath[str],
+        emoji: FromPath[str],
+        principal: NamedDependency[Principal],
         shell: NamedDependency[CommandShell],
     ) -> Response[ReactionOut]:
         return await react(request, shell, principal, message_id, m.Unreact(user_id=principal.user_id, emoji=emoji))
 
 
-async def react(request: Request, shell: CommandShell, principal: Principal, message_id: str,
-                command: m.React | m.Unreact) -> Response[ReactionOut]:
+async def react(
+    request: Request, shell: CommandShell, principal: Principal, message_id: str, command: m.React | m.Unreact
+) -> Response[ReactionOut]:
     me = principal.user_id
 
     def checked(found: tuple[m.Message, Access]) -> m.React | m.Unreact:
@@ -233,15 +257,25 @@ async def accept_post(services: Services, header: HeaderGet, channel_id: str, da
             limited = True
         message_id, key = post_key(header, user, channel_id, data)
         online = await here_online(services.presence, data.text, found.channel.members & found.members, user)
-        command = m.Post(message_id=message_id, channel_id=channel_id, workspace_id=found.channel.workspace_id or "",
-                         author_id=user, text=data.text, workspace_members=found.members,
-                         thread_root_id=data.thread_root_id, root=await thread_root(shell, data.thread_root_id),
-                         file_ids=tuple(data.file_ids), client_msg_id=data.client_msg_id, online_ids=online)
+        command = m.Post(
+            message_id=message_id,
+            channel_id=channel_id,
+            workspace_id=found.channel.workspace_id or "",
+            author_id=user,
+            text=data.text,
+            workspace_members=found.members,
+            thread_root_id=data.thread_root_id,
+            root=await thread_root(shell, data.thread_root_id),
+            file_ids=tuple(data.file_ids),
+            client_msg_id=data.client_msg_id,
+            online_ids=online,
+        )
         entries = [entry([command], message_id)]
         if data.file_ids:  # the post and a ``file.shared`` on each file's stream, in one append
             m.check_files(command.file_ids)
-            entries += await share_entries(services, list(command.file_ids), user, command.workspace_id, channel_id,
-                                           message_id)
+            entries += await share_entries(
+                services, list(command.file_ids), user, command.workspace_id, channel_id, message_id
+            )
         return Plan(entries, context_of(user, header, key), expect, new=key is None)
 
     position = (await shell.run(plan, cached_first=not data.file_ids)).position
@@ -260,8 +294,9 @@ def post_key(header: HeaderGet, user_id: str, channel_id: str, data: PostBody) -
     params = {"channel_id": channel_id}
     if client is None:
         return message_id, keyed(user_id, given, POST, params, data)
-    return message_id, Key(m.message_stream(message_id), fingerprint(POST, params, data), POST, "client_msg_id",
-                           "client_msg_id")
+    return message_id, Key(
+        m.message_stream(message_id), fingerprint(POST, params, data), POST, "client_msg_id", "client_msg_id"
+    )
 
 
 async def seq_of(seqs: SeqLookup, consistency: ReadConsistency, message_id: str, position: int) -> int | None:

@@ -29,8 +29,8 @@ from commands.handlers import context, dispatch
 from commands.shell import CommandShell, Decided
 from domain import notify as n
 from domain.session import Principal
-from projections.consistency import ReadConsistency
 from infra.http import with_position
+from projections.consistency import ReadConsistency
 from projections.notifications import any_unread
 
 NOTIFICATIONS = "notifications"
@@ -87,8 +87,9 @@ class ReadOut(msgspec.Struct, frozen=True):
     position: int
 
 
-async def decide(request: Request, shell: CommandShell, principal: Principal, command: Any, body: object,
-                 target: str | None = None) -> Decided:
+async def decide(
+    request: Request, shell: CommandShell, principal: Principal, command: Any, body: object, target: str | None = None
+) -> Decided:
     """``command`` on the caller's own stream (``target``: the channel it is about, which the
     caller must see: 404 otherwise)."""
     me = principal.user_id
@@ -100,45 +101,78 @@ class NotificationCommands(Controller):
     tags = ["notifications"]
 
     @put("/channels/{channel_id:str}/notify", operation_id="setChannelNotify")
-    async def channel(self, request: Request, channel_id: FromPath[str], data: JSONBody[NotifyBody],
-                      principal: NamedDependency[Principal], shell: NamedDependency[CommandShell]) -> Response[NotifyOut]:
+    async def channel(
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        data: JSONBody[NotifyBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[NotifyOut]:
         command = n.SetChannelNotify(channel_id, data.level, data.muted)
         decided = await decide(request, shell, principal, command, data, channel_id)
         pref = decided.states[0].channel(channel_id)
-        return with_position(Response(NotifyOut(channel_id, pref.level, pref.muted, decided.position)), decided.position)
+        return with_position(
+            Response(NotifyOut(channel_id, pref.level, pref.muted, decided.position)), decided.position
+        )
 
     @put("/me/dnd", operation_id="setDoNotDisturb")
-    async def dnd(self, request: Request, data: JSONBody[DndBody], principal: NamedDependency[Principal],
-                  shell: NamedDependency[CommandShell]) -> Response[DndOut]:
+    async def dnd(
+        self,
+        request: Request,
+        data: JSONBody[DndBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[DndOut]:
         decided = await decide(request, shell, principal, n.SetDnd(data.until, dt.datetime.now(dt.UTC)), data)
         return with_position(Response(DndOut(decided.states[0].dnd_until, decided.position)), decided.position)
 
     @put("/me/keywords", operation_id="setKeywords")
-    async def keywords(self, request: Request, data: JSONBody[KeywordsBody], principal: NamedDependency[Principal],
-                       shell: NamedDependency[CommandShell]) -> Response[KeywordsOut]:
+    async def keywords(
+        self,
+        request: Request,
+        data: JSONBody[KeywordsBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[KeywordsOut]:
         decided = await decide(request, shell, principal, n.SetKeywords(data.keywords), data)
-        return with_position(Response(KeywordsOut(list(decided.states[0].keywords), decided.position)), decided.position)
+        return with_position(
+            Response(KeywordsOut(list(decided.states[0].keywords), decided.position)), decided.position
+        )
 
     @put("/me/email-notifications", operation_id="setEmailNotifications")
-    async def email(self, request: Request, data: JSONBody[EmailBody], principal: NamedDependency[Principal],
-                    shell: NamedDependency[CommandShell]) -> Response[EmailOut]:
+    async def email(
+        self,
+        request: Request,
+        data: JSONBody[EmailBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[EmailOut]:
         decided = await decide(request, shell, principal, n.SetEmailNotify(data.enabled, data.delay_s), data)
         state = decided.states[0]
-        return with_position(Response(EmailOut(state.email_enabled, state.email_delay_s, decided.position)),
-                             decided.position)
+        return with_position(
+            Response(EmailOut(state.email_enabled, state.email_delay_s, decided.position)), decided.position
+        )
 
     @post("/notifications/read", status_code=200, operation_id="markNotificationsRead")
-    async def read(self, request: Request, data: JSONBody[ReadBody], principal: NamedDependency[Principal],
-                   shell: NamedDependency[CommandShell], pool: NamedDependency[AsyncConnectionPool],
-                   consistency: NamedDependency[ReadConsistency]) -> Response[ReadOut]:
+    async def read(
+        self,
+        request: Request,
+        data: JSONBody[ReadBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+    ) -> Response[ReadOut]:
         command = n.check_read(n.MarkRead(tuple(data.ids), data.all))
         unread = await any_unread_now(shell, pool, consistency, principal.user_id, command)
         decided = await decide(request, shell, principal, replace(command, unread=unread), data)
         return with_position(Response(ReadOut(decided.position)), decided.position)
 
 
-async def any_unread_now(shell: CommandShell, pool: AsyncConnectionPool, consistency: ReadConsistency, user_id: str,
-                         command: n.MarkRead) -> bool:
+async def any_unread_now(
+    shell: CommandShell, pool: AsyncConnectionPool, consistency: ReadConsistency, user_id: str, command: n.MarkRead
+) -> bool:
     """Whether ``command`` would mark anything read: asked of the notifications read model once it
     has every event logged before this request (a notification could be in the log and not yet
     in the table); if it is not there in time, assume so (an event too many, never one too few)."""

@@ -90,15 +90,26 @@ def compose(sender: str, items: Sequence[Due]) -> EmailMessage:
         where = "in a direct message" if item.channel is None else f"in #{item.channel}"
         text = item.text if len(item.text) <= SNIPPET else item.text[:SNIPPET] + "…"
         lines.append(f"- {item.author} {where} ({item.created_at:%Y-%m-%d %H:%M} UTC): {text}")
-    lines += ["", "Open Hubbub to reply. To stop these emails, turn them off in your notification settings",
-              "(PUT /api/v1/me/email-notifications {\"enabled\": false})."]
+    lines += [
+        "",
+        "Open Hubbub to reply. To stop these emails, turn them off in your notification settings",
+        '(PUT /api/v1/me/email-notifications {"enabled": false}).',
+    ]
     message.set_content("\n".join(lines))
     return message
 
 
 class EmailNotifier:
-    def __init__(self, *, pool: AsyncConnectionPool, conninfo: str, shell: CommandShell, mailer: Mailer,
-                 every_s: float | None = None, lock_retry_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        conninfo: str,
+        shell: CommandShell,
+        mailer: Mailer,
+        every_s: float | None = None,
+        lock_retry_s: float = 5.0,
+    ) -> None:
         self.pool, self.conninfo, self.shell, self.mailer = pool, conninfo, shell, mailer
         self.every_s, self.lock_retry_s = every_s or EVERY_S, lock_retry_s
         self._task: asyncio.Task[None] | None = None
@@ -123,8 +134,12 @@ class EmailNotifier:
             except Exception as exc:  # noqa: BLE001 - the server may be down: the next round tries again
                 log.warning("notify.email_failed", user_id=user_id, error=repr(exc))
                 continue
-            await self.shell.handle(n.NOTIFY, user_stream(user_id), n.RecordEmailed(items[-1].id, len(items)),
-                                    Context(actor_id=None, now=dt.datetime.now(dt.UTC)))
+            await self.shell.handle(
+                n.NOTIFY,
+                user_stream(user_id),
+                n.RecordEmailed(items[-1].id, len(items)),
+                Context(actor_id=None, now=dt.datetime.now(dt.UTC)),
+            )
             log.info("notify.emailed", user_id=user_id, notifications=len(items))
             sent += 1
         return sent
@@ -139,7 +154,7 @@ class EmailNotifier:
                         await self.tick()
                         backoff.reset()
                         await asyncio.sleep(self.every_s)
-            except Exception as exc:  # database trouble, or read models not there yet: try again later
+            except Exception as exc:  # noqa: BLE001 - database trouble, or read models not there yet: try again later
                 delay = backoff.next()
                 log.warning("notify.email_round_failed", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)

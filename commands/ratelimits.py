@@ -79,16 +79,19 @@ async def check_post(limiter: RateLimiter, settings: Settings, user_id: str) -> 
     decision = await limiter.take(f"post:{user_id}", limit)
     if not decision.allowed:
         wait = retry_after_header(decision.retry_after_s)
-        raise TooManyRequests(f"You are posting too fast; wait {wait} s and try again.",
-                              retry_after_s=decision.retry_after_s)
+        raise TooManyRequests(
+            f"You are posting too fast; wait {wait} s and try again.", retry_after_s=decision.retry_after_s
+        )
 
 
 async def check_login(limiter: RateLimiter, settings: Settings, ip: str, email: str) -> None:
     net, email = client_network(ip), normalised_email(email)
     here = RateLimit(settings.rate_login_per_s, settings.rate_login_burst)
     per_ip = RateLimit(settings.rate_login_per_s * LOGIN_IP_FACTOR, settings.rate_login_burst * LOGIN_IP_FACTOR)
-    anywhere = RateLimit(settings.rate_login_account_attempts / settings.rate_login_account_window_s,
-                         settings.rate_login_account_attempts)
+    anywhere = RateLimit(
+        settings.rate_login_account_attempts / settings.rate_login_account_window_s,
+        settings.rate_login_account_attempts,
+    )
     # The account-and-address bucket first: attempts it refuses then cost the address nothing, so
     # one attacker hammering one account does not lock out everyone else behind the same NAT.
     await _take(limiter, f"login:{net}:{email}", here, "Too many login attempts for this account")
@@ -98,8 +101,13 @@ async def check_login(limiter: RateLimiter, settings: Settings, ip: str, email: 
 
 async def check_register(limiter: RateLimiter, settings: Settings, ip: str) -> None:
     limit = RateLimit(settings.rate_register_per_s, settings.rate_register_burst)
-    await _take(limiter, f"register:{client_network(ip)}", limit, "Too many registrations from your network",
-                doing="Registering")
+    await _take(
+        limiter,
+        f"register:{client_network(ip)}",
+        limit,
+        "Too many registrations from your network",
+        doing="Registering",
+    )
 
 
 async def _take(limiter: RateLimiter, bucket: str, limit: RateLimit, refusal: str, doing: str = "Logging in") -> None:

@@ -164,8 +164,14 @@ def _decide_all(decider: Decider[Any, Any], state: Any, commands: Sequence[Any])
 
 
 class CommandShell:
-    def __init__(self, store: EventStore, cache: StateCache | None = None, max_attempts: int = 10,
-                 snapshots: snap.SnapshotStore | None = None, snapshot_every: int = snap.EVERY) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        cache: StateCache | None = None,
+        max_attempts: int = 10,
+        snapshots: snap.SnapshotStore | None = None,
+        snapshot_every: int = snap.EVERY,
+    ) -> None:
         self._store = store
         self._cache = cache if cache is not None else StateCache()
         self._max_attempts = max_attempts
@@ -191,17 +197,23 @@ class CommandShell:
         held = [self._cache.get(key) for key in keys]
         await self._start_from_snapshots(wanted, held)
         cached = [c or _Loaded(decider.initial) for c, (decider, _) in zip(held, wanted, strict=True)]
-        tails = await self._store.read_streams([(stream_id, c.version) for (_, stream_id), c in zip(wanted, cached, strict=True)])
+        tails = await self._store.read_streams(
+            [(stream_id, c.version) for (_, stream_id), c in zip(wanted, cached, strict=True)]
+        )
         fresh = [_fold(decider, c, tail) for (decider, _), c, tail in zip(wanted, cached, tails, strict=True)]
         for i, (key, (decider, stream_id)) in enumerate(zip(keys, wanted, strict=True)):
-            if self._snapshots is not None and decider.snapshots and \
-                    fresh[i].version - fresh[i].snapshot_version >= self._snapshot_every:
+            if (
+                self._snapshots is not None
+                and decider.snapshots
+                and fresh[i].version - fresh[i].snapshot_version >= self._snapshot_every
+            ):
                 fresh[i] = self._write_snapshot(decider, stream_id, fresh[i])
             self._cache.put(key, fresh[i])
         return fresh
 
-    async def _start_from_snapshots(self, wanted: Sequence[tuple[Decider[Any, Any], str]],
-                                    held: list[_Loaded[Any] | None]) -> None:
+    async def _start_from_snapshots(
+        self, wanted: Sequence[tuple[Decider[Any, Any], str]], held: list[_Loaded[Any] | None]
+    ) -> None:
         """Fill the uncached streams of snapshotting deciders from their snapshots, in place."""
         if self._snapshots is None:
             return
@@ -211,13 +223,23 @@ class CommandShell:
         try:
             found = await self._snapshots.get_many([wanted[i] for i in missing])
         except Exception as exc:  # noqa: BLE001 - a cache: without it the log is folded from the start
-            log.warning("snapshot.read_failed", error=repr(exc), streams=len(missing),
-                        hint="loading these streams from the start of the log; check aggregate_snapshots")
+            log.warning(
+                "snapshot.read_failed",
+                error=repr(exc),
+                streams=len(missing),
+                hint="loading these streams from the start of the log; check aggregate_snapshots",
+            )
             return
         for i, snapshot in zip(missing, found, strict=True):
             if snapshot is not None:
-                held[i] = _Loaded(snapshot.state, snapshot.version, dict(snapshot.keyed), snapshot.first_position,
-                                  snapshot.last_position, snapshot.version)
+                held[i] = _Loaded(
+                    snapshot.state,
+                    snapshot.version,
+                    dict(snapshot.keyed),
+                    snapshot.first_position,
+                    snapshot.last_position,
+                    snapshot.version,
+                )
 
     def _write_snapshot(self, decider: Decider[S, Any], stream_id: str, loaded: _Loaded[S]) -> _Loaded[S]:
         """Save ``loaded`` as the stream's snapshot in the background; what to cache instead of it
@@ -235,8 +257,13 @@ class CommandShell:
             async with self._one_write:
                 await self._snapshots.put(decider, stream_id, snapshot)
         except Exception as exc:  # noqa: BLE001 - a cache: the next snapshot is EVERY events on
-            log.warning("snapshot.write_failed", decider=decider.name, stream_id=stream_id, version=snapshot.version,
-                        error=repr(exc))
+            log.warning(
+                "snapshot.write_failed",
+                decider=decider.name,
+                stream_id=stream_id,
+                version=snapshot.version,
+                error=repr(exc),
+            )
             return
         log.info("snapshot.written", decider=decider.name, stream_id=stream_id, version=snapshot.version)
 
@@ -247,8 +274,16 @@ class CommandShell:
 
     # -- deciding ------------------------------------------------------------------------------
 
-    async def handle(self, decider: Decider[S, C], stream_id: str, command: C, ctx: Context,
-                     *, new: bool = False, expect: Sequence[tuple[str, int]] = ()) -> Outcome[S]:
+    async def handle(
+        self,
+        decider: Decider[S, C],
+        stream_id: str,
+        command: C,
+        ctx: Context,
+        *,
+        new: bool = False,
+        expect: Sequence[tuple[str, int]] = (),
+    ) -> Outcome[S]:
         """Decide one command on one stream and append; raises the decider's DomainError unchanged
         on a rejection. ``new``, ``expect``: as in ``Plan``; a plan that is not made again cannot
         get past a conflict on an ``expect`` stream, so that ``WrongExpectedVersion`` is raised."""
@@ -278,7 +313,9 @@ class CommandShell:
             key = current.ctx.key
             streams = [stream_id for _, stream_id, _ in current.entries]
             record = key.record if key is not None and key.record not in streams else None
-            locked = streams if len(streams) == 1 and record is None else sorted({*streams, *([record] if record else [])})
+            locked = (
+                streams if len(streams) == 1 and record is None else sorted({*streams, *([record] if record else [])})
+            )
             # Commands on one stream from this process take turns, so they never conflict with
             # each other; only writers in other processes can, and those conflicts are retried.
             held = await self._lock(locked)
@@ -324,7 +361,7 @@ class CommandShell:
             lock.release()
         for stream_id in streams:  # drop idle locks
             idle = self._locks.get(stream_id)
-            if idle is not None and not idle.locked() and not idle._waiters:  # noqa: SLF001
+            if idle is not None and not idle.locked() and not idle._waiters:
                 del self._locks[stream_id]
 
     async def _decide(self, plan: Plan, first: bool, record: str | None) -> Decided:
@@ -343,10 +380,16 @@ class CommandShell:
             return repeat
         decided = [_decide_all(d, lo.state, commands) for (d, _, commands), lo in zip(entries, loaded, strict=False)]
         states = [state for _, state in decided]
-        writes = [(s, lo, events) for (_, s, _), lo, (events, _) in zip(entries, loaded, decided, strict=False) if events]
+        writes = [
+            (s, lo, events) for (_, s, _), lo, (events, _) in zip(entries, loaded, decided, strict=False) if events
+        ]
         if not writes:
-            return Decided(max(lo.last_position for lo in loaded), states, [lo.version for lo in loaded[:len(entries)]],
-                           [() for _ in entries])
+            return Decided(
+                max(lo.last_position for lo in loaded),
+                states,
+                [lo.version for lo in loaded[: len(entries)]],
+                [() for _ in entries],
+            )
         if key is not None and record is not None:
             writes.append((record, loaded[-1], [KeyUsed(operation=key.operation)]))
         results = iter(await self._append(writes, plan.ctx, plan.expect))
@@ -371,23 +414,40 @@ class CommandShell:
         [result] = await self._append([(stream_id, loaded, events)], plan.ctx, plan.expect)
         return Decided(result.position, [state], [result.version], [events])
 
-    async def _append(self, writes: Sequence[tuple[str, _Loaded[Any], Sequence[Event]]], ctx: Context,
-                      expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
+    async def _append(
+        self,
+        writes: Sequence[tuple[str, _Loaded[Any], Sequence[Event]]],
+        ctx: Context,
+        expect: Sequence[tuple[str, int]] = (),
+    ) -> list[AppendResult]:
         """Each stream's events at the version it was loaded at, all or none, with ids as
         ``event_ids`` makes them. A conflict raises ``WrongExpectedVersion`` and writes nothing."""
         meta = EventMeta(
             actor_id=ctx.actor_id, correlation_id=ctx.correlation_id, causation_id=ctx.causation_id, occurred_at=ctx.now
         )
-        appends = [StreamAppend(stream_id, [NewEvent(event=e, event_id=i, meta=meta) for e, i in
-                                            zip(events, event_ids(stream_id, ctx.key, len(events)), strict=True)],
-                                loaded.version) for stream_id, loaded, events in writes]
+        appends = [
+            StreamAppend(
+                stream_id,
+                [
+                    NewEvent(event=e, event_id=i, meta=meta)
+                    for e, i in zip(events, event_ids(stream_id, ctx.key, len(events)), strict=True)
+                ],
+                loaded.version,
+            )
+            for stream_id, loaded, events in writes
+        ]
         if len(appends) == 1:
-            return [await self._store.append(appends[0].stream_id, appends[0].events, appends[0].expected_version,
-                                             expect=expect)]
+            return [
+                await self._store.append(
+                    appends[0].stream_id, appends[0].events, appends[0].expected_version, expect=expect
+                )
+            ]
         return await self._store.append_many(appends, expect=expect)
 
     async def commit_many(
-        self, writes: Sequence[tuple[Decider[Any, Any], str, _Loaded[Any], Sequence[Event]]], ctx: Context,
+        self,
+        writes: Sequence[tuple[Decider[Any, Any], str, _Loaded[Any], Sequence[Event]]],
+        ctx: Context,
     ) -> list[Outcome[Any]]:
         """Append decided events to several streams at once, all or none (``append_many``):
         each at the version it was loaded at, with ids as ``event_ids`` makes them. A conflict
@@ -409,7 +469,9 @@ def _retryable(exc: WrongExpectedVersion | DuplicateEventId, plan: Plan, static:
     if not static:  # the plan is made again, from what it reads now
         return True
     key = plan.ctx.key
-    return exc.stream_id in {stream_id for _, stream_id, _ in plan.entries} or (key is not None and exc.stream_id == key.record)
+    return exc.stream_id in {stream_id for _, stream_id, _ in plan.entries} or (
+        key is not None and exc.stream_id == key.record
+    )
 
 
 def _repeat(entries: Sequence[Entry], loaded: list[_Loaded[Any]], key: Key, record: str | None) -> Decided | None:
@@ -421,9 +483,13 @@ def _repeat(entries: Sequence[Entry], loaded: list[_Loaded[Any]], key: Key, reco
             raise KeyReused(key, held.state if record is not None else None)
         return None
     if record is None:  # the record is one of the streams written: the answer was their last event's
-        position = max(_last_of_request(stream_id, lo, key) for (_, stream_id, _), lo in zip(entries, loaded, strict=False))
-    mine = loaded[:len(entries)]
-    return Decided(position, [lo.state for lo in mine], [lo.version for lo in mine], [() for _ in entries], repeated=True)
+        position = max(
+            _last_of_request(stream_id, lo, key) for (_, stream_id, _), lo in zip(entries, loaded, strict=False)
+        )
+    mine = loaded[: len(entries)]
+    return Decided(
+        position, [lo.state for lo in mine], [lo.version for lo in mine], [() for _ in entries], repeated=True
+    )
 
 
 def _last_of_request(stream_id: str, loaded: _Loaded[Any], key: Key) -> int:

@@ -91,8 +91,9 @@ def fingerprint(decider: Decider[Any, Any]) -> str:
                 parts.append(f"{name} {_code(value.__code__)}")
                 continue
             parts.append(f"{name} {_fields(value)}")
-            parts += [f"{name}.{attr} {_code(f.__code__)}" for attr, f in sorted(vars(value).items())
-                      if inspect.isfunction(f)]
+            parts += [
+                f"{name}.{attr} {_code(f.__code__)}" for attr, f in sorted(vars(value).items()) if inspect.isfunction(f)
+            ]
         elif isinstance(value, str | int | float | bool | bytes | tuple | frozenset | type(None)):
             parts.append(f"{name} = {_constant(value)}")
         elif type(value).__module__ == "typing":  # aliases such as Kind = Literal[...]
@@ -104,11 +105,12 @@ def _fields(cls: type) -> str:
     """A class's annotations and its fields' defaults (a default decides how old events decode)."""
     defaults: list[str] = []
     if dataclasses.is_dataclass(cls):
-        defaults = [f"{f.name}={_constant(f.default)}" for f in dataclasses.fields(cls)
-                    if f.default is not dataclasses.MISSING]
+        defaults = [
+            f"{f.name}={_constant(f.default)}" for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+        ]
     elif isinstance(cls, type) and issubclass(cls, msgspec.Struct):  # the defaults of the last fields
         fields, values = cls.__struct_fields__, cls.__struct_defaults__
-        defaults = [f"{n}={_constant(v)}" for n, v in zip(fields[len(fields) - len(values):], values, strict=True)]
+        defaults = [f"{n}={_constant(v)}" for n, v in zip(fields[len(fields) - len(values) :], values, strict=True)]
     return f"{getattr(cls, '__annotations__', {})!r} {defaults}"
 
 
@@ -178,16 +180,22 @@ class PostgresSnapshots:
         if not wanted:
             return found
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_GET, ([d.name for d, _ in wanted], [s for _, s in wanted],
-                                            [self._fingerprint(d) for d, _ in wanted]))
+            cur = await conn.execute(
+                _GET, ([d.name for d, _ in wanted], [s for _, s in wanted], [self._fingerprint(d) for d, _ in wanted])
+            )
             rows = await cur.fetchall()
         for i, version, first, last, body in rows:
             decider, stream_id = wanted[i - 1]
             try:
                 decoded = self._decoder(decider).decode(body)
             except msgspec.MsgspecError as exc:  # same fingerprint, yet unreadable: fold the log instead
-                log.warning("snapshot.unreadable", decider=decider.name, stream_id=stream_id, error=str(exc),
-                            hint="the row is ignored and replaced by the next snapshot; deleting it is safe")
+                log.warning(
+                    "snapshot.unreadable",
+                    decider=decider.name,
+                    stream_id=stream_id,
+                    error=str(exc),
+                    hint="the row is ignored and replaced by the next snapshot; deleting it is safe",
+                )
                 continue
             found[i - 1] = Snapshot(decoded.state, version, first, last, decoded.keyed)
         return found
@@ -195,9 +203,18 @@ class PostgresSnapshots:
     async def put(self, decider: Decider[Any, Any], stream_id: str, snapshot: Snapshot[Any]) -> None:
         body = self._encoder.encode(_Body(snapshot.state, snapshot.keyed))
         async with self._pool.connection() as conn:
-            await conn.execute(_PUT, {"decider": decider.name, "stream_id": stream_id, "version": snapshot.version,
-                                      "fingerprint": self._fingerprint(decider), "first": snapshot.first_position,
-                                      "last": snapshot.last_position, "body": body})
+            await conn.execute(
+                _PUT,
+                {
+                    "decider": decider.name,
+                    "stream_id": stream_id,
+                    "version": snapshot.version,
+                    "fingerprint": self._fingerprint(decider),
+                    "first": snapshot.first_position,
+                    "last": snapshot.last_position,
+                    "body": body,
+                },
+            )
 
     def _fingerprint(self, decider: Decider[Any, Any]) -> str:
         if decider.name not in self._fingerprints:

@@ -57,8 +57,10 @@ class Limits:
         if size > self.cap:
             raise FileTooLarge(f"a file may have at most {self.cap:,} bytes", field=FIELD)
         if self.room is not None and size > self.room:
-            raise QuotaExceeded(f"the workspace has {max(self.room, 0):,} bytes of storage left; delete files "
-                                "or ask an admin for more", field=FIELD)
+            raise QuotaExceeded(
+                f"the workspace has {max(self.room, 0):,} bytes of storage left; delete files or ask an admin for more",
+                field=FIELD,
+            )
 
     def check_body(self, length: int | None) -> None:
         """A Content-Length that cannot fit is refused before a byte of the body is read."""
@@ -129,8 +131,12 @@ async def body_chunks(receive: Receive, limits: Limits) -> AsyncIterator[bytes]:
 class _FilePart:
     """The ``file`` part: sniffed, hashed, counted and written as it arrives."""
 
-    def __init__(self, segment: MultipartSegment, limits: Limits,
-                 open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]]) -> None:
+    def __init__(
+        self,
+        segment: MultipartSegment,
+        limits: Limits,
+        open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]],
+    ) -> None:
         self.name = clean_name(segment.filename)
         self.limits = limits
         self.open_writer = open_writer
@@ -170,15 +176,19 @@ class _FilePart:
             await self.writer.discard()
 
 
-async def receive_file(chunks: AsyncIterator[bytes], boundary: bytes, limits: Limits,
-                       open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]]) -> Received:
+async def receive_file(
+    chunks: AsyncIterator[bytes],
+    boundary: bytes,
+    limits: Limits,
+    open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]],
+) -> Received:
     """Stream the ``file`` part of the body into the writer ``open_writer(mime, observe)`` gives, and commit
     it once the whole body has been read and found well-formed."""
     part: _FilePart | None = None
     received: Received | None = None
     try:
         with PushMultipartParser(boundary, max_segment_count=MAX_PARTS) as parser:
-            current: _FilePart | None | bool = None  # the file part, False for another part
+            current: _FilePart | bool | None = None  # the file part, False for another part
             async for chunk in chunks:
                 for event in parser.parse(chunk):
                     if isinstance(event, MultipartSegment):
@@ -222,8 +232,12 @@ async def hash_only(mime: str, observe: Callable[[bytes], object]) -> BlobWriter
     return _Hashing(observe)
 
 
-def _segment(segment: MultipartSegment, part: _FilePart | None, limits: Limits,
-             open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]]) -> _FilePart | bool:
+def _segment(
+    segment: MultipartSegment,
+    part: _FilePart | None,
+    limits: Limits,
+    open_writer: Callable[[str, Callable[[bytes], object]], Awaitable[BlobWriter]],
+) -> _FilePart | bool:
     if segment.name != FIELD:
         return False
     if part is not None:

@@ -97,49 +97,84 @@ class WorkspaceCommands(Controller):
     tags = ["workspaces"]
 
     @post("/", status_code=201, operation_id="createWorkspace")
-    async def create(self, request: Request, data: JSONBody[CreateBody], principal: NamedDependency[Principal],
-                     shell: NamedDependency[CommandShell]) -> Response[CreatedOut]:
+    async def create(
+        self,
+        request: Request,
+        data: JSONBody[CreateBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[CreatedOut]:
         me = principal.user_id
         ctx = context(request, me, data)
         wsid, general = new_id_for(ctx, "workspace"), new_id_for(ctx, "general")
-        decided = await shell.run(Plan((
-            entry([ws.CreateWorkspace(wsid, data.name, me, general)], wsid),
-            entry([ch.CreateChannel(general, wsid, ch.GENERAL, me, "owner", general=True)], general),
-            entry([ch.Claim(general)], wsid, ch.GENERAL),
-        ), ctx))
+        decided = await shell.run(
+            Plan(
+                (
+                    entry([ws.CreateWorkspace(wsid, data.name, me, general)], wsid),
+                    entry([ch.CreateChannel(general, wsid, ch.GENERAL, me, "owner", general=True)], general),
+                    entry([ch.Claim(general)], wsid, ch.GENERAL),
+                ),
+                ctx,
+            )
+        )
         body = CreatedOut(wsid, decided.states[0].name, decided.position, general)
         return with_position(Response(body, status_code=201), decided.position)
 
     @post("/{workspace_id:str}/invites", status_code=201, operation_id="createInvite")
-    async def invite(self, request: Request, workspace_id: FromPath[str], data: JSONBody[InviteBody],
-                     principal: NamedDependency[Principal], shell: NamedDependency[CommandShell]) -> Response[InviteOut]:
+    async def invite(
+        self,
+        request: Request,
+        workspace_id: FromPath[str],
+        data: JSONBody[InviteBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[InviteOut]:
         ctx = context(request, principal.user_id, data)
         code = invite_code(workspace_id)
         expires_at = ctx.now + dt.timedelta(seconds=max(0, min(data.expires_in_s, 10**8)))
         command = ws.CreateInvite(principal.user_id, ws.invite_hash(code), data.role, expires_at, ctx.now)
         decided = await dispatch(shell, ctx, ws.CreateInvite, workspace_id, lambda _: command)
         if decided.repeated:  # the first answer's code was never stored; a repeat cannot show it again
-            raise Conflict("this Idempotency-Key made an invite already, and its code is shown once; "
-                           "send a new key for a new code")
+            raise Conflict(
+                "this Idempotency-Key made an invite already, and its code is shown once; send a new key for a new code"
+            )
         body = InviteOut(code, data.role, expires_at, decided.position)
         return with_position(Response(body, status_code=201), decided.position)
 
     @patch("/{workspace_id:str}/members/{user_id:str}", operation_id="changeMemberRole")
-    async def change_role(self, request: Request, workspace_id: FromPath[str], user_id: FromPath[str], data: JSONBody[RoleBody],
-                          principal: NamedDependency[Principal],
-                          shell: NamedDependency[CommandShell]) -> Response[RoleOut]:
+    async def change_role(
+        self,
+        request: Request,
+        workspace_id: FromPath[str],
+        user_id: FromPath[str],
+        data: JSONBody[RoleBody],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[RoleOut]:
         me = principal.user_id
-        decided = await dispatch(shell, context(request, me, data), ws.ChangeRole, workspace_id,
-                                 lambda _: ws.ChangeRole(me, user_id, data.role))
+        decided = await dispatch(
+            shell,
+            context(request, me, data),
+            ws.ChangeRole,
+            workspace_id,
+            lambda _: ws.ChangeRole(me, user_id, data.role),
+        )
         role = decided.states[0].members.get(user_id, data.role)
         return with_position(Response(RoleOut(user_id, role, decided.position)), decided.position)
 
     @delete("/{workspace_id:str}/members/{user_id:str}", status_code=200, operation_id="removeMember")
-    async def remove(self, request: Request, workspace_id: FromPath[str], user_id: FromPath[str], principal: NamedDependency[Principal],
-                     shell: NamedDependency[CommandShell]) -> Response[PositionOut]:
+    async def remove(
+        self,
+        request: Request,
+        workspace_id: FromPath[str],
+        user_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[PositionOut]:
         me = principal.user_id
-        decided = await dispatch(shell, context(request, me), ws.RemoveMember, workspace_id,
-                                 lambda _: ws.RemoveMember(me, user_id))
+        decided = await dispatch(
+            shell, context(request, me), ws.RemoveMember, workspace_id, lambda _: ws.RemoveMember(me, user_id)
+        )
         return with_position(Response(PositionOut(decided.position)), decided.position)
 
 
@@ -148,8 +183,13 @@ class InviteCommands(Controller):
     tags = ["workspaces"]
 
     @post("/{code:str}/accept", status_code=200, operation_id="acceptInvite")
-    async def accept(self, request: Request, code: FromPath[str], principal: NamedDependency[Principal],
-                     shell: NamedDependency[CommandShell]) -> Response[AcceptedOut]:
+    async def accept(
+        self,
+        request: Request,
+        code: FromPath[str],
+        principal: NamedDependency[Principal],
+        shell: NamedDependency[CommandShell],
+    ) -> Response[AcceptedOut]:
         me = principal.user_id
         ctx = context(request, me)
         workspace_id, code_hash = workspace_of_code(code), ws.invite_hash(code)

@@ -150,8 +150,9 @@ class RemoveMember:
     user_id: str
 
 
-ChannelEvent = (ChannelCreated | ChannelRenamed | ChannelTopicSet | ChannelArchived | ChannelMemberJoined
-                | ChannelMemberLeft)
+ChannelEvent = (
+    ChannelCreated | ChannelRenamed | ChannelTopicSet | ChannelArchived | ChannelMemberJoined | ChannelMemberLeft
+)
 ChannelCommand = CreateChannel | CreateDM | Rename | SetTopic | Archive | Join | Leave | AddMembers | RemoveMember
 
 
@@ -182,8 +183,7 @@ def check_name(name: str) -> str:
     if not 1 <= len(name) <= MAX_NAME:
         raise DomainError(f"name must be 1 to {MAX_NAME} characters", field="name")
     if not all(ch.isalnum() or ch in "-_" for ch in name):
-        raise DomainError("name may hold only lower-case letters, digits, - and _ (no spaces or periods)",
-                          field="name")
+        raise DomainError("name may hold only lower-case letters, digits, - and _ (no spaces or periods)", field="name")
     return name
 
 
@@ -199,8 +199,16 @@ def evolve(state: Channel, event: Event) -> Channel:
         return state
     match event:
         case ChannelCreated():
-            return Channel(event.channel_id, event.workspace_id, event.name, event.kind, event.private, event.topic,
-                           created_by=event.created_by, general=event.general)
+            return Channel(
+                event.channel_id,
+                event.workspace_id,
+                event.name,
+                event.kind,
+                event.private,
+                event.topic,
+                created_by=event.created_by,
+                general=event.general,
+            )
         case ChannelRenamed():
             return replace(state, name=event.name)
         case ChannelTopicSet():
@@ -260,8 +268,16 @@ def _create(state: Channel, c: CreateChannel) -> Sequence[Event]:
     if not access.can_create_channel(c.role):
         raise Forbidden("guests cannot create channels")
     return [
-        ChannelCreated(channel_id=c.channel_id, workspace_id=c.workspace_id, name=check_name(c.name), kind="channel",
-                       private=c.private, topic=check_topic(c.topic), created_by=c.actor_id, general=c.general),
+        ChannelCreated(
+            channel_id=c.channel_id,
+            workspace_id=c.workspace_id,
+            name=check_name(c.name),
+            kind="channel",
+            private=c.private,
+            topic=check_topic(c.topic),
+            created_by=c.actor_id,
+            general=c.general,
+        ),
         ChannelMemberJoined(user_id=c.actor_id),
     ]
 
@@ -279,8 +295,15 @@ def _create_dm(state: Channel, c: CreateDM) -> Sequence[Event]:
     people = sorted(others | {c.actor_id})
     kind: Kind = "dm" if len(people) == 2 else "group"
     return [
-        ChannelCreated(channel_id=c.channel_id, workspace_id=c.workspace_id, name=None, kind=kind, private=True,
-                       topic="", created_by=c.actor_id),
+        ChannelCreated(
+            channel_id=c.channel_id,
+            workspace_id=c.workspace_id,
+            name=None,
+            kind=kind,
+            private=True,
+            topic="",
+            created_by=c.actor_id,
+        ),
         *(ChannelMemberJoined(user_id=u, added_by=None if u == c.actor_id else c.actor_id) for u in people),
     ]
 
@@ -383,6 +406,7 @@ CHANNEL: Decider[Channel, ChannelCommand] = Decider("channel", Channel(), evolve
 
 
 # -- unique names: stream ``channelname-{ws}-{name}`` --------------------------------------------
+
 
 class ChannelNameClaimed(Event, frozen=True, tag="channel.name_claimed"):
     channel_id: str

@@ -26,5 +26,8 @@ def check_emoji(value: str) -> str:
         return value
     if len(value) <= MAX_SEQUENCE and unicode_emoji.is_emoji(value):
         return unicode_emoji.emojize(unicode_emoji.demojize(value))
-    raise DomainError("emoji must be one Unicode emoji (like 👍) or a :short_name: of lower-case letters, "
-                      "digits, _ + or - (1 to 64 between the colons)", field="emoji")
+    raise DomainError(
+        "emoji must be one Unicode emoji (like 👍) or a :short_name: of lower-case letters, "
+        "digits, _ + or - (1 to 64 between the colons)",
+        field="emoji",
+    )

@@ -212,10 +212,22 @@ def _upload(state: File, c: Upload) -> Sequence[Event]:
         raise DomainError("a file with this id exists already; upload with another Idempotency-Key")
     if c.size <= 0:
         raise DomainError("the file is empty; send at least one byte", field="file")
-    return [FileUploaded(file_id=c.file_id, workspace_id=c.workspace_id, uploader_id=c.uploader_id,
-                         name=clean_name(c.name), size=c.size, mime=c.mime, sha256=c.sha256,
-                         storage_key=c.storage_key, width=c.width, height=c.height, thumbnails=list(c.thumbnails),
-                         thumbnail_error=c.thumbnail_error)]
+    return [
+        FileUploaded(
+            file_id=c.file_id,
+            workspace_id=c.workspace_id,
+            uploader_id=c.uploader_id,
+            name=clean_name(c.name),
+            size=c.size,
+            mime=c.mime,
+            sha256=c.sha256,
+            storage_key=c.storage_key,
+            width=c.width,
+            height=c.height,
+            thumbnails=list(c.thumbnails),
+            thumbnail_error=c.thumbnail_error,
+        )
+    ]
 
 
 def _share(state: File, c: Share) -> Sequence[Event]:
@@ -228,8 +240,15 @@ def _share(state: File, c: Share) -> Sequence[Event]:
     if c.message_id in state.shares:
         return []
     assert state.file_id is not None
-    return [FileShared(file_id=state.file_id, workspace_id=c.workspace_id, channel_id=c.channel_id,
-                       message_id=c.message_id, shared_by=c.actor_id)]
+    return [
+        FileShared(
+            file_id=state.file_id,
+            workspace_id=c.workspace_id,
+            channel_id=c.channel_id,
+            message_id=c.message_id,
+            shared_by=c.actor_id,
+        )
+    ]
 
 
 def _unshare(state: File, c: Unshare) -> Sequence[Event]:
@@ -248,8 +267,14 @@ def _delete(state: File, c: Delete) -> Sequence[Event]:
     if state.deleted:
         return []
     assert state.workspace_id is not None
-    return [FileDeleted(file_id=state.file_id, workspace_id=state.workspace_id, deleted_by=c.actor_id,
-                        channel_ids=tuple(sorted(set(state.shares.values()))))]
+    return [
+        FileDeleted(
+            file_id=state.file_id,
+            workspace_id=state.workspace_id,
+            deleted_by=c.actor_id,
+            channel_ids=tuple(sorted(set(state.shares.values()))),
+        )
+    ]
 
 
 def _remove_blobs(state: File) -> Sequence[Event]:

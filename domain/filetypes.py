@@ -16,10 +16,29 @@ SNIFF_BYTES = 8192
 OCTET_STREAM = "application/octet-stream"
 TEXT = "text/plain"
 THUMBNAILED = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-_ACTIVE_EXTENSIONS = frozenset({
-    "htm", "html", "xhtml", "shtml", "mht", "mhtml", "svg", "svgz", "xml", "xsl", "xslt", "js", "mjs", "cjs",
-    "css", "swf", "hta", "php", "wasm",
-})
+_ACTIVE_EXTENSIONS = frozenset(
+    {
+        "htm",
+        "html",
+        "xhtml",
+        "shtml",
+        "mht",
+        "mhtml",
+        "svg",
+        "svgz",
+        "xml",
+        "xsl",
+        "xslt",
+        "js",
+        "mjs",
+        "cjs",
+        "css",
+        "swf",
+        "hta",
+        "php",
+        "wasm",
+    }
+)
 """Names that make a browser treat plain text as something active: such text is an attachment."""
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -47,14 +66,37 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"MZ", "application/x-msdownload"),
 )
 _RIFF = {b"WEBP": "image/webp", b"WAVE": "audio/wav", b"AVI ": "video/x-msvideo"}
-_FTYP = {b"heic": "image/heic", b"heix": "image/heic", b"mif1": "image/heif", b"msf1": "image/heif",
-         b"avif": "image/avif", b"qt  ": "video/quicktime", b"M4A ": "audio/mp4"}
+_FTYP = {
+    b"heic": "image/heic",
+    b"heix": "image/heic",
+    b"mif1": "image/heif",
+    b"msf1": "image/heif",
+    b"avif": "image/avif",
+    b"qt  ": "video/quicktime",
+    b"M4A ": "audio/mp4",
+}
 _BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
-_BINARY_BYTES = frozenset([*range(0x00, 0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)])
+_BINARY_BYTES = frozenset([*range(0x09), 0x0B, *range(0x0E, 0x1B), *range(0x1C, 0x20)])
 """WHATWG "binary data bytes": no text has them (tab, LF, FF, CR and ESC are allowed)."""
 _WHITESPACE = b"\t\n\x0c\r "
-_HTML_TAGS = (b"<!doctype html", b"<html", b"<head", b"<script", b"<iframe", b"<h1", b"<div", b"<font", b"<table",
-              b"<a", b"<style", b"<title", b"<b", b"<body", b"<br", b"<p")
+_HTML_TAGS = (
+    b"<!doctype html",
+    b"<html",
+    b"<head",
+    b"<script",
+    b"<iframe",
+    b"<h1",
+    b"<div",
+    b"<font",
+    b"<table",
+    b"<a",
+    b"<style",
+    b"<title",
+    b"<b",
+    b"<body",
+    b"<br",
+    b"<p",
+)
 
 
 def sniff(head: bytes, *, complete: bool = False) -> str:
@@ -98,7 +140,7 @@ def _markup(body: bytes) -> str | None:
     if start.startswith(b"<!--"):
         return "text/html"
     for tag in _HTML_TAGS:
-        if start.startswith(tag) and start[len(tag):len(tag) + 1] in (b" ", b">"):
+        if start.startswith(tag) and start[len(tag) : len(tag) + 1] in (b" ", b">"):
             return "text/html"
     return None
 

@@ -46,9 +46,11 @@ CLIENT_MSG_NAMESPACE = uuid.UUID("7d0c1f0e-3b0a-4c52-9a43-64a1f3f0c2d4")
 _CONTROL = {c for c in range(32) if chr(c) not in "\t\n\r"} | {0x7F}
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt of Unicode 15), whitespace
 # (``\s``: every Unicode space) and U+2800 BRAILLE PATTERN BLANK, which draws nothing either.
-_INVISIBLE = re.compile("[\\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-                        "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
-                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]*")
+_INVISIBLE = re.compile(
+    "[\\s\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]*"
+)
 
 
 class MessagePosted(Event, frozen=True, tag="message.posted"):
@@ -198,8 +200,7 @@ def check_text(text: str, *, files: bool = False) -> str:
 
 def check_client_msg_id(value: str | None) -> str | None:
     if value is not None and not (1 <= len(value) <= MAX_CLIENT_MSG_ID and value.isprintable()):
-        raise DomainError(f"client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} printable characters",
-                          field="client_msg_id")
+        raise DomainError(f"client_msg_id must be 1 to {MAX_CLIENT_MSG_ID} printable characters", field="client_msg_id")
     return value
 
 
@@ -216,8 +217,10 @@ def check_root(command: Post) -> None:
     if root is None or not root.exists or root.channel_id != command.channel_id:
         raise NotFound("no such message in this channel to reply to", field="thread_root_id")
     if root.thread_root_id is not None:
-        raise DomainError(f"threads are one level deep: reply to the thread's root {root.thread_root_id} "
-                          "instead of to a reply", field="thread_root_id")
+        raise DomainError(
+            f"threads are one level deep: reply to the thread's root {root.thread_root_id} instead of to a reply",
+            field="thread_root_id",
+        )
 
 
 def decide(state: Message, command: MessageCommand) -> Sequence[Event]:
@@ -255,13 +258,22 @@ def _post(state: Message, command: Post) -> Sequence[Event]:
     text = check_text(command.text, files=bool(files))
     check_root(command)
     mentions = parse_mentions(text, command.workspace_members)
-    return [MessagePosted(
-        message_id=command.message_id, channel_id=command.channel_id, workspace_id=command.workspace_id,
-        author_id=command.author_id, text=text, thread_root_id=command.thread_root_id,
-        mentions=list(mentions.user_ids), mention_channel=mentions.channel, mention_here=mentions.here,
-        file_ids=files, client_msg_id=check_client_msg_id(command.client_msg_id),
-        here_user_ids=sorted(command.online_ids) if mentions.here else [],
-    )]
+    return [
+        MessagePosted(
+            message_id=command.message_id,
+            channel_id=command.channel_id,
+            workspace_id=command.workspace_id,
+            author_id=command.author_id,
+            text=text,
+            thread_root_id=command.thread_root_id,
+            mentions=list(mentions.user_ids),
+            mention_channel=mentions.channel,
+            mention_here=mentions.here,
+            file_ids=files,
+            client_msg_id=check_client_msg_id(command.client_msg_id),
+            here_user_ids=sorted(command.online_ids) if mentions.here else [],
+        )
+    ]
 
 
 def _edit(state: Message, command: Edit) -> Sequence[Event]:
@@ -273,9 +285,16 @@ def _edit(state: Message, command: Edit) -> Sequence[Event]:
         return []
     mentions = parse_mentions(text, command.workspace_members)
     assert state.message_id and state.channel_id
-    return [MessageEdited(message_id=state.message_id, channel_id=state.channel_id, text=text,
-                          mentions=list(mentions.user_ids), mention_channel=mentions.channel,
-                          mention_here=mentions.here)]
+    return [
+        MessageEdited(
+            message_id=state.message_id,
+            channel_id=state.channel_id,
+            text=text,
+            mentions=list(mentions.user_ids),
+            mention_channel=mentions.channel,
+            mention_here=mentions.here,
+        )
+    ]
 
 
 def _delete(state: Message, command: Delete) -> Sequence[Event]:
@@ -284,8 +303,14 @@ def _delete(state: Message, command: Delete) -> Sequence[Event]:
     if state.deleted:
         return []
     assert state.message_id and state.channel_id
-    return [MessageDeleted(message_id=state.message_id, channel_id=state.channel_id, deleted_by=command.actor_id,
-                           thread_root_id=state.thread_root_id)]
+    return [
+        MessageDeleted(
+            message_id=state.message_id,
+            channel_id=state.channel_id,
+            deleted_by=command.actor_id,
+            thread_root_id=state.thread_root_id,
+        )
+    ]
 
 
 def _react(state: Message, command: React) -> Sequence[Event]:
@@ -293,8 +318,9 @@ def _react(state: Message, command: React) -> Sequence[Event]:
     if (emoji, command.user_id) in state.reactions:
         return []
     assert state.message_id and state.channel_id
-    return [ReactionAdded(message_id=state.message_id, channel_id=state.channel_id, user_id=command.user_id,
-                          emoji=emoji)]
+    return [
+        ReactionAdded(message_id=state.message_id, channel_id=state.channel_id, user_id=command.user_id, emoji=emoji)
+    ]
 
 
 def _unreact(state: Message, command: Unreact) -> Sequence[Event]:
@@ -302,8 +328,9 @@ def _unreact(state: Message, command: Unreact) -> Sequence[Event]:
     if (emoji, command.user_id) not in state.reactions:
         return []
     assert state.message_id and state.channel_id
-    return [ReactionRemoved(message_id=state.message_id, channel_id=state.channel_id, user_id=command.user_id,
-                            emoji=emoji)]
+    return [
+        ReactionRemoved(message_id=state.message_id, channel_id=state.channel_id, user_id=command.user_id, emoji=emoji)
+    ]
 
 
 def evolve(state: Message, event: Event) -> Message:
@@ -311,8 +338,16 @@ def evolve(state: Message, event: Event) -> Message:
         return state
     match event:
         case MessagePosted():
-            return Message(event.message_id, event.channel_id, event.workspace_id, event.author_id,
-                           event.thread_root_id, event.text, versions=1, file_ids=tuple(event.file_ids))
+            return Message(
+                event.message_id,
+                event.channel_id,
+                event.workspace_id,
+                event.author_id,
+                event.thread_root_id,
+                event.text,
+                versions=1,
+                file_ids=tuple(event.file_ids),
+            )
         case MessageEdited():
             return replace(state, text=event.text, versions=state.versions + 1)
         case MessageDeleted():

@@ -203,7 +203,11 @@ def decide(state: NotifyPrefs, command: NotifyCommand) -> Sequence[Event]:
         case MarkRead():
             return _read(command)
         case RecordEmailed():
-            return [NotificationsEmailed(upto=command.upto, count=command.count)] if command.upto > state.emailed_upto else []
+            return (
+                [NotificationsEmailed(upto=command.upto, count=command.count)]
+                if command.upto > state.emailed_upto
+                else []
+            )
         case _:
             assert_never(command)
 

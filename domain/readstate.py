@@ -66,5 +66,4 @@ def fold(state: ReadState, events: Sequence[Event]) -> ReadState:
     return ReadState(markers)
 
 
-READ_STATE: Decider[ReadState, MoveReadMarker] = Decider("readstate", ReadState(), evolve, decide, fold,
-                                                         snapshots=True)
+READ_STATE: Decider[ReadState, MoveReadMarker] = Decider("readstate", ReadState(), evolve, decide, fold, snapshots=True)

@@ -28,8 +28,14 @@ from dataclasses import dataclass, field
 from domain.errors import DomainError
 
 MAX_QUERY = 1000
-HAS_VALUES = {"file": "file", "files": "file", "link": "link", "links": "link", "reaction": "reaction",
-              "reactions": "reaction"}
+HAS_VALUES = {
+    "file": "file",
+    "files": "file",
+    "link": "link",
+    "links": "link",
+    "reaction": "reaction",
+    "reactions": "reaction",
+}
 IS_VALUES = {"thread": "thread", "threads": "thread"}
 OPERATORS = ("from", "in", "has", "is", "before", "after", "on")
 _OPERATOR = re.compile(r"([A-Za-z]+):(.*)", re.DOTALL)
@@ -83,8 +89,14 @@ class ParsedQuery:
     @property
     def empty(self) -> bool:
         """Nothing to search for: no text and no operator."""
-        return not (self.has_text or self.from_users or self.in_channels or self.has or self.is_thread
-                    or self.dates != DateRange())
+        return not (
+            self.has_text
+            or self.from_users
+            or self.in_channels
+            or self.has
+            or self.is_thread
+            or self.dates != DateRange()
+        )
 
 
 def parse(q: str | None) -> ParsedQuery:
@@ -99,8 +111,9 @@ def parse(q: str | None) -> ParsedQuery:
         builder.add(negated, quoted, token)
     parsed = builder.build()
     if parsed.empty:
-        raise InvalidQuery("q has nothing to search for (only punctuation); add a word or an operator such as "
-                           "from:@name", field=_FIELD)
+        raise InvalidQuery(
+            "q has nothing to search for (only punctuation); add a word or an operator such as from:@name", field=_FIELD
+        )
     return parsed
 
 
@@ -115,7 +128,7 @@ def _tokens(text: str) -> list[tuple[bool, bool, str]]:
     """(negated, quoted, text) per part. A ``"`` without a partner is dropped (its words stay)."""
     if text.count('"') % 2:
         last = text.rindex('"')
-        text = text[:last] + " " + text[last + 1:]
+        text = text[:last] + " " + text[last + 1 :]
     out: list[tuple[bool, bool, str]] = []
     i, n = 0, len(text)
     while i < n:
@@ -126,7 +139,7 @@ def _tokens(text: str) -> list[tuple[bool, bool, str]]:
         start = i + 1 if negated else i
         if start < n and text[start] == '"':
             end = text.index('"', start + 1)
-            out.append((negated, True, text[start + 1:end]))
+            out.append((negated, True, text[start + 1 : end]))
             i = end + 1
             continue
         end = start
@@ -189,17 +202,24 @@ class _Builder:
 
     def build(self) -> ParsedQuery:
         dates = NEVER if self.dates.empty else self.dates
-        return ParsedQuery(tuple(self.words), tuple(self.phrases), tuple(self.not_words), tuple(self.not_phrases),
-                           tuple(dict.fromkeys(self.from_users)), tuple(dict.fromkeys(self.in_channels)),
-                           frozenset(self.has), self.is_thread, dates)
+        return ParsedQuery(
+            tuple(self.words),
+            tuple(self.phrases),
+            tuple(self.not_words),
+            tuple(self.not_phrases),
+            tuple(dict.fromkeys(self.from_users)),
+            tuple(dict.fromkeys(self.in_channels)),
+            frozenset(self.has),
+            self.is_thread,
+            dates,
+        )
 
 
 def _one_of(name: str, value: str, allowed: dict[str, str]) -> str:
     found = allowed.get(value.lower())
     if found is None:
         choices = ", ".join(sorted(set(allowed.values())))
-        raise InvalidQuery(f"{name}:{value[:40]} is not something to search for; {name}: takes {choices}",
-                           field=_FIELD)
+        raise InvalidQuery(f"{name}:{value[:40]} is not something to search for; {name}: takes {choices}", field=_FIELD)
     return found
 
 
@@ -225,5 +245,6 @@ def _date(name: str, value: str) -> dt.date:
             return dt.date.fromisoformat(value)
         except ValueError:
             pass
-    raise InvalidQuery(f"{name}:{value[:40]} is not a date; write it as YYYY-MM-DD, e.g. {name}:2024-03-01",
-                       field=_FIELD)
+    raise InvalidQuery(
+        f"{name}:{value[:40]} is not a date; write it as YYYY-MM-DD, e.g. {name}:2024-03-01", field=_FIELD
+    )

@@ -226,10 +226,13 @@ def target_role(state: Workspace, user_id: str) -> str:
 def _create(state: Workspace, c: CreateWorkspace) -> Sequence[Event]:
     if state.workspace_id is not None:
         raise Conflict("this workspace already exists")
-    created = WorkspaceCreated(workspace_id=c.workspace_id, name=check_name(c.name), owner_id=c.owner_id,
-                               general_channel_id=c.general_channel_id)
-    return [created,
-            MemberJoined(user_id=c.owner_id, role="owner", via="created")]
+    created = WorkspaceCreated(
+        workspace_id=c.workspace_id,
+        name=check_name(c.name),
+        owner_id=c.owner_id,
+        general_channel_id=c.general_channel_id,
+    )
+    return [created, MemberJoined(user_id=c.owner_id, role="owner", via="created")]
 
 
 def _invite(state: Workspace, c: CreateInvite) -> Sequence[Event]:
@@ -296,5 +299,6 @@ def decide(state: Workspace, command: WorkspaceCommand) -> Sequence[Event]:
             assert_never(command)
 
 
-WORKSPACE: Decider[Workspace, WorkspaceCommand] = Decider("workspace", Workspace(), evolve, decide, fold,
-                                                       snapshots=True)
+WORKSPACE: Decider[Workspace, WorkspaceCommand] = Decider(
+    "workspace", Workspace(), evolve, decide, fold, snapshots=True
+)

@@ -25,26 +25,26 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from commands import accounts as accounts_commands
 from commands import channels as channels_commands
-from commands import workspaces as workspaces_commands
+from commands import edge as command_edge
+from commands import files as files_commands
 from commands import messages as messages_commands
 from commands import notifications as notifications_commands
 from commands import notify_email
-from commands import files as files_commands
-from commands import edge as command_edge
+from commands import workspaces as workspaces_commands
 from commands.auth import authenticate
 from commands.file_purge import BlobJanitor
 from commands.lane import PostLane
-from commands.uploads import Reservations
 from commands.shell import CommandShell
 from commands.snapshots import PostgresSnapshots
+from commands.uploads import Reservations
 from hubbub import deps, health, problems
 from hubbub.request_rules import CompleteAllow, JsonRequest
 from infra.aio import CLOSE_TIMEOUT_S, close_within
+from infra.blob_sweep import LeftoverSweeper
+from infra.blobs import open_blob_store
+from infra.client_address import parse_trusted_proxies
 from infra.db import open_pool
 from infra.eventstore.factory import open_event_store
-from infra.blob_sweep import LeftoverSweeper
-from infra.client_address import parse_trusted_proxies
-from infra.blobs import open_blob_store
 from infra.eventstore.port import EventStore
 from infra.images import Thumbnailer
 from infra.logging import RequestContext, configure_logging
@@ -52,46 +52,60 @@ from infra.mail import SmtpMailer
 from infra.migrations import migrate
 from infra.nats_connect import connect_options
 from infra.passwords import Passwords
-from infra.ratelimit import RedisRateLimiter
-from infra.settings import Settings, SettingsError, blob_url, load_settings
-from readapi import accounts as accounts_queries
-from readapi import channels as channels_queries
-from readapi import workspaces as workspaces_queries
-from readapi import edge as query_edge
-from projections import consistency
-from projections.seqs import SeqLookup
 from infra.presence import RedisPresence
-from realtime import edge as realtime_edge
-from realtime import presence as presence_routes
-from realtime.presence import PresenceFanout
-from readapi import messages as messages_queries
-from readapi import notifications as notifications_queries
-from readapi import files as files_queries
-from readapi import search as search_queries
+from infra.ratelimit import RedisRateLimiter
 from infra.search.factory import open_search_index
 from infra.search.port import SearchIndex
+from infra.settings import Settings, SettingsError, blob_url, load_settings
+from projections import consistency
+from projections.seqs import SeqLookup
+from readapi import accounts as accounts_queries
+from readapi import channels as channels_queries
+from readapi import edge as query_edge
+from readapi import files as files_queries
+from readapi import messages as messages_queries
+from readapi import notifications as notifications_queries
+from readapi import search as search_queries
+from readapi import workspaces as workspaces_queries
+from realtime import edge as realtime_edge
 from realtime import gateway as realtime_gateway
+from realtime import presence as presence_routes
 from realtime import service as realtime_service
+from realtime.presence import PresenceFanout
 
 log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/v1"
 PROJECTORS_STOP_S = 10.0 + CLOSE_TIMEOUT_S  # their own grace for a batch in flight, then ours
-WORKSPACE_ROUTES = [workspaces_commands.WorkspaceCommands, workspaces_commands.InviteCommands,
-                    workspaces_queries.WorkspaceQueries, channels_commands.WorkspaceChannelCommands,
-                    channels_commands.ChannelCommands, channels_queries.WorkspaceChannelQueries,
-                    channels_queries.ChannelQueries]
+WORKSPACE_ROUTES = [
+    workspaces_commands.WorkspaceCommands,
+    workspaces_commands.InviteCommands,
+    workspaces_queries.WorkspaceQueries,
+    channels_commands.WorkspaceChannelCommands,
+    channels_commands.ChannelCommands,
+    channels_queries.WorkspaceChannelQueries,
+    channels_queries.ChannelQueries,
+]
 
 
 def api_routes() -> list[Any]:
     """Hubbub's controllers, mounted under ``/api/v1`` (commands, queries, realtime add theirs here)."""
-    return [accounts_commands.AuthController, accounts_commands.revoke_session, accounts_queries.me,
-            accounts_queries.sessions, messages_commands.MessagesController,
-            presence_routes.PresenceController,
-            messages_queries.MessageQueries, search_queries.SearchQueries, realtime_gateway.ws_endpoint,
-            files_commands.FileCommands, files_queries.FileQueries,
-            notifications_commands.NotificationCommands, notifications_queries.NotificationQueries,
-            *WORKSPACE_ROUTES]
+    return [
+        accounts_commands.AuthController,
+        accounts_commands.revoke_session,
+        accounts_queries.me,
+        accounts_queries.sessions,
+        messages_commands.MessagesController,
+        presence_routes.PresenceController,
+        messages_queries.MessageQueries,
+        search_queries.SearchQueries,
+        realtime_gateway.ws_endpoint,
+        files_commands.FileCommands,
+        files_queries.FileQueries,
+        notifications_commands.NotificationCommands,
+        notifications_queries.NotificationQueries,
+        *WORKSPACE_ROUTES,
+    ]
 
 
 def create_app(settings: Settings, api_handlers: Sequence[Any] = ()) -> Litestar:
@@ -163,15 +177,30 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         for key in {deps.STATE_KEY, command_edge.STATE_KEY, query_edge.STATE_KEY, realtime_edge.STATE_KEY}:
             app.state[key] = services  # what each room's edge module reads (the same key today)
         app.state[consistency.STATE_KEY] = services.consistency
-        app.state[realtime_gateway.STATE_KEY] = await stack.enter_async_context(realtime_service.running(
-            settings=settings, pool=services.pool, store=services.store, nats=services.nats,
-            watcher=services.consistency.watcher, read_models=services.consistency.read_models,
-            authenticate=lambda token: authenticate(services.shell, f"Bearer {token}"),
-            presence=services.presence, report=services.presence_fanout.report))
+        app.state[realtime_gateway.STATE_KEY] = await stack.enter_async_context(
+            realtime_service.running(
+                settings=settings,
+                pool=services.pool,
+                store=services.store,
+                nats=services.nats,
+                watcher=services.consistency.watcher,
+                read_models=services.consistency.read_models,
+                authenticate=lambda token: authenticate(services.shell, f"Bearer {token}"),
+                presence=services.presence,
+                report=services.presence_fanout.report,
+            )
+        )
         if settings.smtp_url and settings.database_url:  # email for unread mentions and DMs; off without it
-            await stack.enter_async_context(notify_email.running(notify_email.EmailNotifier(
-                pool=services.pool, conninfo=settings.database_url, shell=services.shell,
-                mailer=SmtpMailer.from_url(settings.smtp_url))))
+            await stack.enter_async_context(
+                notify_email.running(
+                    notify_email.EmailNotifier(
+                        pool=services.pool,
+                        conninfo=settings.database_url,
+                        shell=services.shell,
+                        mailer=SmtpMailer.from_url(settings.smtp_url),
+                    )
+                )
+            )
         log.info("app.started", read_models=list(services.consistency.read_models))
         yield
         log.info("app.stopping")
@@ -190,8 +219,11 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     # A pool that waits for a free connection (at most 2 s) instead of failing: redis-py's default
     # refuses the 101st concurrent command, which lost presence updates and rate-limit checks
     # under 10,000 sockets' heartbeats (bench/realtime.py).
-    redis = Redis(connection_pool=BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=200, timeout=2, socket_connect_timeout=2, socket_timeout=5))
+    redis = Redis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=200, timeout=2, socket_connect_timeout=2, socket_timeout=5
+        )
+    )
     stack.push_async_callback(close_within, "redis", redis.aclose)
     watcher = consistency.CheckpointWatcher(pool, database_url)
     await watcher.start()
@@ -203,9 +235,13 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     fanout = PresenceFanout(presence, pool, nc)
     fanout.start()
     stack.push_async_callback(close_within, "presence fanout", fanout.stop)
-    blobs = open_blob_store(blob_url(settings), s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region,
-                            s3_access_key_id=settings.s3_access_key_id,
-                            s3_secret_access_key=settings.s3_secret_access_key)
+    blobs = open_blob_store(
+        blob_url(settings),
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_access_key_id=settings.s3_access_key_id,
+        s3_secret_access_key=settings.s3_secret_access_key,
+    )
     stack.push_async_callback(close_within, "blob store", blobs.close)
     thumbnailer = Thumbnailer(settings.thumbnail_workers, settings.max_image_pixels)
     stack.push_async_callback(close_within, "thumbnailer", thumbnailer.close)
@@ -224,10 +260,22 @@ async def _open_services(settings: Settings, stack: contextlib.AsyncExitStack) -
     # Posts allowed ahead of Redis: told before it closes.
     stack.push_async_callback(close_within, "rate limit takes", limiter.drain)
     return deps.Services(
-        settings=settings, pool=pool, store=store, nats=nc, redis=redis, consistency=read,
-        shell=shell, passwords=Passwords(cheap=settings.insecure_fast_passwords),
-        limiter=limiter, seqs=SeqLookup(pool), presence=presence, presence_fanout=fanout, search=search,
-        blobs=blobs, thumbnailer=thumbnailer, uploads=Reservations(),
+        settings=settings,
+        pool=pool,
+        store=store,
+        nats=nc,
+        redis=redis,
+        consistency=read,
+        shell=shell,
+        passwords=Passwords(cheap=settings.insecure_fast_passwords),
+        limiter=limiter,
+        seqs=SeqLookup(pool),
+        presence=presence,
+        presence_fanout=fanout,
+        search=search,
+        blobs=blobs,
+        thumbnailer=thumbnailer,
+        uploads=Reservations(),
     )
 
 
@@ -244,14 +292,26 @@ async def _connect_nats(url: str | list[str]) -> nats.NATS:
     async def on_reconnected() -> None:
         log.info("nats.reconnected")
 
-    await client.connect(**connect_options(url), name="hubbub", connect_timeout=2, max_reconnect_attempts=-1,
-                         reconnect_time_wait=1, error_cb=on_error, disconnected_cb=on_disconnected,
-                         reconnected_cb=on_reconnected)
+    await client.connect(
+        **connect_options(url),
+        name="hubbub",
+        connect_timeout=2,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
     return client
 
 
-async def _start_projectors(pool: AsyncConnectionPool, database_url: str, store: EventStore,
-                            stack: contextlib.AsyncExitStack, search: SearchIndex) -> tuple[str, ...]:
+async def _start_projectors(
+    pool: AsyncConnectionPool,
+    database_url: str,
+    store: EventStore,
+    stack: contextlib.AsyncExitStack,
+    search: SearchIndex,
+) -> tuple[str, ...]:
     # Imported when the app starts, not when this module loads, so that a test can put
     # stand-in projections in place first.
     from projections.registry import all_projections

@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir(status)
     rebuild = psub.add_parser("rebuild", help="replay the log into fresh tables and swap them in")
     rebuild.add_argument("name", help="projection name (see `hubbub projections status`)")
-    rebuild.add_argument("--verify", action="store_true", help="compare the rebuilt tables with the live ones before swapping")
+    rebuild.add_argument(
+        "--verify", action="store_true", help="compare the rebuilt tables with the live ones before swapping"
+    )
     rebuild.set_defaults(func=projections_cli.rebuild)
     data_dir(rebuild)
 

@@ -28,8 +28,8 @@ from infra.eventstore.port import EventStore
 from infra.images import Thumbnailer
 from infra.passwords import Passwords
 from infra.presence import Presence
-from infra.search.port import SearchIndex
 from infra.ratelimit import RateLimiter
+from infra.search.port import SearchIndex
 from infra.settings import Settings
 from projections.consistency import ReadConsistency
 from projections.seqs import SeqLookup
@@ -68,8 +68,10 @@ class Services:
 
 
 if TYPE_CHECKING:
-    def _serves_every_room(services: Services) -> tuple[command_edge.Services, query_edge.Services,
-                                                        realtime_edge.Services]:
+
+    def _serves_every_room(
+        services: Services,
+    ) -> tuple[command_edge.Services, query_edge.Services, realtime_edge.Services]:
         return services, services, services  # mypy checks: Services has what each room's edge declares
 
 
@@ -94,6 +96,20 @@ def _field(name: str) -> Provide:
 def dependencies() -> dict[str, Provide]:
     return {
         "services": Provide(provide_services, sync_to_thread=False),
-        **{name: _field(name) for name in ("settings", "pool", "store", "nats", "redis", "consistency", "shell", "passwords", "limiter", "search")},
+        **{
+            name: _field(name)
+            for name in (
+                "settings",
+                "pool",
+                "store",
+                "nats",
+                "redis",
+                "consistency",
+                "shell",
+                "passwords",
+                "limiter",
+                "search",
+            )
+        },
         "principal": provide_principal(),
     }

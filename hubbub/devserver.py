@@ -18,8 +18,8 @@ import signal
 import socket
 import sys
 from collections.abc import Coroutine, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import psutil
 import uvicorn
@@ -39,15 +39,23 @@ Both servers also turn permessage-deflate off: uvicorn compresses every frame ag
 socket, so one message to 10,000 sockets was compressed 10,000 times (bench/realtime.py: ~42% of
 a worker, fan-out to 10,000 in 31 s instead of 1.3 s, twice the memory per socket)."""
 UVICORN_OPTIONS: dict[str, Any] = {
-    "log_config": None, "access_log": False, "lifespan": "on", "ws_max_size": WS_MAX_BYTES,
-    "ws_per_message_deflate": False, "ws": "realtime.wire:GatewayProtocol", "ws_ping_interval": None,
+    "log_config": None,
+    "access_log": False,
+    "lifespan": "on",
+    "ws_max_size": WS_MAX_BYTES,
+    "ws_per_message_deflate": False,
+    "ws": "realtime.wire:GatewayProtocol",
+    "ws_ping_interval": None,
     # The app works out the client's address itself, trusting only HUBBUB_TRUSTED_PROXIES
     # (infra/client_address.py); uvicorn's own rewrite trusts X-Forwarded-For from 127.0.0.1.
     "proxy_headers": False,
 }
 """How both servers run uvicorn (tests that serve the app over a real socket use it too)."""
-_URLS = {"database_url": "HUBBUB_DATABASE_URL (postgresql://...)", "nats_url": "HUBBUB_NATS_URL (nats://...)",
-         "redis_url": "HUBBUB_REDIS_URL (redis://...)"}
+_URLS = {
+    "database_url": "HUBBUB_DATABASE_URL (postgresql://...)",
+    "nats_url": "HUBBUB_NATS_URL (nats://...)",
+    "redis_url": "HUBBUB_REDIS_URL (redis://...)",
+}
 
 
 class StartError(Exception):
@@ -103,8 +111,9 @@ def check_data_dir(path: Path, shown: str) -> Path:
         raise StartError(f"data dir {shown} is not a directory; pass --data-dir")
     owner = path.stat().st_uid
     if owner != os.geteuid():
-        raise StartError(f"data dir {shown} belongs to uid {owner} ({_user_name(owner)}); "
-                         "run as that user or pass --data-dir")
+        raise StartError(
+            f"data dir {shown} belongs to uid {owner} ({_user_name(owner)}); run as that user or pass --data-dir"
+        )
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
         raise StartError(f"data dir {shown} is not writable; chmod u+rwx {shown} or pass --data-dir")
     return path
@@ -159,8 +168,9 @@ def _remove_if_stale(path: Path, shown: str) -> None:
     if pid is None and not path.exists():
         return
     if pid is not None and _is_running_hubbub(pid, path):
-        raise StartError(f"hubbub dev (pid {pid}) is already running on data dir {shown}; "
-                         f"stop it (kill {pid}) or pass --data-dir")
+        raise StartError(
+            f"hubbub dev (pid {pid}) is already running on data dir {shown}; stop it (kill {pid}) or pass --data-dir"
+        )
     path.unlink(missing_ok=True)
     print(f"hubbub: removed stale pid file {path} (pid {pid} is not running)", file=sys.stderr)
 
@@ -179,8 +189,11 @@ def _is_running_hubbub(pid: int, path: Path) -> bool:
         return False
     try:
         proc = psutil.Process(pid)
-        return ("hubbub" in " ".join(proc.cmdline()) and proc.status() != psutil.STATUS_ZOMBIE
-                and proc.create_time() <= path.stat().st_mtime + 1)
+        return (
+            "hubbub" in " ".join(proc.cmdline())
+            and proc.status() != psutil.STATUS_ZOMBIE
+            and proc.create_time() <= path.stat().st_mtime + 1
+        )
     except (psutil.Error, FileNotFoundError):
         return False
 
@@ -193,8 +206,10 @@ def _signals_recorded() -> Iterator[list[int]]:
     """SIGINT/SIGTERM append to the yielded list instead of interrupting; uvicorn installs its
     own handlers while it serves and hands the signal back to these when it has shut down."""
     received: list[int] = []
-    handlers = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield received
     finally:
@@ -264,8 +279,16 @@ def _bind_tcp_socket(config: uvicorn.Config) -> socket.socket:
 
 def _run_workers(settings: Settings, workers: int) -> int:
     uvicorn.config.Config.bind_socket = _bind_tcp_socket  # type: ignore[method-assign]
-    print(f"Hubbub is starting {workers} workers at http://{_url_host(settings.host)}:{settings.port} "
-          "(Ctrl-C to stop)", flush=True)
-    uvicorn.run("hubbub.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=workers, **UVICORN_OPTIONS)
+    print(
+        f"Hubbub is starting {workers} workers at http://{_url_host(settings.host)}:{settings.port} (Ctrl-C to stop)",
+        flush=True,
+    )
+    uvicorn.run(
+        "hubbub.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        **UVICORN_OPTIONS,
+    )
     return 0

@@ -29,8 +29,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", operation_id="readyz", tags=["health"],
-     summary="Readiness: PostgreSQL, NATS and Redis are reachable (503 names the ones that are not)")
+@get(
+    "/readyz",
+    operation_id="readyz",
+    tags=["health"],
+    summary="Readiness: PostgreSQL, NATS and Redis are reachable (503 names the ones that are not)",
+)
 async def readyz(services: NamedDependency[Services]) -> Response[dict[str, Any]]:
     checks = {"database": _database(services), "nats": _nats(services), "redis": _redis(services)}
     results = await asyncio.gather(*(_run(name, check) for name, check in checks.items()))
@@ -39,8 +43,7 @@ async def readyz(services: NamedDependency[Services]) -> Response[dict[str, Any]
     if not down:
         return Response({"status": "ready", "checks": report})
     detail = "; ".join(f"{name} is down" + ("" if result == DOWN else f" ({result})") for name, result in down.items())
-    return problem(503, detail, title="Not ready", slug="not-ready", checks=report,
-                   headers={"Retry-After": "5"})
+    return problem(503, detail, title="Not ready", slug="not-ready", checks=report, headers={"Retry-After": "5"})
 
 
 async def _run(name: str, check: Awaitable[None]) -> str:
@@ -50,7 +53,7 @@ async def _run(name: str, check: Awaitable[None]) -> str:
     except TimeoutError:
         log.warning("readyz.check_failed", check=name, reason=NO_ANSWER)
         return NO_ANSWER
-    except Exception as exc:  # any failure at all means "not ready", reported by name
+    except Exception as exc:  # noqa: BLE001 - any failure at all means "not ready", reported by name
         log.warning("readyz.check_failed", check=name, error=type(exc).__name__, reason=str(exc))
         return DOWN
     return "ok"

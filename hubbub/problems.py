@@ -33,8 +33,12 @@ log = structlog.get_logger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 
-PROBLEM_STATUS: dict[type[Exception], int] = {WrongExpectedVersion: 409, DuplicateEventId: 409, InvalidEvent: 422,
-                                              psycopg.DataError: 422}
+PROBLEM_STATUS: dict[type[Exception], int] = {
+    WrongExpectedVersion: 409,
+    DuplicateEventId: 409,
+    InvalidEvent: 422,
+    psycopg.DataError: 422,
+}
 """Exceptions from outside ``domain`` that have a meaning for clients; add to it, don't special-case.
 ``psycopg.DataError``: a value the request brought that PostgreSQL cannot take, such as a NUL
 character in a path or query parameter (psycopg refuses it before sending) or a number past bigint."""
@@ -42,17 +46,24 @@ character in a path or query parameter (psycopg refuses it before sending) or a 
 PUBLIC_DETAIL: dict[int, str] = {
     409: "The resource changed while you were writing; read it again and retry.",
     422: "The request contains something that cannot be stored or looked up (such as a NUL character); "
-         "remove it and retry.",
+    "remove it and retry.",
 }
 """What a client reads for a ``PROBLEM_STATUS`` exception (the exception's own text is for the log)."""
 
 UNAVAILABLE: tuple[type[Exception], ...] = (
     AppendOutcomeUnknown,
     psycopg.OperationalError,  # includes psycopg_pool.PoolTimeout, serialization failures, deadlocks
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-    nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError, nats.errors.ConnectionReconnectingError,
-    nats.errors.NoServersError, nats.errors.NoRespondersError, nats.errors.OutboundBufferLimitError,
-    nats.errors.StaleConnectionError, nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.StaleConnectionError,
+    nats.errors.TimeoutError,
+    nats.js.errors.ServiceUnavailableError,
 )
 """Infrastructure failures a retry can cure: 503 with ``Retry-After``, never a 500."""
 RETRY_AFTER_S = 2
@@ -61,9 +72,16 @@ _RETRY = "Retry in a few seconds; repeat a command with the same Idempotency-Key
 _NAMED_FIELD = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
 
 
-def problem(status: int, detail: str, *, title: str | None = None, slug: str | None = None,
-            errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None,
-            **extra: Any) -> Response[dict[str, Any]]:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    slug: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
     phrase = HTTPStatus(status).phrase
     body: dict[str, Any] = {
         "type": f"urn:hubbub:problem:{slug or _slug(phrase)}",
@@ -87,8 +105,9 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     headers = exc.headers or None  # e.g. Allow on a 405
     detail = _helpful_detail(request, exc)
     if isinstance(exc.__cause__, SerializationException):  # Litestar's wrapper for a body it could not decode
-        return problem(400, f"The request body is not valid JSON: {detail}", title="Malformed request body",
-                       slug="malformed-body")
+        return problem(
+            400, f"The request body is not valid JSON: {detail}", title="Malformed request body", slug="malformed-body"
+        )
     return problem(exc.status_code, detail, headers=headers)
 
 
@@ -107,8 +126,7 @@ def _helpful_detail(request: Request, exc: HTTPException) -> str:
 def _validation_error(request: Request, exc: ValidationException) -> Response:
     errors = [_field_error(item) for item in exc.extra or []] if isinstance(exc.extra, list) else []
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or exc.detail
-    return problem(422, f"Some input is not valid: {summary}", title="Invalid input", slug="validation",
-                   errors=errors)
+    return problem(422, f"Some input is not valid: {summary}", title="Invalid input", slug="validation", errors=errors)
 
 
 def _field_error(item: Any) -> dict[str, Any]:
@@ -126,16 +144,23 @@ def _field_error(item: Any) -> dict[str, Any]:
 def _domain_error(request: Request, exc: DomainError) -> Response:
     errors = [{"field": exc.field, "message": exc.detail}] if exc.field else None
     headers = getattr(exc, "headers", None)  # HTTP-only extras (Retry-After) a subclass outside domain/ may carry
-    return problem(exc.status, exc.detail, title=exc.title, slug=_slug(type(exc).__name__), errors=errors,
-                   headers=headers)
+    return problem(
+        exc.status, exc.detail, title=exc.title, slug=_slug(type(exc).__name__), errors=errors, headers=headers
+    )
 
 
 def _mapped_error(request: Request, exc: Exception) -> Response:
     status = next(s for t, s in PROBLEM_STATUS.items() if isinstance(exc, t))
     if status >= 500:
         return _internal(request, exc)
-    log.info("request.rejected", status=status, error=type(exc).__name__, reason=str(exc),
-             method=request.method, path=request.url.path)
+    log.info(
+        "request.rejected",
+        status=status,
+        error=type(exc).__name__,
+        reason=str(exc),
+        method=request.method,
+        path=request.url.path,
+    )
     detail = PUBLIC_DETAIL.get(status, HTTPStatus(status).description)
     return problem(status, detail, slug=_slug(type(exc).__name__))
 
@@ -147,15 +172,24 @@ def _unavailable(request: Request, exc: Exception) -> Response:
         detail = f"The connection broke while your change was being saved; it may or may not have been. {_RETRY}"
     else:
         detail = f"A service this server depends on is not answering right now. {_RETRY}"
-    return problem(503, detail, title="Service Unavailable", slug="unavailable", request_id=request_id,
-                   headers={"Retry-After": str(RETRY_AFTER_S)})
+    return problem(
+        503,
+        detail,
+        title="Service Unavailable",
+        slug="unavailable",
+        request_id=request_id,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def _internal(request: Request, exc: Exception) -> Response:
     request_id = request.scope.get("state", {}).get(REQUEST_ID_STATE_KEY)
     log.error("request.failed", exc_info=exc, method=request.method, path=request.url.path)
-    return problem(500, f"Something went wrong on our side. Quote request id {request_id} when you report it.",
-                   request_id=request_id)
+    return problem(
+        500,
+        f"Something went wrong on our side. Quote request id {request_id} when you report it.",
+        request_id=request_id,
+    )
 
 
 def exception_handlers() -> ExceptionHandlersMap:

@@ -16,9 +16,9 @@ from infra.eventstore.factory import open_event_store
 from infra.eventstore.port import EventStore
 from infra.migrations import migrate
 from infra.settings import load_settings
+from projections import checkpoints
 from projections.rebuild import Progress, RebuildError, RebuildResult, TableDiff
 from projections.rebuild import rebuild as rebuild_projection
-from projections import checkpoints
 from projections.registry import all_projections, by_name
 from projections.runtime import Projection
 
@@ -47,6 +47,7 @@ async def opened_store(url: str) -> AsyncIterator[EventStore]:
 
 # -- status ------------------------------------------------------------------------------------
 
+
 def status(args: argparse.Namespace) -> int:
     with database_url(args) as url:
         rows, registered = asyncio.run(_status_rows(url))
@@ -65,8 +66,10 @@ async def _status_rows(url: str) -> tuple[list[list[str]], set[str]]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         names = sorted(registered | await checkpoints.names(conn))
         found = await checkpoints.status(conn, names)
-    rows = [[name, str(pos), str(head), str(lag), f"{updated:%Y-%m-%d %H:%M:%S%z}",
-             f"yes (pid {pid})" if pid else "no"] for name, pos, head, lag, updated, pid in found]
+    rows = [
+        [name, str(pos), str(head), str(lag), f"{updated:%Y-%m-%d %H:%M:%S%z}", f"yes (pid {pid})" if pid else "no"]
+        for name, pos, head, lag, updated, pid in found
+    ]
     return rows, registered
 
 
@@ -131,8 +134,9 @@ class ProgressLine:
 
 
 def _report(result: RebuildResult, verify: bool) -> None:
-    print(f"{result.name}: replayed {result.events:,} events up to position {result.position} "
-          f"in {result.elapsed_s:.1f} s")
+    print(
+        f"{result.name}: replayed {result.events:,} events up to position {result.position} in {result.elapsed_s:.1f} s"
+    )
     if verify and not result.had_live:
         print("verify: there were no live tables to compare with")
     for diff in result.diffs:
@@ -141,16 +145,20 @@ def _report(result: RebuildResult, verify: bool) -> None:
         print(f"swapped in: {result.name} now reads from the rebuilt tables")
     else:
         kept = ", ".join(f"{d.table}__rebuild" for d in result.diffs)
-        print(f"NOT swapped: the rebuilt tables differ from the live ones; kept {kept} "
-              f"(at position {result.position}) for inspection with SQL")
+        print(
+            f"NOT swapped: the rebuilt tables differ from the live ones; kept {kept} "
+            f"(at position {result.position}) for inspection with SQL"
+        )
 
 
 def _print_diff(diff: TableDiff) -> None:
     if not diff.differs:
         print(f"verify {diff.table}: identical ({diff.live_rows:,} rows)")
         return
-    print(f"verify {diff.table}: DIFFERENT: live has {diff.live_rows:,} rows, rebuilt {diff.rebuilt_rows:,}; "
-          f"{diff.only_live:,} only in live, {diff.only_rebuilt:,} only in rebuilt")
+    print(
+        f"verify {diff.table}: DIFFERENT: live has {diff.live_rows:,} rows, rebuilt {diff.rebuilt_rows:,}; "
+        f"{diff.only_live:,} only in live, {diff.only_rebuilt:,} only in rebuilt"
+    )
     print("  columns: " + ", ".join(diff.columns))
     for row in diff.live_samples:
         print(f"  only in live:    {row}")

@@ -36,8 +36,10 @@ class JsonRequest(Request[Any, Any, Any]):
     async def json(self) -> Any:
         content_type = self.headers.get("content-type")
         if not is_json(content_type):
-            raise HTTPException(status_code=415, detail=f"The request body must be JSON, sent as Content-Type: "
-                                                        f"application/json, not {content_type}.")
+            raise HTTPException(
+                status_code=415,
+                detail=f"The request body must be JSON, sent as Content-Type: application/json, not {content_type}.",
+            )
         try:
             return await super().json()
         except RecursionError:
@@ -49,8 +51,11 @@ class CompleteAllow:
 
     def __init__(self, app: Any, litestar: Litestar) -> None:
         self.app = app
-        self.allow = {route.path_format: ", ".join(sorted(route.methods)).encode()
-                      for route in litestar.routes if isinstance(route, HTTPRoute)}
+        self.allow = {
+            route.path_format: ", ".join(sorted(route.methods)).encode()
+            for route in litestar.routes
+            if isinstance(route, HTTPRoute)
+        }
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "OPTIONS":

@@ -26,8 +26,14 @@ INTERVAL_S = 3_600.0
 
 
 class LeftoverSweeper:
-    def __init__(self, blobs: BlobStore, *, grace_s: float = GRACE_S, interval_s: float = INTERVAL_S,
-                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        *,
+        grace_s: float = GRACE_S,
+        interval_s: float = INTERVAL_S,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self.blobs, self.grace_s, self.interval_s, self.clock = blobs, grace_s, interval_s, clock
         self._task: asyncio.Task[None] | None = None
 
@@ -43,8 +49,12 @@ class LeftoverSweeper:
         started = time.perf_counter()
         before = self.clock() - dt.timedelta(seconds=self.grace_s)
         removed = await self.blobs.sweep_leftovers(before)
-        log.info("blobs.leftovers_swept", removed=removed, older_than=before.isoformat(),
-                 duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        log.info(
+            "blobs.leftovers_swept",
+            removed=removed,
+            older_than=before.isoformat(),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         return removed
 
     async def _run(self) -> None:

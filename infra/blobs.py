@@ -69,8 +69,9 @@ class BlobStore(Protocol):
 
     url: str
 
-    async def writer(self, key: str, content_type: str | None = None,
-                     observe: Callable[[bytes], Any] | None = None) -> BlobWriter:
+    async def writer(
+        self, key: str, content_type: str | None = None, observe: Callable[[bytes], Any] | None = None
+    ) -> BlobWriter:
         """A writer for a new blob at ``key`` (``content_type`` is stored where the backend can);
         ``observe`` is called with every chunk, in order, off the event loop (e.g. a hash's update)."""
         ...
@@ -139,8 +140,9 @@ class FsspecBlobStore:
     def source(self, key: str) -> BlobSource:
         return BlobSource(self._fs, self._path(key))
 
-    async def writer(self, key: str, content_type: str | None = None,
-                     observe: Callable[[bytes], Any] | None = None) -> BlobWriter:
+    async def writer(
+        self, key: str, content_type: str | None = None, observe: Callable[[bytes], Any] | None = None
+    ) -> BlobWriter:
         path = self._path(key)
         if self._local:
             return await self.call(_local_writer, self, path, observe)
@@ -196,8 +198,11 @@ class FsspecBlobStore:
         if self._local:
             return None
         path = self._path(key)
-        return await self.call(lambda: self._fs.sign(path, expiration=expires_s, ResponseContentType=content_type,
-                                                     ResponseContentDisposition=disposition))
+        return await self.call(
+            lambda: self._fs.sign(
+                path, expiration=expires_s, ResponseContentType=content_type, ResponseContentDisposition=disposition
+            )
+        )
 
     async def sweep_leftovers(self, before: dt.datetime) -> int:
         return await self.call(self._sweep_parts if self._local else self._sweep_multipart_uploads, before)
@@ -220,8 +225,9 @@ class FsspecBlobStore:
         for upload in self._multipart_uploads(bucket, f"{prefix}/" if prefix else ""):
             if upload["Initiated"] < before:
                 with contextlib.suppress(FileNotFoundError):  # aborted meanwhile (s3fs: NoSuchUpload)
-                    self._fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"],
-                                     UploadId=upload["UploadId"])
+                    self._fs.call_s3(
+                        "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
                     removed += 1
         return removed
 
@@ -246,8 +252,15 @@ class _Writer:
     of an upload on a CPU without SHA instructions, and the write no longer waits for it.
     ``finish`` and ``drop`` run in a thread and close the handle themselves."""
 
-    def __init__(self, store: FsspecBlobStore, write: Callable[[bytes], Any], *, finish: Callable[[], None],
-                 drop: Callable[[], None], observe: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(
+        self,
+        store: FsspecBlobStore,
+        write: Callable[[bytes], Any],
+        *,
+        finish: Callable[[], None],
+        drop: Callable[[], None],
+        observe: Callable[[bytes], Any] | None = None,
+    ) -> None:
         self._store = store
         self._write = write
         self._finish = finish
@@ -337,8 +350,14 @@ def _s3_writer(store: FsspecBlobStore, handle: Any, observe: Callable[[bytes], A
     return _Writer(store, handle.write, finish=finish, drop=drop, observe=observe)
 
 
-def open_blob_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None,
-                    s3_access_key_id: str | None = None, s3_secret_access_key: str | None = None) -> FsspecBlobStore:
+def open_blob_store(
+    url: str,
+    *,
+    s3_endpoint_url: str | None = None,
+    s3_region: str | None = None,
+    s3_access_key_id: str | None = None,
+    s3_secret_access_key: str | None = None,
+) -> FsspecBlobStore:
     """The store at ``url``: ``file:///abs/dir`` or ``s3://bucket/prefix``."""
     parts = urlsplit(url)
     if parts.scheme == "file":
@@ -348,9 +367,14 @@ def open_blob_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: 
         import s3fs
 
         client_kwargs = {"region_name": s3_region} if s3_region else {}
-        fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint_url, key=s3_access_key_id, secret=s3_secret_access_key,
-                               client_kwargs=client_kwargs, default_block_size=S3_PART_SIZE,
-                               config_kwargs={"signature_version": "s3v4"},  # presigned URLs state X-Amz-Expires
-                               skip_instance_cache=True)
+        fs = s3fs.S3FileSystem(
+            endpoint_url=s3_endpoint_url,
+            key=s3_access_key_id,
+            secret=s3_secret_access_key,
+            client_kwargs=client_kwargs,
+            default_block_size=S3_PART_SIZE,
+            config_kwargs={"signature_version": "s3v4"},  # presigned URLs state X-Amz-Expires
+            skip_instance_cache=True,
+        )
         return FsspecBlobStore(url, fs, f"{parts.netloc}{parts.path}".rstrip("/"))
     raise ValueError(f"HUBBUB_BLOB_URL must be a file:// or s3:// URL, not {url!r}")

@@ -55,16 +55,22 @@ def parse_trusted_proxies(items: Iterable[str]) -> TrustedProxies:
     networks = []
     for item in items:
         if item in ("*", "0.0.0.0/0", "::/0"):
-            raise ValueError(f"{item!r} would trust every address, and so let any client pick its own; "
-                             "name your proxies' addresses or networks")
+            raise ValueError(
+                f"{item!r} would trust every address, and so let any client pick its own; "
+                "name your proxies' addresses or networks"
+            )
         try:
             networks.append(ipaddress.ip_network(item, strict=True))
         except ValueError as exc:
             if "host bits" in str(exc):  # 10.0.0.1/8: a typo for the address or for the network?
-                raise ValueError(f"{item!r} has host bits set; write the network as "
-                                 f"{ipaddress.ip_network(item, strict=False)}, or one address alone") from None
-            raise ValueError(f"{item!r} is not an IP address or CIDR network (such as 10.0.0.5, "
-                             "10.0.0.0/8 or fd00::/8; host names are not looked up)") from None
+                raise ValueError(
+                    f"{item!r} has host bits set; write the network as "
+                    f"{ipaddress.ip_network(item, strict=False)}, or one address alone"
+                ) from None
+            raise ValueError(
+                f"{item!r} is not an IP address or CIDR network (such as 10.0.0.5, "
+                "10.0.0.0/8 or fd00::/8; host names are not looked up)"
+            ) from None
     return TrustedProxies(networks)
 
 

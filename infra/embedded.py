@@ -206,8 +206,21 @@ def _prepare_pgdata(pgdata: Path, user: pwd.struct_passwd | None, password: str)
     pwfile = pgdata.parent / f".pg-password.{os.getpid()}"
     write_private(pwfile, password + "\n", user)
     try:
-        _run([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=scram-sha-256",
-              f"--pwfile={pwfile}", "--encoding=UTF8", "--no-sync"], "initdb", user)
+        _run(
+            [
+                _pg_bin("initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            "initdb",
+            user,
+        )
     finally:
         pwfile.unlink()
 
@@ -224,8 +237,12 @@ def _require_password(pgdata: Path, user: pwd.struct_passwd | None, password: st
     secured = [line if line.lstrip().startswith("#") else _TRUST.sub("scram-sha-256", line) for line in lines]
     if secured == lines:
         return
-    _run([_pg_bin("postgres"), "--single", "-D", str(pgdata), "postgres"], "setting the PostgreSQL password", user,
-         input=f"ALTER USER postgres PASSWORD '{password}';\n")  # hex: nothing to escape
+    _run(
+        [_pg_bin("postgres"), "--single", "-D", str(pgdata), "postgres"],
+        "setting the PostgreSQL password",
+        user,
+        input=f"ALTER USER postgres PASSWORD '{password}';\n",
+    )  # hex: nothing to escape
     write_private(hba, "".join(secured), user)
     log.info("embedded.postgres.password_required", pgdata=str(pgdata), secrets=SECRETS_FILE)
 
@@ -250,7 +267,9 @@ def start_postgres(data_dir: Path, port: int | None, password: str, *, durable: 
     log_path = pgdata / "server.log"
     result = subprocess.run(
         [_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(log_path), "-w", "-t", "30", "-o", options, "start"],
-        capture_output=True, text=True, **run_as(user),
+        capture_output=True,
+        text=True,
+        **run_as(user),
     )
     if result.returncode != 0:
         tail = log_path.read_text()[-2000:] if log_path.exists() else result.stderr
@@ -272,8 +291,11 @@ def _ensure_database(url: str) -> None:
 def stop_postgres(data_dir: Path) -> None:
     pgdata = data_dir / "postgres"
     if (pgdata / "postmaster.pid").exists():
-        subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                       capture_output=True, **run_as(service_user()))
+        subprocess.run(
+            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+            **run_as(service_user()),
+        )
 
 
 # -- NATS and Redis -----------------------------------------------------------------------------
@@ -309,8 +331,18 @@ def start_nats(data_dir: Path, port: int | None, token: str) -> Service:
     _give_to(root, user)
     write_private(root / "nats.conf", f'authorization {{ token: "{token}" }}\n', user)
     port = port if port and port_is_free(port) else free_port()
-    argv = [_nats_bin(), "-c", str(root / "nats.conf"), "-a", "127.0.0.1", "-p", str(port),
-            "-js", "-sd", str(root / "jetstream")]
+    argv = [
+        _nats_bin(),
+        "-c",
+        str(root / "nats.conf"),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-js",
+        "-sd",
+        str(root / "jetstream"),
+    ]
     proc = _spawn("NATS", argv, port, root / "server.log", user)
     return Service("nats", proc.pid, port, service_url("nats", port, token))
 
@@ -324,8 +356,22 @@ def start_redis(data_dir: Path, port: int | None, password: str) -> Service:
     _give_to(root, user)
     write_private(root / "redis.conf", _REDIS_CONF.format(password=password), user)
     port = port if port and port_is_free(port) else free_port()
-    argv = [_redis_bin(), str(root / "redis.conf"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(root),
-            "--appendonly", "yes", "--save", "", "--daemonize", "no"]
+    argv = [
+        _redis_bin(),
+        str(root / "redis.conf"),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(root),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+    ]
     proc = _spawn("Redis", argv, port, root / "server.log", user)
     return Service("redis", proc.pid, port, service_url("redis", port, password))
 
@@ -357,7 +403,9 @@ class EmbeddedServices:
         self._secrets = load_secrets(self.data_dir)
         service_user()  # once, before the starters' threads all want it
         starters = {
-            "postgres": lambda port: start_postgres(self.data_dir, port, self._secrets["postgres"], durable=self.durable),
+            "postgres": lambda port: start_postgres(
+                self.data_dir, port, self._secrets["postgres"], durable=self.durable
+            ),
             "nats": lambda port: start_nats(self.data_dir, port, self._secrets["nats"]),
             "redis": lambda port: start_redis(self.data_dir, port, self._secrets["redis"]),
         }
@@ -407,7 +455,9 @@ class EmbeddedServices:
                 continue
             self._stop_service(name, service.pid)
             log.info("embedded.stopped", service=name)
-        remaining = {n: s for n, s in self._read_state().items() if n not in self.services or not self.services[n].owned}
+        remaining = {
+            n: s for n, s in self._read_state().items() if n not in self.services or not self.services[n].owned
+        }
         self.services.clear()
         self._write_records(remaining)
 

@@ -50,10 +50,12 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: IO[str] | 
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
@@ -140,5 +142,11 @@ class RequestContext:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                log.info("http.request", method=scope["method"], path=scope["path"], status=status["code"],
-                         duration_ms=round((time.perf_counter() - started) * 1000, 1), client=client)
+                log.info(
+                    "http.request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status["code"],
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                    client=client,
+                )

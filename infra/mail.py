@@ -43,9 +43,14 @@ class SmtpMailer:
             raise ValueError("HUBBUB_SMTP_URL must look like smtp://user:password@host:587?from=hubbub@example.com")
         tls = parts.scheme == "smtps"
         sender = parse_qs(parts.query).get("from", [f"hubbub@{parts.hostname}"])[0]
-        return cls(parts.hostname, parts.port or (465 if tls else 25), tls,
-                   unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None, sender)
+        return cls(
+            parts.hostname,
+            parts.port or (465 if tls else 25),
+            tls,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+            sender,
+        )
 
     async def send(self, messages: Sequence[EmailMessage]) -> None:
         if messages:

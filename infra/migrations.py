@@ -48,9 +48,7 @@ async def migrate(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
                     continue
                 async with conn.transaction():
                     await conn.execute(path.read_text())
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (number, name)
-                    )
+                    await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (number, name))
                 log.info("migration.applied", version=number, name=name)
                 applied.append(path.name)
         finally:

@@ -32,10 +32,15 @@ def check_password(password: str) -> str:
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         raise DomainError(f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters", field="password")
     if not password.strip():
-        raise DomainError("password must not be only spaces or other whitespace; a few words make a good one", field="password")
+        raise DomainError(
+            "password must not be only spaces or other whitespace; a few words make a good one", field="password"
+        )
     if password.lower().strip() in common_passwords():
-        raise DomainError("this password is one of the most common ones, which attackers try first; "
-                          "choose another (a few unrelated words make a good one)", field="password")
+        raise DomainError(
+            "this password is one of the most common ones, which attackers try first; "
+            "choose another (a few unrelated words make a good one)",
+            field="password",
+        )
     return password
 
 

@@ -284,6 +284,7 @@ class RedisRateLimiter:
         if self._warned_at is not None and now - self._warned_at < WARN_EVERY_S:
             self._unwarned += 1
             return
-        log.warning("ratelimit.unavailable", bucket=bucket, **fields, error=repr(exc),
-                    suppressed_since_last=self._unwarned)
+        log.warning(
+            "ratelimit.unavailable", bucket=bucket, **fields, error=repr(exc), suppressed_since_last=self._unwarned
+        )
         self._warned_at, self._unwarned = now, 0

@@ -15,6 +15,7 @@ such folder above it, an ACL entry that lets that one user search it (``x``: no 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -48,10 +49,8 @@ def service_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
         pass
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):  # another process made it at the same moment
         subprocess.run(["useradd", "-s", "/bin/bash", SERVICE_USER], check=True, capture_output=True, text=True)
-    except subprocess.CalledProcessError:  # another process made it at the same moment
-        pass
     return pwd.getpwnam(SERVICE_USER)
 
 
@@ -97,8 +96,10 @@ def cached_copy(cache: Path, kind: str, source: Path, entries: tuple[str, ...]) 
         log.info("embedded.binaries_copied", kind=kind, source=str(source), to=str(final))
     except OSError as exc:
         if not final.is_dir():
-            raise ReachError(f"cannot copy the embedded {kind} binaries into {cache} ({exc.strerror or exc}); "
-                             "make room there, or run as a user other than root") from None
+            raise ReachError(
+                f"cannot copy the embedded {kind} binaries into {cache} ({exc.strerror or exc}); "
+                "make room there, or run as a user other than root"
+            ) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -133,8 +134,10 @@ def _require_own(path: Path) -> None:
     """Only a dir we own and nobody else may write is trusted to hold what the servers run."""
     st = path.stat()
     if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise ReachError(f"{path} is not {pwd.getpwuid(os.geteuid()).pw_name}'s own dir closed to writers "
-                         f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); delete it and start again")
+        raise ReachError(
+            f"{path} is not {pwd.getpwuid(os.geteuid()).pw_name}'s own dir closed to writers "
+            f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); delete it and start again"
+        )
 
 
 def _open_to_read_and_run(root: Path) -> None:
@@ -172,11 +175,17 @@ def _grant_search(folder: Path, user: pwd.struct_passwd, fix: str) -> None:
     group_class = [perm for (tag, _), perm in acl.items() if tag in (_USER, _GROUP_OBJ, _GROUP)]
     acl[(_MASK, _NO_ID)] = acl.get((_MASK, _NO_ID), functools.reduce(int.__or__, group_class, 0)) | _SEARCH
     try:
-        os.setxattr(folder, _ACL, struct.pack("<I", 2) + b"".join(
-            struct.pack("<HHI", tag, perm, uid) for (tag, uid), perm in sorted(acl.items())))
+        os.setxattr(
+            folder,
+            _ACL,
+            struct.pack("<I", 2)
+            + b"".join(struct.pack("<HHI", tag, perm, uid) for (tag, uid), perm in sorted(acl.items())),
+        )
     except OSError as exc:
-        raise ReachError(f"{user.pw_name} (the embedded servers' user, as we are root) cannot enter {folder} "
-                         f"(mode {stat.S_IMODE(st.st_mode):o}) and it takes no ACL ({exc.strerror}): {fix}") from None
+        raise ReachError(
+            f"{user.pw_name} (the embedded servers' user, as we are root) cannot enter {folder} "
+            f"(mode {stat.S_IMODE(st.st_mode):o}) and it takes no ACL ({exc.strerror}): {fix}"
+        ) from None
     log.info("embedded.search_granted", dir=str(folder.absolute()), user=user.pw_name)
 
 

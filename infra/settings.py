@@ -82,11 +82,24 @@ _SCHEMES = {
 }
 _LISTS = {"allowed_origins", "trusted_proxies"}
 _URL_LISTS = {"nats_url"}  # one URL stays a str; several become a list
-_POSITIVE = ("rate_post_per_s", "rate_post_burst", "rate_login_per_s", "rate_login_burst",
-             "rate_login_account_attempts", "rate_login_account_window_s", "rate_register_per_s",
-             "rate_register_burst",
-             "ws_heartbeat_s", "ws_hello_timeout_s", "ws_send_queue", "ws_resume_max_events",
-             "max_upload_bytes", "max_image_pixels", "thumbnail_workers", "blob_sweep_grace_s")
+_POSITIVE = (
+    "rate_post_per_s",
+    "rate_post_burst",
+    "rate_login_per_s",
+    "rate_login_burst",
+    "rate_login_account_attempts",
+    "rate_login_account_window_s",
+    "rate_register_per_s",
+    "rate_register_burst",
+    "ws_heartbeat_s",
+    "ws_hello_timeout_s",
+    "ws_send_queue",
+    "ws_resume_max_events",
+    "max_upload_bytes",
+    "max_image_pixels",
+    "thumbnail_workers",
+    "blob_sweep_grace_s",
+)
 MAX_PRESIGNED_TTL_S = 300
 
 
@@ -121,9 +134,7 @@ def _read_env(environ: Mapping[str, str]) -> dict[str, object]:
         if not key.startswith(PREFIX):
             continue
         if key not in known:
-            raise SettingsError(
-                f"{key} is not a Hubbub setting; unset it or use one of: {', '.join(sorted(known))}"
-            )
+            raise SettingsError(f"{key} is not a Hubbub setting; unset it or use one of: {', '.join(sorted(known))}")
         field = known[key]
         items = [item.strip() for item in value.split(",") if item.strip()]
         if field in _LISTS or (field in _URL_LISTS and len(items) > 1):

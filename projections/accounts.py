@@ -74,5 +74,8 @@ class Accounts:
                 case SessionEnded(session_id=sid, reason=reason):
                     ended.append((at, reason, sid))
         # In this order: a session ends after it starts, and both may be in one batch.
-        return [(statement.format(s=suffix), row)
-                for statement, rows in ((_USER, users), (_STARTED, started), (_ENDED, ended)) for row in rows]
+        return [
+            (statement.format(s=suffix), row)
+            for statement, rows in ((_USER, users), (_STARTED, started), (_ENDED, ended))
+            for row in rows
+        ]

@@ -44,21 +44,21 @@ async def position_of(conn: psycopg.AsyncConnection, name: str) -> int | None:
 
 async def start_at(conn: psycopg.AsyncConnection, name: str, position: int) -> None:
     """Give ``name`` a checkpoint at ``position`` unless it has one."""
-    await conn.execute("INSERT INTO projection_checkpoints (name, position) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                       (name, position))
+    await conn.execute(
+        "INSERT INTO projection_checkpoints (name, position) VALUES (%s, %s) ON CONFLICT DO NOTHING", (name, position)
+    )
 
 
 async def move(conn: psycopg.AsyncConnection, name: str, position: int) -> None:
     """Set ``name``'s checkpoint, without notifying (the realtime publisher's: nobody waits for it)."""
-    await conn.execute("UPDATE projection_checkpoints SET position = %s, updated_at = now() WHERE name = %s",
-                       (position, name))
+    await conn.execute(
+        "UPDATE projection_checkpoints SET position = %s, updated_at = now() WHERE name = %s", (position, name)
+    )
 
 
 async def lock_checkpoint(conn: psycopg.AsyncConnection, name: str) -> int:
     """Create the checkpoint row if missing and lock it until the transaction ends; its position."""
-    await conn.execute(
-        "INSERT INTO projection_checkpoints (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (name,)
-    )
+    await conn.execute("INSERT INTO projection_checkpoints (name) VALUES (%s) ON CONFLICT (name) DO NOTHING", (name,))
     cur = await conn.execute("SELECT position FROM projection_checkpoints WHERE name = %s FOR UPDATE", (name,))
     row = await cur.fetchone()
     assert row is not None
@@ -78,8 +78,7 @@ SELECT pg_notify(%(channel)s, name || ' ' || %(to)s::text) FROM saved
 """
 
 
-async def save_checkpoint(conn: psycopg.AsyncConnection, name: str, position: int,
-                          expected: int | None = None) -> bool:
+async def save_checkpoint(conn: psycopg.AsyncConnection, name: str, position: int, expected: int | None = None) -> bool:
     """Move ``name``'s checkpoint to ``position`` (only if it is at ``expected``, when given) and
     notify; False if it was not at ``expected``."""
     cur = await conn.execute(_SAVE, {"to": position, "name": name, "from": expected, "channel": CHANNEL})

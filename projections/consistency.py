@@ -60,8 +60,10 @@ class CheckpointWatcher:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen(), name="checkpoint-listener"),
-                       asyncio.create_task(self._refresh_loop(), name="checkpoint-refresher")]
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="checkpoint-listener"),
+            asyncio.create_task(self._refresh_loop(), name="checkpoint-refresher"),
+        ]
 
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
@@ -143,8 +145,13 @@ class CheckpointWatcher:
             self._wake()
 
 
-async def wait_for_position(pool: AsyncConnectionPool, names: Sequence[str], position: int, timeout: float,
-                            watcher: CheckpointWatcher | None = None) -> bool:
+async def wait_for_position(
+    pool: AsyncConnectionPool,
+    names: Sequence[str],
+    position: int,
+    timeout: float,
+    watcher: CheckpointWatcher | None = None,
+) -> bool:
     """True once every projection in ``names`` has a checkpoint >= ``position``, False after
     ``timeout`` seconds. Pass the app's ``watcher`` to be woken by NOTIFY; without one this can
     only re-read the checkpoints every ``SAFETY_RECHECK_S`` (fine for scripts and tests)."""
@@ -183,8 +190,9 @@ class ReadConsistency:
 def parse_position(value: str) -> int:
     if not (value.isascii() and value.isdigit() and len(value) <= 18):
         shown = value if len(value) <= 40 else value[:40] + "..."
-        raise ClientException(f"X-Hubbub-Position must be a log position (a whole number >= 0, as a command "
-                              f"returned it), not {shown!r}")
+        raise ClientException(
+            f"X-Hubbub-Position must be a log position (a whole number >= 0, as a command returned it), not {shown!r}"
+        )
     return int(value)
 
 

@@ -87,14 +87,40 @@ def _statements(recorded: RecordedEvent) -> list[tuple[str, dict]]:
     at = recorded.meta.occurred_at or recorded.recorded_at
     match recorded.event:
         case FileUploaded() as e:
-            return [(_UPLOADED, {
-                "file_id": e.file_id, "workspace_id": e.workspace_id, "uploader_id": e.uploader_id, "name": e.name,
-                "size": e.size, "mime": e.mime, "sha256": e.sha256, "storage_key": e.storage_key, "width": e.width,
-                "height": e.height, "thumbnails": Jsonb(msgspec.to_builtins(e.thumbnails)),
-                "thumbnail_error": e.thumbnail_error, "at": at, "position": recorded.position})]
+            return [
+                (
+                    _UPLOADED,
+                    {
+                        "file_id": e.file_id,
+                        "workspace_id": e.workspace_id,
+                        "uploader_id": e.uploader_id,
+                        "name": e.name,
+                        "size": e.size,
+                        "mime": e.mime,
+                        "sha256": e.sha256,
+                        "storage_key": e.storage_key,
+                        "width": e.width,
+                        "height": e.height,
+                        "thumbnails": Jsonb(msgspec.to_builtins(e.thumbnails)),
+                        "thumbnail_error": e.thumbnail_error,
+                        "at": at,
+                        "position": recorded.position,
+                    },
+                )
+            ]
         case FileShared() as e:
-            return [(_SHARED, {"file_id": e.file_id, "message_id": e.message_id, "channel_id": e.channel_id,
-                               "shared_by": e.shared_by, "at": at})]
+            return [
+                (
+                    _SHARED,
+                    {
+                        "file_id": e.file_id,
+                        "message_id": e.message_id,
+                        "channel_id": e.channel_id,
+                        "shared_by": e.shared_by,
+                        "at": at,
+                    },
+                )
+            ]
         case FileUnshared() as e:
             return [(_UNSHARED, {"file_id": e.file_id, "message_id": e.message_id})]
         case FileDeleted() as e:
@@ -116,7 +142,9 @@ class Files:
         await run_statements(conn, self.statements(events, suffix))
 
     def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:
-        return [(statement.format(s=suffix), params) for recorded in events for statement, params in _statements(recorded)]
+        return [
+            (statement.format(s=suffix), params) for recorded in events for statement, params in _statements(recorded)
+        ]
 
 
 async def workspace_usage(pool: AsyncConnectionPool, workspace_id: str) -> int:

@@ -81,34 +81,41 @@ async def workspace_of_user(conn: psycopg.AsyncConnection, user_id: str, workspa
     return await cur.fetchone()
 
 
-async def member_page(conn: psycopg.AsyncConnection, workspace_id: str, after: str, limit: int,
-                      guest: str | None = None) -> list[MemberRow]:
+async def member_page(
+    conn: psycopg.AsyncConnection, workspace_id: str, after: str, limit: int, guest: str | None = None
+) -> list[MemberRow]:
     """A page of the workspace's members; with ``guest``, only the people that guest sees
     (``projections/visibility.guest_sees``): pass the viewer's id when the viewer is a guest."""
-    cur = await conn.execute(_MEMBERS_BY[guest is not None],
-                             {"ws": workspace_id, "after": after, "limit": limit, "viewer": guest})
+    cur = await conn.execute(
+        _MEMBERS_BY[guest is not None], {"ws": workspace_id, "after": after, "limit": limit, "viewer": guest}
+    )
     return await cur.fetchall()
 
 
-async def channel_member_page(conn: psycopg.AsyncConnection, channel_id: str, after: str,
-                              limit: int) -> list[MemberRow]:
+async def channel_member_page(
+    conn: psycopg.AsyncConnection, channel_id: str, after: str, limit: int
+) -> list[MemberRow]:
     cur = await conn.execute(_CHANNEL_MEMBERS, (channel_id, after, limit))
     return await cur.fetchall()
 
 
-async def member_ids(conn: psycopg.AsyncConnection, workspace_id: str, after: str, limit: int,
-                     guest: str | None = None) -> list[str]:
+async def member_ids(
+    conn: psycopg.AsyncConnection, workspace_id: str, after: str, limit: int, guest: str | None = None
+) -> list[str]:
     """A page of members' ids; ``guest`` as for ``member_page``."""
-    cur = await conn.execute(_MEMBER_IDS_BY[guest is not None],
-                             {"ws": workspace_id, "after": after, "limit": limit, "viewer": guest})
+    cur = await conn.execute(
+        _MEMBER_IDS_BY[guest is not None], {"ws": workspace_id, "after": after, "limit": limit, "viewer": guest}
+    )
     return [row[0] for row in await cur.fetchall()]
 
 
-async def members_among(conn: psycopg.AsyncConnection, workspace_id: str, user_ids: Sequence[str],
-                        guest: str | None = None) -> list[str]:
+async def members_among(
+    conn: psycopg.AsyncConnection, workspace_id: str, user_ids: Sequence[str], guest: str | None = None
+) -> list[str]:
     """Those of ``user_ids`` who are in the workspace, in id order; ``guest`` as for ``member_page``."""
-    cur = await conn.execute(_MEMBERS_AMONG_BY[guest is not None],
-                             {"ws": workspace_id, "asked": list(user_ids), "viewer": guest})
+    cur = await conn.execute(
+        _MEMBERS_AMONG_BY[guest is not None], {"ws": workspace_id, "asked": list(user_ids), "viewer": guest}
+    )
     return [row[0] for row in await cur.fetchall()]
 
 

@@ -30,8 +30,8 @@ import psycopg
 
 from domain.events import RecordedEvent
 from domain.message import MessageDeleted, MessageEdited, MessagePosted, ReactionAdded, ReactionRemoved
-from projections.consistency import SEQS_CHANNEL
 from infra.db import Statement, run_statements
+from projections.consistency import SEQS_CHANNEL
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS channel_seqs{s} (
@@ -148,7 +148,9 @@ _REACTED = """INSERT INTO reactions{s} (message_id, emoji, user_id, created_at)
               SELECT %(message_id)s, %(emoji)s, %(user_id)s, %(at)s
               WHERE EXISTS (SELECT 1 FROM messages{s} WHERE message_id = %(message_id)s AND NOT deleted)
               ON CONFLICT DO NOTHING"""
-_UNREACTED = "DELETE FROM reactions{s} WHERE message_id = %(message_id)s AND emoji = %(emoji)s AND user_id = %(user_id)s"
+_UNREACTED = (
+    "DELETE FROM reactions{s} WHERE message_id = %(message_id)s AND emoji = %(emoji)s AND user_id = %(user_id)s"
+)
 _THREADS = """
 UPDATE messages{s} AS r
 SET reply_count = coalesce(t.n, 0), last_reply_at = t.last_at, reply_user_ids = coalesce(t.users, '{{}}')
@@ -181,9 +183,21 @@ class _PostRow(msgspec.Struct, array_like=False):
 
 
 def _post_row(recorded: RecordedEvent, e: MessagePosted) -> _PostRow:
-    return _PostRow(e.message_id, e.channel_id, e.workspace_id, e.author_id, e.text,
-                    recorded.meta.occurred_at or recorded.recorded_at, e.thread_root_id, e.mentions,
-                    e.mention_channel, e.mention_here, e.file_ids, e.client_msg_id, recorded.position)
+    return _PostRow(
+        e.message_id,
+        e.channel_id,
+        e.workspace_id,
+        e.author_id,
+        e.text,
+        recorded.meta.occurred_at or recorded.recorded_at,
+        e.thread_root_id,
+        e.mentions,
+        e.mention_channel,
+        e.mention_here,
+        e.file_ids,
+        e.client_msg_id,
+        recorded.position,
+    )
 
 
 def _statements(recorded: RecordedEvent, roots: set[str]) -> list[tuple[str, Any]]:
@@ -191,8 +205,19 @@ def _statements(recorded: RecordedEvent, roots: set[str]) -> list[tuple[str, Any
     at = recorded.meta.occurred_at or recorded.recorded_at
     match recorded.event:
         case MessageEdited() as e:
-            return [(_EDITED, {"message_id": e.message_id, "text": e.text, "at": at, "mentions": e.mentions,
-                               "mention_channel": e.mention_channel, "mention_here": e.mention_here})]
+            return [
+                (
+                    _EDITED,
+                    {
+                        "message_id": e.message_id,
+                        "text": e.text,
+                        "at": at,
+                        "mentions": e.mentions,
+                        "mention_channel": e.mention_channel,
+                        "mention_here": e.mention_here,
+                    },
+                )
+            ]
         case MessageDeleted() as e:
             if e.thread_root_id is not None:
                 roots.add(e.thread_root_id)

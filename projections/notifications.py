@@ -222,24 +222,24 @@ async def any_unread(conn: psycopg.AsyncConnection, user_id: str, ids: Sequence[
 
 _SQL = {
     "channel": "INSERT INTO notify_channels{s} (channel_id, workspace_id, kind) VALUES (%(ch)s, %(ws)s, %(kind)s)"
-               " ON CONFLICT (channel_id) DO UPDATE SET workspace_id = excluded.workspace_id, kind = excluded.kind",
+    " ON CONFLICT (channel_id) DO UPDATE SET workspace_id = excluded.workspace_id, kind = excluded.kind",
     "ch_joined": "INSERT INTO notify_members{s} VALUES (%(ch)s, %(user)s) ON CONFLICT DO NOTHING",
     "ch_left": "DELETE FROM notify_members{s} WHERE channel_id = %(ch)s AND user_id = %(user)s",
     "ws_joined": "INSERT INTO notify_workspace_members{s} VALUES (%(ws)s, %(user)s) ON CONFLICT DO NOTHING",
     "ws_left": "DELETE FROM notify_workspace_members{s} WHERE workspace_id = %(ws)s AND user_id = %(user)s",
     "level": "INSERT INTO notify_channel_prefs{s} VALUES (%(ch)s, %(user)s, %(level)s, %(muted)s)"
-             " ON CONFLICT (channel_id, user_id) DO UPDATE SET level = excluded.level, muted = excluded.muted",
+    " ON CONFLICT (channel_id, user_id) DO UPDATE SET level = excluded.level, muted = excluded.muted",
     "dnd": "INSERT INTO notify_users{s} (user_id, dnd_until) VALUES (%(user)s, %(until)s)"
-           " ON CONFLICT (user_id) DO UPDATE SET dnd_until = excluded.dnd_until",
+    " ON CONFLICT (user_id) DO UPDATE SET dnd_until = excluded.dnd_until",
     "email": "INSERT INTO notify_users{s} (user_id, email_enabled, email_delay_s) VALUES (%(user)s, %(on)s, %(delay)s)"
-             " ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled,"
-             " email_delay_s = excluded.email_delay_s",
+    " ON CONFLICT (user_id) DO UPDATE SET email_enabled = excluded.email_enabled,"
+    " email_delay_s = excluded.email_delay_s",
     "emailed": "INSERT INTO notify_users{s} (user_id, emailed_upto) VALUES (%(user)s, %(upto)s)"
-               " ON CONFLICT (user_id) DO UPDATE SET emailed_upto = greatest(notify_users{s}.emailed_upto, excluded.emailed_upto)",
+    " ON CONFLICT (user_id) DO UPDATE SET emailed_upto = greatest(notify_users{s}.emailed_upto, excluded.emailed_upto)",
     "kw_clear": "DELETE FROM notify_keywords{s} WHERE user_id = %(user)s",
     "kw_add": "INSERT INTO notify_keywords{s} SELECT %(user)s, p, f, kw, i"
-              " FROM unnest(%(phrases)s::text[], %(firsts)s::text[], %(keywords)s::text[]) WITH ORDINALITY AS t(p, f, kw, i)"
-              " ON CONFLICT DO NOTHING",
+    " FROM unnest(%(phrases)s::text[], %(firsts)s::text[], %(keywords)s::text[]) WITH ORDINALITY AS t(p, f, kw, i)"
+    " ON CONFLICT DO NOTHING",
 }
 
 
@@ -247,11 +247,20 @@ def _posted(i: int, recorded: RecordedEvent, e: MessagePosted) -> dict[str, Any]
     """One post of a run, as ``_POSTED`` reads it."""
     words = n.words(e.text)
     return {
-        "i": i, "ch": e.channel_id, "ws": e.workspace_id, "message_id": e.message_id, "author": e.author_id,
-        "root": e.thread_root_id, "mentions": e.mentions, "everyone": e.mention_channel,
-        "here": e.here_user_ids if e.mention_here else [], "words": sorted(set(words)),
-        "norm": " " + " ".join(words) + " ", "prefix": n.id_prefix(recorded.position),
-        "at": recorded.meta.occurred_at or recorded.recorded_at, "position": recorded.position,
+        "i": i,
+        "ch": e.channel_id,
+        "ws": e.workspace_id,
+        "message_id": e.message_id,
+        "author": e.author_id,
+        "root": e.thread_root_id,
+        "mentions": e.mentions,
+        "everyone": e.mention_channel,
+        "here": e.here_user_ids if e.mention_here else [],
+        "words": sorted(set(words)),
+        "norm": " " + " ".join(words) + " ",
+        "prefix": n.id_prefix(recorded.position),
+        "at": recorded.meta.occurred_at or recorded.recorded_at,
+        "position": recorded.position,
     }
 
 
@@ -267,9 +276,18 @@ def _preferences(user: str, e: Any) -> list[tuple[str, dict[str, Any]]]:
             return [(_SQL["emailed"], {"user": user, "upto": e.upto})]
         case n.KeywordsSet():
             phrases = [n.keyword_phrase(k) for k in e.keywords]
-            return [(_SQL["kw_clear"], {"user": user}),
-                    (_SQL["kw_add"], {"user": user, "phrases": phrases, "firsts": [p.split(" ")[0] for p in phrases],
-                                            "keywords": e.keywords})]
+            return [
+                (_SQL["kw_clear"], {"user": user}),
+                (
+                    _SQL["kw_add"],
+                    {
+                        "user": user,
+                        "phrases": phrases,
+                        "firsts": [p.split(" ")[0] for p in phrases],
+                        "keywords": e.keywords,
+                    },
+                ),
+            ]
         case n.NotificationsRead():
             return [(_READ, {"user": user, "all": e.all, "ids": e.ids})]
         case ReadMarkerMoved():
@@ -301,9 +319,17 @@ def statements(recorded: RecordedEvent) -> list[tuple[str, dict[str, Any]]]:
 
 class Notifications:
     name = "notifications"
-    tables: Sequence[str] = ("notifications", "notification_counts", "notify_channels", "notify_members",
-                             "notify_workspace_members", "notify_threads", "notify_users", "notify_channel_prefs",
-                             "notify_keywords")
+    tables: Sequence[str] = (
+        "notifications",
+        "notification_counts",
+        "notify_channels",
+        "notify_members",
+        "notify_workspace_members",
+        "notify_threads",
+        "notify_users",
+        "notify_channel_prefs",
+        "notify_keywords",
+    )
 
     def schema(self, suffix: str = "") -> str:
         return _SCHEMA.format(s=suffix, delay=n.DEFAULT_EMAIL_DELAY_S)

@@ -102,8 +102,14 @@ ProgressCallback = Callable[[Progress], None]
 class _Replay:
     """Feeds the log, page by page, into the ``__rebuild`` tables."""
 
-    def __init__(self, conn: psycopg.AsyncConnection, store: EventStore, projection: Projection,
-                 progress: ProgressCallback | None, page_size: int) -> None:
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection,
+        store: EventStore,
+        projection: Projection,
+        progress: ProgressCallback | None,
+        page_size: int,
+    ) -> None:
         self.conn, self.store, self.projection = conn, store, projection
         self.progress, self.page_size = progress, page_size
         self.position = 0
@@ -176,8 +182,9 @@ async def _live_target(conn: psycopg.AsyncConnection, store: EventStore, project
     return await position_of(conn, projection.name) or 0
 
 
-async def _finish(conn: psycopg.AsyncConnection, store: EventStore, projection: Projection,
-                  replay: _Replay, verify: bool) -> RebuildResult:
+async def _finish(
+    conn: psycopg.AsyncConnection, store: EventStore, projection: Projection, replay: _Replay, verify: bool
+) -> RebuildResult:
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
         checkpoint = await _pause_live(conn, projection.name)
@@ -222,8 +229,16 @@ async def _diff(conn: psycopg.AsyncConnection, table: str) -> TableDiff:
     only_rebuilt = sql.SQL("SELECT * FROM {} EXCEPT ALL SELECT * FROM {}").format(rebuilt, live)
     live_count, live_rows, columns = await _count_and_sample(conn, only_live)
     rebuilt_count, rebuilt_rows, _ = await _count_and_sample(conn, only_rebuilt)
-    return TableDiff(table, await _count(conn, live), await _count(conn, rebuilt), columns,
-                     live_count, rebuilt_count, live_rows, rebuilt_rows)
+    return TableDiff(
+        table,
+        await _count(conn, live),
+        await _count(conn, rebuilt),
+        columns,
+        live_count,
+        rebuilt_count,
+        live_rows,
+        rebuilt_rows,
+    )
 
 
 async def _count_and_sample(conn: psycopg.AsyncConnection, query: sql.Composable) -> tuple[int, list[tuple], list[str]]:
@@ -244,8 +259,9 @@ async def _count(conn: psycopg.AsyncConnection, table: sql.Identifier) -> int:
 async def _swap(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> None:
     await conn.execute(drop_tables(tables))
     for table in tables:
-        await conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-            sql.Identifier(table + SUFFIX), sql.Identifier(table)))
+        await conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(table + SUFFIX), sql.Identifier(table))
+        )
         await _rename_dependents(conn, table)
 
 
@@ -269,7 +285,8 @@ async def _rename_dependents(conn: psycopg.AsyncConnection, table: str) -> None:
         new = sql.Identifier(name.replace(SUFFIX, ""))
         if kind == "constraint":
             stmt = sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
-                sql.Identifier(table), sql.Identifier(name), new)
+                sql.Identifier(table), sql.Identifier(name), new
+            )
         else:
             stmt = sql.SQL("ALTER {} {} RENAME TO {}").format(sql.SQL(kind.upper()), sql.Identifier(name), new)
         await conn.execute(stmt)

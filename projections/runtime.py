@@ -68,9 +68,7 @@ class Projection(Protocol):
         """CREATE TABLE/INDEX IF NOT EXISTS statements for ``tables``, each name + ``suffix``."""
         ...
 
-    async def handle(
-        self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = ""
-    ) -> None:
+    async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
         """Write the rows for ``events``, in the caller's transaction."""
         ...
 
@@ -82,8 +80,7 @@ class Planned(Protocol):
     one pipeline (see ``apply_batch``). ``statements`` is what ``handle`` runs; None when this
     batch needs ``handle`` itself (a search index outside PostgreSQL)."""
 
-    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> Sequence[Statement] | None:
-        ...
+    def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> Sequence[Statement] | None: ...
 
 
 class CheckpointMoved(Exception):
@@ -94,8 +91,12 @@ class CheckpointMoved(Exception):
         self.position = position
 
 
-async def apply_batch(conn: psycopg.AsyncConnection, projections: Mapping[str, Projection],
-                      batch: Sequence[RecordedEvent], positions: Mapping[str, int]) -> dict[str, int]:
+async def apply_batch(
+    conn: psycopg.AsyncConnection,
+    projections: Mapping[str, Projection],
+    batch: Sequence[RecordedEvent],
+    positions: Mapping[str, int],
+) -> dict[str, int]:
     """Rows and checkpoints of every projection in ONE transaction: all of the batch takes
     effect, or none of it. A projection gets the events past its own checkpoint (after a
     rebuild moved it, it may be ahead of the others). Checkpoints first: the UPDATE takes their
@@ -157,8 +158,9 @@ async def analyze_stale(pool: AsyncConnectionPool, tables: Sequence[str]) -> lis
 
 
 async def tables_exist(conn: psycopg.AsyncConnection, tables: Sequence[str]) -> bool:
-    cur = await conn.execute("SELECT coalesce(bool_and(to_regclass(t) IS NOT NULL), true) FROM unnest(%s::text[]) AS t",
-                             (list(tables),))
+    cur = await conn.execute(
+        "SELECT coalesce(bool_and(to_regclass(t) IS NOT NULL), true) FROM unnest(%s::text[]) AS t", (list(tables),)
+    )
     row = await cur.fetchone()
     return bool(row and row[0])
 
@@ -204,7 +206,7 @@ class _Group:
         while not self.stopping:
             try:
                 await self._session()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - see below
                 # The connection (and with it every lead) is gone: connect again and re-elect.
                 delay = self.backoff.next()
                 self.log.warning("projection.connection_lost", error=str(exc), retry_in_s=delay)

@@ -38,8 +38,18 @@ def changes_for(recorded: RecordedEvent) -> list[Change]:
     at = recorded.meta.occurred_at or recorded.recorded_at
     match recorded.event:
         case MessagePosted() as e:
-            doc = SearchDoc(e.message_id, e.workspace_id, e.channel_id, e.author_id, e.text, at, e.thread_root_id,
-                            bool(e.file_ids), has_link(e.text), recorded.position)
+            doc = SearchDoc(
+                e.message_id,
+                e.workspace_id,
+                e.channel_id,
+                e.author_id,
+                e.text,
+                at,
+                e.thread_root_id,
+                bool(e.file_ids),
+                has_link(e.text),
+                recorded.position,
+            )
             replied = [Replied(e.thread_root_id, e.message_id, True)] if e.thread_root_id else []
             return [Indexed(doc), *replied]
         case MessageEdited() as e:

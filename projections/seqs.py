@@ -46,8 +46,12 @@ class SeqLookup:
                     _settle({message_id: futures}, result=found.get(message_id))
 
 
-def _settle(wanted: dict[str, list[asyncio.Future[int | None]]], *, result: int | None = None,
-            exception: BaseException | None = None) -> None:
+def _settle(
+    wanted: dict[str, list[asyncio.Future[int | None]]],
+    *,
+    result: int | None = None,
+    exception: BaseException | None = None,
+) -> None:
     for futures in wanted.values():
         for future in futures:
             if future.done():  # its request went away

@@ -52,8 +52,16 @@ WHERE excluded.version > s.version
 """
 
 
-_FIELDS = ("stream_id", "category", "version", "first_position", "last_position", "event_count", "created_at",
-           "updated_at")
+_FIELDS = (
+    "stream_id",
+    "category",
+    "version",
+    "first_position",
+    "last_position",
+    "event_count",
+    "created_at",
+    "updated_at",
+)
 _JSON = msgspec.json.Encoder()
 
 
@@ -67,8 +75,15 @@ def _summaries(events: Sequence[RecordedEvent]) -> dict[str, list]:
     for e in events:
         row = rows.get(e.stream_id)
         if row is None:
-            rows[e.stream_id] = [category(e.stream_id), e.version, e.position, e.position, 1,
-                                 e.recorded_at, e.recorded_at]
+            rows[e.stream_id] = [
+                category(e.stream_id),
+                e.version,
+                e.position,
+                e.position,
+                1,
+                e.recorded_at,
+                e.recorded_at,
+            ]
         else:
             row[1], row[3], row[6] = e.version, e.position, e.recorded_at
             row[4] += 1
@@ -82,9 +97,7 @@ class StreamCatalog:
     def schema(self, suffix: str = "") -> str:
         return _SCHEMA.format(s=suffix)
 
-    async def handle(
-        self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = ""
-    ) -> None:
+    async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
         await run_statements(conn, self.statements(events, suffix))
 
     def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[Statement]:

@@ -32,7 +32,9 @@ when not a member). Combine with ``VISIBLE_WHERE``; queries may add their own jo
 VISIBLE_WHERE = "(cm.user_id IS NOT NULL OR (NOT c.private AND wm.role <> 'guest'))"
 """The rule itself, over ``VISIBLE_FROM``'s aliases."""
 
-VISIBLE_CHANNELS = f"SELECT c.channel_id FROM {VISIBLE_FROM} WHERE c.workspace_id = %(workspace_id)s AND {VISIBLE_WHERE}"
+VISIBLE_CHANNELS = (
+    f"SELECT c.channel_id FROM {VISIBLE_FROM} WHERE c.workspace_id = %(workspace_id)s AND {VISIBLE_WHERE}"
+)
 """Ids of the channels of ``%(workspace_id)s`` that ``%(user_id)s`` may see."""
 
 VISIBLE_CHANNEL = f"""
@@ -95,8 +97,9 @@ SELECT p FROM unnest(%(people)s::text[]) AS p WHERE NOT EXISTS (
 """
 
 
-async def hidden_from_guest(conn: psycopg.AsyncConnection, workspace_id: str, guest_id: str,
-                            people: list[str]) -> set[str]:
+async def hidden_from_guest(
+    conn: psycopg.AsyncConnection, workspace_id: str, guest_id: str, people: list[str]
+) -> set[str]:
     """Those of ``people`` the guest does not see (strangers to the workspace included)."""
     cur = await conn.execute(_HIDDEN_FROM_GUEST, {"workspace_id": workspace_id, "viewer": guest_id, "people": people})
     return {row[0] for row in await cur.fetchall()}
@@ -134,8 +137,9 @@ async def workspace_role(conn: psycopg.AsyncConnection, workspace_id: str, user_
     """The user's role in the workspace, None when not a member (answer 404)."""
     if not looks_like_id(workspace_id):
         return None
-    cur = await conn.execute("SELECT role FROM workspace_members WHERE workspace_id = %s AND user_id = %s",
-                             (workspace_id, user_id))
+    cur = await conn.execute(
+        "SELECT role FROM workspace_members WHERE workspace_id = %s AND user_id = %s", (workspace_id, user_id)
+    )
     row = await cur.fetchone()
     return row[0] if row else None
 

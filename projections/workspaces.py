@@ -62,39 +62,39 @@ CREATE INDEX IF NOT EXISTS channel_members{s}_user_idx ON channel_members{s} (us
 _SQL = {
     "ws": "INSERT INTO workspaces{s} VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
     "invite": "INSERT INTO invites{s} (code_hash, workspace_id, role, expires_at, created_by) "
-              "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
     # A channel's member_count counts its members who are in the workspace now, as its member
     # list shows them: leaving the workspace takes someone out of every count there, coming back
     # (whose channel memberships were kept) puts them back in.
     "joined": "WITH j AS (INSERT INTO workspace_members{s} VALUES (%s, %s, %s, %s)"
-              " ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role"
-              " RETURNING workspace_id, user_id, (xmax = 0) AS fresh)"
-              " UPDATE channels{s} c SET member_count = c.member_count + 1 FROM channel_members{s} cm, j"
-              " WHERE j.fresh AND cm.user_id = j.user_id AND cm.channel_id = c.channel_id"
-              " AND c.workspace_id = j.workspace_id",
+    " ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role"
+    " RETURNING workspace_id, user_id, (xmax = 0) AS fresh)"
+    " UPDATE channels{s} c SET member_count = c.member_count + 1 FROM channel_members{s} cm, j"
+    " WHERE j.fresh AND cm.user_id = j.user_id AND cm.channel_id = c.channel_id"
+    " AND c.workspace_id = j.workspace_id",
     "used": "UPDATE invites{s} SET used_by = %s, used_at = %s WHERE code_hash = %s AND used_by IS NULL",
     "role": "UPDATE workspace_members{s} SET role = %s WHERE workspace_id = %s AND user_id = %s",
     "left": "WITH gone AS (DELETE FROM workspace_members{s} WHERE workspace_id = %s AND user_id = %s"
-            " RETURNING workspace_id, user_id)"
-            " UPDATE channels{s} c SET member_count = c.member_count - 1 FROM channel_members{s} cm, gone g"
-            " WHERE cm.user_id = g.user_id AND cm.channel_id = c.channel_id AND c.workspace_id = g.workspace_id",
+    " RETURNING workspace_id, user_id)"
+    " UPDATE channels{s} c SET member_count = c.member_count - 1 FROM channel_members{s} cm, gone g"
+    " WHERE cm.user_id = g.user_id AND cm.channel_id = c.channel_id AND c.workspace_id = g.workspace_id",
     "channel": "INSERT INTO channels{s} (channel_id, workspace_id, name, kind, private, topic, general, created_by,"
-               " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+    " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
     "renamed": "UPDATE channels{s} SET name = %s WHERE channel_id = %s",
     "topic": "UPDATE channels{s} SET topic = %s WHERE channel_id = %s",
     "archived": "UPDATE channels{s} SET archived = true WHERE channel_id = %s",
     "ch_joined": "WITH added AS (INSERT INTO channel_members{s} (channel_id, user_id, joined_at) VALUES (%s, %s, %s)"
-                 " ON CONFLICT DO NOTHING RETURNING channel_id, user_id)"
-                 " UPDATE channels{s} c SET member_count = c.member_count + 1 FROM added a"
-                 " WHERE c.channel_id = a.channel_id AND EXISTS (SELECT 1 FROM workspace_members{s} wm"
-                 "   WHERE wm.workspace_id = c.workspace_id AND wm.user_id = a.user_id)",
+    " ON CONFLICT DO NOTHING RETURNING channel_id, user_id)"
+    " UPDATE channels{s} c SET member_count = c.member_count + 1 FROM added a"
+    " WHERE c.channel_id = a.channel_id AND EXISTS (SELECT 1 FROM workspace_members{s} wm"
+    "   WHERE wm.workspace_id = c.workspace_id AND wm.user_id = a.user_id)",
     "ch_left": "WITH gone AS (DELETE FROM channel_members{s} WHERE channel_id = %s AND user_id = %s"
-               " RETURNING channel_id, user_id)"
-               " UPDATE channels{s} c SET member_count = c.member_count - 1 FROM gone g"
-               " WHERE c.channel_id = g.channel_id AND EXISTS (SELECT 1 FROM workspace_members{s} wm"
-               "   WHERE wm.workspace_id = c.workspace_id AND wm.user_id = g.user_id)",
+    " RETURNING channel_id, user_id)"
+    " UPDATE channels{s} c SET member_count = c.member_count - 1 FROM gone g"
+    " WHERE c.channel_id = g.channel_id AND EXISTS (SELECT 1 FROM workspace_members{s} wm"
+    "   WHERE wm.workspace_id = c.workspace_id AND wm.user_id = g.user_id)",
     "read": "UPDATE channel_members{s} SET last_read_seq = greatest(last_read_seq, %s)"
-            " WHERE channel_id = %s AND user_id = %s",
+    " WHERE channel_id = %s AND user_id = %s",
 }
 
 
@@ -119,8 +119,17 @@ def rows_for(recorded: RecordedEvent) -> tuple[str, tuple[Any, ...]] | None:
         case ws.MemberLeft():
             return "left", (wsid, e.user_id)
         case ch.ChannelCreated():
-            return "channel", (e.channel_id, e.workspace_id, e.name, e.kind, e.private, e.topic, e.general,
-                               e.created_by, at)
+            return "channel", (
+                e.channel_id,
+                e.workspace_id,
+                e.name,
+                e.kind,
+                e.private,
+                e.topic,
+                e.general,
+                e.created_by,
+                at,
+            )
         case ch.ChannelRenamed():
             return "renamed", (e.name, chid)
         case ch.ChannelTopicSet():
@@ -156,6 +165,10 @@ class Workspaces:
             key, params = found
             statements.append((_SQL[key].format(s=suffix), params))
             if isinstance(recorded.event, ws.MemberJoined) and recorded.event.code_hash:
-                statements.append((_SQL["used"].format(s=suffix),
-                                   (recorded.event.user_id, recorded.recorded_at, recorded.event.code_hash)))
+                statements.append(
+                    (
+                        _SQL["used"].format(s=suffix),
+                        (recorded.event.user_id, recorded.recorded_at, recorded.event.code_hash),
+                    )
+                )
         return statements

@@ -29,7 +29,8 @@ class MeOut(msgspec.Struct, frozen=True):
 
 @get("/me", operation_id="me", tags=["accounts"])
 async def me(
-    principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+    principal: NamedDependency[Principal],
+    pool: NamedDependency[AsyncConnectionPool],
     consistency: NamedDependency[ReadConsistency],
 ) -> MeOut:
     # A token fresh from login works at once: wait for the read models to reach its session.
@@ -55,7 +56,8 @@ class SessionsOut(msgspec.Struct, frozen=True):
 
 @get("/me/sessions", operation_id="listSessions", tags=["accounts"])
 async def sessions(
-    principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+    principal: NamedDependency[Principal],
+    pool: NamedDependency[AsyncConnectionPool],
     consistency: NamedDependency[ReadConsistency],
 ) -> SessionsOut:
     """The caller's devices still logged in, newest first; ``current`` is this one."""

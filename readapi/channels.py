@@ -84,8 +84,9 @@ class WorkspaceChannelQueries(Controller):
     tags = ["channels"]
 
     @get("/", operation_id="listChannels")
-    async def list_channels(self, request: Request, workspace_id: FromPath[str], limit: Limit = 50,
-                            after: FromQuery[str] = "") -> ChannelsOut:
+    async def list_channels(
+        self, request: Request, workspace_id: FromPath[str], limit: Limit = 50, after: FromQuery[str] = ""
+    ) -> ChannelsOut:
         # A hot read: no dependency injection (see readapi/edge.py).
         services = services_of(request)
         principal = await services.authenticate(request.headers.get("authorization"))
@@ -107,9 +108,13 @@ class ChannelQueries(Controller):
     tags = ["channels"]
 
     @get("/", operation_id="getChannel")
-    async def one(self, channel_id: FromPath[str], principal: NamedDependency[Principal],
-                  pool: NamedDependency[AsyncConnectionPool],
-                  consistency: NamedDependency[ReadConsistency]) -> ChannelOut:
+    async def one(
+        self,
+        channel_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+    ) -> ChannelOut:
         await consistency.wait(principal.since_position)
         if not looks_like_id(channel_id):
             raise NotFound("no such channel")
@@ -121,9 +126,15 @@ class ChannelQueries(Controller):
         return ChannelOut(*row)
 
     @get("/members", operation_id="listChannelMembers")
-    async def members(self, channel_id: FromPath[str], principal: NamedDependency[Principal],
-                      pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
-                      limit: Limit = 50, after: FromQuery[str] = "") -> ChannelMembersOut:
+    async def members(
+        self,
+        channel_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+        limit: Limit = 50,
+        after: FromQuery[str] = "",
+    ) -> ChannelMembersOut:
         await consistency.wait(principal.since_position)
         if not looks_like_id(channel_id):
             raise NotFound("no such channel")

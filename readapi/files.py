@@ -45,8 +45,11 @@ SELECT f.file_id, f.workspace_id, f.uploader_id, f.name, f.size, f.mime, f.sha25
 FROM files f
 WHERE f.file_id = %(file_id)s AND NOT f.deleted AND {FILE_VISIBLE}
 """
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
-                    "Cache-Control": "private, max-age=0, must-revalidate"}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+    "Cache-Control": "private, max-age=0, must-revalidate",
+}
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,25 @@ async def visible_file(conn: psycopg.AsyncConnection, file_id: str, user_id: str
 
 
 def meta(row: FileRow) -> FileMeta:
-    thumbs = [ThumbnailOut(t.px, t.width, t.height, t.mime, f"{thumbnail_url(row.file_id)}?size={t.px}")
-              for t in row.thumbnails]
-    return FileMeta(row.file_id, row.workspace_id, row.uploader_id, row.name, row.size, row.mime, row.sha256,
-                    row.created_at, content_url(row.file_id), row.width, row.height,
-                    thumbnail_url(row.file_id) if thumbs else None, thumbs)
+    thumbs = [
+        ThumbnailOut(t.px, t.width, t.height, t.mime, f"{thumbnail_url(row.file_id)}?size={t.px}")
+        for t in row.thumbnails
+    ]
+    return FileMeta(
+        row.file_id,
+        row.workspace_id,
+        row.uploader_id,
+        row.name,
+        row.size,
+        row.mime,
+        row.sha256,
+        row.created_at,
+        content_url(row.file_id),
+        row.width,
+        row.height,
+        thumbnail_url(row.file_id) if thumbs else None,
+        thumbs,
+    )
 
 
 def content_disposition(kind: str, name: str) -> str:
@@ -157,18 +174,28 @@ class FileQueries(Controller):
 
     @get("/{file_id:str}", operation_id="getFile")
     async def metadata(
-        self, file_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+        self,
+        file_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
         consistency: NamedDependency[ReadConsistency],
     ) -> FileMeta:
         await consistency.wait(principal.since_position)
         async with pool.connection() as conn:
             return meta(await visible_file(conn, file_id, principal.user_id))
 
-    @get("/{file_id:str}/content", operation_id="getFileContent",
-         description="The bytes (Range supported), or on S3 a redirect to a presigned URL valid for at most 5 minutes.")
+    @get(
+        "/{file_id:str}/content",
+        operation_id="getFileContent",
+        description="The bytes (Range supported), or on S3 a redirect to a presigned URL valid for at most 5 minutes.",
+    )
     async def content(
-        self, request: Request, file_id: FromPath[str], principal: NamedDependency[Principal],
-        pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
+        self,
+        request: Request,
+        file_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
         services: NamedDependency[Any],
     ) -> Response[Any]:
         await consistency.wait(principal.since_position)
@@ -180,10 +207,16 @@ class FileQueries(Controller):
 
     @get("/{file_id:str}/thumbnail", operation_id="getFileThumbnail")
     async def thumbnail(
-        self, request: Request, file_id: FromPath[str], principal: NamedDependency[Principal],
-        pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
+        self,
+        request: Request,
+        file_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
         services: NamedDependency[Any],
-        size: Annotated[int, Parameter(ge=1, le=4096, description="the box the thumbnail should fit (360 or 1024)")] = 360,
+        size: Annotated[
+            int, Parameter(ge=1, le=4096, description="the box the thumbnail should fit (360 or 1024)")
+        ] = 360,
     ) -> Response[Any]:
         await consistency.wait(principal.since_position)
         async with pool.connection() as conn:
@@ -192,7 +225,9 @@ class FileQueries(Controller):
             raise NotFound("this file has no thumbnail (only PNG, JPEG, GIF and WebP images get one)")
         thumb = next((t for t in row.thumbnails if t.px >= size), row.thumbnails[-1])
         name = f"{row.name.rpartition('.')[0] or row.name}-{thumb.px}.{thumb.mime.rpartition('/')[2]}"
-        blob = Blob(thumb.key, thumb.size, thumb.mime, content_disposition("inline", name), f"{row.sha256[:32]}-{thumb.px}")
+        blob = Blob(
+            thumb.key, thumb.size, thumb.mime, content_disposition("inline", name), f"{row.sha256[:32]}-{thumb.px}"
+        )
         return await serve(request, services.blobs, services.settings, blob)
 
 
@@ -207,8 +242,9 @@ class Blob:
 
 async def serve(request: Request, blobs: BlobStore, settings: Settings, blob: Blob) -> Response[Any]:
     """The blob as a download: a presigned redirect where the store has one, else streamed."""
-    url = await blobs.presigned_url(blob.key, expires_s=settings.presigned_url_ttl_s, content_type=blob.content_type,
-                                    disposition=blob.disposition)
+    url = await blobs.presigned_url(
+        blob.key, expires_s=settings.presigned_url_ttl_s, content_type=blob.content_type, disposition=blob.disposition
+    )
     if url is not None:
         return Response(None, status_code=302, headers={"Location": url, **SECURITY_HEADERS})
     etag = f'"{blob.tag}"'
@@ -222,5 +258,9 @@ async def serve(request: Request, blobs: BlobStore, settings: Settings, blob: Bl
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
     # Litestar adds "; charset=utf-8" to text/* itself.
-    return Stream(blobs.read(blob.key, start, end), status_code=206 if wanted else 200,
-                  media_type=blob.content_type.partition(";")[0], headers=headers)
+    return Stream(
+        blobs.read(blob.key, start, end),
+        status_code=206 if wanted else 200,
+        media_type=blob.content_type.partition(";")[0],
+        headers=headers,
+    )

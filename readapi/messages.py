@@ -25,11 +25,11 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
 from psycopg_pool import AsyncConnectionPool
 
-from domain.message import could_be_id
+from domain.access import looks_like_id
 from domain.errors import DomainError, NotFound
+from domain.message import could_be_id
 from domain.session import Principal
 from projections.consistency import ReadConsistency
-from domain.access import looks_like_id
 from projections.shapes import MESSAGE_COLUMNS, MessageOut, to_message
 from projections.visibility import VISIBLE_CHANNEL, channel_visible_to
 from readapi.edge import services_of
@@ -48,8 +48,9 @@ _NO_END = 2**63 - 1
 
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"1 to {MAX_LIMIT}")]
 Cursor = Annotated[int | None, Parameter(ge=0, description="a seq")]
-TimeTravel = Annotated[str | None, Parameter(description="not built yet: refused with 422 (time travel comes with the "
-                                                         "audit API)")]
+TimeTravel = Annotated[
+    str | None, Parameter(description="not built yet: refused with 422 (time travel comes with the audit API)")
+]
 
 
 class NotBuilt(DomainError):
@@ -61,8 +62,10 @@ class NotBuilt(DomainError):
 def refuse_time_travel(as_of: str | None, as_of_position: str | None) -> None:
     for name, value in (("as_of", as_of), ("as_of_position", as_of_position)):
         if value is not None:
-            raise NotBuilt(f"{name} (reading a channel as it was) is not built yet; leave it out to read the channel "
-                           "as it is now", field=name)
+            raise NotBuilt(
+                f"{name} (reading a channel as it was) is not built yet; leave it out to read the channel as it is now",
+                field=name,
+            )
 
 
 class MessagePage(msgspec.Struct, frozen=True):
@@ -96,7 +99,9 @@ async def visible_message(conn: psycopg.AsyncConnection, message_id: str, user_i
     return to_message(row)
 
 
-async def page(conn: psycopg.AsyncConnection, sql: str, params: dict[str, Any], limit: int) -> tuple[list[MessageOut], bool]:
+async def page(
+    conn: psycopg.AsyncConnection, sql: str, params: dict[str, Any], limit: int
+) -> tuple[list[MessageOut], bool]:
     cur = await conn.execute(sql, {**params, "limit": limit + 1})
     rows = await cur.fetchall()
     return [to_message(r) for r in rows[:limit]], len(rows) > limit
@@ -108,8 +113,14 @@ class MessageQueries(Controller):
 
     @get("/channels/{channel_id:str}/messages", operation_id="listMessages")
     async def history(
-        self, request: Request, channel_id: FromPath[str], limit: Limit = DEFAULT_LIMIT, before: Cursor = None,
-        after: Cursor = None, as_of: TimeTravel = None, as_of_position: TimeTravel = None,
+        self,
+        request: Request,
+        channel_id: FromPath[str],
+        limit: Limit = DEFAULT_LIMIT,
+        before: Cursor = None,
+        after: Cursor = None,
+        as_of: TimeTravel = None,
+        as_of_position: TimeTravel = None,
     ) -> MessagePage:
         refuse_time_travel(as_of, as_of_position)
         # A hot read: no dependency injection (see readapi/edge.py).
@@ -118,8 +129,12 @@ class MessageQueries(Controller):
         await services.consistency.wait(principal.since_position)
         if not looks_like_id(channel_id):
             raise NotFound("no such channel")  # could not exist, and would not reach the database intact
-        params = {"channel": channel_id, "after": after or 0, "before": _NO_END if before is None else before,
-                  "limit": limit + 1}
+        params = {
+            "channel": channel_id,
+            "after": after or 0,
+            "before": _NO_END if before is None else before,
+            "limit": limit + 1,
+        }
         oldest_first = after is not None and before is None
         async with services.pool.connection() as conn:
             # The visibility check and the page in one round trip; the page is read only if it passes.
@@ -134,7 +149,10 @@ class MessageQueries(Controller):
 
     @get("/messages/{message_id:str}", operation_id="getMessage")
     async def one(
-        self, message_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+        self,
+        message_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
         consistency: NamedDependency[ReadConsistency],
     ) -> MessageOut:
         await consistency.wait(principal.since_position)
@@ -143,8 +161,13 @@ class MessageQueries(Controller):
 
     @get("/messages/{message_id:str}/thread", operation_id="getThread")
     async def thread(
-        self, message_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
-        consistency: NamedDependency[ReadConsistency], limit: Limit = DEFAULT_LIMIT, after: Cursor = None,
+        self,
+        message_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+        limit: Limit = DEFAULT_LIMIT,
+        after: Cursor = None,
     ) -> ThreadOut:
         """The thread ``message_id`` belongs to (given a reply, its root's), replies oldest first."""
         await consistency.wait(principal.since_position)
@@ -157,7 +180,10 @@ class MessageQueries(Controller):
 
     @get("/messages/{message_id:str}/versions", operation_id="listMessageVersions")
     async def versions(
-        self, message_id: FromPath[str], principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
+        self,
+        message_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
         consistency: NamedDependency[ReadConsistency],
     ) -> VersionsOut:
         """Every text the message has had, oldest first (none once it is deleted)."""

@@ -81,9 +81,15 @@ class NotificationQueries(Controller):
     tags = ["notifications"]
 
     @get("/notifications", operation_id="listNotifications")
-    async def list_notifications(self, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
-                                 consistency: NamedDependency[ReadConsistency], unread: FromQuery[bool] = False,
-                                 limit: Limit = 50, before: Cursor = None) -> NotificationsOut:
+    async def list_notifications(
+        self,
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+        unread: FromQuery[bool] = False,
+        limit: Limit = 50,
+        before: Cursor = None,
+    ) -> NotificationsOut:
         await consistency.wait(principal.since_position)
         params = {"user_id": principal.user_id, "unread": unread, "before": before, "limit": limit}
         async with pool.connection() as conn:
@@ -92,8 +98,12 @@ class NotificationQueries(Controller):
         return NotificationsOut(items, items[-1].id if len(items) == limit else None)
 
     @get("/me/notification-settings", operation_id="getNotificationSettings")
-    async def settings(self, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
-                       consistency: NamedDependency[ReadConsistency]) -> SettingsOut:
+    async def settings(
+        self,
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+    ) -> SettingsOut:
         await consistency.wait(principal.since_position)
         params = {"user_id": principal.user_id}
         async with pool.connection() as conn:

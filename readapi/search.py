@@ -74,16 +74,20 @@ def decode_cursor(cursor: str | None, sort: Sort) -> list[Any] | None:
         raw = base64.urlsafe_b64decode(cursor.encode("ascii", "strict") + b"=" * (-len(cursor) % 4))
         decoded = msgspec.json.decode(raw, type=_Cursor)
     except (UnicodeEncodeError, binascii.Error, ValueError, msgspec.DecodeError):
-        raise InvalidQuery("cursor is not one this search handed out; pass next_cursor unchanged, or leave it "
-                           "out for the first page", field="cursor") from None
+        raise InvalidQuery(
+            "cursor is not one this search handed out; pass next_cursor unchanged, or leave it out for the first page",
+            field="cursor",
+        ) from None
     if decoded.sort != sort:
-        raise InvalidQuery(f"cursor belongs to a search sorted by {decoded.sort}; send sort={decoded.sort} with it",
-                           field="cursor")
+        raise InvalidQuery(
+            f"cursor belongs to a search sorted by {decoded.sort}; send sort={decoded.sort} with it", field="cursor"
+        )
     return decoded.after
 
 
-async def _authors(conn: psycopg.AsyncConnection, parsed: ParsedQuery, workspace_id: str,
-                   user_id: str) -> tuple[str, ...] | None:
+async def _authors(
+    conn: psycopg.AsyncConnection, parsed: ParsedQuery, workspace_id: str, user_id: str
+) -> tuple[str, ...] | None:
     if not parsed.from_users:
         return None
     ids = {user_id if v.lower() == "me" else v for v in parsed.from_users if v.lower() == "me" or looks_like_id(v)}
@@ -103,11 +107,29 @@ async def _channels(conn: psycopg.AsyncConnection, parsed: ParsedQuery, workspac
     return tuple(sorted(ids))
 
 
-def search_query(parsed: ParsedQuery, workspace_id: str, sort: Sort, authors: tuple[str, ...] | None,
-                 channels: tuple[str, ...] | None) -> SearchQuery:
-    return SearchQuery(workspace_id, parsed.words, parsed.phrases, parsed.not_words, parsed.not_phrases, authors,
-                       channels, "file" in parsed.has, "link" in parsed.has, "reaction" in parsed.has,
-                       parsed.is_thread, parsed.dates.start, parsed.dates.end, sort)
+def search_query(
+    parsed: ParsedQuery,
+    workspace_id: str,
+    sort: Sort,
+    authors: tuple[str, ...] | None,
+    channels: tuple[str, ...] | None,
+) -> SearchQuery:
+    return SearchQuery(
+        workspace_id,
+        parsed.words,
+        parsed.phrases,
+        parsed.not_words,
+        parsed.not_phrases,
+        authors,
+        channels,
+        "file" in parsed.has,
+        "link" in parsed.has,
+        "reaction" in parsed.has,
+        parsed.is_thread,
+        parsed.dates.start,
+        parsed.dates.end,
+        sort,
+    )
 
 
 def preview(text: str) -> str:
@@ -126,19 +148,33 @@ def _items(hits: Sequence[Hit], messages: dict[str, MessageOut], visible: set[st
     return items
 
 
-async def search_workspace(conn: psycopg.AsyncConnection, index: SearchIndex, workspace_id: str, user_id: str,
-                           parsed: ParsedQuery, sort: Sort, limit: int, after: list[Any] | None) -> SearchPage:
+async def search_workspace(
+    conn: psycopg.AsyncConnection,
+    index: SearchIndex,
+    workspace_id: str,
+    user_id: str,
+    parsed: ParsedQuery,
+    sort: Sort,
+    limit: int,
+    after: list[Any] | None,
+) -> SearchPage:
     """One page of ``parsed``'s results in ``workspace_id`` for ``user_id`` (404 if not a member)."""
     if await workspace_role(conn, workspace_id, user_id) is None:
         raise NotFound("no such workspace")
     visible = await visible_channel_ids(conn, workspace_id, user_id)
-    query = search_query(parsed, workspace_id, sort, await _authors(conn, parsed, workspace_id, user_id),
-                         await _channels(conn, parsed, workspace_id))
+    query = search_query(
+        parsed,
+        workspace_id,
+        sort,
+        await _authors(conn, parsed, workspace_id, user_id),
+        await _channels(conn, parsed, workspace_id),
+    )
     try:
         found = await index.search(conn, query, visible, limit, after)
     except BadCursor:
-        raise InvalidQuery("cursor is not one this search handed out; pass next_cursor unchanged",
-                           field="cursor") from None
+        raise InvalidQuery(
+            "cursor is not one this search handed out; pass next_cursor unchanged", field="cursor"
+        ) from None
     messages = await messages_by_ids(conn, [hit.message_id for hit in found.hits])
     next_cursor = encode_cursor(sort, found.after) if found.after is not None else None
     return SearchPage(_items(found.hits, messages, set(visible)), next_cursor)
@@ -150,13 +186,18 @@ class SearchQueries(Controller):
 
     @get(operation_id="searchMessages")
     async def search(
-        self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
-        pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
+        self,
+        workspace_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
         search: NamedDependency[SearchIndex],
         q: Annotated[str | None, Parameter(description="the query; see docs/search.md")] = None,
-        limit: Limit = DEFAULT_LIMIT, cursor: FromQuery[str | None] = None,
-        sort: Annotated[Literal["newest", "relevance"], Parameter(description="newest first (default), "
-                                                                              "or best match first")] = "newest",
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+        sort: Annotated[
+            Literal["newest", "relevance"], Parameter(description="newest first (default), or best match first")
+        ] = "newest",
     ) -> SearchPage:
         """Messages of the workspace that match ``q`` and that the caller may see now."""
         await consistency.wait(principal.since_position)

@@ -51,16 +51,24 @@ class WorkspaceQueries(Controller):
     tags = ["workspaces"]
 
     @get("/", operation_id="listWorkspaces")
-    async def mine(self, principal: NamedDependency[Principal], pool: NamedDependency[AsyncConnectionPool],
-                   consistency: NamedDependency[ReadConsistency]) -> WorkspacesOut:
+    async def mine(
+        self,
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+    ) -> WorkspacesOut:
         await consistency.wait(principal.since_position)
         async with pool.connection() as conn:
             return WorkspacesOut([WorkspaceOut(*row) for row in await workspaces_of_user(conn, principal.user_id)])
 
     @get("/{workspace_id:str}", operation_id="getWorkspace")
-    async def one(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
-                  pool: NamedDependency[AsyncConnectionPool],
-                  consistency: NamedDependency[ReadConsistency]) -> WorkspaceOut:
+    async def one(
+        self,
+        workspace_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+    ) -> WorkspaceOut:
         await consistency.wait(principal.since_position)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")
@@ -71,9 +79,15 @@ class WorkspaceQueries(Controller):
         return WorkspaceOut(*row)
 
     @get("/{workspace_id:str}/members", operation_id="listWorkspaceMembers")
-    async def members(self, workspace_id: FromPath[str], principal: NamedDependency[Principal],
-                      pool: NamedDependency[AsyncConnectionPool], consistency: NamedDependency[ReadConsistency],
-                      limit: Limit = 50, after: FromQuery[str] = "") -> MembersOut:
+    async def members(
+        self,
+        workspace_id: FromPath[str],
+        principal: NamedDependency[Principal],
+        pool: NamedDependency[AsyncConnectionPool],
+        consistency: NamedDependency[ReadConsistency],
+        limit: Limit = 50,
+        after: FromQuery[str] = "",
+    ) -> MembersOut:
         await consistency.wait(principal.since_position)
         if not looks_like_id(workspace_id):
             raise NotFound("no such workspace")

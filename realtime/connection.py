@@ -53,9 +53,31 @@ class Hub(Protocol):
 
 
 class Connection:
-    __slots__ = ("hub", "user_id", "session_id", "subjects", "position", "sink", "queue_size", "backlog", "buffer",
-                 "buffer_limit", "close_code", "close_reason", "done", "heard_at", "live", "device_id", "status",
-                 "syncer", "_sync_from", "_out", "_out_frames", "_out_after", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_out",
+        "_out_after",
+        "_out_frames",
+        "_sync_from",
+        "backlog",
+        "buffer",
+        "buffer_limit",
+        "close_code",
+        "close_reason",
+        "device_id",
+        "done",
+        "heard_at",
+        "hub",
+        "live",
+        "position",
+        "queue_size",
+        "session_id",
+        "sink",
+        "status",
+        "subjects",
+        "syncer",
+        "user_id",
+    )
 
     def __init__(self, hub: Hub, user_id: str, session_id: str, queue_size: int, sink: Sink | None = None) -> None:
         self.hub, self.user_id, self.session_id = hub, user_id, session_id
@@ -150,7 +172,10 @@ class Connection:
         while True:
             async with pool.connection() as conn:
                 wanted = await subjects_for(conn, self.user_id)
-            added, self.subjects = wanted - self.subjects, self.subjects | wanted  # first: a failed watch is undone by remove
+            added, self.subjects = (
+                wanted - self.subjects,
+                self.subjects | wanted,
+            )  # first: a failed watch is undone by remove
             await self.hub.watch(self, added)
             upto = await read_models_position(pool, self.hub.read_models)
             async with pool.connection() as conn:

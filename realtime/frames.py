@@ -25,8 +25,15 @@ from domain.message import MessageDeleted, MessageEdited, MessagePosted, Reactio
 from domain.notify import NotificationsRead
 from domain.readstate import ReadMarkerMoved
 from domain.session import SessionEnded
-from projections.shapes import (CHANNELS_BY_IDS, FILES_BY_IDS, MESSAGES_BY_IDS, ChannelInfo, FileOut, MessageOut,
-                                to_message)
+from projections.shapes import (
+    CHANNELS_BY_IDS,
+    FILES_BY_IDS,
+    MESSAGES_BY_IDS,
+    ChannelInfo,
+    FileOut,
+    MessageOut,
+    to_message,
+)
 from realtime import subjects
 
 log = structlog.get_logger(__name__)
@@ -58,8 +65,10 @@ class Shaped:
     frames: tuple[str, ...] = field(default=())
 
     def envelopes(self) -> list[subjects.Envelope]:
-        return [subjects.Envelope(s, self.position, self.frames, s in self.route.resync, self.route.session_ended)
-                for s in self.route.subjects]
+        return [
+            subjects.Envelope(s, self.position, self.frames, s in self.route.resync, self.route.session_ended)
+            for s in self.route.subjects
+        ]
 
 
 def _id(stream_id: str, prefix: str) -> str:
@@ -100,16 +109,22 @@ async def shape(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEv
     the read models do not hold are left out (logged). Its lookups (messages, channels, files)
     are all sent before any answer is read: on a connection in pipeline mode, with whatever the
     caller sent before (``realtime/notifications.ask_pushed``), they take one round trip."""
-    lookups = ((MESSAGES_BY_IDS, _message_ids(events)), (CHANNELS_BY_IDS, _channel_ids(events)),
-               (FILES_BY_IDS, _file_ids(events)))
+    lookups = (
+        (MESSAGES_BY_IDS, _message_ids(events)),
+        (CHANNELS_BY_IDS, _channel_ids(events)),
+        (FILES_BY_IDS, _file_ids(events)),
+    )
     messages_cur, channels_cur, files_cur = [await conn.execute(sql, (ids,)) if ids else None for sql, ids in lookups]
     messages = {m.id: m for m in map(to_message, await rows_of(messages_cur))}
     channels = {row[0]: ChannelInfo(*row) for row in await rows_of(channels_cur)}
     files = {row[0]: FileOut(*row) for row in await rows_of(files_cur)}
     shaped = []
     for recorded, where in events:
-        frames = _file_frames(recorded, files, channels) if isinstance(recorded.event, FileShared) else \
-            _frames(recorded, messages, channels)
+        frames = (
+            _file_frames(recorded, files, channels)
+            if isinstance(recorded.event, FileShared)
+            else _frames(recorded, messages, channels)
+        )
         if frames is None:
             log.warning("realtime.shape_missing_row", position=recorded.position, type=recorded.type)
             continue
@@ -137,8 +152,9 @@ def _file_ids(events: Sequence[tuple[RecordedEvent, Route]]) -> list[str]:
     return sorted({r.event.file_id for r, _ in events if isinstance(r.event, FileShared)})
 
 
-def _file_frames(recorded: RecordedEvent, files: dict[str, FileOut],
-                 channels: dict[str, ChannelInfo]) -> list[EventFrame] | None:
+def _file_frames(
+    recorded: RecordedEvent, files: dict[str, FileOut], channels: dict[str, ChannelInfo]
+) -> list[EventFrame] | None:
     """``file.shared``: the file object as messages list it, and the message that shared it."""
     event = recorded.event
     assert isinstance(event, FileShared)
@@ -147,8 +163,15 @@ def _file_frames(recorded: RecordedEvent, files: dict[str, FileOut],
         return None
     if found is None:
         return []  # deleted since: nobody is told about it any more
-    return [EventFrame(position=recorded.position, type="file.shared", workspace_id=info.workspace_id,
-                       channel_id=info.id, data={"message_id": event.message_id, "file": found})]
+    return [
+        EventFrame(
+            position=recorded.position,
+            type="file.shared",
+            workspace_id=info.workspace_id,
+            channel_id=info.id,
+            data={"message_id": event.message_id, "file": found},
+        )
+    ]
 
 
 def _channel_of(recorded: RecordedEvent) -> str | None:
@@ -166,19 +189,34 @@ def _channel_ids(events: Sequence[tuple[RecordedEvent, Route]]) -> list[str]:
     return sorted({c for c in (_channel_of(r) for r, _ in events) if c})
 
 
-def _frames(recorded: RecordedEvent, messages: dict[str, MessageOut],
-            channels: dict[str, ChannelInfo]) -> list[EventFrame] | None:
+def _frames(
+    recorded: RecordedEvent, messages: dict[str, MessageOut], channels: dict[str, ChannelInfo]
+) -> list[EventFrame] | None:
     event, position = recorded.event, recorded.position
     if isinstance(event, SessionEnded):
         return []  # for the gateway only (see Route.session_ended)
     if isinstance(event, NotificationsRead):  # read on another device: ``{ids, all}``
-        return [EventFrame(position=position, type="notifications.read", workspace_id=None, channel_id=None,
-                           data={"ids": event.ids, "all": event.all})]
+        return [
+            EventFrame(
+                position=position,
+                type="notifications.read",
+                workspace_id=None,
+                channel_id=None,
+                data={"ids": event.ids, "all": event.all},
+            )
+        ]
     if isinstance(event, (ws.MemberJoined, ws.RoleChanged, ws.MemberLeft)):
         return [_workspace_frame(recorded)]
     if isinstance(event, FileDeleted):  # one frame for all its channels, so it carries nothing of any of them
-        return [EventFrame(position=position, type="file.deleted", workspace_id=event.workspace_id, channel_id=None,
-                           data={"file_id": event.file_id, "file": FileOut(event.file_id, "", 0, "", deleted=True)})]
+        return [
+            EventFrame(
+                position=position,
+                type="file.deleted",
+                workspace_id=event.workspace_id,
+                channel_id=None,
+                data={"file_id": event.file_id, "file": FileOut(event.file_id, "", 0, "", deleted=True)},
+            )
+        ]
     channel_id = _channel_of(recorded)
     info = channels.get(channel_id or "")
     if info is None:
@@ -197,9 +235,15 @@ def _frames(recorded: RecordedEvent, messages: dict[str, MessageOut],
         case ch.ChannelArchived():
             return [frame("channel.archived", info)]
         case ch.ChannelMemberJoined():
-            return [frame("channel.member_joined", {"user_id": event.user_id, "added_by": event.added_by, "channel": info})]
+            return [
+                frame("channel.member_joined", {"user_id": event.user_id, "added_by": event.added_by, "channel": info})
+            ]
         case ch.ChannelMemberLeft():
-            return [frame("channel.member_left", {"user_id": event.user_id, "removed_by": event.removed_by, "channel": info})]
+            return [
+                frame(
+                    "channel.member_left", {"user_id": event.user_id, "removed_by": event.removed_by, "channel": info}
+                )
+            ]
         case ReadMarkerMoved():
             return [frame("read_marker.moved", {"channel_id": event.channel_id, "seq": event.seq})]
     return None
@@ -210,8 +254,12 @@ def _message_frames(event: Any, messages: dict[str, MessageOut], frame: Any) -> 
     if message is None:
         return None
     if isinstance(event, (ReactionAdded, ReactionRemoved)):
-        return [frame(event.type_name, {"message_id": event.message_id, "user_id": event.user_id,
-                                        "emoji": event.emoji, "message": message})]
+        return [
+            frame(
+                event.type_name,
+                {"message_id": event.message_id, "user_id": event.user_id, "emoji": event.emoji, "message": message},
+            )
+        ]
     frames = [frame(event.type_name, message)]
     root = messages.get(getattr(event, "thread_root_id", None) or "")
     if isinstance(event, (MessagePosted, MessageDeleted)) and root is not None:
@@ -230,5 +278,10 @@ def _workspace_frame(recorded: RecordedEvent) -> EventFrame:
             data |= {"role": event.role, "changed_by": event.changed_by}
         case ws.MemberLeft():
             data["removed_by"] = event.removed_by
-    return EventFrame(position=recorded.position, type=event.type_name, workspace_id=_id(recorded.stream_id, "workspace-"),
-                      channel_id=None, data=data)
+    return EventFrame(
+        position=recorded.position,
+        type=event.type_name,
+        workspace_id=_id(recorded.stream_id, "workspace-"),
+        channel_id=None,
+        data=data,
+    )

@@ -38,8 +38,14 @@ Authenticate = Callable[[str], Awaitable[Principal]]
 
 
 class Gateway:
-    def __init__(self, hub: Hub, authenticate: Authenticate, settings: Settings, presence: Presence,
-                 report: Callable[[Change], None]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        authenticate: Authenticate,
+        settings: Settings,
+        presence: Presence,
+        report: Callable[[Change], None],
+    ) -> None:
         self.hub, self.authenticate, self.settings = hub, authenticate, settings
         self.presence, self.report = presence, report
         self.heartbeat_s = settings.ws_heartbeat_s
@@ -93,8 +99,12 @@ class Gateway:
                         return _hello_of(protocol.parse(message))
                     except ProtocolError as exc:
                         if exc.code in ("bad_hello", "bad_resume_from"):
-                            await _close(socket, protocol.BAD_TOKEN if exc.code == "bad_hello" else protocol.BAD_HELLO,
-                                         exc.detail, exc.frame())
+                            await _close(
+                                socket,
+                                protocol.BAD_TOKEN if exc.code == "bad_hello" else protocol.BAD_HELLO,
+                                exc.detail,
+                                exc.frame(),
+                            )
                             return None
                         await socket.send_text(exc.frame())
         except TimeoutError:
@@ -119,16 +129,35 @@ class Gateway:
             upto = await conn.settle()
             await self.authenticate(token)  # a logout before we listened was not heard: check once more
             start = self._start(conn, resume_from, upto)
-            conn.send(protocol.encode({"op": "ready", "position": start, "heartbeat_s": self.heartbeat_s,
-                                       "session_id": principal.session_id, "user_id": principal.user_id,
-                                       "resumed": start == resume_from}))
+            conn.send(
+                protocol.encode(
+                    {
+                        "op": "ready",
+                        "position": start,
+                        "heartbeat_s": self.heartbeat_s,
+                        "session_id": principal.session_id,
+                        "user_id": principal.user_id,
+                        "resumed": start == resume_from,
+                    }
+                )
+            )
             conn.live = True
             if resume_from is not None and start != resume_from:  # after ready: a client reads ready first
-                conn.send(protocol.error_frame("resume_unavailable", "too much was missed to replay; refetch your "
-                                                                     "state over HTTP; events after the ready position follow"))
+                conn.send(
+                    protocol.error_frame(
+                        "resume_unavailable",
+                        "too much was missed to replay; refetch your "
+                        "state over HTTP; events after the ready position follow",
+                    )
+                )
             conn.follow(start, upto)  # no await since live: a sync asked for meanwhile waits for this one
-            log.info("realtime.connected", user_id=principal.user_id, position=start, resume_from=resume_from,
-                     subjects=len(conn.subjects))
+            log.info(
+                "realtime.connected",
+                user_id=principal.user_id,
+                position=start,
+                resume_from=resume_from,
+                subjects=len(conn.subjects),
+            )
             await self._seen(conn, "active")
             tasks.append(_guarded(conn, self._read(socket, conn)))
             await conn.done.wait()
@@ -218,7 +247,7 @@ class Gateway:
 
 def _hello_of(frame: dict[str, Any]) -> tuple[str, int | None]:
     if frame["op"] != "hello":
-        raise ProtocolError("hello_first", "the first frame is {\"op\":\"hello\",\"token\":...,\"resume_from\":...}")
+        raise ProtocolError("hello_first", 'the first frame is {"op":"hello","token":...,"resume_from":...}')
     return protocol.hello_fields(frame)
 
 

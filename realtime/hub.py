@@ -25,7 +25,6 @@ import contextlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
-from typing import Any
 
 import msgspec
 import nats
@@ -40,8 +39,8 @@ from infra.eventstore.port import EventStore
 from infra.nats_connect import connect_options
 from realtime import presence_batch, subjects
 from realtime.connection import Connection
-from realtime.subjects import Envelope
 from realtime.presence_batch import WorkspacePresence
+from realtime.subjects import Envelope
 from realtime.wire import text_frame
 
 log = structlog.get_logger(__name__)
@@ -68,7 +67,9 @@ def _with_companions(names: Collection[str]) -> list[str]:
 
 
 class Hub:
-    def __init__(self, *, nats_url: str | list[str], store: EventStore, pool: AsyncConnectionPool, read_models: Sequence[str]) -> None:
+    def __init__(
+        self, *, nats_url: str | list[str], store: EventStore, pool: AsyncConnectionPool, read_models: Sequence[str]
+    ) -> None:
         self.nats_url, self.store, self.pool, self.read_models = nats_url, store, pool, tuple(read_models)
         self.nc: NATS | None = None
         self.connections: set[Connection] = set()
@@ -84,10 +85,16 @@ class Hub:
         self._typed: dict[tuple[str, str], float] = {}
 
     async def start(self) -> None:
-        self.nc = await nats.connect(**connect_options(self.nats_url), name="hubbub-gateway", connect_timeout=2,
-                                     max_reconnect_attempts=-1,
-                                     reconnect_time_wait=1, error_cb=self._on_error,
-                                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+        self.nc = await nats.connect(
+            **connect_options(self.nats_url),
+            name="hubbub-gateway",
+            connect_timeout=2,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
         # Every user's subject through one subscription: a socket listens to its user's subject, and
         # a NATS subscription each (with nats-py's queue and task) cost several KiB per socket.
         # What arrives for a user without a socket here is dropped before it is parsed.
@@ -197,10 +204,15 @@ class Hub:
         self._typed[key] = loop.time()
         if len(self._typed) > 10_000:  # forget old entries rather than grow forever
             self._typed = {k: t for k, t in self._typed.items() if loop.time() - t < TYPING_EVERY_S}
-        frame = {"op": "event", "type": "typing", "channel_id": channel_id,
-                 "data": {"user_id": conn.user_id, "expires_in_s": TYPING_EXPIRES_S}}
-        await self.nc.publish(subjects.typing(channel_id), json.dumps(frame).encode(),
-                              headers={subjects.TYPIST: conn.user_id})
+        frame = {
+            "op": "event",
+            "type": "typing",
+            "channel_id": channel_id,
+            "data": {"user_id": conn.user_id, "expires_in_s": TYPING_EXPIRES_S},
+        }
+        await self.nc.publish(
+            subjects.typing(channel_id), json.dumps(frame).encode(), headers={subjects.TYPIST: conn.user_id}
+        )
         return True
 
     async def _ephemeral(self, msg: Msg) -> None:

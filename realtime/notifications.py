@@ -52,8 +52,9 @@ def _posted_ids(events: Sequence[tuple[RecordedEvent, Route]]) -> list[str]:
     return [r.event.message_id for r, _ in events if isinstance(r.event, MessagePosted)]
 
 
-async def ask_pushed(conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]],
-                     user_id: str | None) -> psycopg.AsyncCursor[Any] | None:
+async def ask_pushed(
+    conn: psycopg.AsyncConnection, events: Sequence[tuple[RecordedEvent, Route]], user_id: str | None
+) -> psycopg.AsyncCursor[Any] | None:
     """Send the lookup of the pushed notifications of the posts among ``events`` (of ``user_id``
     only, or everyone's); ``pushed`` reads its answer. Sent before ``shape``'s lookups on a
     connection in pipeline mode, they share one round trip."""
@@ -66,20 +67,28 @@ async def pushed(asked: psycopg.AsyncCursor[Any] | None) -> dict[int, list[tuple
     found: defaultdict[int, list[tuple[str, str]]] = defaultdict(list)
     for user, position, *data in await rows_of(asked):
         item = NotificationData(*data)
-        frame = EventFrame(position=position, type="notification.created", workspace_id=item.workspace_id,
-                           channel_id=item.channel_id, data=item)
+        frame = EventFrame(
+            position=position,
+            type="notification.created",
+            workspace_id=item.workspace_id,
+            channel_id=item.channel_id,
+            data=item,
+        )
         found[position].append((user, _ENCODER.encode(frame).decode()))
     return found
 
 
-def notification_envelopes(shaped: Sequence[Shaped], found: dict[int, list[tuple[str, str]]]
-                           ) -> dict[int, list[subjects.Envelope]]:
+def notification_envelopes(
+    shaped: Sequence[Shaped], found: dict[int, list[tuple[str, str]]]
+) -> dict[int, list[subjects.Envelope]]:
     """position -> the envelopes to publish BEFORE that event's own: one per person notified."""
     out: dict[int, list[subjects.Envelope]] = {}
     for item in shaped:
         if item.position in found:
-            out[item.position] = [subjects.Envelope(subjects.user(user), item.position, (*item.frames, frame))
-                                  for user, frame in found[item.position]]
+            out[item.position] = [
+                subjects.Envelope(subjects.user(user), item.position, (*item.frames, frame))
+                for user, frame in found[item.position]
+            ]
     return out
 
 
@@ -93,5 +102,9 @@ def with_notifications(shaped: list[Shaped], found: dict[int, list[tuple[str, st
     ``pushed`` of that user's lookup)."""
     if not found:
         return shaped
-    return [dataclasses.replace(item, frames=(*item.frames, *(f for _, f in found[item.position])))
-            if item.position in found else item for item in shaped]
+    return [
+        dataclasses.replace(item, frames=(*item.frames, *(f for _, f in found[item.position])))
+        if item.position in found
+        else item
+        for item in shaped
+    ]

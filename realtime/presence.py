@@ -45,8 +45,6 @@ MAX_USER_IDS = 200
 _ENCODER = msgspec.json.Encoder()
 
 
-
-
 class PresenceBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: Literal["active", "away"]
 
@@ -67,8 +65,9 @@ class PresenceController(Controller):
     tags = ["presence"]
 
     @put("/presence", operation_id="setPresence")
-    async def set_presence(self, request: Request, data: JSONBody[PresenceBody],
-                           principal: NamedDependency[Principal]) -> PresenceOut:
+    async def set_presence(
+        self, request: Request, data: JSONBody[PresenceBody], principal: NamedDependency[Principal]
+    ) -> PresenceOut:
         services = services_of(request)
         ttl = services.settings.ws_heartbeat_s * TIMEOUT_HEARTBEATS
         change = await services.presence.seen(principal.user_id, principal.session_id, data.status, ttl)
@@ -79,9 +78,13 @@ class PresenceController(Controller):
 
     @get("/workspaces/{workspace_id:str}/presence", operation_id="listPresence")
     async def list_presence(
-        self, request: Request, workspace_id: FromPath[str], principal: NamedDependency[Principal],
+        self,
+        request: Request,
+        workspace_id: FromPath[str],
+        principal: NamedDependency[Principal],
         pool: NamedDependency[AsyncConnectionPool],
-        limit: Annotated[int, Parameter(ge=1, le=200)] = 50, after: FromQuery[str] = "",
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+        after: FromQuery[str] = "",
         user_ids: FromQuery[str | None] = None,
     ) -> PresenceListOut:
         """Members' status: ``?user_ids=a,b`` for those (members only, up to 200), else a page.
@@ -94,8 +97,11 @@ class PresenceController(Controller):
             if role is None:
                 raise NotFound("no such workspace")
             guest = principal.user_id if role == "guest" else None
-            members = await (members_among(conn, workspace_id, asked, guest) if asked is not None
-                             else member_ids(conn, workspace_id, after, limit, guest))
+            members = await (
+                members_among(conn, workspace_id, asked, guest)
+                if asked is not None
+                else member_ids(conn, workspace_id, after, limit, guest)
+            )
         seen = await services_of(request).presence.statuses(members)
         items = [PresenceOut(u, seen[u].status, seen[u].last_seen_at) for u in members]
         return PresenceListOut(items, members[-1] if asked is None and len(members) == limit else None)

@@ -88,7 +88,7 @@ def grouped(latest: Iterable[tuple[str, Latest]]) -> PresenceData:
 
 
 class WorkspacePresence:
-    __slots__ = ("workspace_id", "pending", "sent_at", "_seq", "_history", "_owed")
+    __slots__ = ("_history", "_owed", "_seq", "pending", "sent_at", "workspace_id")
 
     def __init__(self, workspace_id: str | None) -> None:
         self.workspace_id = workspace_id

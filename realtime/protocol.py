@@ -56,9 +56,9 @@ def parse(message: dict[str, Any]) -> dict[str, Any]:
     try:
         frame = msgspec.json.decode(text)
     except (msgspec.DecodeError, RecursionError):  # RecursionError: nested deeper than the decoder goes
-        raise ProtocolError("not_json", "a frame must be one JSON object, such as {\"op\":\"heartbeat\"}") from None
+        raise ProtocolError("not_json", 'a frame must be one JSON object, such as {"op":"heartbeat"}') from None
     if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
-        raise ProtocolError("no_op", "a frame must be a JSON object with a string \"op\"")
+        raise ProtocolError("no_op", 'a frame must be a JSON object with a string "op"')
     return frame
 
 
@@ -66,11 +66,13 @@ def hello_fields(frame: dict[str, Any]) -> tuple[str, int | None]:
     """``token`` and ``resume_from`` of a hello; positions are checked against the log later."""
     token, resume_from = frame.get("token"), frame.get("resume_from")
     if not isinstance(token, str) or not token:
-        raise ProtocolError("bad_hello", "hello needs \"token\": the token that login or register answered")
-    if resume_from is not None and (isinstance(resume_from, bool) or not isinstance(resume_from, int)
-                                    or not 0 <= resume_from <= MAX_POSITION):
-        raise ProtocolError("bad_resume_from", "resume_from is the position of the last event received "
-                                               "(a whole number >= 0) or null")
+        raise ProtocolError("bad_hello", 'hello needs "token": the token that login or register answered')
+    if resume_from is not None and (
+        isinstance(resume_from, bool) or not isinstance(resume_from, int) or not 0 <= resume_from <= MAX_POSITION
+    ):
+        raise ProtocolError(
+            "bad_resume_from", "resume_from is the position of the last event received (a whole number >= 0) or null"
+        )
     return token, resume_from
 
 
@@ -78,7 +80,7 @@ def typing_channel(frame: dict[str, Any]) -> str:
     """The ``channel_id`` of a typing frame."""
     channel_id = frame.get("channel_id")
     if not isinstance(channel_id, str) or not channel_id or len(channel_id) > 100:
-        raise ProtocolError("bad_typing", "typing needs \"channel_id\": the channel being typed in")
+        raise ProtocolError("bad_typing", 'typing needs "channel_id": the channel being typed in')
     return channel_id
 
 
@@ -86,5 +88,5 @@ def presence_status(frame: dict[str, Any]) -> Literal["active", "away"]:
     """The ``status`` of a presence frame."""
     status = frame.get("status")
     if status not in ("active", "away"):
-        raise ProtocolError("bad_presence", "presence needs \"status\": \"active\" or \"away\"")
+        raise ProtocolError("bad_presence", 'presence needs "status": "active" or "away"')
     return status

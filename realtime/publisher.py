@@ -47,9 +47,18 @@ publishes up to this much again."""
 
 
 class Publisher:
-    def __init__(self, *, pool: AsyncConnectionPool, conninfo: str, store: EventStore, nats: NATS,
-                 watcher: CheckpointWatcher, read_models: Sequence[str], batch_size: int = 500,
-                 lock_retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        conninfo: str,
+        store: EventStore,
+        nats: NATS,
+        watcher: CheckpointWatcher,
+        read_models: Sequence[str],
+        batch_size: int = 500,
+        lock_retry_s: float = 1.0,
+    ) -> None:
         self.pool, self.conninfo, self.store, self.nats = pool, conninfo, store, nats
         self.watcher, self.read_models = watcher, tuple(read_models)
         self.batch_size, self.lock_retry_s = batch_size, lock_retry_s
@@ -76,7 +85,7 @@ class Publisher:
                     await conn.execute("SET synchronous_commit = off")
                     await self._lead(conn)
                     await self._follow(conn, backoff)
-            except Exception as exc:  # connection, NATS or read model trouble: start over from the checkpoint
+            except Exception as exc:  # noqa: BLE001 - connection, NATS or read model trouble: start over from the checkpoint
                 delay = backoff.next()
                 log.warning("realtime.publisher_failed", error=repr(exc), position=self.position, retry_in_s=delay)
                 await asyncio.sleep(delay)

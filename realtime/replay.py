@@ -16,8 +16,9 @@ from realtime.notifications import ask_pushed, owner_of, pushed, with_notificati
 PAGE = 500
 
 
-async def replay(store: EventStore, pool: AsyncConnectionPool, after: int, upto: int,
-                 wanted: Set[str]) -> AsyncIterator[list[Shaped]]:
+async def replay(
+    store: EventStore, pool: AsyncConnectionPool, after: int, upto: int, wanted: Set[str]
+) -> AsyncIterator[list[Shaped]]:
     while after < upto:
         page = [event async for event in store.read_all(after=after, limit=PAGE)]
         if not page:

@@ -11,23 +11,32 @@ from nats.aio.client import Client as NATS
 from psycopg_pool import AsyncConnectionPool
 
 from infra.aio import close_within
-from projections.consistency import CheckpointWatcher
 from infra.eventstore.port import EventStore
 from infra.presence import Change, Presence
 from infra.settings import Settings
+from projections.consistency import CheckpointWatcher
 from realtime.gateway import Authenticate, Gateway
 from realtime.hub import Hub
 from realtime.publisher import Publisher
 
 
 @contextlib.asynccontextmanager
-async def running(*, settings: Settings, pool: AsyncConnectionPool, store: EventStore, nats: NATS,
-                  watcher: CheckpointWatcher, read_models: Sequence[str],
-                  authenticate: Authenticate, presence: Presence,
-                  report: Callable[[Change], None]) -> AsyncIterator[Gateway]:
+async def running(
+    *,
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    store: EventStore,
+    nats: NATS,
+    watcher: CheckpointWatcher,
+    read_models: Sequence[str],
+    authenticate: Authenticate,
+    presence: Presence,
+    report: Callable[[Change], None],
+) -> AsyncIterator[Gateway]:
     assert settings.database_url and settings.nats_url
-    publisher = Publisher(pool=pool, conninfo=settings.database_url, store=store, nats=nats, watcher=watcher,
-                          read_models=read_models)
+    publisher = Publisher(
+        pool=pool, conninfo=settings.database_url, store=store, nats=nats, watcher=watcher, read_models=read_models
+    )
     hub = Hub(nats_url=settings.nats_url, store=store, pool=pool, read_models=read_models)
     gateway = Gateway(hub, authenticate, settings, presence, report)
     async with contextlib.AsyncExitStack() as stack:

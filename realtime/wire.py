@@ -56,7 +56,7 @@ def split_text_frames(wire: bytes) -> list[str]:
             (size,), i = struct.unpack_from("!H", wire, i), i + 2
         elif size == 127:
             (size,), i = struct.unpack_from("!Q", wire, i), i + 8
-        texts.append(wire[i:i + size].decode())
+        texts.append(wire[i : i + size].decode())
         i += size
     return texts
 
@@ -96,7 +96,7 @@ class TransportSink:
 class AsgiSink:
     """Frames through ``websocket.send``, sent in order by ``run`` (the gateway's writer task)."""
 
-    __slots__ = ("_send", "_pending", "_wake")
+    __slots__ = ("_pending", "_send", "_wake")
 
     def __init__(self, send_text: Any) -> None:
         self._send = send_text

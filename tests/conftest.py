@@ -102,7 +102,13 @@ def s3_server() -> Iterator[dict[str, str]]:
     keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **keys).create_bucket(Bucket=bucket)
     try:
-        yield {"blob_url": f"s3://{bucket}/blobs", "s3_endpoint_url": endpoint, "s3_region": "us-east-1",
-               "s3_access_key_id": "testing", "s3_secret_access_key": "testing", "bucket": bucket}
+        yield {
+            "blob_url": f"s3://{bucket}/blobs",
+            "s3_endpoint_url": endpoint,
+            "s3_region": "us-east-1",
+            "s3_access_key_id": "testing",
+            "s3_secret_access_key": "testing",
+            "bucket": bucket,
+        }
     finally:
         server.stop()

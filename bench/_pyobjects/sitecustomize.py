@@ -16,7 +16,7 @@ if _DIR and any("multiprocessing-fork" in arg for arg in sys.argv):
 
     tracemalloc.start(1)
 
-    def _write(signum, frame):  # noqa: ARG001 - a signal handler's signature
+    def _write(signum, frame):
         gc.collect()
         path = os.path.join(_DIR, f"{os.getpid()}.json")
         with open(path + ".tmp", "w") as out:

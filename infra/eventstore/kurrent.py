@@ -42,11 +42,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import msgspec
 import structlog
-from kurrentdbclient import AsyncKurrentDBClient
+from kurrentdbclient import AsyncKurrentDBClient, StreamState
 from kurrentdbclient import NewEvent as KurrentNewEvent
 from kurrentdbclient import NewEvents as KurrentNewEvents
 from kurrentdbclient import RecordedEvent as KurrentRecordedEvent
-from kurrentdbclient import StreamState
 from kurrentdbclient.exceptions import (
     AbortedByServerError,
     DeadlineExceededError,
@@ -112,9 +111,7 @@ def claim_stream(event_id: uuid.UUID) -> str:
 
 def is_ours(raw: KurrentRecordedEvent) -> bool:
     """False for system events and streams, links, and our own id claims."""
-    return not (
-        raw.stream_name.startswith(("$", CLAIM_PREFIX)) or raw.type.startswith("$") or raw.link is not None
-    )
+    return not (raw.stream_name.startswith(("$", CLAIM_PREFIX)) or raw.type.startswith("$") or raw.link is not None)
 
 
 def to_new_event(new: NewEvent, codec: EventCodec) -> KurrentNewEvent:
@@ -197,8 +194,12 @@ class KurrentEventStore:
     # -- writing -------------------------------------------------------------------------------
 
     async def append(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY,
-        *, expect: Sequence[tuple[str, int]] = (),
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = ANY,
+        *,
+        expect: Sequence[tuple[str, int]] = (),
     ) -> AppendResult:
         if expect:
             [result] = await self.append_many([StreamAppend(stream_id, events, expected_version)], expect=expect)
@@ -214,8 +215,9 @@ class KurrentEventStore:
         new = [to_new_event(e, self._codec) for e in events]
         return await self._write(stream_id, ids, new, expected_version, since)
 
-    async def append_many(self, appends: Sequence[StreamAppend], *,
-                          expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, expect: Sequence[tuple[str, int]] = ()
+    ) -> list[AppendResult]:
         check_appends(appends, expect)
         ids = [[e.event_id for e in a.events] for a in appends]
         sinces = [await self._claim(a.stream_id, i) for a, i in zip(appends, ids, strict=True)]
@@ -412,7 +414,7 @@ class KurrentEventStore:
                         after = raw.commit_position
             except _TRANSIENT as exc:
                 log.warning("eventstore.kurrent_resubscribing", error=str(exc), position=after)
-            except Exception as exc:  # handed to the consumer, raised from its `async for`
+            except Exception as exc:  # noqa: BLE001 - handed to the consumer, raised from its `async for`
                 await queue.put(exc)
                 return
             await asyncio.sleep(RESUBSCRIBE_DELAY_S)

@@ -60,15 +60,20 @@ class DuplicateEventId(EventStoreError):
 
 class EventStore(Protocol):
     async def append(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY,
-        *, expect: Sequence[tuple[str, int]] = (),
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = ANY,
+        *,
+        expect: Sequence[tuple[str, int]] = (),
     ) -> AppendResult:
         """Append all of ``events`` or none. Repeating an append with the same event ids returns
         the first result and appends nothing. ``expect``: as in ``append_many``."""
         ...
 
-    async def append_many(self, appends: Sequence[StreamAppend], *,
-                          expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, expect: Sequence[tuple[str, int]] = ()
+    ) -> list[AppendResult]:
         """Append to several streams atomically: all of ``appends`` or none, one result each.
 
         ``expect``: ``(stream_id, version)`` of streams not written here that must be at exactly
@@ -130,7 +135,9 @@ def check_appends(appends: Sequence[StreamAppend], expect: Sequence[tuple[str, i
         if not entry.events:
             raise ValueError(f"append: the entry for {entry.stream_id!r} has no events")
         if not 0 < len(entry.stream_id) <= MAX_STREAM_ID or "\x00" in entry.stream_id:
-            raise ValueError(f"stream ids are 1 to {MAX_STREAM_ID} characters without NUL, not {entry.stream_id[:40]!r}")
+            raise ValueError(
+                f"stream ids are 1 to {MAX_STREAM_ID} characters without NUL, not {entry.stream_id[:40]!r}"
+            )
         if entry.expected_version is not None and not 0 <= entry.expected_version < 2**31:
             raise ValueError(f"expected_version must be ANY or 0 <= n < 2**31, not {entry.expected_version}")
         if entry.stream_id in streams:

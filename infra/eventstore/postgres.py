@@ -117,14 +117,19 @@ class PostgresEventStore:
     # event that a crash lost, and no caller was told such an event was appended.
 
     async def append(
-        self, stream_id: str, events: Sequence[NewEvent], expected_version: int | None = ANY,
-        *, expect: Sequence[tuple[str, int]] = (),
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int | None = ANY,
+        *,
+        expect: Sequence[tuple[str, int]] = (),
     ) -> AppendResult:
         [result] = await self.append_many([StreamAppend(stream_id, events, expected_version)], expect=expect)
         return result
 
-    async def append_many(self, appends: Sequence[StreamAppend], *,
-                          expect: Sequence[tuple[str, int]] = ()) -> list[AppendResult]:
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, expect: Sequence[tuple[str, int]] = ()
+    ) -> list[AppendResult]:
         check_appends(appends, expect)
         wires = [_WireAppend(a.stream_id, a.expected_version, [self._wire(e) for e in a.events]) for a in appends]
         # An expectation is an entry without events in the same group: events_append inserts
@@ -178,8 +183,11 @@ class PostgresEventStore:
                 try:
                     await self._send(conn, batch)
                 except psycopg.errors.LockNotAvailable as exc:  # lock_timeout: cancelled, not written
-                    log.error("eventstore.append_lock_held", hint="a transaction holds the events append "
-                              "lock (a psql session inside BEGIN?); see pg_locks", appends=len(batch))
+                    log.error(
+                        "eventstore.append_lock_held",
+                        hint="a transaction holds the events append lock (a psql session inside BEGIN?); see pg_locks",
+                        appends=len(batch),
+                    )
                     _fail(batch, exc)
                 except Exception as exc:  # noqa: BLE001 - broke mid-call: it may have committed
                     _log_failure("eventstore.batch_failed", exc, len(batch))
@@ -229,8 +237,12 @@ class PostgresEventStore:
             if request.future.done():  # its caller gave up before it was sent: do not append it
                 continue
             fits = count + len(request.ids) <= MAX_BATCH_EVENTS or not batch
-            if (fits and streams.isdisjoint(request.streams) and streams.isdisjoint(request.checked)
-                    and ids.isdisjoint(request.ids)):
+            if (
+                fits
+                and streams.isdisjoint(request.streams)
+                and streams.isdisjoint(request.checked)
+                and ids.isdisjoint(request.ids)
+            ):
                 batch.append(request)
                 count += len(request.ids)
             else:
@@ -254,7 +266,11 @@ class PostgresEventStore:
                 self._repeats.add(task)  # held, or the loop may drop it half-way
                 task.add_done_callback(self._repeats.discard)
             elif all(ok for *_, ok in mine):
-                results = [AppendResult(pos, cur + len(w.e)) for w, (_, cur, _, pos, _) in zip(request.entries, mine) if w.e]
+                results = [
+                    AppendResult(pos, cur + len(w.e))
+                    for w, (_, cur, _, pos, _) in zip(request.entries, mine, strict=True)
+                    if w.e
+                ]
                 self._unflushed.append((request, results))
             else:
                 _reject(request, _conflict(request, mine))
@@ -322,9 +338,13 @@ class PostgresEventStore:
         if len(tails) == 1:
             return [await self.read_stream(*tails[0])]
         # One indexed range read per stream (a join with unnest() could be planned as a scan).
-        sql = " UNION ALL ".join(
-            f"SELECT {i} AS i, {_COLUMNS} FROM events WHERE stream_id = %s AND version > %s"
-            for i in range(len(tails))) + " ORDER BY i, version"
+        sql = (
+            " UNION ALL ".join(
+                f"SELECT {i} AS i, {_COLUMNS} FROM events WHERE stream_id = %s AND version > %s"
+                for i in range(len(tails))
+            )
+            + " ORDER BY i, version"
+        )
         out: list[list[RecordedEvent]] = [[] for _ in tails]
         async with self._pool.connection() as conn:
             cur = await conn.execute(sql, [value for tail in tails for value in tail])
@@ -463,8 +483,14 @@ async def _connect(conninfo: str, options: str = "") -> psycopg.AsyncConnection[
     """A connection of the store's own: bounded connect, keepalives so that a half-open link is
     noticed (a LISTEN would otherwise wait on it forever)."""
     return await psycopg.AsyncConnection.connect(
-        conninfo, autocommit=True, connect_timeout=5, keepalives=1, keepalives_idle=10,
-        keepalives_interval=5, keepalives_count=3, **({"options": options} if options else {}),
+        conninfo,
+        autocommit=True,
+        connect_timeout=5,
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=3,
+        **({"options": options} if options else {}),
     )
 
 

@@ -71,10 +71,14 @@ MAPPINGS = {
     },
 }
 
-_ADD = "if (ctx._source[params.f] == null) { ctx._source[params.f] = []; } " \
-       "if (ctx._source[params.f].contains(params.v)) { ctx.op = 'noop'; } else { ctx._source[params.f].add(params.v); }"
-_REMOVE = "if (ctx._source[params.f] != null && ctx._source[params.f].contains(params.v)) { " \
-          "ctx._source[params.f].remove(ctx._source[params.f].indexOf(params.v)); } else { ctx.op = 'noop'; }"
+_ADD = (
+    "if (ctx._source[params.f] == null) { ctx._source[params.f] = []; } "
+    "if (ctx._source[params.f].contains(params.v)) { ctx.op = 'noop'; } else { ctx._source[params.f].add(params.v); }"
+)
+_REMOVE = (
+    "if (ctx._source[params.f] != null && ctx._source[params.f].contains(params.v)) { "
+    "ctx._source[params.f].remove(ctx._source[params.f].indexOf(params.v)); } else { ctx.op = 'noop'; }"
+)
 
 
 class OpenSearchWriteError(RuntimeError):
@@ -91,15 +95,34 @@ def bulk_body(alias: str, changes: Sequence[Change]) -> list[dict[str, Any]]:
     for change in changes:
         match change:
             case Indexed(doc=d):
-                body += [{"index": {"_index": alias, "_id": d.message_id}},
-                         {"message_id": d.message_id, "workspace_id": d.workspace_id, "channel_id": d.channel_id,
-                          "author_id": d.author_id, "created_at": d.created_at.isoformat(), "text": d.text,
-                          "thread_root_id": d.thread_root_id, "has_file": d.has_file, "has_link": d.has_link,
-                          "reaction_keys": [], "reply_ids": [], "position": d.position}]
+                body += [
+                    {"index": {"_index": alias, "_id": d.message_id}},
+                    {
+                        "message_id": d.message_id,
+                        "workspace_id": d.workspace_id,
+                        "channel_id": d.channel_id,
+                        "author_id": d.author_id,
+                        "created_at": d.created_at.isoformat(),
+                        "text": d.text,
+                        "thread_root_id": d.thread_root_id,
+                        "has_file": d.has_file,
+                        "has_link": d.has_link,
+                        "reaction_keys": [],
+                        "reply_ids": [],
+                        "position": d.position,
+                    },
+                ]
             case TextChanged():
-                body += [{"update": {"_index": alias, "_id": change.message_id}},
-                         {"doc": {"text": change.text, "has_link": change.has_link,
-                                  "edited_at": change.edited_at.isoformat()}}]
+                body += [
+                    {"update": {"_index": alias, "_id": change.message_id}},
+                    {
+                        "doc": {
+                            "text": change.text,
+                            "has_link": change.has_link,
+                            "edited_at": change.edited_at.isoformat(),
+                        }
+                    },
+                ]
             case Reacted():
                 body += _scripted(alias, change.message_id, "reaction_keys", change.key, change.present)
             case Replied():
@@ -110,8 +133,10 @@ def bulk_body(alias: str, changes: Sequence[Change]) -> list[dict[str, Any]]:
 
 
 def _scripted(alias: str, doc_id: str, field: str, value: str, add: bool) -> list[dict[str, Any]]:
-    return [{"update": {"_index": alias, "_id": doc_id}},
-            {"script": {"lang": "painless", "source": _ADD if add else _REMOVE, "params": {"f": field, "v": value}}}]
+    return [
+        {"update": {"_index": alias, "_id": doc_id}},
+        {"script": {"lang": "painless", "source": _ADD if add else _REMOVE, "params": {"f": field, "v": value}}},
+    ]
 
 
 def bulk_failures(response: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,32 +153,50 @@ def bulk_failures(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def search_body(query: SearchQuery, channels: Sequence[str], size: int, after: list[Any] | None) -> dict[str, Any]:
-    filters: list[dict[str, Any]] = [{"term": {"workspace_id": query.workspace_id}},
-                                     {"terms": {"channel_id": list(channels)}}]
+    filters: list[dict[str, Any]] = [
+        {"term": {"workspace_id": query.workspace_id}},
+        {"terms": {"channel_id": list(channels)}},
+    ]
     if query.authors is not None:
         filters.append({"terms": {"author_id": list(query.authors)}})
     if query.start is not None or query.end is not None:
-        bounds = {"gte": query.start.isoformat() if query.start else None,
-                  "lt": query.end.isoformat() if query.end else None}
+        bounds = {
+            "gte": query.start.isoformat() if query.start else None,
+            "lt": query.end.isoformat() if query.end else None,
+        }
         filters.append({"range": {"created_at": {k: v for k, v in bounds.items() if v is not None}}})
-    filters += [{"term": {flag: True}} for flag, on in (("has_file", query.has_file), ("has_link", query.has_link))
-                if on]
+    filters += [
+        {"term": {flag: True}} for flag, on in (("has_file", query.has_file), ("has_link", query.has_link)) if on
+    ]
     if query.has_reaction:
         filters.append({"exists": {"field": "reaction_keys"}})
     if query.is_thread:
-        filters.append({"bool": {"should": [{"exists": {"field": "thread_root_id"}}, {"exists": {"field": "reply_ids"}}],
-                                 "minimum_should_match": 1}})
+        filters.append(
+            {
+                "bool": {
+                    "should": [{"exists": {"field": "thread_root_id"}}, {"exists": {"field": "reply_ids"}}],
+                    "minimum_should_match": 1,
+                }
+            }
+        )
     must = _positive(query)
     must_not = [{"match": {"text": {"query": w, "operator": "and"}}} for w in query.not_words]
     must_not += [{"match_phrase": {"text": {"query": p}}} for p in query.not_phrases]
     body: dict[str, Any] = {
-        "size": size, "_source": False, "track_total_hits": False,
+        "size": size,
+        "_source": False,
+        "track_total_hits": False,
         "query": {"bool": {"filter": filters, "must": must, "must_not": must_not}},
         "sort": _sort(query),
     }
     if must:
-        body["highlight"] = {"type": "unified", "encoder": "html", "pre_tags": ["<mark>"], "post_tags": ["</mark>"],
-                             "fields": {"text": {"fragment_size": 150, "number_of_fragments": 2, "no_match_size": 0}}}
+        body["highlight"] = {
+            "type": "unified",
+            "encoder": "html",
+            "pre_tags": ["<mark>"],
+            "post_tags": ["</mark>"],
+            "fields": {"text": {"fragment_size": 150, "number_of_fragments": 2, "no_match_size": 0}},
+        }
     if after is not None:
         body["search_after"] = after
     return body
@@ -162,8 +205,7 @@ def search_body(query: SearchQuery, channels: Sequence[str], size: int, after: l
 def _positive(query: SearchQuery) -> list[dict[str, Any]]:
     must: list[dict[str, Any]] = []
     if query.words:
-        must.append({"match": {"text": {"query": " ".join(query.words), "operator": "and",
-                                        "zero_terms_query": "all"}}})
+        must.append({"match": {"text": {"query": " ".join(query.words), "operator": "and", "zero_terms_query": "all"}}})
     must += [{"match_phrase": {"text": {"query": p, "zero_terms_query": "all"}}} for p in query.phrases]
     return must
 
@@ -180,7 +222,9 @@ def check_after(query: SearchQuery, after: list[Any] | None) -> None:
     kinds: tuple[tuple[type, ...], ...] = ((int,), (str,))
     if query.sort == "relevance":
         kinds = ((int, float), *kinds)
-    if len(after) != len(kinds) or not all(isinstance(v, k) and not isinstance(v, bool) for v, k in zip(after, kinds)):
+    if len(after) != len(kinds) or not all(
+        isinstance(v, k) and not isinstance(v, bool) for v, k in zip(after, kinds, strict=True)
+    ):
         raise BadCursor("not a search cursor of this server")
     if len(after[-1]) > 64:
         raise BadCursor("not a search cursor of this server")
@@ -198,15 +242,17 @@ class OpenSearchIndex:
 
     def __init__(self, client: AsyncOpenSearch, alias: str) -> None:
         if not _NAME.fullmatch(alias):
-            raise ValueError(f"HUBBUB_OPENSEARCH_INDEX must be lower-case letters, digits, '.', '_' or '-', "
-                             f"not {alias!r}")
+            raise ValueError(
+                f"HUBBUB_OPENSEARCH_INDEX must be lower-case letters, digits, '.', '_' or '-', not {alias!r}"
+            )
         self.client = client
         self.alias = alias
 
     @classmethod
     def connect(cls, url: str, alias: str) -> OpenSearchIndex:
-        return cls(AsyncOpenSearch(hosts=[url], http_compress=True, timeout=10, max_retries=2,
-                                   retry_on_timeout=True), alias)
+        return cls(
+            AsyncOpenSearch(hosts=[url], http_compress=True, timeout=10, max_retries=2, retry_on_timeout=True), alias
+        )
 
     @property
     def index_name(self) -> str:
@@ -228,22 +274,32 @@ class OpenSearchIndex:
 
     def schema(self, suffix: str = "") -> str:
         table = f"search_opensearch_index{suffix}"
-        return (f"CREATE TABLE IF NOT EXISTS {table} (alias text NOT NULL, "
-                f"CONSTRAINT {table}_pkey PRIMARY KEY (alias));\n"
-                f"INSERT INTO {table} (alias) VALUES ('{self.alias}') ON CONFLICT DO NOTHING;\n")
+        return (
+            f"CREATE TABLE IF NOT EXISTS {table} (alias text NOT NULL, "
+            f"CONSTRAINT {table}_pkey PRIMARY KEY (alias));\n"
+            f"INSERT INTO {table} (alias) VALUES ('{self.alias}') ON CONFLICT DO NOTHING;\n"
+        )
 
     async def write(self, conn: psycopg.AsyncConnection, changes: Sequence[Change], suffix: str = "") -> None:
         if suffix:
-            raise RebuildRefused("the OpenSearch index is not rebuilt beside the live one; to re-feed it from the "
-                                 "log, DROP TABLE search_opensearch_index and restart (the projection starts over)")
+            raise RebuildRefused(
+                "the OpenSearch index is not rebuilt beside the live one; to re-feed it from the "
+                "log, DROP TABLE search_opensearch_index and restart (the projection starts over)"
+            )
         if not changes:
             return
         response = await self.client.bulk(body=bulk_body(self.alias, changes), refresh="true", require_alias="true")
         if failed := bulk_failures(response):
             raise OpenSearchWriteError(f"{len(failed)} bulk item(s) failed, first: {failed[0]}")
 
-    async def search(self, conn: psycopg.AsyncConnection, query: SearchQuery, visible: Sequence[str],
-                     limit: int, after: list[Any] | None) -> Hits:
+    async def search(
+        self,
+        conn: psycopg.AsyncConnection,
+        query: SearchQuery,
+        visible: Sequence[str],
+        limit: int,
+        after: list[Any] | None,
+    ) -> Hits:
         check_after(query, after)
         channels = searched_channels(query, visible)
         if nothing_to_find(query, channels):

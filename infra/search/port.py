@@ -149,8 +149,14 @@ class SearchIndex(Protocol):
         """Apply ``changes`` in order, idempotently, within ``conn``'s transaction where it can."""
         ...
 
-    async def search(self, conn: psycopg.AsyncConnection, query: SearchQuery, visible: Sequence[str],
-                     limit: int, after: list[Any] | None) -> Hits:
+    async def search(
+        self,
+        conn: psycopg.AsyncConnection,
+        query: SearchQuery,
+        visible: Sequence[str],
+        limit: int,
+        after: list[Any] | None,
+    ) -> Hits:
         """Up to ``limit`` hits from the channels in ``visible`` only, in ``query.sort`` order,
         starting after ``after``; ``conn`` is the caller's (the OpenSearch backend ignores it).
         Raises ``BadCursor`` for an ``after`` it did not hand out."""

@@ -138,8 +138,14 @@ class PostgresSearchIndex:
             statements.append((_REPLIES, (roots,)))
         return [(statement.format(t=self.table, s=suffix), params) for statement, params in statements]
 
-    async def search(self, conn: psycopg.AsyncConnection, query: SearchQuery, visible: Sequence[str],
-                     limit: int, after: list[Any] | None) -> Hits:
+    async def search(
+        self,
+        conn: psycopg.AsyncConnection,
+        query: SearchQuery,
+        visible: Sequence[str],
+        limit: int,
+        after: list[Any] | None,
+    ) -> Hits:
         channels = searched_channels(query, visible)
         if nothing_to_find(query, channels):
             return Hits([])
@@ -167,8 +173,9 @@ def _tsquery(words: Sequence[str], phrases: Sequence[str], key: str, joiner: str
     return sql.SQL("(") + sql.SQL(f" {joiner} ").join(parts) + sql.SQL(")"), params
 
 
-_ESCAPED = sql.SQL("replace(replace(replace(translate(h.text, chr(1) || chr(2), ''), '&', '&amp;'), '<', '&lt;'), "
-                   "'>', '&gt;')")
+_ESCAPED = sql.SQL(
+    "replace(replace(replace(translate(h.text, chr(1) || chr(2), ''), '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+)
 _WHOLE = "HighlightAll=true, StartSel=\x01, StopSel=\x02"
 _FRAGMENTS = 'MaxFragments=2, MaxWords=24, MinWords=10, FragmentDelimiter=" … ", StartSel=\x01, StopSel=\x02'
 
@@ -189,13 +196,22 @@ _NEWEST = ("m.created_at DESC, m.message_id DESC", "h.created_at DESC, h.message
 _RELEVANCE = ("rank DESC, m.created_at DESC, m.message_id DESC", "h.rank DESC, h.created_at DESC, h.message_id DESC")
 
 
-def _select(table: str, query: SearchQuery, channels: Sequence[str], limit: int,
-            cursor: tuple[Any, ...] | None) -> tuple[sql.Composable, dict[str, Any]]:
+def _select(
+    table: str, query: SearchQuery, channels: Sequence[str], limit: int, cursor: tuple[Any, ...] | None
+) -> tuple[sql.Composable, dict[str, Any]]:
     pos, params = _tsquery(query.words, query.phrases, "pos", "&&")
     neg, neg_params = _tsquery(query.not_words, query.not_phrases, "neg", "||")
-    params |= neg_params | {"workspace_id": query.workspace_id, "channels": list(channels), "limit": limit,
-                            "authors": list(query.authors or ()), "start": query.start, "end": query.end,
-                            "short": SHORT_TEXT, "whole": _WHOLE, "fragments": _FRAGMENTS}
+    params |= neg_params | {
+        "workspace_id": query.workspace_id,
+        "channels": list(channels),
+        "limit": limit,
+        "authors": list(query.authors or ()),
+        "start": query.start,
+        "end": query.end,
+        "short": SHORT_TEXT,
+        "whole": _WHOLE,
+        "fragments": _FRAGMENTS,
+    }
     where = [sql.SQL("m.workspace_id = %(workspace_id)s"), sql.SQL("m.channel_id = ANY(%(channels)s)")]
     if query.has_text:
         # Folded at plan time into either "true" (nothing searchable) or the bare, indexable @@.
@@ -203,20 +219,30 @@ def _select(table: str, query: SearchQuery, channels: Sequence[str], limit: int,
     if query.not_words or query.not_phrases:
         where.append(sql.SQL("(numnode({neg}) = 0 OR NOT m.tsv @@ {neg})").format(neg=neg))
     where += _filters(query)
-    rank = sql.SQL("CASE WHEN numnode({pos}) = 0 THEN 0::real ELSE ts_rank(m.tsv, {pos}) END").format(pos=pos) \
-        if query.has_text else sql.SQL("0::real")
+    rank = (
+        sql.SQL("CASE WHEN numnode({pos}) = 0 THEN 0::real ELSE ts_rank(m.tsv, {pos}) END").format(pos=pos)
+        if query.has_text
+        else sql.SQL("0::real")
+    )
     inner_order, outer_order = _RELEVANCE if query.sort == "relevance" else _NEWEST
     if cursor is not None:
         params |= {"c_rank": cursor[0], "c_at": cursor[1], "c_id": cursor[2]}
-        where.append(sql.SQL("({rank}, m.created_at, m.message_id) < (%(c_rank)s::real, %(c_at)s, %(c_id)s)")
-                     .format(rank=rank) if query.sort == "relevance" else
-                     sql.SQL("(m.created_at, m.message_id) < (%(c_at)s, %(c_id)s)"))
+        where.append(
+            sql.SQL("({rank}, m.created_at, m.message_id) < (%(c_rank)s::real, %(c_at)s, %(c_id)s)").format(rank=rank)
+            if query.sort == "relevance"
+            else sql.SQL("(m.created_at, m.message_id) < (%(c_at)s, %(c_id)s)")
+        )
     statement = sql.SQL("""SELECT h.message_id, h.created_at, h.rank, {headline} FROM (
             SELECT m.message_id, m.created_at, m.text, {rank} AS rank FROM {table} m
             WHERE {where} ORDER BY {inner_order} LIMIT %(limit)s) AS h
         ORDER BY {outer_order}""").format(
-        headline=_headline(pos) if query.has_text else sql.SQL("''"), rank=rank, table=sql.Identifier(table),
-        where=sql.SQL(" AND ").join(where), inner_order=sql.SQL(inner_order), outer_order=sql.SQL(outer_order))
+        headline=_headline(pos) if query.has_text else sql.SQL("''"),
+        rank=rank,
+        table=sql.Identifier(table),
+        where=sql.SQL(" AND ").join(where),
+        inner_order=sql.SQL(inner_order),
+        outer_order=sql.SQL(outer_order),
+    )
     return statement, params
 
 

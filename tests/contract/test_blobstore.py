@@ -24,9 +24,13 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         store = open_blob_store(f"file://{tmp_path}/blobs")
     else:
         s3 = request.getfixturevalue("s3_server")
-        store = open_blob_store(f"{s3['blob_url']}-{uuid.uuid4().hex[:6]}", s3_endpoint_url=s3["s3_endpoint_url"],
-                                s3_region=s3["s3_region"], s3_access_key_id=s3["s3_access_key_id"],
-                                s3_secret_access_key=s3["s3_secret_access_key"])
+        store = open_blob_store(
+            f"{s3['blob_url']}-{uuid.uuid4().hex[:6]}",
+            s3_endpoint_url=s3["s3_endpoint_url"],
+            s3_region=s3["s3_region"],
+            s3_access_key_id=s3["s3_access_key_id"],
+            s3_secret_access_key=s3["s3_secret_access_key"],
+        )
     yield store
     await store.close()
 
@@ -50,7 +54,7 @@ async def test_a_streamed_write_of_many_chunks_is_one_blob(blobs: BlobStore) -> 
     k, data = key(), os.urandom(2 * S3_PART_SIZE + WRITE_BATCH + 12_345)  # several S3 parts, a short last one
     writer = await blobs.writer(k, "application/octet-stream")
     for i in range(0, len(data), 64 << 10):
-        await writer.write(data[i:i + (64 << 10)])
+        await writer.write(data[i : i + (64 << 10)])
     assert await blobs.size(k) is None  # nothing under the key before commit
     await writer.commit()
     assert await blobs.size(k) == len(data)
@@ -72,8 +76,13 @@ async def test_a_discarded_s3_write_leaves_no_multipart_upload(s3_server: dict[s
     import boto3
 
     prefix = f"mpu-{uuid.uuid4().hex[:6]}"
-    store = open_blob_store(f"s3://{s3_server['bucket']}/{prefix}", s3_endpoint_url=s3_server["s3_endpoint_url"],
-                            s3_region="us-east-1", s3_access_key_id="testing", s3_secret_access_key="testing")
+    store = open_blob_store(
+        f"s3://{s3_server['bucket']}/{prefix}",
+        s3_endpoint_url=s3_server["s3_endpoint_url"],
+        s3_region="us-east-1",
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
+    )
     try:
         writer = await store.writer("ws/f/blob")
         await writer.write(os.urandom(S3_PART_SIZE + WRITE_BATCH))
@@ -81,15 +90,21 @@ async def test_a_discarded_s3_write_leaves_no_multipart_upload(s3_server: dict[s
         await writer.discard()
     finally:
         await store.close()
-    client = boto3.client("s3", endpoint_url=s3_server["s3_endpoint_url"], region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server["s3_endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     uploads = client.list_multipart_uploads(Bucket=s3_server["bucket"], Prefix=prefix).get("Uploads", [])
     assert uploads == []
     assert client.list_objects_v2(Bucket=s3_server["bucket"], Prefix=prefix).get("KeyCount") == 0
 
 
-async def test_an_upload_cut_off_by_a_crash_is_swept_once_older_than_the_cutoff(blobs: BlobStore, tmp_path: Path,
-                                                                                   request: pytest.FixtureRequest) -> None:
+async def test_an_upload_cut_off_by_a_crash_is_swept_once_older_than_the_cutoff(
+    blobs: BlobStore, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     kept, k = key(), key()
     await blobs.put(kept, b"a committed blob")
     writer = await blobs.writer(k)
@@ -114,13 +129,23 @@ async def test_an_upload_cut_off_by_a_crash_is_swept_once_older_than_the_cutoff(
 async def test_a_sweep_on_s3_aborts_only_the_uploads_under_its_own_prefix(s3_server: dict[str, str]) -> None:
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3_server["s3_endpoint_url"], region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server["s3_endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     prefix, bucket = f"sweep-{uuid.uuid4().hex[:6]}", s3_server["bucket"]
     ours = client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}/ws/f/original")["UploadId"]
     theirs = client.create_multipart_upload(Bucket=bucket, Key=f"{prefix}-other/ws/f/original")["UploadId"]
-    store = open_blob_store(f"s3://{bucket}/{prefix}", s3_endpoint_url=s3_server["s3_endpoint_url"],
-                            s3_region="us-east-1", s3_access_key_id="testing", s3_secret_access_key="testing")
+    store = open_blob_store(
+        f"s3://{bucket}/{prefix}",
+        s3_endpoint_url=s3_server["s3_endpoint_url"],
+        s3_region="us-east-1",
+        s3_access_key_id="testing",
+        s3_secret_access_key="testing",
+    )
     try:
         assert await store.sweep_leftovers(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)) == 1
     finally:
@@ -167,8 +192,9 @@ async def test_blocking_readers_run_in_the_store_threads(blobs: BlobStore) -> No
 async def test_a_presigned_url_serves_the_blob_with_the_headers_asked_for(blobs: BlobStore) -> None:
     k = key()
     await blobs.put(k, b"<html>not to be rendered</html>", "text/html")
-    url = await blobs.presigned_url(k, expires_s=300, content_type="application/octet-stream",
-                                    disposition='attachment; filename="x.html"')
+    url = await blobs.presigned_url(
+        k, expires_s=300, content_type="application/octet-stream", disposition='attachment; filename="x.html"'
+    )
     if blobs.url.startswith("file://"):
         assert url is None  # local disk: the app streams it
         return

@@ -278,8 +278,9 @@ async def test_an_append_expecting_a_stream_that_moved_appends_nothing(store: Ev
     await store.append(channel, [new(0)], NO_STREAM)
     await store.append(channel, [new(1)], 1)  # a rename, a removal: the decision's read is stale
     with pytest.raises(WrongExpectedVersion) as info:
-        await store.append_many([StreamAppend(message, [new(2)], NO_STREAM), StreamAppend(other, [new(3)])],
-                                expect=[(channel, 1)])
+        await store.append_many(
+            [StreamAppend(message, [new(2)], NO_STREAM), StreamAppend(other, [new(3)])], expect=[(channel, 1)]
+        )
     assert (info.value.stream_id, info.value.expected, info.value.actual) == (channel, 1, 2)
     assert await versions(store, message, other, channel) == [[], [], [1, 2]]
 

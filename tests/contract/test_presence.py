@@ -114,8 +114,13 @@ async def test_calls_made_together_take_effect_in_the_order_they_were_made(prese
     users = [person() for _ in range(300)]
     # A heartbeat and a clean close of the same socket back to back, for many sockets at once:
     # the close is the last word, so everyone ends offline (not online until their devices time out).
-    await asyncio.gather(*(call for user in users for call in (presence.seen(user, "phone", "active", LONG),
-                                                                presence.gone(user, "phone"))))
+    await asyncio.gather(
+        *(
+            call
+            for user in users
+            for call in (presence.seen(user, "phone", "active", LONG), presence.gone(user, "phone"))
+        )
+    )
     seen = await presence.statuses(users)
     assert {s.status for s in seen.values()} == {"offline"}
     changes = await asyncio.gather(*(presence.seen(user, "phone", "away", LONG) for user in users))

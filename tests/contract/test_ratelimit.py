@@ -90,7 +90,13 @@ async def test_concurrent_takes_on_many_buckets_each_get_their_own_answer(limite
     order = [name for _ in range(5) for name in names]
     decisions = await asyncio.gather(*(limiter.take(name, limit) for name in order))
     for name in names:
-        assert [d.allowed for n, d in zip(order, decisions, strict=True) if n == name] == [True, True, False, False, False]
+        assert [d.allowed for n, d in zip(order, decisions, strict=True) if n == name] == [
+            True,
+            True,
+            False,
+            False,
+            False,
+        ]
 
 
 async def test_takes_go_on_after_redis_forgets_its_scripts(limiter: RateLimiter, redis: Redis) -> None:
@@ -121,8 +127,9 @@ async def test_a_cost_that_could_never_be_paid_is_a_bug(limiter: RateLimiter, co
         await limiter.take(bucket(), RateLimit(rate_per_s=1.0, burst=5), cost)
 
 
-async def test_the_key_is_namespaced_and_expires_once_the_bucket_would_be_full(limiter: RateLimiter,
-                                                                              redis: Redis) -> None:
+async def test_the_key_is_namespaced_and_expires_once_the_bucket_would_be_full(
+    limiter: RateLimiter, redis: Redis
+) -> None:
     name, limit = bucket(), RateLimit(rate_per_s=2.0, burst=4)
     await takes(limiter, name, limit, 3)  # 1 left: full again in 1.5 s
     ttl_ms = await redis.pttl(KEY_PREFIX + name)
@@ -130,8 +137,9 @@ async def test_the_key_is_namespaced_and_expires_once_the_bucket_would_be_full(l
     assert await redis.pttl(KEY_PREFIX + bucket()) == -2  # untouched buckets have no key at all
 
 
-async def test_processes_with_their_own_clients_share_a_bucket(limiter: RateLimiter,
-                                                               service_urls: dict[str, str]) -> None:
+async def test_processes_with_their_own_clients_share_a_bucket(
+    limiter: RateLimiter, service_urls: dict[str, str]
+) -> None:
     name, limit = bucket(), RateLimit(rate_per_s=SLOW, burst=3)
     other = Redis.from_url(service_urls["redis"])
     try:
@@ -174,7 +182,8 @@ async def test_ahead_concurrent_takes_never_overspend_one_process(redis: Redis) 
 
 
 async def test_a_take_the_view_can_pay_does_not_wait_for_redis_and_redis_counts_it_later(
-        redis: Redis, service_urls: dict[str, str]) -> None:
+    redis: Redis, service_urls: dict[str, str]
+) -> None:
     limiter = RedisRateLimiter(redis, timeout_s=0.3)
     name, limit = bucket(), ahead(burst=5)  # fails closed: only an answer without Redis can allow
     assert (await limiter.take(name, limit)).allowed
@@ -196,8 +205,9 @@ async def test_a_take_the_view_can_pay_does_not_wait_for_redis_and_redis_counts_
     assert all(view.unanswered == 0 for view in limiter._known.values())  # nothing left owed
 
 
-async def test_a_forgotten_view_waits_for_redis_again(redis: Redis, service_urls: dict[str, str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_forgotten_view_waits_for_redis_again(
+    redis: Redis, service_urls: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("infra.ratelimit.KNOWN_BUCKETS", 2)
     limiter = RedisRateLimiter(redis, timeout_s=0.3)
     first, second, third, limit = bucket(), bucket(), bucket(), ahead(burst=5)
@@ -219,7 +229,8 @@ async def test_a_forgotten_view_waits_for_redis_again(redis: Redis, service_urls
 
 
 async def test_what_a_stale_view_allows_is_debt_that_refuses_every_process_until_repaid(
-        redis: Redis, service_urls: dict[str, str]) -> None:
+    redis: Redis, service_urls: dict[str, str]
+) -> None:
     name, limit = bucket(), ahead(burst=3, rate_per_s=1.0)
     other_redis = Redis.from_url(service_urls["redis"])
     here, there = RedisRateLimiter(redis), RedisRateLimiter(other_redis)
@@ -238,7 +249,8 @@ async def test_what_a_stale_view_allows_is_debt_that_refuses_every_process_until
 
 
 async def test_every_take_allowed_on_stale_views_is_owed_however_many_processes(
-        redis: Redis, service_urls: dict[str, str]) -> None:
+    redis: Redis, service_urls: dict[str, str]
+) -> None:
     name, limit = bucket(), ahead(burst=3, rate_per_s=1.0)
     clients = [Redis.from_url(service_urls["redis"]) for _ in range(4)]
     limiters = [RedisRateLimiter(client) for client in clients]

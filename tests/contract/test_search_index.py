@@ -72,11 +72,30 @@ class Space:
     people: list[str]
     position: int = 0
 
-    def doc(self, text: str, *, channel: int = 0, author: int = 0, at: dt.datetime = T0,
-            root: str | None = None, has_file: bool = False, has_link: bool = False) -> SearchDoc:
+    def doc(
+        self,
+        text: str,
+        *,
+        channel: int = 0,
+        author: int = 0,
+        at: dt.datetime = T0,
+        root: str | None = None,
+        has_file: bool = False,
+        has_link: bool = False,
+    ) -> SearchDoc:
         self.position += 1
-        return SearchDoc(str(uuid.uuid4()), self.ws, self.channels[channel], self.people[author], text, at, root,
-                         has_file, has_link, self.position)
+        return SearchDoc(
+            str(uuid.uuid4()),
+            self.ws,
+            self.channels[channel],
+            self.people[author],
+            text,
+            at,
+            root,
+            has_file,
+            has_link,
+            self.position,
+        )
 
     async def write(self, *changes: Change) -> None:
         async with self.pool.connection() as conn, conn.transaction():
@@ -84,12 +103,14 @@ class Space:
 
     async def post(self, text: str, **kw) -> str:
         doc = self.doc(text, **kw)
-        await self.write(Indexed(doc), *([Replied(doc.thread_root_id, doc.message_id, True)] if doc.thread_root_id
-                                         else []))
+        await self.write(
+            Indexed(doc), *([Replied(doc.thread_root_id, doc.message_id, True)] if doc.thread_root_id else [])
+        )
         return doc.message_id
 
-    async def page(self, query: SearchQuery, visible: Sequence[str] | None = None, limit: int = 50,
-                   after: list | None = None):
+    async def page(
+        self, query: SearchQuery, visible: Sequence[str] | None = None, limit: int = 50, after: list | None = None
+    ):
         async with self.pool.connection() as conn:
             return await self.index.search(conn, query, self.channels if visible is None else visible, limit, after)
 
@@ -97,15 +118,21 @@ class Space:
         query = q if isinstance(q, SearchQuery) else self.query(q, **kw)
         return [hit.message_id for hit in (await self.page(query, visible)).hits]
 
-    def query(self, q: str, sort: str = "newest", authors: tuple[str, ...] | None = None,
-              channels: tuple[str, ...] | None = None) -> SearchQuery:
+    def query(
+        self,
+        q: str,
+        sort: str = "newest",
+        authors: tuple[str, ...] | None = None,
+        channels: tuple[str, ...] | None = None,
+    ) -> SearchQuery:
         return search_query(parse(q), self.ws, sort, authors, channels)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def space(index: SearchIndex, pool) -> Space:
-    return Space(index, pool, str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(3)],
-                 [str(uuid.uuid4()) for _ in range(2)])
+    return Space(
+        index, pool, str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(3)], [str(uuid.uuid4()) for _ in range(2)]
+    )
 
 
 def later(minutes: int) -> dt.datetime:
@@ -172,7 +199,9 @@ async def test_has_file_link_and_reaction(space: Space) -> None:
     file = await space.post("see attached", has_file=True, at=later(1))
     link = await space.post("see https://example.com", has_link=True, at=later(2))
     reacted = await space.post("see you", at=later(3))
-    await space.write(Reacted(reacted, "👍 u1", True), Reacted(reacted, "👍 u1", True), Reacted(reacted, ":tada: u2", True))
+    await space.write(
+        Reacted(reacted, "👍 u1", True), Reacted(reacted, "👍 u1", True), Reacted(reacted, ":tada: u2", True)
+    )
     assert await space.ids("has:file") == [file]
     assert await space.ids("see has:link") == [link]
     assert await space.ids("has:reaction") == [reacted]
@@ -216,16 +245,23 @@ async def test_an_edit_replaces_the_text_and_link_flag(space: Space) -> None:
 
 async def test_a_deleted_message_is_gone(space: Space) -> None:
     message = await space.post("regrettable words", at=later(1))
-    await space.write(Removed(message), Removed(message), TextChanged(message, "regrettable", False, later(2)),
-                      Reacted(message, "👍 u1", True))
+    await space.write(
+        Removed(message),
+        Removed(message),
+        TextChanged(message, "regrettable", False, later(2)),
+        Reacted(message, "👍 u1", True),
+    )
     assert await space.ids("regrettable") == []
     assert await space.ids("has:reaction") == []
 
 
 async def test_a_batch_applied_twice_ends_the_same(space: Space) -> None:
     doc = space.doc("version one", at=later(1))
-    batch = [Indexed(doc), TextChanged(doc.message_id, "version two", False, later(2)),
-             Reacted(doc.message_id, "👀 u1", True)]
+    batch = [
+        Indexed(doc),
+        TextChanged(doc.message_id, "version two", False, later(2)),
+        Reacted(doc.message_id, "👀 u1", True),
+    ]
     await space.write(*batch)
     await space.write(*batch)
     assert await space.ids("two has:reaction") == [doc.message_id]
@@ -249,8 +285,7 @@ async def test_newest_first_pages_without_gaps_or_repeats(space: Space) -> None:
 
 
 async def test_relevance_puts_the_best_match_first_and_pages_too(space: Space) -> None:
-    weak = await space.post("incident report: the database was slow, we looked at many other things today",
-                            at=later(2))
+    weak = await space.post("incident report: the database was slow, we looked at many other things today", at=later(2))
     strong = await space.post("database database database", at=later(1))
     query = space.query("database", sort="relevance")
     assert (await space.ids(query))[0] == strong
@@ -269,8 +304,18 @@ async def test_highlights_mark_matches_in_escaped_html(space: Space) -> None:
     assert hit.highlight == ""  # no words, nothing to mark: the route shows the text's start
 
 
-@pytest.mark.parametrize("after", [[], ["x"], [1, 2, 3, 4], ["a", "b", "c"], [0.5, "not a time", "id"],
-                                   [0.5, "2024-01-01T00:00:00", "id"], [True, 1, "x"]])
+@pytest.mark.parametrize(
+    "after",
+    [
+        [],
+        ["x"],
+        [1, 2, 3, 4],
+        ["a", "b", "c"],
+        [0.5, "not a time", "id"],
+        [0.5, "2024-01-01T00:00:00", "id"],
+        [True, 1, "x"],
+    ],
+)
 async def test_a_cursor_it_did_not_hand_out_is_refused(space: Space, after: list) -> None:
     with pytest.raises(BadCursor):
         await space.page(space.query("anything", sort="relevance"), after=after)
@@ -279,9 +324,46 @@ async def test_a_cursor_it_did_not_hand_out_is_refused(space: Space, after: list
 async def test_any_query_the_language_accepts_runs(space: Space) -> None:
     await space.post("ordinary words, a https://link and some 'quotes'", at=later(1))
     rng = random.Random(6)
-    alphabet = ['"', "-", ":", "@", "#", " ", " ", "from:", "in:", "has:link", "is:thread", "on:2024-03-01",
-                "before:9999-12-31", "after:0001-01-01", "'", ";", "\\", "(", ")", "*", "~", "&", "|", "!", "<->",
-                "AND", "OR", "NOT", "é", "字", "🎉", "words", "ordinary", ":*", "\ud800", "\x00", "%", "_"]
+    alphabet = [
+        '"',
+        "-",
+        ":",
+        "@",
+        "#",
+        " ",
+        " ",
+        "from:",
+        "in:",
+        "has:link",
+        "is:thread",
+        "on:2024-03-01",
+        "before:9999-12-31",
+        "after:0001-01-01",
+        "'",
+        ";",
+        "\\",
+        "(",
+        ")",
+        "*",
+        "~",
+        "&",
+        "|",
+        "!",
+        "<->",
+        "AND",
+        "OR",
+        "NOT",
+        "é",
+        "字",
+        "🎉",
+        "words",
+        "ordinary",
+        ":*",
+        "\ud800",
+        "\x00",
+        "%",
+        "_",
+    ]
     for _ in range(150):
         q = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 25)))
         try:

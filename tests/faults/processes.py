@@ -52,8 +52,9 @@ class NatsCluster:
 
     def __init__(self, root: Path, size: int = 3) -> None:
         self.root, self.token = root, secrets.token_hex(16)
-        self.nodes = [NatsNode(f"n{i + 1}", free_port(), free_port(), free_port(), root / f"n{i + 1}.log")
-                      for i in range(size)]
+        self.nodes = [
+            NatsNode(f"n{i + 1}", free_port(), free_port(), free_port(), root / f"n{i + 1}.log") for i in range(size)
+        ]
 
     @property
     def url(self) -> str:
@@ -65,9 +66,25 @@ class NatsCluster:
         write_private(conf, f'authorization {{ token: "{self.token}" }}\n')
         for node in self.nodes:
             routes = ",".join(f"nats://127.0.0.1:{o.cluster_port}" for o in self.nodes if o is not node)
-            argv = [_nats_bin(), "-c", str(conf), "-n", node.name, "-a", "127.0.0.1", "-p", str(node.client_port),
-                    "-m", str(node.monitor_port), "--cluster_name", "hubbub-faults",
-                    "--cluster", f"nats://127.0.0.1:{node.cluster_port}", "--routes", routes]
+            argv = [
+                _nats_bin(),
+                "-c",
+                str(conf),
+                "-n",
+                node.name,
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(node.client_port),
+                "-m",
+                str(node.monitor_port),
+                "--cluster_name",
+                "hubbub-faults",
+                "--cluster",
+                f"nats://127.0.0.1:{node.cluster_port}",
+                "--routes",
+                routes,
+            ]
             with open(node.log, "ab") as out:
                 node.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_for_mesh()
@@ -137,8 +154,13 @@ class GatewayProcess:
 
     async def start(self) -> None:
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([HUBBUB, "serve", "--port", str(self.port)], env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [HUBBUB, "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         async with httpx.AsyncClient(timeout=2) as http:
             deadline = time.monotonic() + START_TIMEOUT_S
             while True:

@@ -32,7 +32,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from tests.faults.processes import GatewayProcess, NatsCluster, wait_for_leader
 from tests.integration.conftest import User, register
 from tests.integration.messaging_helpers import (
-    API, Team, add_to_channel, create_channel, create_workspace, join_workspace,
+    API,
+    Team,
+    add_to_channel,
+    create_channel,
+    create_workspace,
+    join_workspace,
 )
 
 RUN_S = 7.0  # writers post this long; in it, at
@@ -54,11 +59,18 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 
 @pytest.fixture
-async def gateways(cluster: NatsCluster, service_urls: dict[str, str], migrated_url: str,
-                   tmp_path: Path) -> AsyncIterator[list[GatewayProcess]]:
-    env = {"HUBBUB_DATABASE_URL": migrated_url, "HUBBUB_NATS_URL": cluster.url, "HUBBUB_REDIS_URL": service_urls["redis"],
-           "HUBBUB_INSECURE_FAST_PASSWORDS": "true", "HUBBUB_RATE_POST_PER_S": "1000",
-           "HUBBUB_RATE_POST_BURST": "1000", "HUBBUB_WS_HEARTBEAT_S": str(HEARTBEAT_S)}
+async def gateways(
+    cluster: NatsCluster, service_urls: dict[str, str], migrated_url: str, tmp_path: Path
+) -> AsyncIterator[list[GatewayProcess]]:
+    env = {
+        "HUBBUB_DATABASE_URL": migrated_url,
+        "HUBBUB_NATS_URL": cluster.url,
+        "HUBBUB_REDIS_URL": service_urls["redis"],
+        "HUBBUB_INSECURE_FAST_PASSWORDS": "true",
+        "HUBBUB_RATE_POST_PER_S": "1000",
+        "HUBBUB_RATE_POST_BURST": "1000",
+        "HUBBUB_WS_HEARTBEAT_S": str(HEARTBEAT_S),
+    }
     started = [GatewayProcess(name, env, tmp_path / f"gateway-{name}.log") for name in "AB"]
     try:
         await started[0].start()
@@ -167,8 +179,9 @@ class Writer:
         while True:
             api = self.apis[turn % len(self.apis)]
             try:
-                response = await api.post(f"{API}/channels/{self.channel_id}/messages", json=body,
-                                          headers=self.user.auth)
+                response = await api.post(
+                    f"{API}/channels/{self.channel_id}/messages", json=body, headers=self.user.auth
+                )
                 if response.status_code == 201:
                     return response.json()
                 assert response.status_code >= 500, response.text
@@ -182,12 +195,19 @@ class Writer:
 # -- the story ---------------------------------------------------------------------------------------
 
 # name -> (a member of #secret, index of the gateway the client starts on)
-CLIENTS = {"Ann": (True, 0), "Bob": (False, 0), "Cat": (True, 0), "Dan": (False, 1), "Eve": (True, 1),
-           "Fay": (False, 1)}
+CLIENTS = {
+    "Ann": (True, 0),
+    "Bob": (False, 0),
+    "Cat": (True, 0),
+    "Dan": (False, 1),
+    "Eve": (True, 1),
+    "Fay": (False, 1),
+}
 
 
 async def test_a_dead_nats_node_and_a_dead_gateway_lose_and_repeat_nothing(
-        cluster: NatsCluster, gateways: list[GatewayProcess]) -> None:
+    cluster: NatsCluster, gateways: list[GatewayProcess]
+) -> None:
     first, survivor = gateways
     apis = [httpx.AsyncClient(base_url=f"http://{g.address}", timeout=10) for g in gateways]
     tasks: list[asyncio.Task[None]] = []
@@ -199,8 +219,12 @@ async def test_a_dead_nats_node_and_a_dead_gateway_lose_and_repeat_nothing(
             for follower in followers.values():
                 await follower.connected.wait()
 
-        writers = [Writer(team.owner, team.general_id, apis, 0), Writer(people["Dan"], team.general_id, apis, 1),
-                   Writer(people["Ann"], secret, apis, 0), Writer(people["Eve"], secret, apis, 1)]
+        writers = [
+            Writer(team.owner, team.general_id, apis, 0),
+            Writer(people["Dan"], team.general_id, apis, 1),
+            Writer(people["Ann"], secret, apis, 0),
+            Writer(people["Eve"], secret, apis, 1),
+        ]
         stop = asyncio.Event()
         writing = [asyncio.create_task(w.run(stop)) for w in writers]
         tasks += writing
@@ -218,9 +242,15 @@ async def test_a_dead_nats_node_and_a_dead_gateway_lose_and_repeat_nothing(
             accepted[writer.channel_id].extend(writer.accepted)
         everything = accepted[team.general_id] + accepted[secret]
         assert len({a["position"] for a in everything}) == len(everything) > 50
-        wanted = {name: [a["id"] for a in sorted(accepted[team.general_id] + (accepted[secret] if member else []),
-                                                 key=lambda a: a["position"])]
-                  for name, (member, _) in CLIENTS.items()}
+        wanted = {
+            name: [
+                a["id"]
+                for a in sorted(
+                    accepted[team.general_id] + (accepted[secret] if member else []), key=lambda a: a["position"]
+                )
+            ]
+            for name, (member, _) in CLIENTS.items()
+        }
         await _caught_up(followers, wanted, tasks)
     finally:
         for task in tasks:
@@ -230,8 +260,11 @@ async def test_a_dead_nats_node_and_a_dead_gateway_lose_and_repeat_nothing(
             await client.aclose()
     assert crashed == []
 
-    print(f"killed NATS node {victim.name}, then gateway {first.name}; {len(everything)} messages posted;",
-          "gateways each client was served by:", {n: [g for g, _ in f.readies] for n, f in followers.items()})
+    print(
+        f"killed NATS node {victim.name}, then gateway {first.name}; {len(everything)} messages posted;",
+        "gateways each client was served by:",
+        {n: [g for g, _ in f.readies] for n, f in followers.items()},
+    )
     logs = [str(g.log) for g in gateways]
     for name, (member, home) in CLIENTS.items():
         follower = followers[name]
@@ -254,8 +287,9 @@ async def _team(api: httpx.AsyncClient) -> tuple[Team, dict[str, User], str]:
     return team, people, secret
 
 
-async def _caught_up(followers: dict[str, Follower], wanted: dict[str, list[str]],
-                     tasks: list[asyncio.Task[None]]) -> None:
+async def _caught_up(
+    followers: dict[str, Follower], wanted: dict[str, list[str]], tasks: list[asyncio.Task[None]]
+) -> None:
     """Until every client has as many messages as it should (or time is up, or a task died: the asserts tell)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CATCH_UP_S
@@ -270,5 +304,7 @@ def _difference(got: list[str], wanted: list[str]) -> str:
     missing, unexpected = set(wanted) - set(got), set(got) - set(wanted)
     repeated = [i for i, n in Counter(got).items() if n > 1]
     first = next((k for k, (g, w) in enumerate(zip(got, wanted)) if g != w), min(len(got), len(wanted)))
-    return (f"got {len(got)} of {len(wanted)}: {len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(repeated)} repeated, first difference at index {first}")
+    return (
+        f"got {len(got)} of {len(wanted)}: {len(missing)} missing, {len(unexpected)} unexpected, "
+        f"{len(repeated)} repeated, first difference at index {first}"
+    )

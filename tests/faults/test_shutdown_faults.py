@@ -66,10 +66,12 @@ def own_nats(tmp_path: Path) -> Iterator[Service]:
         embedded.stop()
 
 
-async def test_the_app_shuts_down_while_nats_takes_nothing(own_nats: Service, service_urls: dict[str, str],
-                                                           migrated_url: str) -> None:
-    app = create_app(load_settings({}, database_url=migrated_url, nats_url=own_nats.url,
-                                   redis_url=service_urls["redis"]))
+async def test_the_app_shuts_down_while_nats_takes_nothing(
+    own_nats: Service, service_urls: dict[str, str], migrated_url: str
+) -> None:
+    app = create_app(
+        load_settings({}, database_url=migrated_url, nats_url=own_nats.url, redis_url=service_urls["redis"])
+    )
     lifespan = Lifespan(app)
     await lifespan.start()
     nats = app.state[deps.STATE_KEY].nats

@@ -21,8 +21,13 @@ from infra.settings import load_settings
 @pytest.fixture(scope="module")
 async def api(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[AsyncTestClient]:
     settings = load_settings(
-        {}, database_url=migrated_url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-        insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000,  # every test registers from one address
+        {},
+        database_url=migrated_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,  # every test registers from one address
     )
     app: Litestar = create_app(settings)
     async with AsyncTestClient(app) as client:
@@ -43,7 +48,9 @@ class User:
 
 async def register(api: AsyncTestClient, name: str = "Ada", password: str = "correct horse battery") -> User:
     email = f"{name.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-    response = await api.post("/api/v1/auth/register", json={"email": email, "password": password, "display_name": name})
+    response = await api.post(
+        "/api/v1/auth/register", json={"email": email, "password": password, "display_name": name}
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     return User(body["user"]["id"], email, body["token"], name)

@@ -58,8 +58,9 @@ async def create_workspace(api: AsyncTestClient, owner: User, name: str = "Acme"
 
 async def invite(api: AsyncTestClient, team: Team, by: User | None = None, role: str = "member") -> str:
     """An invite code made by ``by`` (the owner by default)."""
-    response = await api.post(f"{API}/workspaces/{team.workspace_id}/invites", json={"role": role},
-                              headers=(by or team.owner).auth)
+    response = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/invites", json={"role": role}, headers=(by or team.owner).auth
+    )
     assert response.status_code == 201, response.text
     team.position = max(team.position, response.json()["position"])
     return response.json()["code"]
@@ -78,27 +79,33 @@ async def join_workspace(api: AsyncTestClient, team: Team, name: str, role: str 
     user = await register(api, name)
     await accept(api, team, user, await invite(api, team, role="guest" if role == "guest" else "member"))
     if role in ("admin", "owner"):
-        response = await api.patch(f"{API}/workspaces/{team.workspace_id}/members/{user.id}", json={"role": role},
-                                   headers=team.owner.auth)
+        response = await api.patch(
+            f"{API}/workspaces/{team.workspace_id}/members/{user.id}", json={"role": role}, headers=team.owner.auth
+        )
         assert response.status_code == 200, response.text
         team.position = max(team.position, response.json()["position"])
     team.people[name] = user
     return user
 
 
-async def create_channel(api: AsyncTestClient, team: Team, by: User, name: str, private: bool = False,
-                         topic: str = "") -> str:
+async def create_channel(
+    api: AsyncTestClient, team: Team, by: User, name: str, private: bool = False, topic: str = ""
+) -> str:
     """POST /workspaces/{ws}/channels; the new channel's id (``by`` is its first member)."""
-    response = await api.post(f"{API}/workspaces/{team.workspace_id}/channels",
-                              json={"name": name, "private": private, "topic": topic}, headers=by.auth)
+    response = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/channels",
+        json={"name": name, "private": private, "topic": topic},
+        headers=by.auth,
+    )
     assert response.status_code == 201, response.text
     team.position = max(team.position, response.json()["position"])
     return response.json()["id"]
 
 
 async def add_to_channel(api: AsyncTestClient, team: Team, channel_id: str, by: User, *users: User) -> int:
-    response = await api.post(f"{API}/channels/{channel_id}/members", json={"user_ids": [u.id for u in users]},
-                              headers=by.auth)
+    response = await api.post(
+        f"{API}/channels/{channel_id}/members", json={"user_ids": [u.id for u in users]}, headers=by.auth
+    )
     assert response.status_code == 200, response.text
     team.position = max(team.position, response.json()["position"])
     return response.json()["position"]
@@ -113,8 +120,9 @@ async def join_channel(api: AsyncTestClient, team: Team, channel_id: str, user: 
 
 async def open_dm(api: AsyncTestClient, team: Team, by: User, *others: User) -> str:
     """POST /workspaces/{ws}/dms: the id of the DM (or group DM) of ``by`` and ``others``."""
-    response = await api.post(f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [u.id for u in others]},
-                              headers=by.auth)
+    response = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [u.id for u in others]}, headers=by.auth
+    )
     assert response.status_code in (200, 201), response.text
     team.position = max(team.position, response.json()["position"])
     return response.json()["id"]
@@ -122,7 +130,8 @@ async def open_dm(api: AsyncTestClient, team: Team, by: User, *others: User) -> 
 
 async def channels_of(api: AsyncTestClient, team: Team, user: User) -> dict[str, dict]:
     """GET /workspaces/{ws}/channels as ``user``, after every write so far: items by id."""
-    response = await api.get(f"{API}/workspaces/{team.workspace_id}/channels", params={"limit": 200},
-                             headers=at(user, team.position))
+    response = await api.get(
+        f"{API}/workspaces/{team.workspace_id}/channels", params={"limit": 200}, headers=at(user, team.position)
+    )
     assert response.status_code == 200, response.text
     return {item["id"]: item for item in response.json()["items"]}

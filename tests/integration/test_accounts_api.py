@@ -13,8 +13,10 @@ from tests.integration.messaging_helpers import problem
 
 async def test_register_answers_with_the_user_a_token_and_a_position(api: AsyncTestClient) -> None:
     email = f"grace-{uuid.uuid4().hex[:8]}@Example.com"
-    response = await api.post("/api/v1/auth/register",
-                              json={"email": email, "password": "a long password", "display_name": "  Grace   Hopper "})
+    response = await api.post(
+        "/api/v1/auth/register",
+        json={"email": email, "password": "a long password", "display_name": "  Grace   Hopper "},
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["user"]["email"] == email.lower()
@@ -28,8 +30,9 @@ async def test_register_answers_with_the_user_a_token_and_a_position(api: AsyncT
 
 async def test_an_email_registers_once_whatever_its_case(api: AsyncTestClient) -> None:
     user = await register(api, "Alan")
-    again = await api.post("/api/v1/auth/register",
-                           json={"email": user.email.upper(), "password": "another password", "display_name": "X"})
+    again = await api.post(
+        "/api/v1/auth/register", json={"email": user.email.upper(), "password": "another password", "display_name": "X"}
+    )
     assert problem(again, 409)["errors"][0]["field"] == "email"
     login = await api.post("/api/v1/auth/login", json={"email": user.email, "password": "correct horse battery"})
     assert login.status_code == 200 and login.json()["user"]["id"] == user.id
@@ -44,13 +47,21 @@ async def test_racing_registrations_of_one_email_make_one_account(api: AsyncTest
 
 async def test_bad_registrations_name_the_field_and_create_nothing(api: AsyncTestClient) -> None:
     good = {"email": f"x-{uuid.uuid4().hex[:8]}@example.com", "password": "password 123", "display_name": "X"}
-    for field, value in [("email", "not-an-email"), ("email", "a@b"), ("password", "short"),
-                         ("password", "x" * 1025), ("display_name", ""), ("display_name", "\x00\x01")]:
+    for field, value in [
+        ("email", "not-an-email"),
+        ("email", "a@b"),
+        ("password", "short"),
+        ("password", "x" * 1025),
+        ("display_name", ""),
+        ("display_name", "\x00\x01"),
+    ]:
         response = await api.post("/api/v1/auth/register", json=good | {field: value})
         assert problem(response, 422)["errors"][0]["field"] == field, (field, value)
     assert problem(await api.post("/api/v1/auth/register", json=good | {"admin": True}), 422)
     assert problem(await api.post("/api/v1/auth/register", json={"email": good["email"]}), 422)
-    bad_json = await api.post("/api/v1/auth/register", content=b"{not json", headers={"Content-Type": "application/json"})
+    bad_json = await api.post(
+        "/api/v1/auth/register", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert problem(bad_json, 400)
     login = await api.post("/api/v1/auth/login", json={"email": good["email"], "password": good["password"]})
     assert problem(login, 401)  # none of the attempts created the account
@@ -59,21 +70,31 @@ async def test_bad_registrations_name_the_field_and_create_nothing(api: AsyncTes
 async def test_common_passwords_and_blank_ones_are_refused_and_say_why(api: AsyncTestClient) -> None:
     """NIST SP 800-63B: no composition rules, but not a password attackers try first."""
     email = f"weak-{uuid.uuid4().hex[:8]}@example.com"
-    for password, why in [("password", "most common"), ("PassWord", "most common"), ("qwertyuiop ", "most common"),
-                          ("iloveyou1", "most common"), (" " * 8, "whitespace"), ("\t \u3000 \u00a0  \n", "whitespace")]:
-        response = await api.post("/api/v1/auth/register", json={"email": email, "password": password, "display_name": "W"})
+    for password, why in [
+        ("password", "most common"),
+        ("PassWord", "most common"),
+        ("qwertyuiop ", "most common"),
+        ("iloveyou1", "most common"),
+        (" " * 8, "whitespace"),
+        ("\t \u3000 \u00a0  \n", "whitespace"),
+    ]:
+        response = await api.post(
+            "/api/v1/auth/register", json={"email": email, "password": password, "display_name": "W"}
+        )
         body = problem(response, 422)
         assert body["errors"][0]["field"] == "password" and why in body["detail"], (password, body)
     assert problem(await api.post("/api/v1/auth/login", json={"email": email, "password": "password"}), 401)
-    fine = await api.post("/api/v1/auth/register", json={"email": email, "password": "password is not enough",
-                                                         "display_name": "W"})
+    fine = await api.post(
+        "/api/v1/auth/register", json={"email": email, "password": "password is not enough", "display_name": "W"}
+    )
     assert fine.status_code == 201, fine.text
 
 
 async def test_each_login_is_a_session_of_its_own_and_logout_ends_only_that_one(api: AsyncTestClient) -> None:
     user = await register(api, "Barbara")
-    login = await api.post("/api/v1/auth/login",
-                           json={"email": user.email, "password": "correct horse battery", "device": "phone"})
+    login = await api.post(
+        "/api/v1/auth/login", json={"email": user.email, "password": "correct horse battery", "device": "phone"}
+    )
     assert login.status_code == 200, login.text
     phone = {"Authorization": f"Bearer {login.json()['token']}"}
     assert login.json()["token"] != user.token
@@ -87,8 +108,9 @@ async def test_each_login_is_a_session_of_its_own_and_logout_ends_only_that_one(
 async def test_a_wrong_password_and_an_unknown_email_look_the_same(api: AsyncTestClient) -> None:
     user = await register(api, "Edsger")
     wrong = problem(await api.post("/api/v1/auth/login", json={"email": user.email, "password": "wrong password"}), 401)
-    unknown = problem(await api.post("/api/v1/auth/login",
-                                     json={"email": "nobody-" + user.email, "password": "wrong password"}), 401)
+    unknown = problem(
+        await api.post("/api/v1/auth/login", json={"email": "nobody-" + user.email, "password": "wrong password"}), 401
+    )
     assert wrong == unknown
 
 
@@ -99,17 +121,21 @@ async def test_queries_need_a_valid_token(api: AsyncTestClient) -> None:
 
 async def test_password_guessing_is_rate_limited_per_account(api: AsyncTestClient) -> None:
     user = await register(api, "Mallory")
-    guesses = [await api.post("/api/v1/auth/login", json={"email": user.email, "password": f"guess {i}"})
-               for i in range(6)]
+    guesses = [
+        await api.post("/api/v1/auth/login", json={"email": user.email, "password": f"guess {i}"}) for i in range(6)
+    ]
     assert [g.status_code for g in guesses] == [401] * 5 + [429]
     assert int(guesses[-1].headers["Retry-After"]) >= 1
     # The right password is refused too until the bucket refills: the limit is not a hint.
-    assert (await api.post("/api/v1/auth/login", json={"email": user.email, "password": "correct horse battery"})).status_code == 429
+    assert (
+        await api.post("/api/v1/auth/login", json={"email": user.email, "password": "correct horse battery"})
+    ).status_code == 429
 
 
 async def _login(api: AsyncTestClient, user, device: str) -> tuple[dict[str, str], int]:
-    response = await api.post("/api/v1/auth/login",
-                              json={"email": user.email, "password": "correct horse battery", "device": device})
+    response = await api.post(
+        "/api/v1/auth/login", json={"email": user.email, "password": "correct horse battery", "device": device}
+    )
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['token']}"}, response.json()["position"]
 

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 import msgspec
 import psycopg
 import pytest
-from litestar.params import JSONBody
 from litestar import Litestar, get, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 from litestar.testing import AsyncTestClient
 
 from domain.errors import Conflict
@@ -31,7 +31,6 @@ from infra.settings import load_settings
 from projections import consistency
 from projections.consistency import wait_for_position
 from tests.integration.messaging_helpers import problem as _problem
-
 
 
 class EchoBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -189,19 +188,23 @@ async def test_wrong_method_is_a_405_problem(client: AsyncTestClient) -> None:
 
 
 async def test_malformed_json_is_a_400_problem(client: AsyncTestClient) -> None:
-    response = await client.post("/api/v1/_test/echo", content=b'{"name": ',
-                                 headers={"content-type": "application/json"})
+    response = await client.post(
+        "/api/v1/_test/echo", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
     body = _problem(response, 400)
     assert body["type"] == "urn:hubbub:problem:malformed-body"
     assert "not valid JSON" in body["detail"]
 
 
-@pytest.mark.parametrize(("payload", "field"), [
-    ({"name": 5}, "name"),
-    ({"count": 1}, "name"),
-    ({"name": "x", "colour": "red"}, "colour"),
-    ([1, 2], "data"),
-])
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"name": 5}, "name"),
+        ({"count": 1}, "name"),
+        ({"name": "x", "colour": "red"}, "colour"),
+        ([1, 2], "data"),
+    ],
+)
 async def test_invalid_input_is_a_422_problem_naming_the_field(client: AsyncTestClient, payload, field) -> None:
     body = _problem(await client.post("/api/v1/_test/echo", json=payload), 422)
     assert field in [error["field"] for error in body["errors"]]
@@ -253,7 +256,11 @@ async def test_one_access_log_line_per_request_with_the_request_id(client: Async
     access = [line for line in mine if line["event"] == "http.request"]
     assert len(access) == 1
     assert access[0] | {"duration_ms": 0} == access[0] | {
-        "method": "GET", "path": "/api/v1/_test/boom", "status": 500, "duration_ms": 0}
+        "method": "GET",
+        "path": "/api/v1/_test/boom",
+        "status": 500,
+        "duration_ms": 0,
+    }
     assert any(line["event"] == "request.failed" and "exception" in line for line in mine)
 
 
@@ -265,13 +272,16 @@ async def _set_checkpoints(pool, position: int, names=READ_MODELS, notify: bool 
         for name in names:
             await conn.execute(
                 "INSERT INTO projection_checkpoints (name, position) VALUES (%s, %s)"
-                " ON CONFLICT (name) DO UPDATE SET position = excluded.position", (name, position))
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                (name, position),
+            )
             if notify:
                 await conn.execute("SELECT pg_notify('hubbub_checkpoints', %s)", (name,))
 
 
-async def test_a_read_waits_for_the_position_and_is_woken_by_notify(client: AsyncTestClient, pool,
-                                                                    migrated_url: str) -> None:
+async def test_a_read_waits_for_the_position_and_is_woken_by_notify(
+    client: AsyncTestClient, pool, migrated_url: str
+) -> None:
     await _set_checkpoints(pool, 100)
     moved: list[float] = []
 
@@ -295,7 +305,8 @@ async def test_a_read_waits_for_the_position_and_is_woken_by_notify(client: Asyn
 
 
 async def test_a_notify_that_carries_the_position_answers_waiting_reads_without_a_query(
-        client: AsyncTestClient, pool, migrated_url: str) -> None:
+    client: AsyncTestClient, pool, migrated_url: str
+) -> None:
     # What projectors send: "{name} {position}". The table is left behind on purpose: a read
     # answered at once can only have taken the position from the notification.
     await _set_checkpoints(pool, 400)

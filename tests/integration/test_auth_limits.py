@@ -38,11 +38,18 @@ PASSWORD = "correct horse battery"
 
 def _settings(service_urls: dict[str, str], database_url: str) -> Settings:
     return load_settings(
-        {}, database_url=database_url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-        insecure_fast_passwords=True, trusted_proxies=[PROXY],
-        rate_login_per_s=0.001, rate_login_burst=LOGIN_BURST,
-        rate_login_account_attempts=ACCOUNT_ATTEMPTS, rate_login_account_window_s=3600,
-        rate_register_per_s=0.001, rate_register_burst=REGISTER_BURST,
+        {},
+        database_url=database_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        trusted_proxies=[PROXY],
+        rate_login_per_s=0.001,
+        rate_login_burst=LOGIN_BURST,
+        rate_login_account_attempts=ACCOUNT_ATTEMPTS,
+        rate_login_account_window_s=3600,
+        rate_register_per_s=0.001,
+        rate_register_burst=REGISTER_BURST,
     )
 
 
@@ -83,8 +90,12 @@ def email() -> str:
     return f"ada-{uuid.uuid4().hex[:12]}@example.com"
 
 
-async def login(client: httpx.AsyncClient, who: str, password: str = "wrong password", via: str | None = None,
-                ) -> httpx.Response:
+async def login(
+    client: httpx.AsyncClient,
+    who: str,
+    password: str = "wrong password",
+    via: str | None = None,
+) -> httpx.Response:
     headers = {"X-Forwarded-For": via} if via else {}
     return await client.post("/auth/login", json={"email": who, "password": password}, headers=headers)
 
@@ -117,7 +128,8 @@ async def localhost_bucket(service_urls: dict[str, str]) -> AsyncIterator[None]:
 
 
 async def test_rotating_x_forwarded_for_from_an_untrusted_peer_does_not_reset_the_address_bucket(
-        server: Any, localhost_bucket: None) -> None:
+    server: Any, localhost_bucket: None
+) -> None:
     # 127.0.0.1: the peer whose header uvicorn's own default believes.
     async with peer(server, "127.0.0.1") as client:
         statuses = [(await login(client, email(), via=forwarded())).status_code for _ in range(LOGIN_BURST * 5)]
@@ -130,8 +142,9 @@ async def test_a_trusted_proxy_s_forwarded_address_is_the_client(server: Any, js
     sprayer, bystander = forwarded(), forwarded()
     async with peer(server, PROXY) as proxy:
         # What the client put in the header itself is on the left: rotating it changes nothing.
-        statuses = [(await login(proxy, email(), via=f"{forwarded()}, {sprayer}")).status_code
-                    for _ in range(LOGIN_BURST * 5)]
+        statuses = [
+            (await login(proxy, email(), via=f"{forwarded()}, {sprayer}")).status_code for _ in range(LOGIN_BURST * 5)
+        ]
         assert statuses == [401] * (LOGIN_BURST * 5)
         too_many(await login(proxy, email(), via=f"{forwarded()}, {sprayer}"), "from your network")
         assert (await login(proxy, email(), via=bystander)).status_code == 401
@@ -191,10 +204,12 @@ async def test_a_registration_refused_by_a_cheap_check_never_hashes_the_password
         taken = email()
         assert (await register(client, taken)).status_code == 201
         assert hashes.calls == 1
-        refused = [await register(client, taken),  # taken
-                   await register(client, "not an email"),
-                   await register(client, display_name=" \t "),
-                   await register(client, password="short")]
+        refused = [
+            await register(client, taken),  # taken
+            await register(client, "not an email"),
+            await register(client, display_name=" \t "),
+            await register(client, password="short"),
+        ]
         assert [r.status_code for r in refused] == [409, 422, 422, 422]
         assert hashes.calls == 1
         for _ in range(REGISTER_BURST):  # over the limit: the rest of the bucket, then 429s

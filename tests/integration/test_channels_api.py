@@ -26,8 +26,18 @@ from tests.integration.messaging_helpers import (
     problem,
 )
 
-ITEM_FIELDS = {"id", "name", "kind", "private", "topic", "member", "last_seq", "last_read_seq", "unread_count",
-               "mention_count"}
+ITEM_FIELDS = {
+    "id",
+    "name",
+    "kind",
+    "private",
+    "topic",
+    "member",
+    "last_seq",
+    "last_read_seq",
+    "unread_count",
+    "mention_count",
+}
 
 
 async def team_of(api: AsyncTestClient) -> Team:
@@ -40,8 +50,9 @@ async def team_of(api: AsyncTestClient) -> Team:
 async def test_create_list_and_get_channels(api: AsyncTestClient) -> None:
     team = await team_of(api)
     mem = team.people["Mem"]
-    response = await api.post(f"{API}/workspaces/{team.workspace_id}/channels",
-                              json={"name": "Dev-Ops", "topic": "builds"}, headers=mem.auth)
+    response = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/channels", json={"name": "Dev-Ops", "topic": "builds"}, headers=mem.auth
+    )
     assert response.status_code == 201, response.text
     cid, position = response.json()["id"], response.json()["position"]
     assert int(response.headers["X-Hubbub-Position"]) == position
@@ -50,8 +61,17 @@ async def test_create_list_and_get_channels(api: AsyncTestClient) -> None:
     assert set(items) == {team.general_id, cid}
     assert set(items[cid]) >= ITEM_FIELDS
     assert {k: items[cid][k] for k in ITEM_FIELDS} == {
-        "id": cid, "name": "dev-ops", "kind": "channel", "private": False, "topic": "builds", "member": True,
-        "last_seq": 0, "last_read_seq": 0, "unread_count": 0, "mention_count": 0}
+        "id": cid,
+        "name": "dev-ops",
+        "kind": "channel",
+        "private": False,
+        "topic": "builds",
+        "member": True,
+        "last_seq": 0,
+        "last_read_seq": 0,
+        "unread_count": 0,
+        "mention_count": 0,
+    }
     other = await api.get(f"{API}/channels/{cid}", headers=at(team.people["Oth"], position))
     assert other.status_code == 200 and other.json()["member"] is False and other.json()["name"] == "dev-ops"
     members = await api.get(f"{API}/channels/{cid}/members", headers=at(team.people["Oth"], position))
@@ -100,17 +120,27 @@ async def test_rename_topic_and_archive(api: AsyncTestClient) -> None:
     assert problem(await api.patch(url, json={"name": "x"}, headers=oth.auth), 403)
     assert problem(await api.patch(url, json={"topic": "x" * 251}, headers=mem.auth), 422)
     assert problem(await api.patch(url, json={"name": 3}, headers=mem.auth), 422)
-    assert problem(await api.patch(f"{API}/channels/{team.general_id}", json={"name": "lobby"},
-                                   headers=team.owner.auth), 409)
+    assert problem(
+        await api.patch(f"{API}/channels/{team.general_id}", json={"name": "lobby"}, headers=team.owner.auth), 409
+    )
     assert problem(await api.post(f"{url}/archive", headers=oth.auth), 403)
     archived = await api.post(f"{url}/archive", headers=team.people["Adm"].auth)
     assert archived.status_code == 200 and archived.json()["position"] > 0
-    for method, path, body in [("patch", "", {"topic": "x"}), ("post", "/archive", None), ("post", "/join", None),
-                               ("post", "/leave", None), ("post", "/members", {"user_ids": [oth.id]}),
-                               ("delete", f"/members/{mem.id}", None)]:
+    for method, path, body in [
+        ("patch", "", {"topic": "x"}),
+        ("post", "/archive", None),
+        ("post", "/join", None),
+        ("post", "/leave", None),
+        ("post", "/members", {"user_ids": [oth.id]}),
+        ("delete", f"/members/{mem.id}", None),
+    ]:
         kwargs = {"json": body} if body is not None else {}
-        assert problem(await getattr(api, method)(url + path, headers=team.owner.auth if method == "delete"
-                                                  else mem.auth, **kwargs), 409), path
+        assert problem(
+            await getattr(api, method)(
+                url + path, headers=team.owner.auth if method == "delete" else mem.auth, **kwargs
+            ),
+            409,
+        ), path
     got = await api.get(url, headers=at(mem, archived.json()["position"]))
     assert got.json()["archived"] is True and got.json()["name"] == "new"
     assert problem(await api.post(f"{API}/channels/{team.general_id}/archive", headers=team.owner.auth), 409)
@@ -126,7 +156,9 @@ async def test_join_leave_add_remove(api: AsyncTestClient) -> None:
     assert problem(await api.post(f"{API}/channels/{cid}/join", headers=gst.auth), 404)
     await add_to_channel(api, team, cid, oth, gst)  # members add guests
     assert cid in await channels_of(api, team, gst)
-    assert problem(await api.post(f"{API}/channels/{cid}/members", json={"user_ids": ["nobody"]}, headers=mem.auth), 404)
+    assert problem(
+        await api.post(f"{API}/channels/{cid}/members", json={"user_ids": ["nobody"]}, headers=mem.auth), 404
+    )
     assert problem(await api.post(f"{API}/channels/{cid}/members", json={"user_ids": []}, headers=mem.auth), 422)
     assert problem(await api.post(f"{API}/channels/{cid}/members", json={"user_ids": "x"}, headers=mem.auth), 422)
     assert problem(await api.delete(f"{API}/channels/{cid}/members/{gst.id}", headers=oth.auth), 403)
@@ -152,10 +184,15 @@ async def test_private_channels_are_invisible_to_non_members(api: AsyncTestClien
         assert cid not in await channels_of(api, team, outsider)
         for path in ("", "/members"):
             assert problem(await api.get(f"{API}/channels/{cid}{path}", headers=at(outsider, team.position)), 404)
-        for method, path, body in [("patch", "", {"topic": "x"}), ("post", "/archive", None),
-                                   ("post", "/join", None), ("post", "/leave", None),
-                                   ("post", "/members", {"user_ids": [outsider.id]}),
-                                   ("delete", f"/members/{mem.id}", None), ("post", "/read", {"seq": 0})]:
+        for method, path, body in [
+            ("patch", "", {"topic": "x"}),
+            ("post", "/archive", None),
+            ("post", "/join", None),
+            ("post", "/leave", None),
+            ("post", "/members", {"user_ids": [outsider.id]}),
+            ("delete", f"/members/{mem.id}", None),
+            ("post", "/read", {"seq": 0}),
+        ]:
             kwargs = {"json": body} if body is not None else {}
             response = await getattr(api, method)(f"{API}/channels/{cid}{path}", headers=outsider.auth, **kwargs)
             assert problem(response, 404)["detail"] == "no such channel", path
@@ -202,9 +239,9 @@ async def test_racing_dm_creations_give_one_id(api: AsyncTestClient) -> None:
     team = await team_of(api)
     people = [team.people[n] for n in ("Mem", "Oth", "Adm")]
     url = f"{API}/workspaces/{team.workspace_id}/dms"
-    responses = await asyncio.gather(*(
-        api.post(url, json={"user_ids": [p.id for p in people if p is not me]}, headers=me.auth)
-        for me in people * 3))
+    responses = await asyncio.gather(
+        *(api.post(url, json={"user_ids": [p.id for p in people if p is not me]}, headers=me.auth) for me in people * 3)
+    )
     assert {r.json()["id"] for r in responses} == {responses[0].json()["id"]}
     assert sorted(r.status_code for r in responses) == [200] * 8 + [201]
 
@@ -272,8 +309,9 @@ async def test_idempotency_keys_on_channel_commands(api: AsyncTestClient) -> Non
     assert [c["name"] for c in (await channels_of(api, team, mem)).values()].count("keyed") == 1
 
 
-async def test_rebuilding_the_workspaces_projection_gives_the_live_tables(api: AsyncTestClient, pool,
-                                                                          migrated_url: str) -> None:
+async def test_rebuilding_the_workspaces_projection_gives_the_live_tables(
+    api: AsyncTestClient, pool, migrated_url: str
+) -> None:
     # The log holds every earlier test's workspaces, channels, DMs and markers.
     team = await team_of(api)
     cid = await create_channel(api, team, team.people["Mem"], "rebuilt", private=True)
@@ -295,11 +333,16 @@ async def test_ids_that_cannot_exist_are_404_never_500(api: AsyncTestClient) -> 
     auth = team.owner.auth
     for bad in ["%00", "a%00b", "x" * 5000, "%C3%A9", team.general_id.upper() + "0", "nope"]:
         for method, path, kwargs in [
-            ("get", f"/channels/{bad}", {}), ("get", f"/channels/{bad}/members", {}),
-            ("post", f"/channels/{bad}/join", {}), ("patch", f"/channels/{bad}", {"json": {"topic": "x"}}),
-            ("post", f"/channels/{bad}/read", {"json": {"seq": 0}}), ("post", f"/invites/{bad}/accept", {}),
-            ("post", f"/invites/{bad}.x/accept", {}), ("get", f"/workspaces/{bad}", {}),
-            ("get", f"/workspaces/{bad}/channels", {}), ("get", f"/workspaces/{bad}/members", {}),
+            ("get", f"/channels/{bad}", {}),
+            ("get", f"/channels/{bad}/members", {}),
+            ("post", f"/channels/{bad}/join", {}),
+            ("patch", f"/channels/{bad}", {"json": {"topic": "x"}}),
+            ("post", f"/channels/{bad}/read", {"json": {"seq": 0}}),
+            ("post", f"/invites/{bad}/accept", {}),
+            ("post", f"/invites/{bad}.x/accept", {}),
+            ("get", f"/workspaces/{bad}", {}),
+            ("get", f"/workspaces/{bad}/channels", {}),
+            ("get", f"/workspaces/{bad}/members", {}),
             ("post", f"/workspaces/{bad}/channels", {"json": {"name": "x"}}),
             ("post", f"/workspaces/{bad}/invites", {"json": {}}),
             ("post", f"/workspaces/{bad}/dms", {"json": {"user_ids": [team.owner.id]}}),

@@ -41,8 +41,13 @@ class Dev:
         self.data_dir, self.port = data_dir, port
         self.stderr_path = data_dir.parent / f"dev-{port}.stderr"
         self.stderr = open(self.stderr_path, "w")  # noqa: SIM115 - open while the server runs; closed by stop()
-        self.proc = subprocess.Popen([HUBBUB, "dev", "--data-dir", str(data_dir), "--port", str(port)],
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=_env())
+        self.proc = subprocess.Popen(
+            [HUBBUB, "dev", "--data-dir", str(data_dir), "--port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=_env(),
+        )
         self.banner = self._first_line()
         self.url = f"http://127.0.0.1:{port}"
 
@@ -130,10 +135,21 @@ def _only_line(stderr: str) -> str:
 # -- help ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [
-    [], ["dev"], ["serve"], ["migrate"], ["projections"], ["projections", "status"],
-    ["projections", "rebuild"], ["events"], ["events", "tail"], ["events", "export"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["dev"],
+        ["serve"],
+        ["migrate"],
+        ["projections"],
+        ["projections", "status"],
+        ["projections", "rebuild"],
+        ["events"],
+        ["events", "tail"],
+        ["events", "export"],
+    ],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = _run(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -173,8 +189,13 @@ def test_dev_refuses_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
 
 
 def test_a_bad_setting_is_one_line(data_dir: Path) -> None:
-    result = subprocess.run([HUBBUB, "dev", "--data-dir", str(data_dir)], capture_output=True, text=True,
-                            env=_env() | {"HUBBUB_REDIS_URL": "localhost:6379"}, timeout=60)
+    result = subprocess.run(
+        [HUBBUB, "dev", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=_env() | {"HUBBUB_REDIS_URL": "localhost:6379"},
+        timeout=60,
+    )
     assert result.returncode != 0
     assert _only_line(result.stderr).startswith("hubbub: HUBBUB_REDIS_URL is not a redis://")
 
@@ -183,7 +204,8 @@ def test_serve_needs_external_urls() -> None:
     result = _run("serve", "--port", str(free_port()))
     assert result.returncode != 0
     assert _only_line(result.stderr) == (
-        "hubbub: serve needs HUBBUB_DATABASE_URL (postgresql://...); use hubbub dev for the embedded services")
+        "hubbub: serve needs HUBBUB_DATABASE_URL (postgresql://...); use hubbub dev for the embedded services"
+    )
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -199,8 +221,10 @@ def test_dev_serves_and_stops_everything_on_ctrl_c(data_dir: Path) -> None:
 
     second = _run("dev", "--data-dir", str(data_dir), "--port", str(free_port()))
     assert second.returncode != 0
-    assert _only_line(second.stderr) == (f"hubbub: hubbub dev (pid {dev.proc.pid}) is already running on data dir "
-                                         f"{data_dir}; stop it (kill {dev.proc.pid}) or pass --data-dir")
+    assert _only_line(second.stderr) == (
+        f"hubbub: hubbub dev (pid {dev.proc.pid}) is already running on data dir "
+        f"{data_dir}; stop it (kill {dev.proc.pid}) or pass --data-dir"
+    )
 
     pids = dev.service_pids()
     assert dev.stop(signal.SIGINT) == 0
@@ -213,8 +237,10 @@ def test_a_killed_dev_restarts_on_the_same_data_and_loses_nothing(data_dir: Path
     dev = Dev(data_dir, free_port())
     servers = dev.service_pids()
     with psycopg.connect(dev.services()["postgres"]["url"], autocommit=True) as conn:
-        conn.execute("INSERT INTO events (stream_id, version, event_id, type, data)"
-                     " VALUES ('test-survivor', 1, gen_random_uuid(), 'test.survived', '{}')")
+        conn.execute(
+            "INSERT INTO events (stream_id, version, event_id, type, data)"
+            " VALUES ('test-survivor', 1, gen_random_uuid(), 'test.survived', '{}')"
+        )
     dev.proc.kill()  # kill -9: no clean-up at all; its servers and its pid file stay behind
     dev.proc.wait(10)
     dev.stderr.close()
@@ -251,14 +277,23 @@ def test_a_stale_pid_file_is_removed_with_a_note(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_serve_runs_against_external_services(tmp_path: Path, service_urls: dict[str, str], migrated_url: str,
-                                              workers: int) -> None:
+def test_serve_runs_against_external_services(
+    tmp_path: Path, service_urls: dict[str, str], migrated_url: str, workers: int
+) -> None:
     port = free_port()
-    env = _env() | {"HUBBUB_DATABASE_URL": migrated_url, "HUBBUB_NATS_URL": service_urls["nats"],
-                    "HUBBUB_REDIS_URL": service_urls["redis"]}
+    env = _env() | {
+        "HUBBUB_DATABASE_URL": migrated_url,
+        "HUBBUB_NATS_URL": service_urls["nats"],
+        "HUBBUB_REDIS_URL": service_urls["redis"],
+    }
     with open(tmp_path / "serve.stderr", "w") as stderr:
-        proc = subprocess.Popen([HUBBUB, "serve", "--port", str(port), "--workers", str(workers)],
-                                stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        proc = subprocess.Popen(
+            [HUBBUB, "serve", "--port", str(port), "--workers", str(workers)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
         try:
             assert _wait_ready(f"http://127.0.0.1:{port}/readyz"), (tmp_path / "serve.stderr").read_text()[-3000:]
             children = psutil.Process(proc.pid).children(recursive=True)
@@ -277,7 +312,8 @@ def test_serve_runs_against_external_services(tmp_path: Path, service_urls: dict
     assert "Traceback" not in logged
     # One access line per request, ours (with the request id): not uvicorn's as well.
     assert [line for line in logged.splitlines() if "/healthz" in line and "GET" in line] == [
-        line for line in logged.splitlines() if "one-line-please" in line and "http.request" in line]
+        line for line in logged.splitlines() if "one-line-please" in line and "http.request" in line
+    ]
     assert "one-line-please" in logged
 
 

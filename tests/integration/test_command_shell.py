@@ -52,7 +52,9 @@ TAB = Decider("tab", 0, evolve, decide)
 
 
 def ctx(key: str | None = None) -> Context:
-    return Context(actor_id="u1", now=dt.datetime.now(dt.UTC), key=keyed("u1", key, "addToTab", {}, None) if key else None)
+    return Context(
+        actor_id="u1", now=dt.datetime.now(dt.UTC), key=keyed("u1", key, "addToTab", {}, None) if key else None
+    )
 
 
 @pytest.fixture

@@ -28,7 +28,16 @@ import redis
 import structlog
 
 from infra.embedded import (
-    SECRETS_FILE, STATE_FILE, EmbeddedServices, Service, _alive, _give_to, _pg_bin, free_port, run_as, service_user,
+    SECRETS_FILE,
+    STATE_FILE,
+    EmbeddedServices,
+    Service,
+    _alive,
+    _give_to,
+    _pg_bin,
+    free_port,
+    run_as,
+    service_user,
 )
 
 
@@ -103,8 +112,9 @@ def test_as_root_no_server_runs_with_root_ids(servers) -> None:
     _, started = servers
     for proc in _server_processes(started):
         assert 0 not in proc.uids() and 0 not in proc.gids(), (proc.cmdline(), proc.uids(), proc.gids())
-        groups = next(line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-                      if line.startswith("Groups:"))
+        groups = next(
+            line for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if line.startswith("Groups:")
+        )
         assert "0" not in groups.split()[1:], (proc.cmdline(), groups)
 
 
@@ -112,10 +122,28 @@ def _make_trusting_data_dir(data_dir: Path) -> None:
     """A data dir as Hubbub made it before passwords: initdb --auth=trust, a row in it."""
     pgdata, user, port = data_dir / "postgres", service_user(), free_port()
     _give_to(pgdata, user)
-    subprocess.run([_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--no-sync"],
-                   check=True, capture_output=True, **run_as(user))
-    subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(pgdata / "server.log"), "-w",
-                    "-o", f"-h 127.0.0.1 -p {port} -k ''", "start"], check=True, capture_output=True, **run_as(user))
+    subprocess.run(
+        [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--no-sync"],
+        check=True,
+        capture_output=True,
+        **run_as(user),
+    )
+    subprocess.run(
+        [
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-l",
+            str(pgdata / "server.log"),
+            "-w",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k ''",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+        **run_as(user),
+    )
     try:
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE hubbub")
@@ -123,8 +151,12 @@ def _make_trusting_data_dir(data_dir: Path) -> None:
             conn.execute("CREATE TABLE kept (note text)")
             conn.execute("INSERT INTO kept VALUES ('from before passwords')")
     finally:
-        subprocess.run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                       check=True, capture_output=True, **run_as(user))
+        subprocess.run(
+            [_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+            check=True,
+            capture_output=True,
+            **run_as(user),
+        )
 
 
 def test_an_old_trusting_data_dir_is_secured_and_keeps_its_data(tmp_path: Path) -> None:
@@ -220,9 +252,14 @@ def _nats_bin_in_place() -> Path:
 
 def _start_from(clone: Path, data_dir: Path | str) -> subprocess.CompletedProcess:
     path = [str(clone / "site"), str(Path(__file__).parents[2]), sysconfig.get_paths()["purelib"]]
-    return subprocess.run([str(clone / "venv" / "bin" / "python"), "-c", _START_AND_USE, str(data_dir)],
-                          env=os.environ | {"PYTHONPATH": os.pathsep.join(path)}, capture_output=True, text=True,
-                          timeout=120, cwd=clone)
+    return subprocess.run(
+        [str(clone / "venv" / "bin" / "python"), "-c", _START_AND_USE, str(data_dir)],
+        env=os.environ | {"PYTHONPATH": os.pathsep.join(path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=clone,
+    )
 
 
 def _closed_to_others(folder: Path) -> None:

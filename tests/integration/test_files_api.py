@@ -37,9 +37,20 @@ CAP = 2 << 20
 
 
 def settings_for(service_urls: dict[str, str], url: str, blob_dir: Path, **extra: Any) -> Any:
-    return load_settings({}, database_url=url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-                         insecure_fast_passwords=True, rate_post_per_s=1000.0, rate_post_burst=1000,
-                         rate_register_per_s=1000.0, rate_register_burst=1000, blob_url=f"file://{blob_dir}", max_upload_bytes=CAP, **extra)
+    return load_settings(
+        {},
+        database_url=url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_post_per_s=1000.0,
+        rate_post_burst=1000,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+        blob_url=f"file://{blob_dir}",
+        max_upload_bytes=CAP,
+        **extra,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,14 +85,32 @@ def png(width: int = 400, height: int = 300) -> bytes:
 def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 4096)
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-            + struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + ihdr
+        + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+        + struct.pack(">I", len(idat))
+        + b"IDAT"
+        + idat
+        + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+    )
 
 
-async def upload(api: AsyncTestClient, user: User, ws: str, data: bytes, name: str = "f.bin",
-                 content_type: str = "application/octet-stream", status: int = 201, **headers: str) -> dict:
-    response = await api.post(f"{V1}/workspaces/{ws}/files", files={"file": (name, data, content_type)},
-                              headers={**user.auth, **headers})
+async def upload(
+    api: AsyncTestClient,
+    user: User,
+    ws: str,
+    data: bytes,
+    name: str = "f.bin",
+    content_type: str = "application/octet-stream",
+    status: int = 201,
+    **headers: str,
+) -> dict:
+    response = await api.post(
+        f"{V1}/workspaces/{ws}/files", files={"file": (name, data, content_type)}, headers={**user.auth, **headers}
+    )
     assert response.status_code == status, response.text
     if status == 201:
         assert response.headers["x-hubbub-position"] == str(response.json()["position"])
@@ -92,10 +121,12 @@ async def get(api: AsyncTestClient, user: User, path: str, position: int = 0, **
     return await api.get(f"{V1}{path}", headers={**helpers.at(user, position), **headers})
 
 
-async def post(api: AsyncTestClient, user: User, channel: str, file_ids: list[str], text: str = "",
-               status: int = 201) -> dict:
-    response = await api.post(f"{V1}/channels/{channel}/messages", json={"text": text, "file_ids": file_ids},
-                              headers=user.auth)
+async def post(
+    api: AsyncTestClient, user: User, channel: str, file_ids: list[str], text: str = "", status: int = 201
+) -> dict:
+    response = await api.post(
+        f"{V1}/channels/{channel}/messages", json={"text": text, "file_ids": file_ids}, headers=user.auth
+    )
     assert response.status_code == status, response.text
     return response.json()
 
@@ -126,25 +157,44 @@ def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "b0und
     return body + f"--{boundary}--\r\n".encode()
 
 
-async def raw_upload(api: AsyncTestClient, user: User, ws: str, chunks: Iterator[bytes], *,
-                     content_type: str = "multipart/form-data; boundary=b0undary", content_length: int | None = None,
-                     disconnect: bool = False) -> tuple[int, dict, int]:
+async def raw_upload(
+    api: AsyncTestClient,
+    user: User,
+    ws: str,
+    chunks: Iterator[bytes],
+    *,
+    content_type: str = "multipart/form-data; boundary=b0undary",
+    content_length: int | None = None,
+    disconnect: bool = False,
+) -> tuple[int, dict, int]:
     """The upload route called over ASGI with ``chunks`` as the body, read only as the app asks;
     with ``disconnect`` the client goes away when the chunks run out. Status, JSON body, and how
     many chunks the app read."""
     headers = [(b"authorization", f"Bearer {user.token}".encode()), (b"content-type", content_type.encode())]
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": f"{V1}/workspaces/{ws}/files", "raw_path": f"{V1}/workspaces/{ws}/files".encode(),
-             "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"{V1}/workspaces/{ws}/files",
+        "raw_path": f"{V1}/workspaces/{ws}/files".encode(),
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
     read, answer, status = 0, bytearray(), 0
     pending = next(chunks, None)
 
     async def receive() -> dict:
         nonlocal read, pending
         if pending is None:
-            return {"type": "http.disconnect"} if disconnect else {"type": "http.request", "body": b"", "more_body": False}
+            return (
+                {"type": "http.disconnect"} if disconnect else {"type": "http.request", "body": b"", "more_body": False}
+            )
         chunk, pending = pending, next(chunks, None)
         read += 1
         return {"type": "http.request", "body": chunk, "more_body": pending is not None or disconnect}
@@ -172,8 +222,14 @@ async def test_a_file_comes_back_byte_for_byte_with_its_sha256(api: AsyncTestCli
     assert (up["name"], up["mime"]) == ("report.bin", "application/octet-stream")
     meta = (await get(api, t.owner, f"/files/{up['id']}", up["position"])).json()
     assert {k: meta[k] for k in ("id", "name", "size", "mime", "sha256", "workspace_id", "uploader_id")} == {
-        "id": up["id"], "name": "report.bin", "size": len(data), "mime": "application/octet-stream",
-        "sha256": up["sha256"], "workspace_id": t.workspace_id, "uploader_id": t.owner.id}
+        "id": up["id"],
+        "name": "report.bin",
+        "size": len(data),
+        "mime": "application/octet-stream",
+        "sha256": up["sha256"],
+        "workspace_id": t.workspace_id,
+        "uploader_id": t.owner.id,
+    }
     got = await get(api, t.owner, f"/files/{up['id']}/content", up["position"])
     assert got.status_code == 200 and got.content == data
     assert got.headers["content-length"] == str(len(data)) and got.headers["accept-ranges"] == "bytes"
@@ -196,7 +252,9 @@ async def test_ranges_give_206_and_a_range_past_the_end_416(api: AsyncTestClient
     assert (await get(api, t.owner, path, Range="bytes=5-1000000")).content == data[5:]
     past = problem(await get(api, t.owner, path, Range=f"bytes={len(data)}-"), 416)
     assert "bytes" in past["detail"]
-    assert (await get(api, t.owner, path, Range=f"bytes={len(data)}-")).headers["content-range"] == f"bytes */{len(data)}"
+    assert (await get(api, t.owner, path, Range=f"bytes={len(data)}-")).headers[
+        "content-range"
+    ] == f"bytes */{len(data)}"
     several = await get(api, t.owner, path, Range="bytes=0-1,5-6")
     assert several.status_code == 200 and several.content == data
     stale = await get(api, t.owner, path, Range="bytes=0-1", **{"If-Range": '"not-the-etag"'})
@@ -207,45 +265,70 @@ async def test_ranges_give_206_and_a_range_past_the_end_416(api: AsyncTestClient
 
 async def test_an_image_gets_thumbnails_and_its_displayed_size(api: AsyncTestClient) -> None:
     t = await team(api)
-    up = await upload(api, t.owner, t.workspace_id, jpeg(2000, 1500, orientation=6), name="photo.jpg",
-                      content_type="image/jpeg")
+    up = await upload(
+        api, t.owner, t.workspace_id, jpeg(2000, 1500, orientation=6), name="photo.jpg", content_type="image/jpeg"
+    )
     assert (up["mime"], up["width"], up["height"]) == ("image/jpeg", 1500, 2000)
     assert up["thumbnail_url"] == f"{V1}/files/{up['id']}/thumbnail"
     meta = (await get(api, t.owner, f"/files/{up['id']}", up["position"])).json()
-    assert [(th["size"], th["width"], th["height"]) for th in meta["thumbnails"]] == [(360, 270, 360), (1024, 768, 1024)]
+    assert [(th["size"], th["width"], th["height"]) for th in meta["thumbnails"]] == [
+        (360, 270, 360),
+        (1024, 768, 1024),
+    ]
     small = await get(api, t.owner, f"/files/{up['id']}/thumbnail", up["position"])
     assert small.status_code == 200 and small.headers["content-type"] == "image/jpeg"
-    assert small.headers["content-disposition"].startswith("inline") and small.headers["x-content-type-options"] == "nosniff"
+    assert (
+        small.headers["content-disposition"].startswith("inline")
+        and small.headers["x-content-type-options"] == "nosniff"
+    )
     assert Image.open(io.BytesIO(small.content)).size == (270, 360)
     large = await get(api, t.owner, f"/files/{up['id']}/thumbnail?size=1024", up["position"])
     assert Image.open(io.BytesIO(large.content)).size == (768, 1024)
     original = await get(api, t.owner, f"/files/{up['id']}/content", up["position"])
-    assert original.headers["content-disposition"].startswith("inline") and original.headers["content-type"] == "image/jpeg"
+    assert (
+        original.headers["content-disposition"].startswith("inline")
+        and original.headers["content-type"] == "image/jpeg"
+    )
 
 
 async def test_the_type_comes_from_the_bytes_not_the_name_or_the_header(api: AsyncTestClient) -> None:
     t = await team(api)
-    html = await upload(api, t.owner, t.workspace_id, b"<html><script>alert(1)</script></html>", name="cat.png",
-                        content_type="image/png")
+    html = await upload(
+        api,
+        t.owner,
+        t.workspace_id,
+        b"<html><script>alert(1)</script></html>",
+        name="cat.png",
+        content_type="image/png",
+    )
     assert html["mime"] == "text/html" and "thumbnail_url" not in html
     served = await get(api, t.owner, f"/files/{html['id']}/content", html["position"])
     assert served.headers["content-type"].startswith("text/html")
     assert served.headers["content-disposition"].startswith("attachment")
-    assert served.headers["content-security-policy"] == "sandbox" and served.headers["x-content-type-options"] == "nosniff"
+    assert (
+        served.headers["content-security-policy"] == "sandbox" and served.headers["x-content-type-options"] == "nosniff"
+    )
     image = await upload(api, t.owner, t.workspace_id, png(), name="evil.html", content_type="text/html")
     assert image["mime"] == "image/png"
-    assert (await get(api, t.owner, f"/files/{image['id']}/content", image["position"])).headers[
-        "content-disposition"].startswith("inline")
+    assert (
+        (await get(api, t.owner, f"/files/{image['id']}/content", image["position"]))
+        .headers["content-disposition"]
+        .startswith("inline")
+    )
 
 
-@pytest.mark.parametrize(("data", "name", "mime", "inline"), [
-    ("hello \u2603\n".encode(), "notes.txt", "text/plain; charset=utf-8", True),
-    (b"console.log('x')\n", "app.js", "text/plain; charset=utf-8", False),
-    (b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", "logo.svg", "image/svg+xml", False),
-    (b"%PDF-1.4\n...", "doc.pdf", "application/pdf", False),
-])
-async def test_only_images_and_plain_text_are_inline(api: AsyncTestClient, data: bytes, name: str, mime: str,
-                                                     inline: bool) -> None:
+@pytest.mark.parametrize(
+    ("data", "name", "mime", "inline"),
+    [
+        ("hello \u2603\n".encode(), "notes.txt", "text/plain; charset=utf-8", True),
+        (b"console.log('x')\n", "app.js", "text/plain; charset=utf-8", False),
+        (b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>", "logo.svg", "image/svg+xml", False),
+        (b"%PDF-1.4\n...", "doc.pdf", "application/pdf", False),
+    ],
+)
+async def test_only_images_and_plain_text_are_inline(
+    api: AsyncTestClient, data: bytes, name: str, mime: str, inline: bool
+) -> None:
     t = await team(api)
     up = await upload(api, t.owner, t.workspace_id, data, name=name)
     served = await get(api, t.owner, f"/files/{up['id']}/content", up["position"])
@@ -282,7 +365,8 @@ async def test_a_name_with_paths_and_control_characters_is_cleaned(api: AsyncTes
     accented = await upload(api, t.owner, t.workspace_id, b"x", name='caf\u00e9 "quoted".txt')
     served = await get(api, t.owner, f"/files/{accented['id']}/content", accented["position"])
     assert served.headers["content-disposition"] == (
-        "inline; filename=\"caf_ _quoted_.txt\"; filename*=UTF-8''caf%C3%A9%20%22quoted%22.txt")
+        "inline; filename=\"caf_ _quoted_.txt\"; filename*=UTF-8''caf%C3%A9%20%22quoted%22.txt"
+    )
     only_path = await upload(api, t.owner, t.workspace_id, b"x", name="C:\\Users\\ada\\")
     assert only_path["name"] == "file"
 
@@ -307,16 +391,24 @@ async def nothing_stored(blob_dir: Path, pool: Any, ws: str) -> None:
 
 async def test_an_empty_file_is_422(api: AsyncTestClient, blob_dir: Path, pool: Any) -> None:
     t = await team(api)
-    body = problem(await api.post(f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("e.txt", b"")},
-                                  headers=t.owner.auth), 422)
+    body = problem(
+        await api.post(f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("e.txt", b"")}, headers=t.owner.auth),
+        422,
+    )
     assert body["errors"][0]["field"] == "file"
     await nothing_stored(blob_dir, pool, t.workspace_id)
 
 
 async def test_a_file_over_the_cap_is_413_and_not_stored(api: AsyncTestClient, blob_dir: Path, pool: Any) -> None:
     t = await team(api)
-    body = problem(await api.post(f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("big", os.urandom(CAP + 1))},
-                                  headers=t.owner.auth), 413)
+    body = problem(
+        await api.post(
+            f"{V1}/workspaces/{t.workspace_id}/files",
+            files={"file": ("big", os.urandom(CAP + 1))},
+            headers=t.owner.auth,
+        ),
+        413,
+    )
     assert f"{CAP:,} bytes" in body["detail"]
     assert (await upload(api, t.owner, t.workspace_id, os.urandom(CAP)))["size"] == CAP  # the cap itself is fine
     assert len(stored_under(blob_dir, t.workspace_id)) == 1
@@ -343,20 +435,37 @@ async def test_an_aborted_upload_leaves_nothing(api: AsyncTestClient, blob_dir: 
     await nothing_stored(blob_dir, pool, t.workspace_id)
 
 
-@pytest.mark.parametrize(("body", "content_type", "status"), [
-    (multipart([("file", "a.txt", b"hello")])[:-12], "multipart/form-data; boundary=b0undary", 400),  # cut off
-    (b"this is not multipart at all", "multipart/form-data; boundary=b0undary", 400),
-    (b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"\r\n" + b"X" * 10_000, "multipart/form-data; boundary=b0undary", 400),
-    (multipart([("file", "a.txt", b"hello")]), "multipart/form-data", 400),  # no boundary
-    (b'{"file": "aGVsbG8="}', "application/json", 415),
-    (multipart([("other", None, b"x"), ("notes", None, b"y")]), "multipart/form-data; boundary=b0undary", 422),
-    (multipart([("file", "a.txt", b"one"), ("file", "b.txt", b"two")]), "multipart/form-data; boundary=b0undary", 400),
-])
-async def test_malformed_uploads_are_4xx_and_store_nothing(api: AsyncTestClient, blob_dir: Path, pool: Any, body: bytes,
-                                                           content_type: str, status: int) -> None:
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (multipart([("file", "a.txt", b"hello")])[:-12], "multipart/form-data; boundary=b0undary", 400),  # cut off
+        (b"this is not multipart at all", "multipart/form-data; boundary=b0undary", 400),
+        (
+            b'--b0undary\r\nContent-Disposition: form-data; name="file"\r\n' + b"X" * 10_000,
+            "multipart/form-data; boundary=b0undary",
+            400,
+        ),
+        (multipart([("file", "a.txt", b"hello")]), "multipart/form-data", 400),  # no boundary
+        (b'{"file": "aGVsbG8="}', "application/json", 415),
+        (multipart([("other", None, b"x"), ("notes", None, b"y")]), "multipart/form-data; boundary=b0undary", 422),
+        (
+            multipart([("file", "a.txt", b"one"), ("file", "b.txt", b"two")]),
+            "multipart/form-data; boundary=b0undary",
+            400,
+        ),
+    ],
+)
+async def test_malformed_uploads_are_4xx_and_store_nothing(
+    api: AsyncTestClient, blob_dir: Path, pool: Any, body: bytes, content_type: str, status: int
+) -> None:
     t = await team(api)
-    got, answer, _ = await raw_upload(api, t.owner, t.workspace_id, iter([body[:5000], body[5000:]] if body[5000:] else [body]),
-                                      content_type=content_type)
+    got, answer, _ = await raw_upload(
+        api,
+        t.owner,
+        t.workspace_id,
+        iter([body[:5000], body[5000:]] if body[5000:] else [body]),
+        content_type=content_type,
+    )
     assert got == status, answer
     assert answer["status"] == status and answer["detail"]
     await nothing_stored(blob_dir, pool, t.workspace_id)
@@ -365,29 +474,40 @@ async def test_malformed_uploads_are_4xx_and_store_nothing(api: AsyncTestClient,
 async def test_uploads_to_a_workspace_one_is_not_in_are_404(api: AsyncTestClient) -> None:
     t = await team(api)
     outsider = await register(api, "Out")
-    problem(await api.post(f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("a", b"x")}, headers=outsider.auth), 404)
-    problem(await api.post(f"{V1}/workspaces/{uuid.uuid4()}/files", files={"file": ("a", b"x")}, headers=t.owner.auth), 404)
+    problem(
+        await api.post(f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("a", b"x")}, headers=outsider.auth),
+        404,
+    )
+    problem(
+        await api.post(f"{V1}/workspaces/{uuid.uuid4()}/files", files={"file": ("a", b"x")}, headers=t.owner.auth), 404
+    )
     problem(await api.post(f"{V1}/workspaces/not-an-id/files", files={"file": ("a", b"x")}, headers=t.owner.auth), 404)
     problem(await api.post(f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("a", b"x")}), 401)
 
 
-async def test_the_workspace_quota_counts_files_until_they_are_deleted(service_urls: dict[str, str], migrated_url: str,
-                                                                       tmp_path: Path) -> None:
+async def test_the_workspace_quota_counts_files_until_they_are_deleted(
+    service_urls: dict[str, str], migrated_url: str, tmp_path: Path
+) -> None:
     settings = settings_for(service_urls, migrated_url, tmp_path, workspace_quota_bytes=1000)
     async with AsyncTestClient(create_app(settings)) as api:
         t = await team(api)
         first = await upload(api, t.owner, t.workspace_id, b"x" * 600)
         await get(api, t.owner, f"/files/{first['id']}", first["position"])  # the read model has it
-        body = problem(await api.post(f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("b", b"y" * 600)},
-                                      headers=t.owner.auth), 413)
+        body = problem(
+            await api.post(
+                f"{V1}/workspaces/{t.workspace_id}/files", files={"file": ("b", b"y" * 600)}, headers=t.owner.auth
+            ),
+            413,
+        )
         assert "400 bytes of storage left" in body["detail"]
         deleted = await api.delete(f"{V1}/files/{first['id']}", headers=t.owner.auth)
         await get(api, t.owner, f"/files/{uuid.uuid4()}", deleted.json()["position"])
         assert (await upload(api, t.owner, t.workspace_id, b"y" * 600))["size"] == 600
 
 
-async def test_the_app_sweeps_uploads_a_crash_cut_off_when_it_starts(service_urls: dict[str, str], migrated_url: str,
-                                                                     tmp_path: Path) -> None:
+async def test_the_app_sweeps_uploads_a_crash_cut_off_when_it_starts(
+    service_urls: dict[str, str], migrated_url: str, tmp_path: Path
+) -> None:
     crashed = tmp_path / "ws" / "file" / "abc" / "original.part"  # a server killed mid-upload two days ago
     crashed.parent.mkdir(parents=True)
     crashed.write_bytes(b"half an upload")
@@ -415,9 +535,15 @@ async def test_a_posted_message_lists_its_files_and_shares_them(api: AsyncTestCl
     posted = await post(api, t.owner, t.general_id, [photo["id"], doc["id"]], text="look")
     message = (await get(api, bea, f"/messages/{posted['id']}", posted["position"])).json()
     assert message["files"] == [
-        {"id": photo["id"], "name": "p.jpg", "size": photo["size"], "mime": "image/jpeg",
-         "thumbnail_url": f"{V1}/files/{photo['id']}/thumbnail"},
-        {"id": doc["id"], "name": "d.txt", "size": 4, "mime": "text/plain"}]
+        {
+            "id": photo["id"],
+            "name": "p.jpg",
+            "size": photo["size"],
+            "mime": "image/jpeg",
+            "thumbnail_url": f"{V1}/files/{photo['id']}/thumbnail",
+        },
+        {"id": doc["id"], "name": "d.txt", "size": 4, "mime": "text/plain"},
+    ]
     assert (await get(api, bea, f"/files/{doc['id']}/content", posted["position"])).content == b"text"
     assert (await get(api, bea, f"/files/{photo['id']}/thumbnail", posted["position"])).status_code == 200
 
@@ -427,11 +553,17 @@ async def test_only_the_uploader_may_attach_a_file(api: AsyncTestClient) -> None
     bea = t.people["Bea"]
     await helpers.join_channel(api, t, t.general_id, bea)
     mine = await upload(api, t.owner, t.workspace_id, b"owner's")
-    body = problem(await api.post(f"{V1}/channels/{t.general_id}/messages", json={"text": "", "file_ids": [mine["id"]]},
-                                  headers=bea.auth), 404)  # bea cannot see it: as if it did not exist
+    body = problem(
+        await api.post(
+            f"{V1}/channels/{t.general_id}/messages", json={"text": "", "file_ids": [mine["id"]]}, headers=bea.auth
+        ),
+        404,
+    )  # bea cannot see it: as if it did not exist
     assert body["errors"][0]["field"] == "file_ids"
     await post(api, t.owner, t.general_id, [mine["id"]])
-    problem(await api.post(f"{V1}/channels/{t.general_id}/messages", json={"file_ids": [mine["id"]]}, headers=bea.auth), 403)
+    problem(
+        await api.post(f"{V1}/channels/{t.general_id}/messages", json={"file_ids": [mine["id"]]}, headers=bea.auth), 403
+    )
 
 
 async def test_attaching_is_all_or_nothing(api: AsyncTestClient) -> None:
@@ -441,10 +573,18 @@ async def test_attaching_is_all_or_nothing(api: AsyncTestClient) -> None:
     good = await upload(api, t.owner, t.workspace_id, b"good")
     other = await team(api)
     foreign = await upload(api, other.owner, other.workspace_id, b"foreign")
-    for bad in ([good["id"], str(uuid.uuid4())], [good["id"], "not-an-id"], [good["id"], foreign["id"]],
-                [good["id"], good["id"]]):
-        problem(await api.post(f"{V1}/channels/{t.general_id}/messages", json={"text": "x", "file_ids": bad},
-                               headers=t.owner.auth), 404 if bad[1] != good["id"] else 422)
+    for bad in (
+        [good["id"], str(uuid.uuid4())],
+        [good["id"], "not-an-id"],
+        [good["id"], foreign["id"]],
+        [good["id"], good["id"]],
+    ):
+        problem(
+            await api.post(
+                f"{V1}/channels/{t.general_id}/messages", json={"text": "x", "file_ids": bad}, headers=t.owner.auth
+            ),
+            404 if bad[1] != good["id"] else 422,
+        )
     history = (await get(api, t.owner, f"/channels/{t.general_id}/messages", good["position"])).json()
     assert history["items"] == []
     problem(await get(api, bea, f"/files/{good['id']}", good["position"]), 404)  # not shared by the refused posts
@@ -466,8 +606,9 @@ async def test_visibility_follows_the_channels_it_is_shared_in(api: AsyncTestCli
         t.position = max(t.position, posted["position"])
 
     async def sees(user: User, file_id: str) -> bool:
-        statuses = {(await get(api, user, f"/files/{file_id}{tail}", t.position)).status_code
-                    for tail in ("", "/content")}
+        statuses = {
+            (await get(api, user, f"/files/{file_id}{tail}", t.position)).status_code for tail in ("", "/content")
+        }
         assert len(statuses) == 1, statuses
         return statuses == {200}
 
@@ -496,7 +637,9 @@ async def test_deleting_the_message_unshares_its_files(api: AsyncTestClient) -> 
     deleted = await api.delete(f"{V1}/messages/{posted['id']}", headers=t.owner.auth)
     assert deleted.status_code == 200, deleted.text
     problem(await get(api, bea, f"/files/{up['id']}", deleted.json()["position"]), 404)
-    assert (await get(api, t.owner, f"/files/{up['id']}", deleted.json()["position"])).status_code == 200  # still theirs
+    assert (
+        await get(api, t.owner, f"/files/{up['id']}", deleted.json()["position"])
+    ).status_code == 200  # still theirs
     assert (await get(api, bea, f"/messages/{posted['id']}", deleted.json()["position"])).json()["files"] == []
 
 
@@ -520,5 +663,7 @@ async def test_deleting_a_file_leaves_a_tombstone_and_removes_its_blobs(api: Asy
         problem(await get(api, t.owner, f"/files/{up['id']}{tail}", position), 404)
     again = await api.delete(f"{V1}/files/{up['id']}", headers=t.owner.auth)  # the uploader, again: nothing new
     assert again.status_code == 200
-    refused = await api.post(f"{V1}/channels/{t.general_id}/messages", json={"file_ids": [up["id"]]}, headers=t.owner.auth)
+    refused = await api.post(
+        f"{V1}/channels/{t.general_id}/messages", json={"file_ids": [up["id"]]}, headers=t.owner.auth
+    )
     problem(refused, 404)

@@ -26,25 +26,40 @@ def prefix(s3_server: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-async def api(service_urls: dict[str, str], migrated_url: str, s3_server: dict[str, str],
-              prefix: str) -> AsyncIterator[AsyncTestClient]:
+async def api(
+    service_urls: dict[str, str], migrated_url: str, s3_server: dict[str, str], prefix: str
+) -> AsyncIterator[AsyncTestClient]:
     settings = load_settings(
-        {}, database_url=migrated_url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-        insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000, blob_url=f"s3://{s3_server['bucket']}/{prefix}",
-        s3_endpoint_url=s3_server["s3_endpoint_url"], s3_region=s3_server["s3_region"],
-        s3_access_key_id=s3_server["s3_access_key_id"], s3_secret_access_key=s3_server["s3_secret_access_key"],
+        {},
+        database_url=migrated_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+        blob_url=f"s3://{s3_server['bucket']}/{prefix}",
+        s3_endpoint_url=s3_server["s3_endpoint_url"],
+        s3_region=s3_server["s3_region"],
+        s3_access_key_id=s3_server["s3_access_key_id"],
+        s3_secret_access_key=s3_server["s3_secret_access_key"],
         presigned_url_ttl_s=120,
         # moto answers every multipart upload's start as 2010-11-10, so the app's sweep at start
         # would abort this module's uploads in flight (a 500 on CompleteMultipartUpload): a grace
         # that date cannot pass. The sweep itself is tested on moto in tests/contract.
-        blob_sweep_grace_s=1e9)
+        blob_sweep_grace_s=1e9,
+    )
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
 
 
 def s3(s3_server: dict[str, str]) -> Any:
-    return boto3.client("s3", endpoint_url=s3_server["s3_endpoint_url"], region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server["s3_endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def objects(s3_server: dict[str, str], prefix: str) -> list[str]:
@@ -54,8 +69,9 @@ def objects(s3_server: dict[str, str], prefix: str) -> list[str]:
 
 async def get(api: AsyncTestClient, user: Any, path: str, position: int = 0) -> Any:
     """A GET that shows the redirect instead of following it (the test client follows by default)."""
-    return await api.get(f"{V1}{path}", headers={**user.auth, "X-Hubbub-Position": str(position)},
-                         follow_redirects=False)
+    return await api.get(
+        f"{V1}{path}", headers={**user.auth, "X-Hubbub-Position": str(position)}, follow_redirects=False
+    )
 
 
 def fetch(url: str, **headers: str) -> tuple[int, bytes, Any]:
@@ -63,8 +79,9 @@ def fetch(url: str, **headers: str) -> tuple[int, bytes, Any]:
         return response.status, response.read(), response.headers
 
 
-async def test_downloads_redirect_to_a_short_lived_url_with_forced_headers(api: AsyncTestClient, s3_server: dict[str, str],
-                                                                        prefix: str) -> None:
+async def test_downloads_redirect_to_a_short_lived_url_with_forced_headers(
+    api: AsyncTestClient, s3_server: dict[str, str], prefix: str
+) -> None:
     t = await team(api)
     photo = await upload(api, t.owner, t.workspace_id, jpeg(1600, 1200), name="photo.jpg")
     assert photo["thumbnail_url"]
@@ -85,8 +102,9 @@ async def test_downloads_redirect_to_a_short_lived_url_with_forced_headers(api: 
 
 async def test_active_content_on_s3_is_an_attachment(api: AsyncTestClient) -> None:
     t = await team(api)
-    page = await upload(api, t.owner, t.workspace_id, b"<html><script>alert(1)</script>", name="x.png",
-                        content_type="image/png")
+    page = await upload(
+        api, t.owner, t.workspace_id, b"<html><script>alert(1)</script>", name="x.png", content_type="image/png"
+    )
     url = (await get(api, t.owner, f"/files/{page['id']}/content", page["position"])).headers["location"]
     _, _, headers = fetch(url)
     assert headers["Content-Type"].startswith("text/html")
@@ -102,8 +120,9 @@ async def test_no_redirect_for_those_who_may_not_see_it(api: AsyncTestClient) ->
     assert "location" not in response.headers
 
 
-async def test_deleting_removes_the_objects_and_an_abort_leaves_none(api: AsyncTestClient, s3_server: dict[str, str],
-                                                                    prefix: str) -> None:
+async def test_deleting_removes_the_objects_and_an_abort_leaves_none(
+    api: AsyncTestClient, s3_server: dict[str, str], prefix: str
+) -> None:
     t = await team(api)
     up = await upload(api, t.owner, t.workspace_id, os.urandom(100_000))
     assert objects(s3_server, f"{prefix}/{t.workspace_id}/")

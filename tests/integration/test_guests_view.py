@@ -11,7 +11,14 @@ import httpx
 
 from tests.integration.conftest import User
 from tests.integration.messaging_helpers import (
-    API, Team, add_to_channel, at, create_channel, join_workspace, open_dm, problem,
+    API,
+    Team,
+    add_to_channel,
+    at,
+    create_channel,
+    join_workspace,
+    open_dm,
+    problem,
 )
 from tests.integration.test_realtime import api, server, team_of, ws  # api, server: fixtures
 from tests.integration.test_realtime_presence import _presence
@@ -31,8 +38,9 @@ async def _scene(api: httpx.AsyncClient) -> tuple[Team, User, set[str]]:
 
 
 async def _listed(api: httpx.AsyncClient, team: Team, user: User, what: str, **params: str) -> set[str]:
-    response = await api.get(f"{API}/workspaces/{team.workspace_id}/{what}", params={"limit": 200, **params},
-                             headers=at(user, team.position))
+    response = await api.get(
+        f"{API}/workspaces/{team.workspace_id}/{what}", params={"limit": 200, **params}, headers=at(user, team.position)
+    )
     assert response.status_code == 200 and "x-hubbub-stale" not in response.headers, response.text
     return {item["user_id"] for item in response.json()["items"]}
 
@@ -64,23 +72,27 @@ async def test_sharing_a_conversation_makes_people_visible_to_a_guest(api: httpx
 async def test_a_guest_cannot_name_people_it_does_not_see(api: httpx.AsyncClient) -> None:
     team, gus, _ = await _scene(api)
     bea, cat = team.people["Bea"], team.people["Cat"]
-    dm = await api.post(f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [bea.id]},
-                        headers=at(gus, team.position))
+    dm = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [bea.id]}, headers=at(gus, team.position)
+    )
     assert problem(dm, 404)["detail"] == "some of these people are not in this workspace"
-    group = await api.post(f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [cat.id, bea.id]},
-                           headers=at(gus, team.position))
+    group = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/dms", json={"user_ids": [cat.id, bea.id]}, headers=at(gus, team.position)
+    )
     problem(group, 404)
     await open_dm(api, team, gus, cat)  # type: ignore[arg-type]  # someone it shares #secret with
     secret = await create_channel(api, team, team.owner, "gus-and-owner", private=True)  # type: ignore[arg-type]
     await add_to_channel(api, team, secret, team.owner, gus)  # type: ignore[arg-type]
-    added = await api.post(f"{API}/channels/{secret}/members", json={"user_ids": [bea.id]},
-                           headers=at(gus, team.position))
+    added = await api.post(
+        f"{API}/channels/{secret}/members", json={"user_ids": [bea.id]}, headers=at(gus, team.position)
+    )
     assert problem(added, 404)["detail"] == "some of these people are not in this workspace"
     await add_to_channel(api, team, secret, gus, cat)  # type: ignore[arg-type]
 
 
-async def test_a_guest_s_socket_hears_the_presence_of_the_people_it_sees_only(api: httpx.AsyncClient,
-                                                                             server: str) -> None:
+async def test_a_guest_s_socket_hears_the_presence_of_the_people_it_sees_only(
+    api: httpx.AsyncClient, server: str
+) -> None:
     team, gus, _ = await _scene(api)
     bea, cat = team.people["Bea"], team.people["Cat"]
     async with ws(server, team.owner) as member, ws(server, gus) as guest:

@@ -76,8 +76,10 @@ async def test_a_read_marker_under_a_reused_key_is_422_not_a_marker_left_behind(
     team = await team_with(api, "Bee")
     bee = team.people["Bee"]
     for text in ("one", "two"):
-        moved(team, await api.post(f"{API}/channels/{team.general_id}/messages", json={"text": text},
-                                   headers=team.owner.auth))
+        moved(
+            team,
+            await api.post(f"{API}/channels/{team.general_id}/messages", json={"text": text}, headers=team.owner.auth),
+        )
     url = f"{API}/channels/{team.general_id}/read"
     first = moved(team, await api.post(url, json={"seq": 1}, headers=keyed(bee, "read-1")))
     again = moved(team, await api.post(url, json={"seq": 1}, headers=keyed(bee, "read-1")))
@@ -103,13 +105,19 @@ async def test_a_post_reusing_a_key_with_other_text_is_422_and_posts_nothing(api
 async def test_a_repeated_request_is_answered_alike_and_appended_once(api: AsyncTestClient, pool: Any) -> None:
     team = await team_with(api)
     cid = await create_channel(api, team, team.owner, "topical")
-    sent = [await api.patch(f"{API}/channels/{cid}", json={"topic": "once"}, headers=keyed(team.owner, "t-1"))
-            for _ in range(3)]
+    sent = [
+        await api.patch(f"{API}/channels/{cid}", json={"topic": "once"}, headers=keyed(team.owner, "t-1"))
+        for _ in range(3)
+    ]
     assert len({r.status_code for r in sent}) == 1 and sent[0].json() == sent[1].json() == sent[2].json()
     moved(team, sent[0])
     assert await events(pool, f"channel-{cid}", "channel.topic_set") == 1
-    racing = await asyncio.gather(*(api.patch(f"{API}/channels/{cid}", json={"topic": "race"},
-                                              headers=keyed(team.owner, "t-2")) for _ in range(4)))
+    racing = await asyncio.gather(
+        *(
+            api.patch(f"{API}/channels/{cid}", json={"topic": "race"}, headers=keyed(team.owner, "t-2"))
+            for _ in range(4)
+        )
+    )
     assert {r.status_code for r in racing} == {200} and len({r.text for r in racing}) == 1
     assert await events(pool, f"channel-{cid}", "channel.topic_set") == 2
 
@@ -120,8 +128,9 @@ async def test_the_same_key_with_another_body_is_422_even_when_racing(api: Async
     url = f"{API}/channels/{cid}"
     moved(team, await api.patch(url, json={"topic": "a"}, headers=keyed(team.owner, "b-1")))
     problem(await api.patch(url, json={"topic": "b"}, headers=keyed(team.owner, "b-1")), 422)
-    racing = await asyncio.gather(*(api.patch(url, json={"topic": topic}, headers=keyed(team.owner, "b-2"))
-                                    for topic in ("x", "y", "z")))
+    racing = await asyncio.gather(
+        *(api.patch(url, json={"topic": topic}, headers=keyed(team.owner, "b-2")) for topic in ("x", "y", "z"))
+    )
     done = [r for r in racing if r.status_code == 200]
     assert len(done) == 1 and sorted(r.status_code for r in racing) == [200, 422, 422]
     moved(team, done[0])
@@ -135,6 +144,8 @@ async def test_different_callers_with_the_same_key_each_get_their_own_request_do
     mine = moved(team, await api.post(url, json={"text": "owner's"}, headers=keyed(team.owner, "shared")))
     hers = moved(team, await api.post(url, json={"text": "bee's"}, headers=keyed(bee, "shared")))
     assert mine["id"] != hers["id"]
-    made = [moved(team, await api.post(f"{API}/workspaces", json={"name": "Same"}, headers=keyed(u, "ws-1")))
-            for u in (team.owner, bee)]
+    made = [
+        moved(team, await api.post(f"{API}/workspaces", json={"name": "Same"}, headers=keyed(u, "ws-1")))
+        for u in (team.owner, bee)
+    ]
     assert made[0]["id"] != made[1]["id"]

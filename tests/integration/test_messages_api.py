@@ -17,9 +17,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from hubbub.app import create_app
-from projections import consistency
 from infra.eventstore.postgres import PostgresEventStore
 from infra.settings import load_settings
+from projections import consistency
 from projections.messages import Messages
 from projections.rebuild import rebuild
 from tests.integration import messaging_helpers as helpers
@@ -30,8 +30,14 @@ V1 = "/api/v1"
 
 
 def _settings(service_urls: dict[str, str], url: str, **limits: float) -> object:
-    return load_settings({}, database_url=url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-                         insecure_fast_passwords=True, **({"rate_register_per_s": 1000.0, "rate_register_burst": 1000} | limits))
+    return load_settings(
+        {},
+        database_url=url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        **({"rate_register_per_s": 1000.0, "rate_register_burst": 1000} | limits),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +92,23 @@ def emoji_path(message_id: str, emoji: str) -> str:
     return f"{V1}/messages/{message_id}/reactions/{quote(emoji, safe='')}"
 
 
-MESSAGE_FIELDS = {"id", "channel_id", "seq", "author_id", "text", "created_at", "edited_at", "deleted",
-                  "thread_root_id", "reply_count", "last_reply_at", "reply_user_ids", "reactions", "files", "mentions"}
+MESSAGE_FIELDS = {
+    "id",
+    "channel_id",
+    "seq",
+    "author_id",
+    "text",
+    "created_at",
+    "edited_at",
+    "deleted",
+    "thread_root_id",
+    "reply_count",
+    "last_reply_at",
+    "reply_user_ids",
+    "reactions",
+    "files",
+    "mentions",
+}
 
 
 async def test_post_answers_id_seq_position_and_the_message_reads_back(api: AsyncTestClient) -> None:
@@ -138,8 +159,9 @@ async def test_seq_is_contiguous_under_twenty_concurrent_posters(api: AsyncTestC
     assert seqs == list(range(seqs[0], seqs[0] + 60))
     by_position = [a["seq"] for a in sorted(answers, key=lambda a: a["position"])]
     assert by_position == seqs  # seq follows log order
-    page = ok(await get(api, f"/channels/{t.general}/messages", t.owner, max(a["position"] for a in answers),
-                        limit=200))
+    page = ok(
+        await get(api, f"/channels/{t.general}/messages", t.owner, max(a["position"] for a in answers), limit=200)
+    )
     assert [m["seq"] for m in page["items"]] == seqs[::-1]
     # The answers' seqs came with the projector's batches (NOTIFY), not from reading the table.
     notified = api.app.state[consistency.STATE_KEY].watcher.seqs
@@ -154,12 +176,21 @@ async def test_client_msg_id_and_idempotency_key_repeats_get_the_first_answer(ap
     other_author = await post(api, t.general, t.member, "once", client_msg_id="abc-1")
     assert other_author["id"] != first["id"]
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    keyed = [await api.post(f"{V1}/channels/{t.general}/messages", json={"text": "k"}, headers=t.owner.auth | key)
-             for _ in range(2)]
+    keyed = [
+        await api.post(f"{V1}/channels/{t.general}/messages", json={"text": "k"}, headers=t.owner.auth | key)
+        for _ in range(2)
+    ]
     assert ok(keyed[0], 201) == ok(keyed[1], 201)
-    racing = await asyncio.gather(*(api.post(f"{V1}/channels/{t.general}/messages",
-                                             json={"text": "race", "client_msg_id": "race-1"}, headers=t.owner.auth)
-                                    for _ in range(5)))
+    racing = await asyncio.gather(
+        *(
+            api.post(
+                f"{V1}/channels/{t.general}/messages",
+                json={"text": "race", "client_msg_id": "race-1"},
+                headers=t.owner.auth,
+            )
+            for _ in range(5)
+        )
+    )
     assert len({ok(r, 201)["id"] for r in racing}) == 1 and len({r.json()["seq"] for r in racing}) == 1
     page = ok(await get(api, f"/channels/{t.general}/messages", t.owner, max(r.json()["position"] for r in racing)))
     assert [m["text"] for m in page["items"]].count("once") == 2  # one per author
@@ -182,8 +213,12 @@ async def test_edit_keeps_versions_and_only_the_author_edits(api: AsyncTestClien
     versions = ok(await get(api, f"/messages/{mid}/versions", t.member))["items"]
     assert [(v["version"], v["text"]) for v in versions] == [(1, "v1"), (2, f"v2 <@{t.member.id}>"), (3, "v3")]
     problem(await api.patch(f"{V1}/messages/{mid}", json={"text": "mine now"}, headers=t.member.auth), 403)
-    assert problem(await api.patch(f"{V1}/messages/{mid}", json={"text": "  "}, headers=t.owner.auth),
-                   422)["errors"][0]["field"] == "text"
+    assert (
+        problem(await api.patch(f"{V1}/messages/{mid}", json={"text": "  "}, headers=t.owner.auth), 422)["errors"][0][
+            "field"
+        ]
+        == "text"
+    )
     problem(await api.patch(f"{V1}/messages/{mid}", json={"text": "x", "pin": True}, headers=t.owner.auth), 422)
     problem(await api.patch(f"{V1}/messages/{uuid.uuid4()}", json={"text": "x"}, headers=t.owner.auth), 404)
 
@@ -215,15 +250,20 @@ async def test_threads_are_one_level_deep_and_roots_summarise_them(api: AsyncTes
     second = await post(api, t.general, t.owner, "r2", thread_root_id=root["id"])
     third = await post(api, t.general, t.member, "r3", thread_root_id=root["id"])
     assert [first["seq"], second["seq"], third["seq"]] == [root["seq"] + 1, root["seq"] + 2, root["seq"] + 3]
-    nested = await api.post(f"{V1}/channels/{t.general}/messages", json={"text": "x", "thread_root_id": first["id"]},
-                            headers=t.owner.auth)
+    nested = await api.post(
+        f"{V1}/channels/{t.general}/messages", json={"text": "x", "thread_root_id": first["id"]}, headers=t.owner.auth
+    )
     assert problem(nested, 422)["errors"][0]["field"] == "thread_root_id"
-    missing = await api.post(f"{V1}/channels/{t.general}/messages",
-                             json={"text": "x", "thread_root_id": str(uuid.uuid4())}, headers=t.owner.auth)
+    missing = await api.post(
+        f"{V1}/channels/{t.general}/messages",
+        json={"text": "x", "thread_root_id": str(uuid.uuid4())},
+        headers=t.owner.auth,
+    )
     problem(missing, 404)
     elsewhere = await channel(api, t, t.owner)
-    foreign = await api.post(f"{V1}/channels/{elsewhere}/messages", json={"text": "x", "thread_root_id": root["id"]},
-                             headers=t.owner.auth)
+    foreign = await api.post(
+        f"{V1}/channels/{elsewhere}/messages", json={"text": "x", "thread_root_id": root["id"]}, headers=t.owner.auth
+    )
     problem(foreign, 404)
     thread = ok(await get(api, f"/messages/{root['id']}/thread", t.member, third["position"]))
     assert [r["text"] for r in thread["replies"]] == ["r1", "r2", "r3"]
@@ -308,11 +348,14 @@ async def test_bad_input_is_a_named_4xx_and_writes_nothing(api: AsyncTestClient)
         assert problem(await api.post(url, json=body, headers=t.owner.auth), 422)["errors"][0]["field"] == "text"
     assert problem(await api.post(url, json={"text": "x", "sticky": 1}, headers=t.owner.auth), 422)["errors"]
     assert problem(await api.post(url, json={"text": 5}, headers=t.owner.auth), 422)
-    assert problem(await api.post(url, json={"text": "x", "file_ids": ["f1"]}, headers=t.owner.auth),
-                   404)["errors"][0]["field"] == "file_ids"  # no such file (files: test_files_api.py)
+    assert (
+        problem(await api.post(url, json={"text": "x", "file_ids": ["f1"]}, headers=t.owner.auth), 404)["errors"][0][
+            "field"
+        ]
+        == "file_ids"
+    )  # no such file (files: test_files_api.py)
     problem(await api.post(url, json={"text": "x", "client_msg_id": ""}, headers=t.owner.auth), 422)
-    problem(await api.post(url, content=b'{"text": ', headers=t.owner.auth | {"Content-Type": "application/json"}),
-            400)
+    problem(await api.post(url, content=b'{"text": ', headers=t.owner.auth | {"Content-Type": "application/json"}), 400)
     problem(await api.post(f"{V1}/channels/{uuid.uuid4()}/messages", json={"text": "x"}, headers=t.owner.auth), 404)
     problem(await api.post(url, json={"text": "x"}), 401)
     longest = await post(api, t.general, t.owner, "y" * 40_000)
@@ -325,12 +368,15 @@ async def test_bad_input_is_a_named_4xx_and_writes_nothing(api: AsyncTestClient)
     for path in ("", "/thread", "/versions"):
         problem(await get(api, f"/messages/{uuid.uuid4()}{path}", t.owner), 404)
         problem(await get(api, f"/messages/a%00b{path}", t.owner), 404)  # never reaches the database
-    for method, path, body in [("PATCH", "/messages/a%00b", {"text": "x"}), ("DELETE", "/messages/a%00b", None),
-                               ("PUT", "/messages/a%00b/reactions/%F0%9F%91%8D", None),
-                               ("DELETE", "/messages/a%00b/reactions/%F0%9F%91%8D", None),
-                               ("POST", "/channels/a%00b/messages", {"text": "x"}),
-                               ("POST", f"/channels/{t.general}/messages", {"text": "x", "thread_root_id": "a\x00b"}),
-                               ("POST", f"/channels/{t.general}/messages", {"text": "x", "thread_root_id": "nope"})]:
+    for method, path, body in [
+        ("PATCH", "/messages/a%00b", {"text": "x"}),
+        ("DELETE", "/messages/a%00b", None),
+        ("PUT", "/messages/a%00b/reactions/%F0%9F%91%8D", None),
+        ("DELETE", "/messages/a%00b/reactions/%F0%9F%91%8D", None),
+        ("POST", "/channels/a%00b/messages", {"text": "x"}),
+        ("POST", f"/channels/{t.general}/messages", {"text": "x", "thread_root_id": "a\x00b"}),
+        ("POST", f"/channels/{t.general}/messages", {"text": "x", "thread_root_id": "nope"}),
+    ]:
         problem(await api.request(method, f"{V1}{path}", json=body, headers=t.owner.auth), 404)
 
 
@@ -342,8 +388,9 @@ async def test_posting_faster_than_the_burst_is_429_with_retry_after(
         t = await team(limited)
         for i in range(3):
             await post(limited, t.general, t.owner, f"fast {i}")
-        refused = await limited.post(f"{V1}/channels/{t.general}/messages", json={"text": "too fast"},
-                                     headers=t.owner.auth)
+        refused = await limited.post(
+            f"{V1}/channels/{t.general}/messages", json={"text": "too fast"}, headers=t.owner.auth
+        )
         assert problem(refused, 429) and int(refused.headers["Retry-After"]) >= 1
         await post(limited, t.general, t.member, "someone else may")  # buckets are per user
 
@@ -384,8 +431,9 @@ async def test_unread_counts_follow_channel_seqs(api: AsyncTestClient) -> None:
     assert general["last_seq"] == last["seq"]
 
 
-async def test_rebuilding_the_messages_projection_gives_the_live_tables(api: AsyncTestClient, pool,
-                                                                          migrated_url: str) -> None:
+async def test_rebuilding_the_messages_projection_gives_the_live_tables(
+    api: AsyncTestClient, pool, migrated_url: str
+) -> None:
     # Last in the module: the log holds every test's posts, edits, deletions, threads and reactions.
     t = await team(api)
     root = await post(api, t.general, t.owner, "rebuild me")

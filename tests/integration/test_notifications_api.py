@@ -37,8 +37,9 @@ async def team_of(api: AsyncTestClient, *names: str) -> Team:
     return team
 
 
-async def command(api: AsyncTestClient, team: Team, method: str, path: str, user: User, body: Any = None,
-                  status: int = 200) -> dict:
+async def command(
+    api: AsyncTestClient, team: Team, method: str, path: str, user: User, body: Any = None, status: int = 200
+) -> dict:
     response = await api.request(method, f"{API}{path}", headers=user.auth, **({} if body is None else {"json": body}))
     assert response.status_code == status, f"{method} {path}: {response.text}"
     team.position = max(team.position, int(response.headers["X-Hubbub-Position"]))
@@ -71,8 +72,15 @@ async def test_a_mention_notifies_the_mentioned_member_and_never_the_author(api:
     message = await post(api, team, team.general_id, ann, f"hi <@{bob.id}> and me <@{ann.id}>")
     assert await kinds(api, team, message) == {"Bob": "mention"}
     [item] = await notifications(api, team, bob)
-    assert item == {"id": item["id"], "kind": "mention", "channel_id": team.general_id, "message_id": message["id"],
-                    "workspace_id": team.workspace_id, "created_at": item["created_at"], "read": False}
+    assert item == {
+        "id": item["id"],
+        "kind": "mention",
+        "channel_id": team.general_id,
+        "message_id": message["id"],
+        "workspace_id": team.workspace_id,
+        "created_at": item["created_at"],
+        "read": False,
+    }
     assert (await channels_of(api, team, bob))[team.general_id]["mention_count"] == 1
     assert (await channels_of(api, team, ann))[team.general_id]["mention_count"] == 0
 
@@ -122,7 +130,8 @@ async def test_keywords_match_whole_words_whatever_the_case(api: AsyncTestClient
     assert await kinds(api, team, await post(api, team, team.general_id, ann, "Deploying now")) == {}
     assert await kinds(api, team, await post(api, team, team.general_id, ann, "DEPLOY!")) == {"Bob": "keyword"}
     assert await kinds(api, team, await post(api, team, team.general_id, ann, "the release  train leaves")) == {
-        "Bob": "keyword"}
+        "Bob": "keyword"
+    }
     assert await kinds(api, team, await post(api, team, team.general_id, ann, "train release")) == {}
     await command(api, team, "PUT", "/me/keywords", bob, {"keywords": []})
     assert await kinds(api, team, await post(api, team, team.general_id, ann, "deploy")) == {}
@@ -137,7 +146,10 @@ async def test_levels_all_mentions_and_nothing(api: AsyncTestClient) -> None:
     assert await kinds(api, team, await post(api, team, general, ann, "plain words")) == {"Bob": "message"}
     mention = await post(api, team, general, ann, f"<@{bob.id}> <@{cy.id}> <@{team.people['Dee'].id}>")
     assert await kinds(api, team, mention) == {"Bob": "mention", "Dee": "mention"}  # Cy: nothing at all
-    assert await kinds(api, team, await post(api, team, general, ann, "@channel")) == {"Bob": "channel", "Dee": "channel"}
+    assert await kinds(api, team, await post(api, team, general, ann, "@channel")) == {
+        "Bob": "channel",
+        "Dee": "channel",
+    }
     root = await post(api, team, general, cy, "a thread")
     assert await kinds(api, team, await post(api, team, general, ann, "reply", thread_root_id=root["id"])) == {}
     assert (await channels_of(api, team, bob))[general]["mention_count"] == 2  # the message kind is not counted
@@ -164,8 +176,9 @@ async def test_dnd_still_records_notifications(api: AsyncTestClient) -> None:
     body = await command(api, team, "PUT", "/me/dnd", bob, {"until": "2999-01-01T10:00:00+02:00"})
     assert body["until"] == "2999-01-01T08:00:00Z"
     assert await kinds(api, team, await post(api, team, team.general_id, ann, f"<@{bob.id}>")) == {"Bob": "mention"}
-    assert (await api.get(f"{API}/me/notification-settings", headers=at(bob, team.position))).json()["dnd_until"] == \
-        "2999-01-01T08:00:00Z"
+    assert (await api.get(f"{API}/me/notification-settings", headers=at(bob, team.position))).json()[
+        "dnd_until"
+    ] == "2999-01-01T08:00:00Z"
     assert (await command(api, team, "PUT", "/me/dnd", bob, {"until": None}))["until"] is None
 
 
@@ -185,7 +198,10 @@ async def test_the_read_marker_clears_mention_count_and_marks_notifications_read
     unread = await notifications(api, team, bob, unread="true")
     assert [n["message_id"] for n in unread] == [three["id"]]
     assert {n["message_id"]: n["read"] for n in await notifications(api, team, bob)} == {
-        one["id"]: True, two["id"]: True, three["id"]: False}
+        one["id"]: True,
+        two["id"]: True,
+        three["id"]: False,
+    }
     await command(api, team, "POST", f"/channels/{general}/read", bob, {"seq": three["seq"]})
     assert (await channels_of(api, team, bob))[general]["mention_count"] == 0
 
@@ -201,7 +217,9 @@ async def test_read_state_is_shared_by_every_session_of_a_person(api: AsyncTestC
     assert [n["message_id"] for n in items] == [p["id"] for p in reversed(posted)]  # newest first
     await command(api, team, "POST", "/notifications/read", bob, {"ids": [items[0]["id"]]})
     assert [n["message_id"] for n in await notifications(api, team, phone, unread="true")] == [
-        posted[1]["id"], posted[0]["id"]]
+        posted[1]["id"],
+        posted[0]["id"],
+    ]
     assert (await channels_of(api, team, phone))[dm]["mention_count"] == 2
     await command(api, team, "POST", "/notifications/read", phone, {"all": True})
     assert await notifications(api, team, bob, unread="true") == []
@@ -240,8 +258,11 @@ async def test_pages_newest_first(api: AsyncTestClient) -> None:
     dm = await open_dm(api, team, ann, bob)
     posted = [(await post(api, team, dm, ann, f"n{i}"))["id"] for i in range(5)]
     first = (await api.get(f"{API}/notifications", params={"limit": 2}, headers=at(bob, team.position))).json()
-    second = (await api.get(f"{API}/notifications", params={"limit": 2, "before": first["next_cursor"]},
-                            headers=at(bob, team.position))).json()
+    second = (
+        await api.get(
+            f"{API}/notifications", params={"limit": 2, "before": first["next_cursor"]}, headers=at(bob, team.position)
+        )
+    ).json()
     assert [n["message_id"] for n in first["items"] + second["items"]] == posted[::-1][:4]
 
 
@@ -292,7 +313,13 @@ async def test_bad_input_is_a_problem_naming_the_field(api: AsyncTestClient) -> 
     assert field(await put("/me/dnd", {"until": "tomorrow"}), 422) == "until"
     assert field(await put("/me/dnd", {}), 422) == "until"
     assert field(await put("/me/email-notifications", {"enabled": True, "delay_s": -5}), 422) == "delay_s"
-    for body in ({}, {"all": False}, {"ids": [], "all": False}, {"ids": ["x"]}, {"ids": [str(uuid.uuid4())], "all": True}):
+    for body in (
+        {},
+        {"all": False},
+        {"ids": [], "all": False},
+        {"ids": ["x"]},
+        {"ids": [str(uuid.uuid4())], "all": True},
+    ):
         response = await api.post(f"{API}/notifications/read", json=body, headers=bob.auth)
         assert field(response, 422) == "ids", body
     for params in ({"limit": 0}, {"limit": 201}, {"unread": "maybe"}, {"before": "x" * 100}):

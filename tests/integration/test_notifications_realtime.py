@@ -13,7 +13,7 @@ import httpx
 
 from tests.integration.conftest import User
 from tests.integration.messaging_helpers import API, Team, at, open_dm
-from tests.integration.test_realtime import api, post, server, ws  # noqa: F401 - fixtures
+from tests.integration.test_realtime import api, post, server, ws
 from tests.integration.test_realtime import team_of as _team_of
 
 __all__ = ["api", "server"]
@@ -54,8 +54,12 @@ async def test_the_notified_person_gets_the_message_then_its_notification(api: h
 
 async def test_at_channel_pushes_to_every_member_but_the_author(api: httpx.AsyncClient, server: str) -> None:
     team = await team_of(api, "Bea", "Cal", "Dan")
-    async with ws(server, team.people["Bea"]) as bea, ws(server, team.people["Cal"]) as cal, \
-            ws(server, team.people["Dan"]) as dan, ws(server, team.owner) as author:
+    async with (
+        ws(server, team.people["Bea"]) as bea,
+        ws(server, team.people["Cal"]) as cal,
+        ws(server, team.people["Dan"]) as dan,
+        ws(server, team.owner) as author,
+    ):
         sent = await post(api, team.owner, team.general_id, "@channel fire drill")
         for sock in (bea, cal, dan):
             assert (await sock.message())["id"] == sent["id"]
@@ -70,8 +74,9 @@ async def test_dnd_and_mute_record_without_pushing(api: httpx.AsyncClient, serve
     team = await team_of(api, "Bea", "Cal")
     owner, bea, cal = team.owner, team.people["Bea"], team.people["Cal"]
     assert (await api.put(f"{API}/me/dnd", json={"until": "2999-01-01T00:00:00Z"}, headers=bea.auth)).status_code == 200
-    muted = await api.put(f"{API}/channels/{team.general_id}/notify", json={"level": "mentions", "muted": True},
-                          headers=cal.auth)
+    muted = await api.put(
+        f"{API}/channels/{team.general_id}/notify", json={"level": "mentions", "muted": True}, headers=cal.auth
+    )
     assert muted.status_code == 200
     async with ws(server, bea) as bea_sock, ws(server, cal) as cal_sock:
         sent = await post(api, owner, team.general_id, f"<@{bea.id}> <@{cal.id}> urgent")
@@ -80,8 +85,9 @@ async def test_dnd_and_mute_record_without_pushing(api: httpx.AsyncClient, serve
             assert (await sock.message())["id"] == sent["id"]
             assert (await sock.event())["data"]["id"] == sentinel["id"]
     for user in (bea, cal):
-        listed = (await api.get(f"{API}/notifications", headers={**user.auth,
-                                "X-Hubbub-Position": str(sentinel["position"])})).json()["items"]
+        listed = (
+            await api.get(f"{API}/notifications", headers={**user.auth, "X-Hubbub-Position": str(sentinel["position"])})
+        ).json()["items"]
         assert [n["message_id"] for n in listed] == [sent["id"]]
 
 

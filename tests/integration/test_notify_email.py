@@ -30,7 +30,7 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope) -> str:
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 OK"
 
@@ -52,8 +52,9 @@ def smtp() -> Iterator[tuple[Inbox, str]]:
 @pytest.fixture
 async def notifier(pool, migrated_url: str, smtp: tuple[Inbox, str]):
     store = PostgresEventStore(pool, migrated_url)
-    yield EmailNotifier(pool=pool, conninfo=migrated_url, shell=CommandShell(store),
-                        mailer=SmtpMailer.from_url(smtp[1]), every_s=0.1)
+    yield EmailNotifier(
+        pool=pool, conninfo=migrated_url, shell=CommandShell(store), mailer=SmtpMailer.from_url(smtp[1]), every_s=0.1
+    )
     await store.close()
 
 
@@ -62,7 +63,8 @@ def items(message: EmailMessage) -> list[str]:
 
 
 async def test_unread_mentions_and_dms_go_out_in_one_email_per_person_after_the_delay(
-        api: AsyncTestClient, notifier: EmailNotifier, smtp: tuple[Inbox, str]) -> None:
+    api: AsyncTestClient, notifier: EmailNotifier, smtp: tuple[Inbox, str]
+) -> None:
     inbox = smtp[0]
     team = await team_of(api, "Bob", "Cy")
     ann, bob = team.people["Ann"], team.people["Bob"]
@@ -94,11 +96,12 @@ async def test_unread_mentions_and_dms_go_out_in_one_email_per_person_after_the_
     await notifier.tick()
     second = inbox.to(bob.email)[1]
     assert "2 unread mentions" in second["Subject"] and len(items(second)) == 2
-    assert "third" in items(second)[0] and f"in #general" in items(second)[1]
+    assert "third" in items(second)[0] and "in #general" in items(second)[1]
 
 
 async def test_no_email_when_turned_off_silenced_or_already_read(
-        api: AsyncTestClient, notifier: EmailNotifier, smtp: tuple[Inbox, str]) -> None:
+    api: AsyncTestClient, notifier: EmailNotifier, smtp: tuple[Inbox, str]
+) -> None:
     inbox = smtp[0]
     team = await team_of(api, "Bob", "Cy", "Dee", "Eve")
     ann, bob, cy, dee, eve = (team.people[n] for n in ("Ann", "Bob", "Cy", "Dee", "Eve"))
@@ -114,14 +117,21 @@ async def test_no_email_when_turned_off_silenced_or_already_read(
     assert [inbox.to(u.email) for u in (bob, cy, dee, eve)] == [[], [], [], []]
 
 
-async def test_the_app_sends_email_only_with_an_smtp_url(service_urls: dict[str, str], migrated_url: str,
-                                                         smtp: tuple[Inbox, str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_app_sends_email_only_with_an_smtp_url(
+    service_urls: dict[str, str], migrated_url: str, smtp: tuple[Inbox, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     inbox, url = smtp
     monkeypatch.setattr(notify_email, "EVERY_S", 0.1)
-    settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True, smtp_url=url,
-                             rate_register_per_s=1000.0, rate_register_burst=1000)
+    settings = load_settings(
+        {},
+        database_url=migrated_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        smtp_url=url,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+    )
     async with AsyncTestClient(create_app(settings)) as client:
         team = await team_of(client, "Bob")
         ann, bob = team.people["Ann"], team.people["Bob"]

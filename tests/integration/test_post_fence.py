@@ -16,14 +16,28 @@ from hubbub.app import create_app
 from infra.settings import load_settings
 from tests.integration.conftest import register
 from tests.integration.messaging_helpers import (
-    API, Team, add_to_channel, at, create_channel, create_workspace, join_workspace, problem,
+    API,
+    Team,
+    add_to_channel,
+    at,
+    create_channel,
+    create_workspace,
+    join_workspace,
+    problem,
 )
 
 
 @pytest.fixture(scope="module")
 async def other(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[AsyncTestClient]:
-    settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000)
+    settings = load_settings(
+        {},
+        database_url=migrated_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+    )
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
 
@@ -33,8 +47,9 @@ async def post(api: AsyncTestClient, channel_id: str, headers: dict[str, str], t
 
 
 async def texts(api: AsyncTestClient, team: Team, channel_id: str) -> list[str]:
-    response = await api.get(f"{API}/channels/{channel_id}/messages", params={"limit": 100},
-                             headers=at(team.owner, team.position))
+    response = await api.get(
+        f"{API}/channels/{channel_id}/messages", params={"limit": 100}, headers=at(team.owner, team.position)
+    )
     assert response.status_code == 200, response.text
     return [m["text"] for m in response.json()["items"]]
 
@@ -83,9 +98,7 @@ async def test_a_change_that_does_not_matter_costs_a_retry_not_the_post(
     assert await texts(api, team, secret) == ["still a member", "first, read from the log"]
 
 
-async def test_a_member_added_on_another_process_can_post_at_once(
-    api: AsyncTestClient, other: AsyncTestClient
-) -> None:
+async def test_a_member_added_on_another_process_can_post_at_once(api: AsyncTestClient, other: AsyncTestClient) -> None:
     """The stale copy says "not a member": that refusal is not answered before a read."""
     team, secret, _ = await setup(api)
     cy = await join_workspace(api, team, "Cy")

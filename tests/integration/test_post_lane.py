@@ -44,8 +44,9 @@ def handed_over(api: AsyncTestClient) -> Iterator[list[str]]:
     lane.app = litestar
 
 
-async def test_a_post_answers_alike_through_the_lane_and_the_route(api: AsyncTestClient,
-                                                                   handed_over: list[str]) -> None:
+async def test_a_post_answers_alike_through_the_lane_and_the_route(
+    api: AsyncTestClient, handed_over: list[str]
+) -> None:
     owner = await register(api, "Lane")
     team = await helpers.create_workspace(api, owner)
     url = f"{V1}/channels/{team.general_id}/messages"
@@ -59,19 +60,27 @@ async def test_a_post_answers_alike_through_the_lane_and_the_route(api: AsyncTes
         assert response.headers["x-hubbub-position"] == str(response.json()["position"])
         assert response.headers["x-request-id"]
     assert set(by_lane.headers) == set(by_route.headers)
-    assert {k: v for k, v in by_lane.headers.items() if k not in ("x-request-id", "content-length", "x-hubbub-position",
-                                                                   "date")} == \
-        {k: v for k, v in by_route.headers.items() if k not in ("x-request-id", "content-length", "x-hubbub-position",
-                                                                  "date")}
+    assert {
+        k: v
+        for k, v in by_lane.headers.items()
+        if k not in ("x-request-id", "content-length", "x-hubbub-position", "date")
+    } == {
+        k: v
+        for k, v in by_route.headers.items()
+        if k not in ("x-request-id", "content-length", "x-hubbub-position", "date")
+    }
     assert set(by_lane.json()) == set(by_route.json()) == {"id", "seq", "position"}
     assert by_route.json()["seq"] == by_lane.json()["seq"] + 1
     page = await api.get(f"{url}?limit=2", headers=helpers.at(owner, by_route.json()["position"]))
     assert [(m["id"], m["text"]) for m in page.json()["items"]] == [
-        (by_route.json()["id"], "two"), (by_lane.json()["id"], "one")]
+        (by_route.json()["id"], "two"),
+        (by_lane.json()["id"], "one"),
+    ]
 
 
-async def test_what_the_lane_cannot_decode_is_answered_by_the_route(api: AsyncTestClient,
-                                                                   handed_over: list[str]) -> None:
+async def test_what_the_lane_cannot_decode_is_answered_by_the_route(
+    api: AsyncTestClient, handed_over: list[str]
+) -> None:
     owner = await register(api, "Odd")
     team = await helpers.create_workspace(api, owner)
     url = f"{V1}/channels/{team.general_id}/messages"
@@ -86,28 +95,43 @@ async def test_what_the_lane_cannot_decode_is_answered_by_the_route(api: AsyncTe
     assert helpers.problem(too_long, 422)["errors"][0]["field"] == "text"
 
 
-async def test_json_sent_as_text_is_refused_by_the_route_after_the_lane(api: AsyncTestClient,
-                                                                       handed_over: list[str]) -> None:
+async def test_json_sent_as_text_is_refused_by_the_route_after_the_lane(
+    api: AsyncTestClient, handed_over: list[str]
+) -> None:
     owner = await register(api, "Plain")
     team = await helpers.create_workspace(api, owner)
     url = f"{V1}/channels/{team.general_id}/messages"
     refused = await api.post(url, content=b'{"text": "plain"}', headers=owner.auth | {"Content-Type": "text/plain"})
     assert handed_over == [url]
     assert helpers.problem(refused, 415)["title"] == "Unsupported Media Type"
-    deep = await api.post(url, content=b'{"text": "x", "z": ' + b"[" * 5000, headers=owner.auth | {"Content-Type": "application/json"})
+    deep = await api.post(
+        url, content=b'{"text": "x", "z": ' + b"[" * 5000, headers=owner.auth | {"Content-Type": "application/json"}
+    )
     assert helpers.problem(deep, 400)["title"] == "Malformed request body"
     page = await api.get(url, headers=helpers.at(owner, team.position))
     assert page.json()["items"] == []
 
 
-async def asgi_post(api: AsyncTestClient, path: str, headers: dict[str, str],
-                    messages: list[dict[str, Any]]) -> tuple[int | None, dict[str, str], bytes]:
+async def asgi_post(
+    api: AsyncTestClient, path: str, headers: dict[str, str], messages: list[dict[str, Any]]
+) -> tuple[int | None, dict[str, str], bytes]:
     """POST straight into the app as a server would, the body as the ASGI ``messages`` given (a
     receive past them fails the test); the status (None if nothing was answered), headers and body."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
-             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80), "extensions": {}}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "extensions": {},
+    }
     pending, sent = list(messages), []
 
     async def receive() -> dict[str, Any]:
@@ -134,22 +158,26 @@ async def test_the_lane_reads_a_body_sent_in_parts(api: AsyncTestClient, handed_
     owner = await register(api, "Parts")
     team = await helpers.create_workspace(api, owner)
     url = f"{V1}/channels/{team.general_id}/messages"
-    status, headers, body = await asgi_post(api, url, owner.auth | {"Content-Type": "application/json"},
-                                            chunked(b'{"te', b'xt": "in ', b'three parts"}'))
+    status, headers, body = await asgi_post(
+        api, url, owner.auth | {"Content-Type": "application/json"}, chunked(b'{"te', b'xt": "in ', b'three parts"}')
+    )
     assert (status, handed_over) == (201, [])
     posted = json.loads(body)
     message = await api.get(f"{V1}/messages/{posted['id']}", headers=helpers.at(owner, posted["position"]))
     assert message.json()["text"] == "in three parts"
 
 
-async def test_a_client_gone_before_its_body_is_whole_posts_nothing(api: AsyncTestClient,
-                                                                    handed_over: list[str]) -> None:
+async def test_a_client_gone_before_its_body_is_whole_posts_nothing(
+    api: AsyncTestClient, handed_over: list[str]
+) -> None:
     owner = await register(api, "Gone")
     team = await helpers.create_workspace(api, owner)
     url = f"{V1}/channels/{team.general_id}/messages"
     cut = [{"type": "http.request", "body": b'{"text": "half', "more_body": True}, {"type": "http.disconnect"}]
-    whole_text_then_cut = [{"type": "http.request", "body": b'{"text": "all of it"}', "more_body": True},
-                           {"type": "http.disconnect"}]
+    whole_text_then_cut = [
+        {"type": "http.request", "body": b'{"text": "all of it"}', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
     for messages in (cut, whole_text_then_cut):
         status, _, _ = await asgi_post(api, url, owner.auth | {"Content-Type": "application/json"}, messages)
         assert status is None
@@ -180,11 +208,13 @@ async def test_the_lane_refuses_exactly_as_the_route_does(api: AsyncTestClient, 
     outsider = await register(api, "Outsider")
     team = await helpers.create_workspace(api, owner)
     general = f"{V1}/channels/{team.general_id}/messages"
-    cases = [(general, {}, b'{"text": "no token"}'),  # 401
-             (general, outsider.auth, b'{"text": "not a member"}'),  # 404: not a channel they can see
-             (f"{V1}/channels/nope/messages", owner.auth, b'{"text": "no such channel"}'),  # 404
-             (general, owner.auth, b'{"text": "   "}'),  # 422: empty text
-             (general, owner.auth, b'{"text": "x", "thread_root_id": "nope"}')]  # 404 or 422: unknown root
+    cases = [
+        (general, {}, b'{"text": "no token"}'),  # 401
+        (general, outsider.auth, b'{"text": "not a member"}'),  # 404: not a channel they can see
+        (f"{V1}/channels/nope/messages", owner.auth, b'{"text": "no such channel"}'),  # 404
+        (general, owner.auth, b'{"text": "   "}'),  # 422: empty text
+        (general, owner.auth, b'{"text": "x", "thread_root_id": "nope"}'),
+    ]  # 404 or 422: unknown root
     for url, auth, body in cases:
         by_lane = await api.post(url, content=body, headers=auth | {"Content-Type": "application/json"})
         by_route = await api.post(url, content=body, headers=auth | {"Content-Type": ROUTE_ONLY_JSON})
@@ -200,8 +230,15 @@ async def test_the_lane_refuses_exactly_as_the_route_does(api: AsyncTestClient, 
 @pytest.fixture(scope="module")
 async def served(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app under uvicorn: a body sent in chunks arrives in several ASGI messages, as in production."""
-    settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000)
+    settings = load_settings(
+        {},
+        database_url=migrated_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+    )
     async with serving(settings) as address, httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as client:
         client.max_body_bytes = settings.max_request_bytes  # type: ignore[attr-defined]
         yield client
@@ -218,8 +255,9 @@ async def test_a_body_in_chunks_is_read_whole(served: httpx.AsyncClient) -> None
 
     response = await served.post(url, content=chunks(), headers=owner.auth | {"Content-Type": "application/json"})
     assert response.status_code == 201, response.text
-    message = await served.get(f"{V1}/messages/{response.json()['id']}",
-                               headers=helpers.at(owner, response.json()["position"]))
+    message = await served.get(
+        f"{V1}/messages/{response.json()['id']}", headers=helpers.at(owner, response.json()["position"])
+    )
     assert message.json()["text"] == "in three parts"
 
 

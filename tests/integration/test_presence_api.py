@@ -13,7 +13,9 @@ from tests.integration.messaging_helpers import at, create_workspace, join_works
 
 
 async def _statuses(api: AsyncTestClient, team, viewer, query: str = "") -> dict[str, str]:
-    response = await api.get(f"/api/v1/workspaces/{team.workspace_id}/presence{query}", headers=at(viewer, team.position))
+    response = await api.get(
+        f"/api/v1/workspaces/{team.workspace_id}/presence{query}", headers=at(viewer, team.position)
+    )
     assert response.status_code == 200, response.text
     return {item["user_id"]: item["status"] for item in response.json()["items"]}
 
@@ -56,11 +58,14 @@ async def test_bad_presence_input_is_a_problem(api: AsyncTestClient) -> None:
     problem(await api.put("/api/v1/presence", content=b"{", headers=owner.auth), 400)
     problem(await api.put("/api/v1/presence", json={"status": "active"}), 401)
     too_many = ",".join(f"u{i}" for i in range(201))
-    problem(await api.get(f"/api/v1/workspaces/{team.workspace_id}/presence?user_ids={too_many}", headers=owner.auth), 422)
+    problem(
+        await api.get(f"/api/v1/workspaces/{team.workspace_id}/presence?user_ids={too_many}", headers=owner.auth), 422
+    )
 
 
-async def test_changes_are_published_once_a_second_as_one_frame_per_workspace(api: AsyncTestClient,
-                                                                             service_urls: dict[str, str]) -> None:
+async def test_changes_are_published_once_a_second_as_one_frame_per_workspace(
+    api: AsyncTestClient, service_urls: dict[str, str]
+) -> None:
     owner = await register(api, "Olga")
     team = await create_workspace(api, owner)
     people = [await join_workspace(api, team, f"P{i}") for i in range(3)]
@@ -78,8 +83,9 @@ async def test_changes_are_published_once_a_second_as_one_frame_per_workspace(ap
         # (made at any other moment, a tick could fall between them and split them in two frames).
         await api.put("/api/v1/presence", json={"status": "active"}, headers=owner.auth)
         assert (await asyncio.wait_for(frames.get(), 5))["data"]["online"] == [owner.id]
-        await asyncio.gather(*(api.put("/api/v1/presence", json={"status": "active"}, headers=person.auth)
-                               for person in people))
+        await asyncio.gather(
+            *(api.put("/api/v1/presence", json={"status": "active"}, headers=person.auth) for person in people)
+        )
         frame = await asyncio.wait_for(frames.get(), 5)
     finally:
         await nc.close()

@@ -94,7 +94,7 @@ ROUTES = [conflict, duplicate, unstorable, raise_infra, real_postgres, real_pool
 def stand_in_projections() -> Iterator[None]:
     """No projectors: these tests are about error answers, not read models."""
     registry = types.ModuleType("projections.registry")
-    registry.all_projections = lambda: []  # type: ignore[attr-defined]
+    registry.all_projections = list  # type: ignore[attr-defined]
     runtime = types.ModuleType("projections.runtime")
     runtime.ProjectorRunner = _NoRunner  # type: ignore[attr-defined]
     with pytest.MonkeyPatch.context() as mp:
@@ -122,7 +122,9 @@ async def client(service_urls, migrated_url, stand_in_projections) -> AsyncItera
 
 
 def _logged(json_logs: io.StringIO, request_id: str) -> str:
-    return "\n".join(line for line in json_logs.getvalue().splitlines() if json.loads(line).get("request_id") == request_id)
+    return "\n".join(
+        line for line in json_logs.getvalue().splitlines() if json.loads(line).get("request_id") == request_id
+    )
 
 
 # -- /readyz ---------------------------------------------------------------------------------------
@@ -133,8 +135,9 @@ def _assert_readyz_says_only(body: dict, redis_says: str) -> None:
     assert body["detail"] == "redis is down" + ("" if redis_says == "down" else f" ({redis_says})")
 
 
-async def test_readyz_names_a_refused_dependency_without_its_error(service_urls, migrated_url,
-                                                                   stand_in_projections, json_logs) -> None:
+async def test_readyz_names_a_refused_dependency_without_its_error(
+    service_urls, migrated_url, stand_in_projections, json_logs
+) -> None:
     app = _app(service_urls, migrated_url, redis_url=f"redis://:hunter2@127.0.0.1:{DEAD_PORT}/0")
     async with AsyncTestClient(app) as client:
         response = await client.get("/readyz", headers={"x-request-id": "readyz-refused"})
@@ -145,8 +148,7 @@ async def test_readyz_names_a_refused_dependency_without_its_error(service_urls,
     assert "readyz.check_failed" in logged and str(DEAD_PORT) in logged  # the operator gets the reason
 
 
-async def test_readyz_says_a_silent_dependency_did_not_answer(service_urls, migrated_url,
-                                                              stand_in_projections) -> None:
+async def test_readyz_says_a_silent_dependency_did_not_answer(service_urls, migrated_url, stand_in_projections) -> None:
     with socket.socket() as silent:  # accepts connections (the backlog does) and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -163,8 +165,9 @@ async def test_me_before_the_read_models_have_the_account_says_retry_not_missing
     async with pool.connection() as conn:
         await conn.execute(Accounts().schema())
     email = f"late-{uuid.uuid4().hex[:8]}@example.com"
-    registered = await client.post("/api/v1/auth/register",
-                                   json={"email": email, "password": "correct horse battery", "display_name": "Late"})
+    registered = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": "correct horse battery", "display_name": "Late"}
+    )
     assert registered.status_code == 201, registered.text
     response = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {registered.json()['token']}"})
     body = _problem(response, 503)
@@ -192,10 +195,15 @@ async def test_something_the_log_cannot_store_is_a_422_not_a_500(client) -> None
 # -- infrastructure failures -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/_leak/postgres", "/api/v1/_leak/pool", "/api/v1/_leak/redis",
-    *(f"/api/v1/_leak/raise/{kind}" for kind in RAISED),
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/_leak/postgres",
+        "/api/v1/_leak/pool",
+        "/api/v1/_leak/redis",
+        *(f"/api/v1/_leak/raise/{kind}" for kind in RAISED),
+    ],
+)
 async def test_an_unreachable_service_is_a_503_that_says_retry(client, json_logs, path: str) -> None:
     request_id = f"down-{uuid.uuid4().hex[:8]}"
     response = await client.get(path, headers={"x-request-id": request_id})

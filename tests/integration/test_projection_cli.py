@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from infra.eventstore.postgres import PostgresEventStore
-from projections.runtime import ProjectorRunner
 from projections.registry import all_projections
+from projections.runtime import ProjectorRunner
 from projections.streams import StreamCatalog
 from tests.contract.test_eventstore import new
 
@@ -28,8 +28,14 @@ def cli_env(url: str) -> dict[str, str]:
 
 async def hubbub(url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hubbub.cli", *args, env=cli_env(url),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "hubbub.cli",
+        *args,
+        env=cli_env(url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return subprocess.CompletedProcess(args, proc.returncode, out.decode(), err.decode())
@@ -95,7 +101,9 @@ async def test_export_writes_every_event_as_a_json_line(migrated_url, store, tmp
     assert lines[-1]["position"] == head
     ours = [e for e in lines if e["stream_id"] == stream]
     assert [(e["version"], e["type"], e["data"]) for e in ours] == [
-        (1, "test.noted", {"n": 1, "text": "héllo"}), (2, "test.noted", {"n": 2, "text": ""})]
+        (1, "test.noted", {"n": 1, "text": "héllo"}),
+        (2, "test.noted", {"n": 2, "text": ""}),
+    ]
     assert set(ours[0]) == {"position", "stream_id", "version", "event_id", "type", "data", "metadata", "recorded_at"}
     assert ours[0]["metadata"]["actor_id"] == "u1"
     assert f"exported {len(lines):,} events" in result.stderr
@@ -120,8 +128,17 @@ async def test_tail_follows_new_events_until_ctrl_c(migrated_url, store) -> None
     stream = f"follow{uuid.uuid4().hex[:8]}-1"
     await store.append(stream, [new(1)])
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hubbub.cli", "events", "tail", "-n", "1", env=cli_env(migrated_url),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "hubbub.cli",
+        "events",
+        "tail",
+        "-n",
+        "1",
+        env=cli_env(migrated_url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         first = await asyncio.wait_for(proc.stdout.readline(), 30)

@@ -43,8 +43,11 @@ class NoteLog:
         return f"CREATE TABLE IF NOT EXISTS {self.table}{suffix} (position bigint NOT NULL, stream_id text, n int)"
 
     async def handle(self, conn: psycopg.AsyncConnection, events: Sequence[RecordedEvent], suffix: str = "") -> None:
-        rows = [(e.position, e.stream_id, e.event.n) for e in events
-                if isinstance(e.event, Noted) and e.stream_id.startswith(self.prefix)]
+        rows = [
+            (e.position, e.stream_id, e.event.n)
+            for e in events
+            if isinstance(e.event, Noted) and e.stream_id.startswith(self.prefix)
+        ]
         if rows:
             async with conn.cursor() as cur:
                 await cur.executemany(f"INSERT INTO {self.table}{suffix} VALUES (%s, %s, %s)", rows)
@@ -64,9 +67,11 @@ class PlannedNoteLog(NoteLog):
     pipeline. A position in ``fail_once_at`` adds a statement PostgreSQL refuses."""
 
     def statements(self, events: Sequence[RecordedEvent], suffix: str = "") -> list[tuple[str, object]]:
-        out: list[tuple[str, object]] = [(f"INSERT INTO {self.table}{suffix} VALUES (%s, %s, %s)",
-                                          (e.position, e.stream_id, e.event.n)) for e in events
-                                         if isinstance(e.event, Noted) and e.stream_id.startswith(self.prefix)]
+        out: list[tuple[str, object]] = [
+            (f"INSERT INTO {self.table}{suffix} VALUES (%s, %s, %s)", (e.position, e.stream_id, e.event.n))
+            for e in events
+            if isinstance(e.event, Noted) and e.stream_id.startswith(self.prefix)
+        ]
         if self.fail_once_at & {e.position for e in events}:
             self.fail_once_at -= {e.position for e in events}
             self.failed.set()
@@ -91,7 +96,9 @@ async def runners(pool, migrated_url: str, store: PostgresEventStore) -> AsyncIt
 
     def make(*projections, **options) -> ProjectorRunner:
         options = {"lock_retry_s": 0.2, "retry_initial_s": 0.2, **options}
-        runner = ProjectorRunner(pool=pool, conninfo=migrated_url, store=store, projections=list(projections), **options)
+        runner = ProjectorRunner(
+            pool=pool, conninfo=migrated_url, store=store, projections=list(projections), **options
+        )
         made.append(runner)
         return runner
 
@@ -105,8 +112,9 @@ async def start_at_head(pool, store: PostgresEventStore, projection: NoteLog) ->
     long by now, and a checkpoint without its tables would make the runner start over)."""
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(projection.schema())
-        await conn.execute("INSERT INTO projection_checkpoints (name, position) VALUES (%s, %s)",
-                           (projection.name, await store.head()))
+        await conn.execute(
+            "INSERT INTO projection_checkpoints (name, position) VALUES (%s, %s)", (projection.name, await store.head())
+        )
 
 
 async def checkpoint(pool, name: str) -> int:
@@ -260,7 +268,9 @@ async def test_a_follower_takes_over_when_the_leaders_connection_dies(pool, stor
     async with pool.connection() as conn:
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-            " AND classid = %s AND objid = %s AND objsubid = 2", (LOCK_CLASS, lock_key(p.name)))
+            " AND classid = %s AND objid = %s AND objsubid = 2",
+            (LOCK_CLASS, lock_key(p.name)),
+        )
     await eventually(lambda: _true(b.is_leading(p.name)), timeout=5)
     second = await append_notes(store, p.prefix, 5)
     await eventually(lambda: has_rows(pool, p, first + second))
@@ -373,7 +383,9 @@ async def test_a_dropped_read_model_is_replayed_from_the_start(pool, store, runn
 # -- rebuild -----------------------------------------------------------------------------------
 
 
-async def test_rebuild_without_live_tables_builds_them_and_the_runner_goes_on(pool, store, runners, migrated_url) -> None:
+async def test_rebuild_without_live_tables_builds_them_and_the_runner_goes_on(
+    pool, store, runners, migrated_url
+) -> None:
     p = NoteLog(prefix())
     before = await append_notes(store, p.prefix, 7)
     result = await rebuild(migrated_url, store, p, verify=True)
@@ -389,7 +401,9 @@ async def catalog_rows(pool, stream_prefix: str, table: str = "streams") -> list
     async with pool.connection() as conn:
         cur = await conn.execute(
             f"SELECT stream_id, category, version, first_position, last_position, event_count FROM {table}"
-            " WHERE category = %s ORDER BY stream_id", (stream_prefix,))
+            " WHERE category = %s ORDER BY stream_id",
+            (stream_prefix,),
+        )
         return list(await cur.fetchall())
 
 
@@ -496,8 +510,11 @@ async def test_a_leader_refreshes_the_statistics_of_tables_its_projections_grew(
     async def analyzed() -> bool:
         await append_notes(store, p.prefix, 1, streams=1)  # a batch boundary, where it looks
         async with pool.connection() as conn:
-            cur = await conn.execute("SELECT n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables"
-                                     " WHERE relname = %s AND last_analyze IS NOT NULL", (p.table,))
+            cur = await conn.execute(
+                "SELECT n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables"
+                " WHERE relname = %s AND last_analyze IS NOT NULL",
+                (p.table,),
+            )
             row = await cur.fetchone()
         return row is not None and row[1] < 500
 

@@ -19,9 +19,16 @@ from litestar.testing import AsyncTestClient
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from commands.ratelimits import (
+    TooManyRequests,
+    check_login,
+    check_post,
+    check_register,
+    client_network,
+    normalised_email,
+    retry_after_header,
+)
 from hubbub import problems
-from commands.ratelimits import (TooManyRequests, check_login, check_post, check_register, client_network,
-                                 normalised_email, retry_after_header)
 from infra.embedded import free_port
 from infra.ratelimit import RedisRateLimiter
 from infra.settings import load_settings
@@ -66,8 +73,12 @@ def _app(redis_url: str) -> Litestar:
         yield
         await redis.aclose()
 
-    return Litestar([raise_429, post_message, login, register], exception_handlers=problems.exception_handlers(),
-                    lifespan=[lifespan], logging_config=None)
+    return Litestar(
+        [raise_429, post_message, login, register],
+        exception_handlers=problems.exception_handlers(),
+        lifespan=[lifespan],
+        logging_config=None,
+    )
 
 
 @pytest.fixture
@@ -119,9 +130,14 @@ async def test_login_is_limited_per_address_and_account(client: AsyncTestClient)
 
 async def test_spraying_many_accounts_from_one_address_is_limited(client: AsyncTestClient) -> None:
     ip = f"2001:db8:{uuid.uuid4().int % 65536:x}::1"
-    statuses = [(await client.post("/login", json={"email": f"{_me()}@example.com"},
-                                   headers={"x-test-ip": ip.replace("::1", f"::{n:x}")})).status_code
-                for n in range(SETTINGS.rate_login_burst * 5 + 1)]  # every address in one /64
+    statuses = [
+        (
+            await client.post(
+                "/login", json={"email": f"{_me()}@example.com"}, headers={"x-test-ip": ip.replace("::1", f"::{n:x}")}
+            )
+        ).status_code
+        for n in range(SETTINGS.rate_login_burst * 5 + 1)
+    ]  # every address in one /64
     assert statuses == [201] * (SETTINGS.rate_login_burst * 5) + [429]
 
 
@@ -145,13 +161,16 @@ async def test_without_redis_registering_fails_closed_too(client_without_redis) 
     assert response.headers["retry-after"] == "5" and body["detail"].startswith("Registering is briefly unavailable")
 
 
-@pytest.mark.parametrize(("ip", "network"), [
-    ("192.0.2.1", "192.0.2.1"),
-    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
-    ("::ffff:192.0.2.1", "192.0.2.1"),
-    ("testclient", "testclient"),
-    ("", "unknown"),
-])
+@pytest.mark.parametrize(
+    ("ip", "network"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("testclient", "testclient"),
+        ("", "unknown"),
+    ],
+)
 def test_client_network(ip: str, network: str) -> None:
     assert client_network(ip) == network
 

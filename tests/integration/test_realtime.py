@@ -20,19 +20,26 @@ import nats
 import psycopg
 import pytest
 import uvicorn
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
 from litestar import Litestar
 from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from hubbub.app import create_app
 from infra.settings import load_settings
 from realtime.gateway import STATE_KEY as GATEWAY
 from tests.integration.conftest import User, register
 from tests.integration.messaging_helpers import (
-    API, Team, accept, add_to_channel, create_channel, create_workspace, invite, join_workspace, open_dm,
+    API,
+    Team,
+    accept,
+    add_to_channel,
+    create_channel,
+    create_workspace,
+    invite,
+    join_workspace,
+    open_dm,
 )
 
 WAIT_S = 10.0  # how long a test waits for a frame before it fails (not a performance target)
@@ -50,8 +57,9 @@ async def serving(settings: Any, ws: str = "realtime.wire:GatewayProtocol") -> A
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=False,
-                                           ws=ws, ws_ping_interval=None))
+    server = uvicorn.Server(
+        uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, ws=ws, ws_ping_interval=None)
+    )
     task = asyncio.create_task(server._serve(sockets=[sock]))  # serve() would take over the signals
     while not server.started:
         if task.done():
@@ -67,9 +75,18 @@ async def serving(settings: Any, ws: str = "realtime.wire:GatewayProtocol") -> A
 
 
 def _settings(service_urls: dict[str, str], database_url: str, **overrides: Any) -> Any:
-    return load_settings({}, database_url=database_url, nats_url=service_urls["nats"], redis_url=service_urls["redis"],
-                         insecure_fast_passwords=True, rate_post_per_s=1000, rate_post_burst=1000,
-                         rate_register_per_s=1000.0, rate_register_burst=1000, **overrides)
+    return load_settings(
+        {},
+        database_url=database_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_post_per_s=1000,
+        rate_post_burst=1000,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +98,13 @@ async def server(service_urls: dict[str, str], migrated_url: str) -> AsyncIterat
 @pytest.fixture(scope="module")
 async def hasty(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[str]:
     """A second gateway process on the same log, with short heartbeat and hello timeouts."""
-    settings = _settings(service_urls, migrated_url, ws_heartbeat_s=0.4, ws_hello_timeout_s=0.5,
-                         allowed_origins=["https://chat.example.com"])
+    settings = _settings(
+        service_urls,
+        migrated_url,
+        ws_heartbeat_s=0.4,
+        ws_hello_timeout_s=0.5,
+        allowed_origins=["https://chat.example.com"],
+    )
     async with serving(settings) as address:
         yield address
 
@@ -130,8 +152,9 @@ class Socket:
 
 
 @contextlib.asynccontextmanager
-async def ws(address: str, user: User | None = None, resume_from: int | None = None,
-             **headers: str) -> AsyncIterator[Socket]:
+async def ws(
+    address: str, user: User | None = None, resume_from: int | None = None, **headers: str
+) -> AsyncIterator[Socket]:
     """A socket to ``address``; with ``user``, after hello and ready."""
     async with connect(f"ws://{address}{API}/ws", additional_headers=headers, open_timeout=WAIT_S) as conn:
         sock = Socket(conn)
@@ -154,8 +177,9 @@ async def team_of(api: httpx.AsyncClient, *names: str) -> Team:
         await join_workspace(api, team, name)  # type: ignore[arg-type]
     # A socket opened before the read models have the set-up would get it as live events (its
     # ready position is theirs): tests expect their own events first, so wait for them.
-    settled = await api.get(f"{API}/workspaces/{team.workspace_id}",
-                            headers={**team.owner.auth, "X-Hubbub-Position": str(team.position)})
+    settled = await api.get(
+        f"{API}/workspaces/{team.workspace_id}", headers={**team.owner.auth, "X-Hubbub-Position": str(team.position)}
+    )
     assert settled.status_code == 200 and "x-hubbub-stale" not in settled.headers, settled.text
     return team
 
@@ -180,7 +204,8 @@ async def test_messages_arrive_live_in_order_as_the_read_api_shows_them(api: htt
 
 
 async def test_the_publishers_checkpoint_follows_the_last_frame_with_nothing_after_it(
-        api: httpx.AsyncClient, server: str, migrated_url: str) -> None:
+    api: httpx.AsyncClient, server: str, migrated_url: str
+) -> None:
     """``hubbub projections status`` shows the publisher's lag from its checkpoint, which it saves
     apart from publishing (at most every ``CHECKPOINT_EVERY_S``): once a frame is out, the
     checkpoint gets there without another event to carry it."""
@@ -198,17 +223,21 @@ async def test_the_publishers_checkpoint_follows_the_last_frame_with_nothing_aft
 
 
 async def test_under_another_websocket_protocol_frames_go_through_asgi_in_order(
-        api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str) -> None:
+    api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str
+) -> None:
     team = await team_of(api, "Bea")
-    async with serving(_settings(service_urls, migrated_url), ws="websockets-sansio") as plain, \
-            ws(plain, team.people["Bea"]) as sock:
+    async with (
+        serving(_settings(service_urls, migrated_url), ws="websockets-sansio") as plain,
+        ws(plain, team.people["Bea"]) as sock,
+    ):
         posted = [await post(api, team.owner, team.general_id, f"hello {i}") for i in range(20)]
         assert [(await sock.message())["id"] for _ in posted] == [p["id"] for p in posted]
         assert {type(c.sink).__name__ for c in plain.app.state[GATEWAY].hub.connections} == {"AsgiSink"}
 
 
-async def test_an_open_socket_keeps_nothing_of_its_handshake(api: httpx.AsyncClient, service_urls: dict[str, str],
-                                                               migrated_url: str) -> None:
+async def test_an_open_socket_keeps_nothing_of_its_handshake(
+    api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str
+) -> None:
     # Memory per idle socket is a target (issue 4): the handshake's request and response, with
     # their headers, were ~7 KiB of each socket's ~30 KiB of Python objects for as long as it
     # stayed open (bench.realtime --python-objects).
@@ -228,12 +257,22 @@ async def test_replies_edits_reactions_and_deletes_reach_the_channel(api: httpx.
     async with ws(server, team.people["Bea"]) as sock:
         root = await post(api, owner, team.general_id, "root")
         await post(api, owner, team.general_id, "a reply", thread_root_id=root["id"])
-        assert (await api.patch(f"{API}/messages/{root['id']}", json={"text": "root, edited"}, headers=owner.auth)).status_code == 200
-        assert (await api.put(f"{API}/messages/{root['id']}/reactions/%F0%9F%91%8D", headers=owner.auth)).status_code == 200
+        assert (
+            await api.patch(f"{API}/messages/{root['id']}", json={"text": "root, edited"}, headers=owner.auth)
+        ).status_code == 200
+        assert (
+            await api.put(f"{API}/messages/{root['id']}/reactions/%F0%9F%91%8D", headers=owner.auth)
+        ).status_code == 200
         assert (await api.delete(f"{API}/messages/{root['id']}", headers=owner.auth)).status_code == 200
         frames = [await sock.event() for _ in range(6)]
-    assert [f["type"] for f in frames] == ["message.posted", "message.posted", "thread.updated", "message.edited",
-                                           "reaction.added", "message.deleted"]
+    assert [f["type"] for f in frames] == [
+        "message.posted",
+        "message.posted",
+        "thread.updated",
+        "message.edited",
+        "reaction.added",
+        "message.deleted",
+    ]
     assert frames[2]["position"] == frames[1]["position"] and frames[2]["data"]["reply_count"] == 1
     assert frames[4]["data"]["emoji"] == "\N{THUMBS UP SIGN}" and frames[4]["data"]["message"]["id"] == root["id"]
     assert frames[5]["data"]["deleted"] is True and frames[5]["data"]["text"] == ""
@@ -260,7 +299,8 @@ async def test_every_device_of_a_user_gets_the_same_events(api: httpx.AsyncClien
 
 
 async def test_private_channels_reach_members_only_from_the_moment_they_are_added_until_removed(
-        api: httpx.AsyncClient, server: str) -> None:
+    api: httpx.AsyncClient, server: str
+) -> None:
     team = await team_of(api, "Bea")
     owner, bea = team.owner, team.people["Bea"]
     secret = await create_channel(api, team, owner, "secret", private=True)  # type: ignore[arg-type]
@@ -285,7 +325,8 @@ async def test_private_channels_reach_members_only_from_the_moment_they_are_adde
 
 
 async def test_a_new_public_channel_reaches_members_at_once_and_guests_only_once_added(
-        api: httpx.AsyncClient, server: str) -> None:
+    api: httpx.AsyncClient, server: str
+) -> None:
     team = await team_of(api, "Bea")
     owner, bea = team.owner, team.people["Bea"]
     gus = await join_workspace(api, team, "Gus", role="guest")  # type: ignore[arg-type]
@@ -320,7 +361,8 @@ async def test_direct_messages_reach_their_people_only(api: httpx.AsyncClient, s
 
 
 async def test_a_member_removed_from_the_workspace_hears_nothing_more_from_it(
-        api: httpx.AsyncClient, server: str) -> None:
+    api: httpx.AsyncClient, server: str
+) -> None:
     team = await team_of(api, "Bea")
     owner, bea = team.owner, team.people["Bea"]
     other = await create_workspace(api, owner, "Elsewhere")  # type: ignore[arg-type]
@@ -358,7 +400,8 @@ async def test_resume_replays_what_was_missed_once_in_order_then_goes_live(api: 
 
 
 async def test_reconnecting_while_others_post_gets_every_message_once_in_order(
-        api: httpx.AsyncClient, server: str, hasty: str) -> None:
+    api: httpx.AsyncClient, server: str, hasty: str
+) -> None:
     team = await team_of(api, "Bea")
     owner, bea = team.owner, team.people["Bea"]
     async with ws(server, bea) as sock:
@@ -423,7 +466,8 @@ async def test_resume_shows_only_what_the_user_may_see_now(api: httpx.AsyncClien
 
 
 async def test_after_a_nats_outage_the_gateway_resumes_its_sockets_itself(
-        api: httpx.AsyncClient, server: Address, service_urls: dict[str, str]) -> None:
+    api: httpx.AsyncClient, server: Address, service_urls: dict[str, str]
+) -> None:
     team = await team_of(api, "Bea")
     owner, bea = team.owner, team.people["Bea"]
     hub = server.app.state[GATEWAY].hub
@@ -490,8 +534,9 @@ async def test_revoking_a_lost_phone_closes_its_sockets(api: httpx.AsyncClient, 
         assert await laptop.recv() == {"op": "heartbeat_ack"}
 
 
-async def test_a_resume_too_far_back_says_ready_first_then_refetch(api: httpx.AsyncClient, service_urls: dict[str, str],
-                                                                   migrated_url: str) -> None:
+async def test_a_resume_too_far_back_says_ready_first_then_refetch(
+    api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str
+) -> None:
     team = await team_of(api, "Bea")
     bea = team.people["Bea"]
     async with serving(_settings(service_urls, migrated_url, ws_resume_max_events=2)) as short:
@@ -499,8 +544,10 @@ async def test_a_resume_too_far_back_says_ready_first_then_refetch(api: httpx.As
             left_at = sock.ready["position"]
         for i in range(4):
             last = await post(api, team.owner, team.general_id, f"while away {i}")
-        settled = await api.get(f"{API}/channels/{team.general_id}",  # read models past them: upto is beyond
-                                headers={**bea.auth, "X-Hubbub-Position": str(last["position"])})
+        settled = await api.get(
+            f"{API}/channels/{team.general_id}",  # read models past them: upto is beyond
+            headers={**bea.auth, "X-Hubbub-Position": str(last["position"])},
+        )
         assert "x-hubbub-stale" not in settled.headers
         async with ws(short) as sock:
             await sock.send({"op": "hello", "token": bea.token, "resume_from": left_at})
@@ -510,7 +557,8 @@ async def test_a_resume_too_far_back_says_ready_first_then_refetch(api: httpx.As
 
 
 async def test_a_client_that_stops_reading_is_closed_with_4008_and_resumes_without_gap(
-        api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str) -> None:
+    api: httpx.AsyncClient, service_urls: dict[str, str], migrated_url: str
+) -> None:
     team = await team_of(api, "Bea", "Cy")
     bea, cy = team.people["Bea"], team.people["Cy"]
     big = "x" * 30_000
@@ -538,10 +586,10 @@ async def test_a_client_that_stops_reading_is_closed_with_4008_and_resumes_witho
                             got.append(frame)
             code, reason = raw.close_code, raw.close_reason or ""
         assert code == 4008, (code, reason)
-        assert [f["data"]["id"] for f in got] == [m["id"] for m in sent[:len(got)]]
+        assert [f["data"]["id"] for f in got] == [m["id"] for m in sent[: len(got)]]
         hint = int(reason.rsplit(" ", 1)[1])  # "too slow; reconnect with resume_from N"
         assert got and hint == got[-1]["position"]
-        more = [m["id"] for m in sent[len(got):]]
+        more = [m["id"] for m in sent[len(got) :]]
         async with ws(cramped, bea, resume_from=hint) as back:
             assert [(await back.message())["id"] for _ in more] == more
 
@@ -564,9 +612,16 @@ async def test_bad_frames_get_error_frames_and_the_socket_keeps_working(api: htt
         assert (await sock.recv())["code"] == "hello_first"
         await sock.send({"op": "hello", "token": bea.token, "resume_from": None})
         assert (await sock.recv())["op"] == "ready"
-        cases = [("{", "not_json"), (b"\x00\x01", "not_json"), ("[1, 2]", "no_op"), ({"op": 7}, "no_op"),
-                 ({"op": "dance"}, "unknown_op"), ({"op": "hello", "token": bea.token}, "already_hello"),
-                 ({"op": "heartbeat", "pad": "x" * 70_000}, "too_large"), ("\"\\ud800\"", "not_json")]
+        cases = [
+            ("{", "not_json"),
+            (b"\x00\x01", "not_json"),
+            ("[1, 2]", "no_op"),
+            ({"op": 7}, "no_op"),
+            ({"op": "dance"}, "unknown_op"),
+            ({"op": "hello", "token": bea.token}, "already_hello"),
+            ({"op": "heartbeat", "pad": "x" * 70_000}, "too_large"),
+            ('"\\ud800"', "not_json"),
+        ]
         for frame, code in cases:
             await sock.send(frame)
             answer = await sock.recv()
@@ -575,8 +630,9 @@ async def test_bad_frames_get_error_frames_and_the_socket_keeps_working(api: htt
         assert await sock.recv() == {"op": "heartbeat_ack"}
 
 
-async def test_deeply_nested_frames_are_not_json_and_the_socket_keeps_working(api: httpx.AsyncClient,
-                                                                              server: str) -> None:
+async def test_deeply_nested_frames_are_not_json_and_the_socket_keeps_working(
+    api: httpx.AsyncClient, server: str
+) -> None:
     """Nested past the decoder's depth (about 1,000 levels, well inside the 64 KiB frame limit)."""
     bea = await register(api, "Bea")  # type: ignore[arg-type]
     deep = ["[" * 60_000, '{"a":' * 12_000, '{"op": "heartbeat", "x": ' + "[" * 5_000]
@@ -593,7 +649,9 @@ async def test_deeply_nested_frames_are_not_json_and_the_socket_keeps_working(ap
         assert await sock.recv() == {"op": "heartbeat_ack"}
 
 
-async def test_missed_heartbeats_close_with_4009_and_heartbeats_keep_it_open(api: httpx.AsyncClient, hasty: str) -> None:
+async def test_missed_heartbeats_close_with_4009_and_heartbeats_keep_it_open(
+    api: httpx.AsyncClient, hasty: str
+) -> None:
     bea = await register(api, "Bea")  # type: ignore[arg-type]
     async with ws(hasty, bea) as silent, ws(hasty, bea) as chatty:
         assert silent.ready["heartbeat_s"] == 0.4

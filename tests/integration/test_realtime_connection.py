@@ -22,7 +22,11 @@ from realtime.subjects import Envelope
 from realtime.wire import split_text_frames, text_frames
 from tests.integration.conftest import register
 from tests.integration.messaging_helpers import (
-    add_to_channel, channels_of, create_channel, create_workspace, join_workspace,
+    add_to_channel,
+    channels_of,
+    create_channel,
+    create_workspace,
+    join_workspace,
 )
 from tests.integration.realtime_sink import RecordingSink
 
@@ -161,7 +165,8 @@ class _Unsubscribed:
 
 
 async def test_an_event_of_a_channel_lost_during_a_resync_is_dropped_from_the_buffer(
-        api: AsyncTestClient, pool: AsyncConnectionPool, migrated_url: str) -> None:
+    api: AsyncTestClient, pool: AsyncConnectionPool, migrated_url: str
+) -> None:
     team = await create_workspace(api, await register(api, "Owner"))
     lou = await join_workspace(api, team, "Lou")
     hush = await create_channel(api, team, team.owner, "hush", private=True)
@@ -169,8 +174,13 @@ async def test_an_event_of_a_channel_lost_during_a_resync_is_dropped_from_the_bu
     assert hush in await channels_of(api, team, lou)  # the read models have it
     store = PostgresEventStore(pool, migrated_url)
     sink = RecordingSink()
-    conn = Connection(_Unsubscribed(pool, store, api.app.state[GATEWAY].hub.read_models),  # type: ignore[arg-type]
-                      lou.id, "s", queue_size=16, sink=sink)
+    conn = Connection(
+        _Unsubscribed(pool, store, api.app.state[GATEWAY].hub.read_models),  # type: ignore[arg-type]
+        lou.id,
+        "s",
+        queue_size=16,
+        sink=sink,
+    )
     upto = await conn.settle()
     conn.follow(upto, upto)
     assert conn.syncer is not None

@@ -11,7 +11,7 @@ import asyncio
 import httpx
 
 from tests.integration.messaging_helpers import API, create_channel
-from tests.integration.test_realtime import api, hasty, post, server, team_of, ws  # noqa: F401 - fixtures
+from tests.integration.test_realtime import api, hasty, post, server, team_of, ws
 
 __all__ = ["api", "hasty", "server"]
 
@@ -46,7 +46,8 @@ async def test_typing_reaches_the_others_in_the_channel_once_per_burst(api: http
 
 
 async def test_typing_in_a_channel_one_cannot_see_is_unknown_and_reaches_nobody_outside(
-        api: httpx.AsyncClient, server: str) -> None:
+    api: httpx.AsyncClient, server: str
+) -> None:
     team = await team_of(api, "Bea", "Cat")
     bea, cat = team.people["Bea"], team.people["Cat"]
     secret = await create_channel(api, team, team.owner, "secret", private=True)  # type: ignore[arg-type]

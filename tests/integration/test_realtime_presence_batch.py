@@ -14,8 +14,10 @@ from tests.integration.realtime_sink import RecordingSink
 class _Sink(RecordingSink):
     def statuses(self) -> list[dict[str, str]]:
         frames = [json.loads(text)["data"] for text in self.frames()]
-        return [{u: s for s in ("online", "away") for u in f[s]} | {i["user_id"]: "offline" for i in f["offline"]}
-                for f in frames]
+        return [
+            {u: s for s in ("online", "away") for u in f[s]} | {i["user_id"]: "offline" for i in f["offline"]}
+            for f in frames
+        ]
 
 
 def _socket() -> tuple[Connection, _Sink]:

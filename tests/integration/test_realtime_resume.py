@@ -34,10 +34,14 @@ a loaded machine, where the clients that stayed are late too, easily does."""
 
 @pytest.mark.parametrize("leaving", ["drops the socket", "closes, reading on to the reply"])
 async def test_a_client_that_resumes_while_messages_flow_has_them_all_once_in_order_at_once(
-        api: httpx.AsyncClient, server: str, leaving: str) -> None:
+    api: httpx.AsyncClient, server: str, leaving: str
+) -> None:
     team = await team_of(api, "Bea", "Dee")
     owner, bea, dee = team.owner, team.people["Bea"], team.people["Dee"]
-    channels = [team.general_id, *[await create_channel(api, team, owner, f"busy-{len(leaving)}-{i}") for i in range(3)]]
+    channels = [
+        team.general_id,
+        *[await create_channel(api, team, owner, f"busy-{len(leaving)}-{i}") for i in range(3)],
+    ]
     loop = asyncio.get_running_loop()
     async with ws(server, bea) as stayer, connect(f"ws://{server}{API}/ws", max_queue=None) as first:
         await first.send(json.dumps({"op": "hello", "token": dee.token, "resume_from": None}))
@@ -62,8 +66,10 @@ async def test_a_client_that_resumes_while_messages_flow_has_them_all_once_in_or
         assert positions == sorted(set(positions))  # in log order
     last_accept = max(t for _, t in posted)
     behind = max(t for _, t in got) - last_accept
-    assert behind < CAUGHT_UP_S, (f"the resumed client had the last message {behind:.1f} s after the last post was "
-                                  f"answered (the one that stayed: {max(t for _, t in stayed_got) - last_accept:.1f} s)")
+    assert behind < CAUGHT_UP_S, (
+        f"the resumed client had the last message {behind:.1f} s after the last post was "
+        f"answered (the one that stayed: {max(t for _, t in stayed_got) - last_accept:.1f} s)"
+    )
     assert resumed_at < last_accept, "the posts were over before the client came back: nothing was tested"
 
 

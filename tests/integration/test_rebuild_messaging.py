@@ -40,8 +40,9 @@ class Story:
     messages: dict[str, str]
 
 
-async def command(api: AsyncTestClient, team: Team, method: str, path: str, user: User, body: object = None,
-                  status: int = 200) -> dict:
+async def command(
+    api: AsyncTestClient, team: Team, method: str, path: str, user: User, body: object = None, status: int = 200
+) -> dict:
     kwargs = {} if body is None else {"json": body}
     response = await api.request(method, f"{API}{path}", headers=user.auth, **kwargs)
     assert response.status_code == status, f"{method} {path}: {response.text}"
@@ -57,8 +58,10 @@ async def post(api: AsyncTestClient, team: Team, channel_id: str, user: User, te
 async def tell_the_story(api: AsyncTestClient) -> Story:
     team = await create_workspace(api, await register(api, "Owner"), "Rebuilt")
     owner = team.owner
-    adm, mem, oth, gst, gone = [await join_workspace(api, team, name, role) for name, role in (
-        ("Adm", "admin"), ("Mem", "member"), ("Oth", "member"), ("Gst", "guest"), ("Gone", "member"))]
+    adm, mem, oth, gst, gone = [
+        await join_workspace(api, team, name, role)
+        for name, role in (("Adm", "admin"), ("Mem", "member"), ("Oth", "member"), ("Gst", "guest"), ("Gone", "member"))
+    ]
     await command(api, team, "PATCH", f"/workspaces/{team.workspace_id}/members/{oth.id}", owner, {"role": "guest"})
     await command(api, team, "PATCH", f"/workspaces/{team.workspace_id}/members/{oth.id}", adm, {"role": "member"})
     public = await create_channel(api, team, mem, "Town-Square", topic="everyone")
@@ -85,8 +88,13 @@ async def tell_the_story(api: AsyncTestClient) -> Story:
     await command(api, team, "DELETE", f"/messages/{reply}", gst)
     in_dm = await post(api, team, dm, oth, "psst")
     in_group = await post(api, team, group, gst, "hi all", client_msg_id="group-1")
-    for user, emoji, message in ((owner, "👍", root), (gst, "👍", root), (mem, ":tada:", root), (mem, "❤", in_dm),
-                                 (adm, "👀", edited)):
+    for user, emoji, message in (
+        (owner, "👍", root),
+        (gst, "👍", root),
+        (mem, ":tada:", root),
+        (mem, "❤", in_dm),
+        (adm, "👀", edited),
+    ):
         await command(api, team, "PUT", f"/messages/{message}/reactions/{quote(emoji, safe='')}", user)
     await command(api, team, "DELETE", f"/messages/{root}/reactions/{quote('👍', safe='')}", gst)
     thread = await api.get(f"{API}/messages/{root}/thread", headers=at(mem, team.position))
@@ -94,8 +102,11 @@ async def tell_the_story(api: AsyncTestClient) -> Story:
     await command(api, team, "POST", f"/channels/{public}/read", mem, {"seq": last_seq})
     await command(api, team, "POST", f"/channels/{dm}/read", oth, {"seq": 1})
     await command(api, team, "DELETE", f"/workspaces/{team.workspace_id}/members/{gone.id}", adm)
-    return Story(team, {"public": public, "secret": secret, "dm": dm, "group": group},
-                 {"root": root, "edited": edited, "doomed": doomed, "in_dm": in_dm, "in_group": in_group})
+    return Story(
+        team,
+        {"public": public, "secret": secret, "dm": dm, "group": group},
+        {"root": root, "edited": edited, "doomed": doomed, "in_dm": in_dm, "in_group": in_group},
+    )
 
 
 def views(story: Story) -> list[tuple[User, str]]:
@@ -104,13 +115,16 @@ def views(story: Story) -> list[tuple[User, str]]:
     p = t.people
     return [
         *((user, f"/workspaces/{t.workspace_id}/channels") for user in (t.owner, *p.values())),
-        (t.owner, "/workspaces"), (p["Mem"], f"/workspaces/{t.workspace_id}/members"),
+        (t.owner, "/workspaces"),
+        (p["Mem"], f"/workspaces/{t.workspace_id}/members"),
         *((p["Mem"], f"/channels/{c}") for c in ch.values()),
         *((p["Mem"], f"/channels/{c}/messages") for c in ch.values()),
         *((p["Mem"], f"/channels/{c}/members") for c in ch.values()),
-        (p["Mem"], f"/messages/{msg['root']}/thread"), (p["Adm"], f"/messages/{msg['edited']}/versions"),
+        (p["Mem"], f"/messages/{msg['root']}/thread"),
+        (p["Adm"], f"/messages/{msg['edited']}/versions"),
         *((p["Gst"], f"/messages/{m}") for m in msg.values()),
-        (p["Gone"], f"/workspaces/{t.workspace_id}/channels"), (p["Oth"], "/me"),
+        (p["Gone"], f"/workspaces/{t.workspace_id}/channels"),
+        (p["Oth"], "/me"),
     ]
 
 
@@ -122,8 +136,7 @@ async def answers(api: AsyncTestClient, story: Story) -> list[tuple[str, int, ob
     return found
 
 
-async def test_rebuilding_every_projection_gives_the_live_tables(api: AsyncTestClient, pool,
-                                                                 migrated_url: str) -> None:
+async def test_rebuilding_every_projection_gives_the_live_tables(api: AsyncTestClient, pool, migrated_url: str) -> None:
     story = await tell_the_story(api)
     before = await answers(api, story)
     hidden = [what for what, status, _ in before if status != 200]
@@ -136,7 +149,15 @@ async def test_rebuilding_every_projection_gives_the_live_tables(api: AsyncTestC
     for result in results:
         assert result.had_live and result.identical, (result.name, [d for d in result.diffs if d.differs])
         assert result.swapped and result.events > 0 and result.position >= story.team.position, result
-    assert {r.name for r in results} == {"streams", "accounts", "messages", "workspaces", "files", "search", "notifications"}
+    assert {r.name for r in results} == {
+        "streams",
+        "accounts",
+        "messages",
+        "workspaces",
+        "files",
+        "search",
+        "notifications",
+    }
     after = await answers(api, story)
     for (what, status, body), (_, status_after, body_after) in zip(before, after, strict=True):
         assert (status_after, body_after) == (status, body), what

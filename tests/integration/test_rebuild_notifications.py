@@ -54,8 +54,11 @@ async def test_rebuilt_notifications_equal_the_live_ones(api: AsyncTestClient, p
         out = []
         for user in team.people.values():
             out.append((await api.get(f"{API}/notifications", headers=at(user, team.position))).json())
-            out.append((await api.get(f"{API}/workspaces/{team.workspace_id}/channels",
-                                      headers=at(user, team.position))).json())
+            out.append(
+                (
+                    await api.get(f"{API}/workspaces/{team.workspace_id}/channels", headers=at(user, team.position))
+                ).json()
+            )
             out.append((await api.get(f"{API}/me/notification-settings", headers=at(user, team.position))).json())
         return out
 

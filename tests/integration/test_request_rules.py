@@ -42,15 +42,24 @@ class Route:
 
 def route_table() -> list[Route]:
     """Every API route but Litestar's OPTIONS ones, read from an app that is built, never started."""
-    settings = load_settings({}, database_url="postgresql://unused/x", nats_url="nats://unused:4222",
-                             redis_url="redis://unused:6379/0")
-    return [Route(method, route.path, _takes_json(kwargs), tuple(sorted(p.field_alias for p in kwargs.expected_query_params)))
-            for route in create_app(settings).routes if isinstance(route, HTTPRoute) and route.path.startswith(API_PREFIX)
-            for method, (_, kwargs) in sorted(route.route_handler_map.items()) if method != "OPTIONS"]
+    settings = load_settings(
+        {}, database_url="postgresql://unused/x", nats_url="nats://unused:4222", redis_url="redis://unused:6379/0"
+    )
+    return [
+        Route(
+            method, route.path, _takes_json(kwargs), tuple(sorted(p.field_alias for p in kwargs.expected_query_params))
+        )
+        for route in create_app(settings).routes
+        if isinstance(route, HTTPRoute) and route.path.startswith(API_PREFIX)
+        for method, (_, kwargs) in sorted(route.route_handler_map.items())
+        if method != "OPTIONS"
+    ]
 
 
 def _takes_json(kwargs: Any) -> bool:
-    return "data" in kwargs.expected_reserved_kwargs and not kwargs.expected_form_data and not kwargs.expected_msgpack_data
+    return (
+        "data" in kwargs.expected_reserved_kwargs and not kwargs.expected_form_data and not kwargs.expected_msgpack_data
+    )
 
 
 ROUTES = route_table()
@@ -60,8 +69,13 @@ PATHS = sorted({r.path for r in ROUTES})
 
 
 def test_the_route_table_is_what_these_tests_think_it_is() -> None:
-    assert {"POST /api/v1/auth/login", "POST /api/v1/auth/register", "POST /api/v1/channels/{channel_id:str}/messages",
-            "PATCH /api/v1/messages/{message_id:str}", "PUT /api/v1/presence"} <= {str(r) for r in JSON_ROUTES}
+    assert {
+        "POST /api/v1/auth/login",
+        "POST /api/v1/auth/register",
+        "POST /api/v1/channels/{channel_id:str}/messages",
+        "PATCH /api/v1/messages/{message_id:str}",
+        "PUT /api/v1/presence",
+    } <= {str(r) for r in JSON_ROUTES}
     assert "POST /api/v1/workspaces/{workspace_id:str}/files" not in {str(r) for r in JSON_ROUTES}  # multipart
     assert "GET /api/v1/notifications" in {str(r) for r in QUERY_ROUTES}
 
@@ -81,13 +95,23 @@ async def caller(api: AsyncTestClient) -> User:
 async def ids(api: AsyncTestClient, caller: User) -> dict[str, str]:
     """Real ids for every kind of path parameter, so a request gets as far as the database."""
     team = await helpers.create_workspace(api, caller)
-    posted = await api.post(f"{API_PREFIX}/channels/{team.general_id}/messages", json={"text": "hi"}, headers=caller.auth)
-    uploaded = await api.post(f"{API_PREFIX}/workspaces/{team.workspace_id}/files", files={"file": ("a.txt", b"a")},
-                              headers=caller.auth)
+    posted = await api.post(
+        f"{API_PREFIX}/channels/{team.general_id}/messages", json={"text": "hi"}, headers=caller.auth
+    )
+    uploaded = await api.post(
+        f"{API_PREFIX}/workspaces/{team.workspace_id}/files", files={"file": ("a.txt", b"a")}, headers=caller.auth
+    )
     assert posted.status_code == 201 and uploaded.status_code == 201, (posted.text, uploaded.text)
-    return {"workspace_id": team.workspace_id, "channel_id": team.general_id, "message_id": posted.json()["id"],
-            "file_id": uploaded.json()["id"], "user_id": caller.id, "session_id": str(uuid.uuid4()),
-            "code": "no-such-invite", "emoji": "thumbsup"}
+    return {
+        "workspace_id": team.workspace_id,
+        "channel_id": team.general_id,
+        "message_id": posted.json()["id"],
+        "file_id": uploaded.json()["id"],
+        "user_id": caller.id,
+        "session_id": str(uuid.uuid4()),
+        "code": "no-such-invite",
+        "emoji": "thumbsup",
+    }
 
 
 # -- JSON bodies -----------------------------------------------------------------------------------
@@ -95,17 +119,20 @@ async def ids(api: AsyncTestClient, caller: User) -> dict[str, str]:
 
 @pytest.mark.parametrize("shape", DEEP)
 @pytest.mark.parametrize("route", JSON_ROUTES, ids=str)
-async def test_deeply_nested_json_is_a_400_on_every_json_route(api: AsyncTestClient, caller: User, ids: dict[str, str],
-                                                             route: Route, shape: str) -> None:
-    response = await api.request(route.method, route.url(**ids), content=DEEP[shape],
-                                 headers=caller.auth | {"Content-Type": "application/json"})
+async def test_deeply_nested_json_is_a_400_on_every_json_route(
+    api: AsyncTestClient, caller: User, ids: dict[str, str], route: Route, shape: str
+) -> None:
+    response = await api.request(
+        route.method, route.url(**ids), content=DEEP[shape], headers=caller.auth | {"Content-Type": "application/json"}
+    )
     body = problem(response, 400)
     assert body["title"] == "Malformed request body" and "nests" in body["detail"]
 
 
 @pytest.mark.parametrize("shape", DEEP)
-async def test_deeply_nested_json_is_a_400_on_login_and_register(api: AsyncTestClient, shape: str,
-                                                                json_logs: Any) -> None:
+async def test_deeply_nested_json_is_a_400_on_login_and_register(
+    api: AsyncTestClient, shape: str, json_logs: Any
+) -> None:
     for path in ("/auth/login", "/auth/register"):
         response = await api.post(API_PREFIX + path, content=DEEP[shape], headers={"Content-Type": "application/json"})
         assert problem(response, 400)["title"] == "Malformed request body"
@@ -114,19 +141,30 @@ async def test_deeply_nested_json_is_a_400_on_login_and_register(api: AsyncTestC
 
 @pytest.mark.parametrize("route", JSON_ROUTES, ids=str)
 async def test_json_sent_as_another_content_type_is_a_415_on_every_json_route(
-        api: AsyncTestClient, caller: User, ids: dict[str, str], route: Route) -> None:
+    api: AsyncTestClient, caller: User, ids: dict[str, str], route: Route
+) -> None:
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "text/json"):
-        response = await api.request(route.method, route.url(**ids), content=b'{"text": "x"}',
-                                     headers=caller.auth | {"Content-Type": content_type})
+        response = await api.request(
+            route.method,
+            route.url(**ids),
+            content=b'{"text": "x"}',
+            headers=caller.auth | {"Content-Type": content_type},
+        )
         assert "application/json" in problem(response, 415)["detail"]
 
 
-async def test_a_refused_content_type_writes_nothing_and_json_types_are_taken(api: AsyncTestClient, caller: User) -> None:
+async def test_a_refused_content_type_writes_nothing_and_json_types_are_taken(
+    api: AsyncTestClient, caller: User
+) -> None:
     url = f"{API_PREFIX}/workspaces"
     name = f"plain-{uuid.uuid4().hex[:6]}"
-    problem(await api.post(url, content=f'{{"name": "{name}"}}', headers=caller.auth | {"Content-Type": "text/plain"}), 415)
+    problem(
+        await api.post(url, content=f'{{"name": "{name}"}}', headers=caller.auth | {"Content-Type": "text/plain"}), 415
+    )
     for content_type in ("application/json; charset=utf-8", "Application/JSON", "application/vnd.hubbub+json"):
-        created = await api.post(url, content=f'{{"name": "{name}"}}', headers=caller.auth | {"Content-Type": content_type})
+        created = await api.post(
+            url, content=f'{{"name": "{name}"}}', headers=caller.auth | {"Content-Type": content_type}
+        )
         assert created.status_code == 201, (content_type, created.text)
     listed = await api.get(url, headers=helpers.at(caller, created.json()["position"]))
     assert [w["name"] for w in listed.json()["items"]].count(name) == 3  # the text/plain one is not among them
@@ -147,8 +185,9 @@ REQUIRED_QUERY = {"/api/v1/workspaces/{workspace_id:str}/search": "q=hi&"}
 
 
 @pytest.mark.parametrize("route", QUERY_ROUTES, ids=str)
-async def test_a_nul_in_a_query_parameter_is_a_422(api: AsyncTestClient, caller: User, ids: dict[str, str],
-                                                  route: Route) -> None:
+async def test_a_nul_in_a_query_parameter_is_a_422(
+    api: AsyncTestClient, caller: User, ids: dict[str, str], route: Route
+) -> None:
     for name in route.query:
         if name in ("as_of", "as_of_position"):
             continue  # refused whatever they hold (below)
@@ -160,7 +199,9 @@ async def test_a_nul_in_a_query_parameter_is_a_422(api: AsyncTestClient, caller:
 
 
 @pytest.mark.parametrize("path", PATHS)
-async def test_options_allows_every_method_the_path_serves(api: AsyncTestClient, ids: dict[str, str], path: str) -> None:
+async def test_options_allows_every_method_the_path_serves(
+    api: AsyncTestClient, ids: dict[str, str], path: str
+) -> None:
     served = {r.method for r in ROUTES if r.path == path} | {"OPTIONS"}
     response = await api.options(Route("OPTIONS", path, False, ()).url(**ids))
     assert response.status_code == 204
@@ -175,12 +216,18 @@ async def _correlation_ids(api: AsyncTestClient, stream_id: str) -> list[str | N
     return [e.meta.correlation_id for e in await store.read_stream(stream_id)]
 
 
-async def test_events_keep_the_request_id_the_log_has_not_the_clients_raw_header(api: AsyncTestClient,
-                                                                                caller: User) -> None:
+async def test_events_keep_the_request_id_the_log_has_not_the_clients_raw_header(
+    api: AsyncTestClient, caller: User
+) -> None:
     team = await helpers.create_workspace(api, caller)
     url = f"{API_PREFIX}/channels/{team.general_id}/messages"
-    for sent, by in [("x" * 20_000, "lane"), ("bad id\twith junk", "lane"), ("a" * 129, "route"), (None, "route"),
-                     ("trace-0193.ok:1", "lane")]:
+    for sent, by in [
+        ("x" * 20_000, "lane"),
+        ("bad id\twith junk", "lane"),
+        ("a" * 129, "route"),
+        (None, "route"),
+        ("trace-0193.ok:1", "lane"),
+    ]:
         headers = caller.auth | {"Content-Type": "application/json" if by == "lane" else "application/vnd.hubbub+json"}
         if sent is not None:
             headers["X-Request-Id"] = sent
@@ -198,8 +245,12 @@ async def test_history_refuses_time_travel_until_it_is_built(api: AsyncTestClien
     team = await helpers.create_workspace(api, caller)
     url = f"{API_PREFIX}/channels/{team.general_id}/messages"
     headers = helpers.at(caller, team.position)
-    for query, field in [("as_of=2026-01-01T00:00:00Z", "as_of"), ("as_of=", "as_of"), ("as_of_position=3", "as_of_position"),
-                         ("limit=5&as_of_position=junk", "as_of_position")]:
+    for query, field in [
+        ("as_of=2026-01-01T00:00:00Z", "as_of"),
+        ("as_of=", "as_of"),
+        ("as_of_position=3", "as_of_position"),
+        ("limit=5&as_of_position=junk", "as_of_position"),
+    ]:
         body = problem(await api.get(f"{url}?{query}", headers=headers), 422)
         assert "not built yet" in body["detail"] and body["errors"][0]["field"] == field, (query, body)
     assert (await api.get(url, headers=headers)).status_code == 200

@@ -41,7 +41,16 @@ from hubbub.app import create_app
 from infra.settings import load_settings
 from tests.integration.conftest import User, register
 from tests.integration.messaging_helpers import (
-    API, STALE, Team, add_to_channel, at, create_channel, create_workspace, join_channel, join_workspace, open_dm,
+    API,
+    STALE,
+    Team,
+    add_to_channel,
+    at,
+    create_channel,
+    create_workspace,
+    join_channel,
+    join_workspace,
+    open_dm,
     problem,
 )
 from tests.integration.test_files_api import jpeg, settings_for, upload
@@ -160,18 +169,27 @@ FILLS: dict[str, Callable[[Scene, Caller, Place], list[str]]] = {
 
 def get_routes() -> list[str]:
     """The app's GET routes under /api/v1, as ``ROUTES`` writes them."""
-    urls = {"database_url": "postgresql://127.0.0.1/unused", "nats_url": "nats://127.0.0.1:1",
-            "redis_url": "redis://127.0.0.1:1"}
+    urls = {
+        "database_url": "postgresql://127.0.0.1/unused",
+        "nats_url": "nats://127.0.0.1:1",
+        "redis_url": "redis://127.0.0.1:1",
+    }
     app = create_app(load_settings({}, **urls))
-    return sorted({re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path.removeprefix(API)) for route in app.routes
-                   if isinstance(route, HTTPRoute) and route.path.startswith(API + "/") and "GET" in route.methods})
+    return sorted(
+        {
+            re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path.removeprefix(API))
+            for route in app.routes
+            if isinstance(route, HTTPRoute) and route.path.startswith(API + "/") and "GET" in route.methods
+        }
+    )
 
 
 GET_ROUTES = get_routes()
 
 
-def asks(route: str, queries: Queries, scene: Scene, caller: Caller,
-         place: Place) -> Iterator[tuple[str, dict[str, str]]]:
+def asks(
+    route: str, queries: Queries, scene: Scene, caller: Caller, place: Place
+) -> Iterator[tuple[str, dict[str, str]]]:
     """Every (path, query) for ``caller`` asking ``route`` about ``place``."""
     names = re.findall(r"\{(\w+)\}", route)
     missing = [name for name in names if name not in FILLS]
@@ -202,12 +220,14 @@ async def api(service_urls: dict[str, str], migrated_url: str, blob_dir: Path) -
         yield client
 
 
-async def furnish(api: AsyncTestClient, team: Team, channel_id: str, name: str | None, author: User,
-                  mentioned: list[User]) -> Place:
+async def furnish(
+    api: AsyncTestClient, team: Team, channel_id: str, name: str | None, author: User, mentioned: list[User]
+) -> Place:
     """A root by ``author`` with an image, mentioning ``mentioned``, edited, with a reply by the owner."""
     words = (word(), word(), word(), word())
-    image = await upload(api, author, team.workspace_id, jpeg(800, 600), name=f"{words[3]}.jpg",
-                         content_type="image/jpeg")
+    image = await upload(
+        api, author, team.workspace_id, jpeg(800, 600), name=f"{words[3]}.jpg", content_type="image/jpeg"
+    )
     team.position = max(team.position, image["position"])
     mentions = " ".join(f"<@{user.id}>" for user in mentioned)
     root = await post(api, team, channel_id, author, f"{words[0]} {mentions}", file_ids=[image["id"]])
@@ -235,16 +255,20 @@ async def scene(api: AsyncTestClient) -> Scene:
     await join_channel(api, team, public, mia)
 
     scene = Scene(team, everyone=[owner, mia, lou, gus, sid])
-    scene.places = {"private": await furnish(api, team, private, hush, mia, [owner, lou, gus]),
-                    "dm": await furnish(api, team, dm, None, mia, [owner]),
-                    "public": await furnish(api, team, public, lobby, mia, [owner])}
+    scene.places = {
+        "private": await furnish(api, team, private, hush, mia, [owner, lou, gus]),
+        "dm": await furnish(api, team, dm, None, mia, [owner]),
+        "public": await furnish(api, team, public, lobby, mia, [owner]),
+    }
     for user in (lou, gus):  # what they leave behind in the private channel: a level, mentions
         await command(api, team, "PUT", f"/channels/{private}/notify", user, {"level": "all", "muted": True})
         await command(api, team, "DELETE", f"/channels/{private}/members/{user.id}", owner)
     ours = tuple(user.id for user in (owner, mia, lou, gus))
-    scene.callers = {"left": Caller(lou, team.workspace_id, ("private", "dm"), (sid.id,)),
-                     "guest": Caller(gus, team.workspace_id, ("private", "dm", "public"), (sid.id,)),
-                     "stranger": Caller(sid, elsewhere.workspace_id, ("private", "dm", "public"), ours)}
+    scene.callers = {
+        "left": Caller(lou, team.workspace_id, ("private", "dm"), (sid.id,)),
+        "guest": Caller(gus, team.workspace_id, ("private", "dm", "public"), (sid.id,)),
+        "stranger": Caller(sid, elsewhere.workspace_id, ("private", "dm", "public"), ours),
+    }
     return scene
 
 
@@ -263,11 +287,14 @@ def test_the_table_names_only_routes_the_app_has() -> None:
 
 
 @pytest.mark.parametrize("route", GET_ROUTES)
-async def test_no_get_route_shows_a_place_to_those_who_may_not_see_it(api: AsyncTestClient, scene: Scene,
-                                                                      route: str) -> None:
+async def test_no_get_route_shows_a_place_to_those_who_may_not_see_it(
+    api: AsyncTestClient, scene: Scene, route: str
+) -> None:
     entry = ROUTES.get(route)
-    assert entry is not None, (f"GET {API}{route} is new: add it to ROUTES (Names or Lists) and say how its "
-                               "parameters are filled, so it is checked against people who may not see a place")
+    assert entry is not None, (
+        f"GET {API}{route} is new: add it to ROUTES (Names or Lists) and say how its "
+        "parameters are filled, so it is checked against people who may not see a place"
+    )
     await owner_sees_every_place(api, scene, route, entry)
     for caller in scene.callers.values():
         if isinstance(entry, Names):
@@ -280,8 +307,10 @@ async def owner_sees_every_place(api: AsyncTestClient, scene: Scene, route: str,
     team = scene.team
     owner = Caller(team.owner, team.workspace_id, (), ())
     for name, place in scene.places.items():
-        answers = [visible(await api.get(path, params=query, headers=at(team.owner, team.position)))
-                   for path, query in asks(route, entry.queries, scene, owner, place)]
+        answers = [
+            visible(await api.get(path, params=query, headers=at(team.owner, team.position)))
+            for path, query in asks(route, entry.queries, scene, owner, place)
+        ]
         if isinstance(entry, Lists) and entry.shows:
             assert all(place.channel_id in text for text in answers), f"the owner's {route} does not show {name}"
 
@@ -294,8 +323,11 @@ async def each_is_404(api: AsyncTestClient, scene: Scene, route: str, entry: Nam
 
 async def lists_no_secret(api: AsyncTestClient, scene: Scene, route: str, entry: Lists, caller: Caller) -> None:
     secrets = scene.secrets(caller)
-    asked = {(path, tuple(sorted(query.items()))) for name in caller.hidden
-             for path, query in asks(route, entry.queries, scene, caller, scene.places[name])}
+    asked = {
+        (path, tuple(sorted(query.items())))
+        for name in caller.hidden
+        for path, query in asks(route, entry.queries, scene, caller, scene.places[name])
+    }
     for path, query in sorted(asked):
         response = await api.get(path, params=dict(query), headers=at(caller.user, scene.team.position))
         if "{workspace_id}" in route and not path.startswith(f"{API}/workspaces/{caller.home}"):

@@ -38,18 +38,29 @@ BACKENDS = ["postgres", pytest.param("opensearch", marks=pytest.mark.opensearch)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-async def api(request: pytest.FixtureRequest, service_urls: dict[str, str],
-              migrated_url: str) -> AsyncIterator[AsyncTestClient]:
+async def api(
+    request: pytest.FixtureRequest, service_urls: dict[str, str], migrated_url: str
+) -> AsyncIterator[AsyncTestClient]:
     extra: dict[str, str] = {}
     if request.param == "opensearch":
         url = os.environ.get("HUBBUB_OPENSEARCH_URL")
         if not url:
             pytest.skip("OpenSearch search tests need HUBBUB_OPENSEARCH_URL (no OpenSearch server on this machine)")
-        extra = {"search_backend": "opensearch", "opensearch_url": url,
-                 "opensearch_index": f"hubbub-test-{uuid.uuid4().hex[:8]}"}
-    settings = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                             redis_url=service_urls["redis"], insecure_fast_passwords=True, rate_register_per_s=1000.0, rate_register_burst=1000,
-                             **extra)
+        extra = {
+            "search_backend": "opensearch",
+            "opensearch_url": url,
+            "opensearch_index": f"hubbub-test-{uuid.uuid4().hex[:8]}",
+        }
+    settings = load_settings(
+        {},
+        database_url=migrated_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+        **extra,
+    )
     async with AsyncTestClient(create_app(settings)) as client:
         yield client
         if extra:
@@ -71,8 +82,9 @@ async def command(api: AsyncTestClient, team: Team, method: str, path: str, user
 
 
 async def search(api: AsyncTestClient, team: Team, user: User, q: str, **params: str | int):
-    return await api.get(f"{API}/workspaces/{team.workspace_id}/search", params={"q": q, **params},
-                         headers=at(user, team.position))
+    return await api.get(
+        f"{API}/workspaces/{team.workspace_id}/search", params={"q": q, **params}, headers=at(user, team.position)
+    )
 
 
 async def found(api: AsyncTestClient, team: Team, user: User, q: str, **params: str | int) -> list[str]:
@@ -86,9 +98,14 @@ async def team(api: AsyncTestClient) -> Team:
     """Owner, Ada Lovelace and Bob (members), Gus (a guest); #plaza (public, Gus in it), #lobby
     (public, Gus not in it), #secret (private: Owner and Ada)."""
     team = await create_workspace(api, await register(api, "Owner"), "Searchers")
-    response = await api.post(f"{API}/auth/register", json={"email": f"ada-{uuid.uuid4().hex[:8]}@example.com",
-                                                            "password": "correct horse battery",
-                                                            "display_name": "Ada Lovelace"})
+    response = await api.post(
+        f"{API}/auth/register",
+        json={
+            "email": f"ada-{uuid.uuid4().hex[:8]}@example.com",
+            "password": "correct horse battery",
+            "display_name": "Ada Lovelace",
+        },
+    )
     assert response.status_code == 201, response.text
     ada = User(response.json()["user"]["id"], "", response.json()["token"], "Ada Lovelace")
     await accept(api, team, ada, await invite(api, team))
@@ -111,7 +128,9 @@ async def test_a_message_is_found_as_soon_as_its_post_is_answered(api: AsyncTest
     response = await search(api, team, team.owner, "zeppelins rollout")
     assert response.status_code == 200 and "x-hubbub-stale" not in response.headers
     (item,) = response.json()["items"]
-    assert item["message"]["id"] == message and item["message"]["seq"] >= 1 and item["message"]["text"].startswith("Roll")
+    assert (
+        item["message"]["id"] == message and item["message"]["seq"] >= 1 and item["message"]["text"].startswith("Roll")
+    )
     assert "<mark>zeppelin</mark>" in item["highlight"] and response.json()["next_cursor"] is None
 
 
@@ -190,11 +209,20 @@ async def test_pages_follow_next_cursor_to_the_end(api: AsyncTestClient, team: T
         assert seen == posted[::-1], sort
 
 
-@pytest.mark.parametrize(("q", "why"), [
-    ("", "empty"), ("   ", "empty"), ("x" * 1001, "at most 1000"), ("on:2024-02-30", "not a date"),
-    ("before:tomorrow", "not a date"), ("after:2024-13-01", "not a date"), ("has:pizza", "has: takes"),
-    ("is:dm", "is: takes"), ("&& || ;", "nothing to search for"),
-])
+@pytest.mark.parametrize(
+    ("q", "why"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("x" * 1001, "at most 1000"),
+        ("on:2024-02-30", "not a date"),
+        ("before:tomorrow", "not a date"),
+        ("after:2024-13-01", "not a date"),
+        ("has:pizza", "has: takes"),
+        ("is:dm", "is: takes"),
+        ("&& || ;", "nothing to search for"),
+    ],
+)
 async def test_bad_queries_are_a_422_on_q(api: AsyncTestClient, team: Team, q: str, why: str) -> None:
     body = problem(await search(api, team, team.owner, q), 422)
     assert why in body["detail"] and body["errors"][0]["field"] == "q"
@@ -205,12 +233,26 @@ async def test_a_missing_q_is_a_422(api: AsyncTestClient, team: Team) -> None:
     assert problem(response, 422)["errors"][0]["field"] == "q"
 
 
-@pytest.mark.parametrize("q", [
-    '"unbalanced quote', 'two "unbalanced" quotes"', "'; DROP TABLE search_messages; --",
-    "text' OR '1'='1", "title:walrus AND (body:x OR y)~2 +must -not \\*", "walrus:* & !x | y <-> z",
-    "unknown:operator walrus", "walrus\x00nul", "wal%rus_", "a" * 1000, "walrus " * 142, "🎉 字 é walrus",
-    "from:@\"'; DROP TABLE users; --\"", "in:#'; DELETE FROM channels; --", "-walrus -\"x y\"",
-])
+@pytest.mark.parametrize(
+    "q",
+    [
+        '"unbalanced quote',
+        'two "unbalanced" quotes"',
+        "'; DROP TABLE search_messages; --",
+        "text' OR '1'='1",
+        "title:walrus AND (body:x OR y)~2 +must -not \\*",
+        "walrus:* & !x | y <-> z",
+        "unknown:operator walrus",
+        "walrus\x00nul",
+        "wal%rus_",
+        "a" * 1000,
+        "walrus " * 142,
+        "🎉 字 é walrus",
+        'from:@"\'; DROP TABLE users; --"',
+        "in:#'; DELETE FROM channels; --",
+        '-walrus -"x y"',
+    ],
+)
 async def test_odd_queries_are_searched_and_never_leak(api: AsyncTestClient, team: Team, q: str) -> None:
     await post(api, team, team.channels["secret"], team.owner, "walrus with secret plans: '; DROP TABLE x; --")
     response = await search(api, team, team.people["Bob"], q)
@@ -218,11 +260,26 @@ async def test_odd_queries_are_searched_and_never_leak(api: AsyncTestClient, tea
     assert all(item["message"]["channel_id"] != team.channels["secret"] for item in response.json()["items"])
 
 
-@pytest.mark.parametrize("raw", ["q=%FF%FE", "q=%ED%A0%80walrus", "q=walrus&q=again", "q=%00", "q=walrus&limit=0",
-                                 "q=walrus&limit=201", "q=walrus&limit=ten", "q=walrus&sort=oldest",
-                                 "q=walrus&cursor=not-a-cursor", "q=walrus&cursor=%FF", "q=walrus&cursor=eyJ9"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "q=%FF%FE",
+        "q=%ED%A0%80walrus",
+        "q=walrus&q=again",
+        "q=%00",
+        "q=walrus&limit=0",
+        "q=walrus&limit=201",
+        "q=walrus&limit=ten",
+        "q=walrus&sort=oldest",
+        "q=walrus&cursor=not-a-cursor",
+        "q=walrus&cursor=%FF",
+        "q=walrus&cursor=eyJ9",
+    ],
+)
 async def test_malformed_parameters_are_a_4xx_or_a_search(api: AsyncTestClient, team: Team, raw: str) -> None:
-    response = await api.get(f"{API}/workspaces/{team.workspace_id}/search?{raw}", headers=at(team.owner, team.position))
+    response = await api.get(
+        f"{API}/workspaces/{team.workspace_id}/search?{raw}", headers=at(team.owner, team.position)
+    )
     assert response.status_code in (200, 400, 422), response.text
     if response.status_code != 200:
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -249,8 +306,11 @@ async def test_a_bad_position_header_is_a_400_and_no_token_a_401(api: AsyncTestC
 
 async def test_has_file_finds_messages_that_share_files(api: AsyncTestClient, team: Team) -> None:
     owner, channel = team.owner, team.channels["lobby"]  # type: ignore[attr-defined]
-    response = await api.post(f"{API}/workspaces/{team.workspace_id}/files",
-                              files={"file": ("notes.txt", b"meeting notes", "text/plain")}, headers=owner.auth)
+    response = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/files",
+        files={"file": ("notes.txt", b"meeting notes", "text/plain")},
+        headers=owner.auth,
+    )
     assert response.status_code == 201, response.text
     team.position = max(team.position, response.json()["position"])
     with_file = await post(api, team, channel, owner, "notes attached", file_ids=[response.json()["id"]])

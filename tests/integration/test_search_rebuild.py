@@ -60,6 +60,7 @@ async def test_rebuilding_search_gives_the_live_table(api: AsyncTestClient, pool
 
     after = await post(api, team, team.channels["plans"], team.owner, "a plan after the rebuild")  # type: ignore[attr-defined]
     assert (await found(api, team, team.owner, "plan"))[0] == after
-    response = await api.get(f"{API}/workspaces/{team.workspace_id}/search", params={"q": "rebuild"},
-                             headers=at(team.owner, team.position))
+    response = await api.get(
+        f"{API}/workspaces/{team.workspace_id}/search", params={"q": "rebuild"}, headers=at(team.owner, team.position)
+    )
     assert [item["message"]["id"] for item in response.json()["items"]] == [after]

@@ -35,7 +35,9 @@ async def _messages(counting: CountingPool, count: int) -> list[str]:
         for seq, message_id in enumerate(ids, start=1):
             await conn.execute(
                 "INSERT INTO messages (message_id, channel_id, workspace_id, seq, author_id, text, created_at, position)"
-                " VALUES (%s, %s, 'w', %s, 'a', 'hi', %s, %s)", (message_id, channel, seq, dt.datetime.now(dt.UTC), seq))
+                " VALUES (%s, %s, 'w', %s, 'a', 'hi', %s, %s)",
+                (message_id, channel, seq, dt.datetime.now(dt.UTC), seq),
+            )
     return ids
 
 

@@ -17,7 +17,8 @@ async def _until(check, timeout: float = 5.0) -> None:
 
 
 async def test_the_watcher_keeps_notified_seqs_skips_a_bad_payload_and_lets_the_oldest_go(
-        pool, migrated_url: str, monkeypatch) -> None:
+    pool, migrated_url: str, monkeypatch
+) -> None:
     monkeypatch.setattr(consistency, "SEQS_KEPT", 5)
     watcher = CheckpointWatcher(pool, migrated_url)
     await watcher.start()
@@ -43,7 +44,9 @@ async def test_a_batch_of_many_posts_notifies_its_seqs_in_parts_a_payload_can_ho
     from projections.messages import _TELL_SEQS
 
     told = _TELL_SEQS.replace(f"pg_notify('{SEQS_CHANNEL}', ", "(")
-    statement = f"WITH inserted AS (SELECT g AS position, g AS seq FROM generate_series(1000000001, 1000001000) g) {told}"
+    statement = (
+        f"WITH inserted AS (SELECT g AS position, g AS seq FROM generate_series(1000000001, 1000001000) g) {told}"
+    )
     async with pool.connection() as conn:
         payloads = [row[0] for row in await (await conn.execute(statement)).fetchall()]
     assert all(len(p.encode()) < 8000 for p in payloads)

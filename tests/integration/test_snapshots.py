@@ -66,15 +66,24 @@ async def load_cold(store: PostgresEventStore, pool: Any, stream: str) -> Any:
 async def channel_with_members(store: PostgresEventStore, members: int) -> str:
     channel_id = str(uuid.uuid4())
     stream = ch.channel_stream(channel_id)
-    created = ch.ChannelCreated(channel_id=channel_id, workspace_id="w", name=f"c-{channel_id[:8]}", kind="channel",
-                                private=False, topic="", created_by="u0")
+    created = ch.ChannelCreated(
+        channel_id=channel_id,
+        workspace_id="w",
+        name=f"c-{channel_id[:8]}",
+        kind="channel",
+        private=False,
+        topic="",
+        created_by="u0",
+    )
     await store.append(stream, [NewEvent(event=created, event_id=uuid.uuid4())])
     await join(store, stream, range(members))
     return stream
 
 
 async def join(store: PostgresEventStore, stream: str, who: range) -> None:
-    await store.append(stream, [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4()) for i in who])
+    await store.append(
+        stream, [NewEvent(event=ch.ChannelMemberJoined(user_id=f"u{i}"), event_id=uuid.uuid4()) for i in who]
+    )
 
 
 async def test_a_cold_shell_starts_from_the_snapshot_and_reads_only_the_tail(store, pool) -> None:
@@ -97,14 +106,17 @@ async def test_a_short_stream_gets_no_snapshot(store, pool) -> None:
     stream = await channel_with_members(store, EVERY - 2)
     await load_cold(store, pool, stream)
     async with pool.connection() as conn:
-        rows = await (await conn.execute("SELECT count(*) FROM aggregate_snapshots WHERE stream_id = %s", (stream,))).fetchone()
+        rows = await (
+            await conn.execute("SELECT count(*) FROM aggregate_snapshots WHERE stream_id = %s", (stream,))
+        ).fetchone()
     assert rows == (0,)
 
 
 async def snapshot_rows(pool: Any, stream: str) -> list[tuple[int, str]]:
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT version, fingerprint FROM aggregate_snapshots WHERE stream_id = %s "
-                                 "ORDER BY fingerprint", (stream,))
+        cur = await conn.execute(
+            "SELECT version, fingerprint FROM aggregate_snapshots WHERE stream_id = %s ORDER BY fingerprint", (stream,)
+        )
         return await cur.fetchall()
 
 
@@ -120,8 +132,11 @@ async def test_a_snapshot_folded_by_other_code_is_not_used_and_goes_after_a_day(
     # A rolling deploy: each code keeps its own row; the other's goes once it is a day old.
     assert await snapshot_rows(pool, stream) == sorted([(31, "older code"), (31, ours)], key=lambda r: r[1])
     async with pool.connection() as conn:
-        await conn.execute("UPDATE aggregate_snapshots SET taken_at = now() - interval '2 days' "
-                           "WHERE stream_id = %s AND fingerprint = 'older code'", (stream,))
+        await conn.execute(
+            "UPDATE aggregate_snapshots SET taken_at = now() - interval '2 days' "
+            "WHERE stream_id = %s AND fingerprint = 'older code'",
+            (stream,),
+        )
     await join(store, stream, range(30, 30 + EVERY))
     await load_cold(store, pool, stream)
     assert await snapshot_rows(pool, stream) == [(31 + EVERY, ours)]
@@ -148,7 +163,9 @@ async def test_a_keyed_command_before_the_snapshot_is_still_answered_as_a_repeat
         await shell.handle(TAB_SNAPSHOTS, stream, Add(0), ctx())
     await shell.drain_snapshots()
     async with pool.connection() as conn:
-        row = await (await conn.execute("SELECT version FROM aggregate_snapshots WHERE stream_id = %s", (stream,))).fetchone()
+        row = await (
+            await conn.execute("SELECT version FROM aggregate_snapshots WHERE stream_id = %s", (stream,))
+        ).fetchone()
     assert row is not None and row[0] > 1  # the keyed event is folded into the snapshot
 
     store.read_from.clear()
@@ -181,24 +198,38 @@ def test_a_snapshot_keeps_the_positions_of_the_latest_keyed_events_only(monkeypa
     assert keyed_positions({keyed[2]: 30, keyed[0]: 10, random_id: 15, keyed[1]: 20}) == {keyed[1]: 20, keyed[2]: 30}
 
 
-@pytest.mark.parametrize("decider, state", [
-    (ch.CHANNEL, ch.Channel("c", "w", "general", "channel", False, "topic", False, frozenset({"u1", "u2"}), "u1", True)),
-    (ws.WORKSPACE, ws.Workspace("w", "team", {"u1": "owner", "u2": "guest"},
-                                {"h": ws.Invite("member", dt.datetime(2026, 11, 29, tzinfo=dt.UTC), "u2")}, "c")),
-    (rs.READ_STATE, rs.ReadState({"c1": 4, "c2": 0})),
-])
+@pytest.mark.parametrize(
+    "decider, state",
+    [
+        (
+            ch.CHANNEL,
+            ch.Channel("c", "w", "general", "channel", False, "topic", False, frozenset({"u1", "u2"}), "u1", True),
+        ),
+        (
+            ws.WORKSPACE,
+            ws.Workspace(
+                "w",
+                "team",
+                {"u1": "owner", "u2": "guest"},
+                {"h": ws.Invite("member", dt.datetime(2026, 11, 29, tzinfo=dt.UTC), "u2")},
+                "c",
+            ),
+        ),
+        (rs.READ_STATE, rs.ReadState({"c1": 4, "c2": 0})),
+    ],
+)
 def test_every_snapshotted_state_reads_back_as_it_was_written(decider: Decider[Any, Any], state: Any) -> None:
     assert decider.snapshots
     store = PostgresSnapshots(pool=None)  # type: ignore[arg-type] - encoding only
     body = msgspec.json.encode(_Body(state, {uuid.uuid5(uuid.NAMESPACE_URL, "k"): 3}))
-    decoded = store._decoder(decider).decode(body)  # noqa: SLF001
+    decoded = store._decoder(decider).decode(body)
     assert decoded.state == state and type(decoded.state) is type(state)
 
 
 def _decider_from(source: str, module_name: str) -> Decider[Any, Any]:
     module = types.ModuleType(module_name)
     sys.modules[module_name] = module
-    exec(compile(source, module_name, "exec"), module.__dict__)  # noqa: S102 - the test's own code
+    exec(compile(source, module_name, "exec"), module.__dict__)
     return Decider("counter", module.State(), module.evolve, module.decide, snapshots=True)
 
 
@@ -229,14 +260,26 @@ def test_the_fingerprint_follows_the_running_code_not_its_lines() -> None:
 
     base = of(COUNTER.format(**BASE))
     assert of("\n\n# a comment\n" + COUNTER.format(**BASE)) == base
-    changed = [of(COUNTER.format(**(BASE | change)))
-               for change in ({"step": 2}, {"kind": "float"}, {"default": 1}, {"op": "-"})]
+    changed = [
+        of(COUNTER.format(**(BASE | change)))
+        for change in ({"step": 2}, {"kind": "float"}, {"default": 1}, {"op": "-"})
+    ]
     assert len({base, *changed}) == 5  # a constant, an annotation, a default, the code
 
 
 def test_the_fingerprint_is_the_same_in_every_process() -> None:
-    script = "from commands.snapshots import fingerprint; from domain import channel, readstate, workspace; " \
-             "print(*(fingerprint(d) for d in (channel.CHANNEL, readstate.READ_STATE, workspace.WORKSPACE)))"
-    seen = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                           env=os.environ | {"PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
+    script = (
+        "from commands.snapshots import fingerprint; from domain import channel, readstate, workspace; "
+        "print(*(fingerprint(d) for d in (channel.CHANNEL, readstate.READ_STATE, workspace.WORKSPACE)))"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ | {"PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
     assert seen == {" ".join(fingerprint(d) for d in (ch.CHANNEL, rs.READ_STATE, ws.WORKSPACE))}

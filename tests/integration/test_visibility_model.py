@@ -32,8 +32,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, \
-    run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from litestar.testing import AsyncTestClient
 from litestar.testing import transport as litestar_transport
 
@@ -51,12 +57,18 @@ OK = (200, 201)
 # the same derandomized examples every time, so the suite's time and verdict do not wander.
 EXPLORE = os.environ.get("HUBBUB_EXPLORE") == "1"
 SETTINGS = settings(
-    max_examples=200 if EXPLORE else 15, stateful_step_count=25 if EXPLORE else 14, derandomize=not EXPLORE,
-    deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True,
+    max_examples=200 if EXPLORE else 15,
+    stateful_step_count=25 if EXPLORE else 14,
+    derandomize=not EXPLORE,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
 )
 
 
 # -- the model --------------------------------------------------------------------------------
+
 
 @dataclass
 class Conversation:
@@ -98,8 +110,11 @@ class Model:
 
     def visible(self, user: str, workspace: str) -> dict[str, bool]:
         """The channels of ``workspace`` that ``user`` sees -> whether they are a member."""
-        return {c: user in conv.members for c, conv in self.channels.items()
-                if conv.workspace == workspace and self.sees(user, c)}
+        return {
+            c: user in conv.members
+            for c, conv in self.channels.items()
+            if conv.workspace == workspace and self.sees(user, c)
+        }
 
     def history(self, channel: str) -> list[str]:
         """Top-level messages, newest first; replies stay in their threads."""
@@ -118,7 +133,9 @@ class Model:
         roles = self.roles[workspace]
         if roles.get(user) != "guest":
             return set(roles) if user in roles else set()
-        shared = {u for c in self.channels.values() if c.workspace == workspace and user in c.members for u in c.members}
+        shared = {
+            u for c in self.channels.values() if c.workspace == workspace and user in c.members for u in c.members
+        }
         return {u for u, r in roles.items() if u == user or r in ("owner", "admin") or u in shared}
 
     def hidden_from(self, workspace: str, actor: str, people: set[str]) -> bool:
@@ -206,6 +223,7 @@ class Model:
 
 # -- the machine ------------------------------------------------------------------------------
 
+
 class VisibilityMachine(RuleBasedStateMachine):
     """Steps are plain synchronous methods over ``http`` (see the test at the end for why);
     the invariant's many queries go out together on ``pool``'s threads."""
@@ -230,8 +248,8 @@ class VisibilityMachine(RuleBasedStateMachine):
             self.position = max(self.position, int(response.headers["X-Hubbub-Position"]))
         want = OK if expected in OK else (expected,)
         assert response.status_code in want, (
-            f"{method} {path} as {user}: the model says {expected}, the API says "
-            f"{response.status_code} {response.text}")
+            f"{method} {path} as {user}: the model says {expected}, the API says {response.status_code} {response.text}"
+        )
         return response.json() if response.status_code in OK else None
 
     def query(self, path: str, user: str, params: dict[str, Any] | None = None) -> httpx.Response:
@@ -274,8 +292,9 @@ class VisibilityMachine(RuleBasedStateMachine):
     def register(self) -> None:
         label = f"u{len(self.users)}"
         email = f"{label}-{uuid.uuid4().hex[:8]}@example.com"
-        response = self.http.post(f"{API}/auth/register",
-                                  json={"email": email, "password": "correct horse battery", "display_name": label})
+        response = self.http.post(
+            f"{API}/auth/register", json={"email": email, "password": "correct horse battery", "display_name": label}
+        )
         assert response.status_code == 201, response.text
         body = response.json()
         self.users[label] = User(body["user"]["id"], email, body["token"], label)
@@ -344,8 +363,13 @@ class VisibilityMachine(RuleBasedStateMachine):
     def create_channel_as(self, workspace: str, actor: str, private: bool) -> None:
         self.names += 1
         name = f"c{self.names}"
-        body = self.command(self.model.create_channel(workspace, actor), "POST",
-                            f"/workspaces/{self.ids[workspace]}/channels", actor, {"name": name, "private": private})
+        body = self.command(
+            self.model.create_channel(workspace, actor),
+            "POST",
+            f"/workspaces/{self.ids[workspace]}/channels",
+            actor,
+            {"name": name, "private": private},
+        )
         if body is not None:
             label = f"{workspace}#{name}"
             self.ids[label] = body["id"]
@@ -380,15 +404,18 @@ class VisibilityMachine(RuleBasedStateMachine):
 
     def add_as(self, channel: str, actor: str, target: str) -> None:
         body = {"user_ids": [self.users[target].id]}
-        if self.command(self.model.add(channel, actor, target), "POST", f"/channels/{self.ids[channel]}/members",
-                        actor, body):
+        if self.command(
+            self.model.add(channel, actor, target), "POST", f"/channels/{self.ids[channel]}/members", actor, body
+        ):
             self.model.channels[channel].members.add(target)
 
     @rule(data=st.data())
     def remove_member(self, data: st.DataObject) -> None:
         channel = self.pick_channel(data)
         conv = self.model.channels[channel]
-        actor = self.pick(data, "actor", self.users, {conv.created_by} | set(self.in_workspace(conv.workspace, at_least="admin")))
+        actor = self.pick(
+            data, "actor", self.users, {conv.created_by} | set(self.in_workspace(conv.workspace, at_least="admin"))
+        )
         target = self.pick(data, "target", self.users, conv.members)
         path = f"/channels/{self.ids[channel]}/members/{self.users[target].id}"
         if self.command(self.model.remove(channel, actor, target), "DELETE", path, actor):
@@ -401,9 +428,13 @@ class VisibilityMachine(RuleBasedStateMachine):
         people = self.in_workspace(workspace)
         actor = self.pick(data, "actor", self.users, people)
         others = {self.pick(data, "with", self.users, set(people) - {actor}) for _ in range(size)}
-        body = self.command(self.model.open_dm(workspace, actor, others), "POST",
-                            f"/workspaces/{self.ids[workspace]}/dms", actor,
-                            {"user_ids": [self.users[u].id for u in sorted(others)]})
+        body = self.command(
+            self.model.open_dm(workspace, actor, others),
+            "POST",
+            f"/workspaces/{self.ids[workspace]}/dms",
+            actor,
+            {"user_ids": [self.users[u].id for u in sorted(others)]},
+        )
         if body is None:
             return
         everyone = frozenset(others | {actor})
@@ -425,8 +456,11 @@ class VisibilityMachine(RuleBasedStateMachine):
         actor = self.pick(data, "author", self.users, self.model.channels[channel].members)
         self.post_as(channel, actor, None)
 
-    @precondition(lambda self: len(self.model.messages) < MAX_MESSAGES
-                  and any(m.root is None for m in self.model.messages.values()))
+    @precondition(
+        lambda self: (
+            len(self.model.messages) < MAX_MESSAGES and any(m.root is None for m in self.model.messages.values())
+        )
+    )
     @rule(data=st.data())
     def reply(self, data: st.DataObject) -> None:
         root = self.pick(data, "root", [m for m, msg in self.model.messages.items() if msg.root is None])
@@ -439,8 +473,9 @@ class VisibilityMachine(RuleBasedStateMachine):
         body: dict[str, Any] = {"text": f"{label} by {actor}"}
         if root is not None:
             body["thread_root_id"] = self.ids[root]
-        posted = self.command(self.model.post(channel, actor), "POST", f"/channels/{self.ids[channel]}/messages",
-                              actor, body)
+        posted = self.command(
+            self.model.post(channel, actor), "POST", f"/channels/{self.ids[channel]}/messages", actor, body
+        )
         if posted is not None:
             self.ids[label] = posted["id"]
             self.model.messages[label] = Message(channel, root)
@@ -466,8 +501,11 @@ class VisibilityMachine(RuleBasedStateMachine):
             return [f"{user} lists {workspace}: {response.status_code} {response.text}"]
         got = {self.labels([i["id"]])[0]: i["member"] for i in response.json()["items"]}
         want = self.model.visible(user, workspace)
-        differences = [] if got == want else [
-            f"{user} lists {workspace}: API {sorted(got.items())}, model {sorted(want.items())}"]
+        differences = (
+            []
+            if got == want
+            else [f"{user} lists {workspace}: API {sorted(got.items())}, model {sorted(want.items())}"]
+        )
         return differences + self.check_people(user, workspace)
 
     def check_people(self, user: str, workspace: str) -> list[str]:
@@ -475,10 +513,16 @@ class VisibilityMachine(RuleBasedStateMachine):
         want, differences = self.model.people(workspace, user), []
         for what in ("members", "presence"):
             response = self.query(f"/workspaces/{self.ids[workspace]}/{what}", user, {"limit": 200})
-            got = set(self.labels(i["user_id"] for i in response.json()["items"])) if response.status_code == 200 else None
+            got = (
+                set(self.labels(i["user_id"] for i in response.json()["items"]))
+                if response.status_code == 200
+                else None
+            )
             if got != want:
-                differences.append(f"{user} lists {workspace}'s {what}: API {response.status_code} "
-                                   f"{sorted(got or ())}, model {sorted(want)}")
+                differences.append(
+                    f"{user} lists {workspace}'s {what}: API {response.status_code} "
+                    f"{sorted(got or ())}, model {sorted(want)}"
+                )
         return differences
 
     def check_channel(self, user: str, channel: str) -> list[str]:
@@ -490,8 +534,11 @@ class VisibilityMachine(RuleBasedStateMachine):
             if msg.channel == channel:
                 paths += [f"/messages/{self.ids[m]}", f"/messages/{self.ids[m]}/thread"]
         answers = [self.query(p, user) for p in paths]
-        return [f"{user} reads hidden {channel} at {p}: {r.status_code}, not 404"
-                for p, r in zip(paths, answers) if r.status_code != 404]
+        return [
+            f"{user} reads hidden {channel} at {p}: {r.status_code}, not 404"
+            for p, r in zip(paths, answers)
+            if r.status_code != 404
+        ]
 
     def check_visible(self, user: str, channel: str) -> list[str]:
         cid = self.ids[channel]
@@ -506,26 +553,38 @@ class VisibilityMachine(RuleBasedStateMachine):
             differences.append(f"{user} reads {channel}'s history: API {got}, model {want}")
         listed = set(self.labels(m["user_id"] for m in members.json()["items"]))
         if listed != self.model.listed_members(channel):
-            differences.append(f"{user} lists {channel}'s members: API {sorted(listed)}, "
-                               f"model {sorted(self.model.listed_members(channel))}")
+            differences.append(
+                f"{user} lists {channel}'s members: API {sorted(listed)}, "
+                f"model {sorted(self.model.listed_members(channel))}"
+            )
         for root in (m for m in want if self.model.thread(m)):
             thread = self.query(f"/messages/{self.ids[root]}/thread", user)
             replies = self.labels(m["id"] for m in thread.json()["replies"]) if thread.status_code == 200 else []
             if replies != self.model.thread(root):
-                differences.append(f"{user} reads {root}'s thread: {thread.status_code} {replies}, "
-                                   f"model {self.model.thread(root)}")
+                differences.append(
+                    f"{user} reads {root}'s thread: {thread.status_code} {replies}, model {self.model.thread(root)}"
+                )
         return differences
 
 
 # -- the test ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 async def api(service_urls: dict[str, str], migrated_url: str) -> AsyncIterator[AsyncTestClient]:
     """The app with a posting limit no state machine reaches (rate limits have tests of their own)."""
-    settings_ = load_settings({}, database_url=migrated_url, nats_url=service_urls["nats"],
-                              redis_url=service_urls["redis"], insecure_fast_passwords=True,
-                              rate_post_per_s=1000.0, rate_post_burst=1000, db_pool_max=20,
-                              rate_register_per_s=1000.0, rate_register_burst=1000)
+    settings_ = load_settings(
+        {},
+        database_url=migrated_url,
+        nats_url=service_urls["nats"],
+        redis_url=service_urls["redis"],
+        insecure_fast_passwords=True,
+        rate_post_per_s=1000.0,
+        rate_post_burst=1000,
+        db_pool_max=20,
+        rate_register_per_s=1000.0,
+        rate_register_burst=1000,
+    )
     async with AsyncTestClient(create_app(settings_)) as client:
         yield client
 
@@ -548,6 +607,8 @@ async def test_what_each_user_sees_is_what_the_model_says(api: AsyncTestClient) 
     # app, no second event loop, nothing awaited across loops. It runs in a worker thread
     # (``to_thread``) so this test's loop is not blocked for the whole run, and the invariant's
     # queries go out from a few threads at once, which the app's loop serves concurrently.
-    with httpx.Client(transport=PortalTransport(api), base_url=api.base_url, timeout=60) as http, \
-            ThreadPoolExecutor(max_workers=8, thread_name_prefix="visibility") as pool:
+    with (
+        httpx.Client(transport=PortalTransport(api), base_url=api.base_url, timeout=60) as http,
+        ThreadPoolExecutor(max_workers=8, thread_name_prefix="visibility") as pool,
+    ):
         await asyncio.to_thread(run_state_machine_as_test, lambda: VisibilityMachine(http, pool), settings=SETTINGS)

@@ -78,7 +78,10 @@ async def test_invite_rules(api: AsyncTestClient) -> None:
     member = await join_workspace(api, team, "Mem")
     url = f"{API}/workspaces/{team.workspace_id}/invites"
     assert problem(await api.post(url, json={}, headers=member.auth), 403)
-    assert problem(await api.post(url, json={"role": "admin"}, headers=team.owner.auth), 422)["errors"][0]["field"] == "role"
+    assert (
+        problem(await api.post(url, json={"role": "admin"}, headers=team.owner.auth), 422)["errors"][0]["field"]
+        == "role"
+    )
     assert problem(await api.post(url, json={"role": 1}, headers=team.owner.auth), 422)
     assert problem(await api.post(url, json={"expires_in_s": 0}, headers=team.owner.auth), 422)
     stranger = await register(api, "Eve")
@@ -94,8 +97,9 @@ async def test_used_unknown_and_expired_invites(api: AsyncTestClient) -> None:
     assert problem(await api.post(f"{API}/invites/{code}/accept", headers=carol.auth), 409)
     assert problem(await api.post(f"{API}/invites/{code}x/accept", headers=carol.auth), 404)
     assert problem(await api.post(f"{API}/invites/garbage/accept", headers=carol.auth), 404)
-    short = await api.post(f"{API}/workspaces/{team.workspace_id}/invites", json={"expires_in_s": 1},
-                           headers=team.owner.auth)
+    short = await api.post(
+        f"{API}/workspaces/{team.workspace_id}/invites", json={"expires_in_s": 1}, headers=team.owner.auth
+    )
     await asyncio.sleep(1.1)
     expired = problem(await api.post(f"{API}/invites/{short.json()['code']}/accept", headers=carol.auth), 409)
     assert "expired" in expired["detail"]
@@ -149,8 +153,11 @@ async def test_strangers_see_no_workspace(api: AsyncTestClient) -> None:
     team = await create_workspace(api, await register(api, "Ada"))
     eve = await register(api, "Eve")
     for path in ("", "/members", "/channels"):
-        assert problem(await api.get(f"{API}/workspaces/{team.workspace_id}{path}", headers=at(eve, team.position)), 404)
-    patch = await api.patch(f"{API}/workspaces/{team.workspace_id}/members/{team.owner.id}", json={"role": "member"},
-                            headers=eve.auth)
+        assert problem(
+            await api.get(f"{API}/workspaces/{team.workspace_id}{path}", headers=at(eve, team.position)), 404
+        )
+    patch = await api.patch(
+        f"{API}/workspaces/{team.workspace_id}/members/{team.owner.id}", json={"role": "member"}, headers=eve.auth
+    )
     assert problem(patch, 404)
     assert problem(await api.get(f"{API}/workspaces/{team.workspace_id}/members?limit=0", headers=team.owner.auth), 422)

@@ -34,9 +34,19 @@ from tests.unit.given import given
 
 
 def created(private: bool = False, general: bool = False, name: str = "random") -> tuple:
-    return (ChannelCreated(channel_id="c1", workspace_id="w1", name=name, kind="channel", private=private, topic="",
-                           created_by="mem", general=general),
-            ChannelMemberJoined(user_id="mem"))
+    return (
+        ChannelCreated(
+            channel_id="c1",
+            workspace_id="w1",
+            name=name,
+            kind="channel",
+            private=private,
+            topic="",
+            created_by="mem",
+            general=general,
+        ),
+        ChannelMemberJoined(user_id="mem"),
+    )
 
 
 PUBLIC = created()
@@ -81,9 +91,15 @@ def test_topic_by_members() -> None:
 
 
 def test_invisible_channels_are_not_found_for_every_command() -> None:
-    commands = [Rename("other", "member", "x"), SetTopic("other", "member", "x"), Archive("other", "admin"),
-                Join("other", "owner"), Leave("other", "member"), AddMembers("other", "admin", {"x": "member"}),
-                RemoveMember("other", "owner", "mem")]
+    commands = [
+        Rename("other", "member", "x"),
+        SetTopic("other", "member", "x"),
+        Archive("other", "admin"),
+        Join("other", "owner"),
+        Leave("other", "member"),
+        AddMembers("other", "admin", {"x": "member"}),
+        RemoveMember("other", "owner", "mem"),
+    ]
     for command in commands:
         given(CHANNEL, *PRIVATE).when(command).then_rejects(NotFound)
         given(CHANNEL).when(command).then_rejects(NotFound)
@@ -95,9 +111,15 @@ def test_archive_makes_every_write_a_conflict() -> None:
     given(CHANNEL, *PUBLIC).when(Archive("mem", "member")).then(ChannelArchived(archived_by="mem"))
     given(CHANNEL, *PUBLIC).when(Archive("other", "member")).then_rejects(Forbidden)
     given(CHANNEL, *GENERAL).when(Archive("own", "owner")).then_rejects(Conflict)
-    for command in [Rename("mem", "member", "x"), SetTopic("mem", "member", "x"), Archive("mem", "member"),
-                    Join("other", "member"), Leave("mem", "member"), AddMembers("mem", "member", {"x": "member"}),
-                    RemoveMember("adm", "admin", "mem")]:
+    for command in [
+        Rename("mem", "member", "x"),
+        SetTopic("mem", "member", "x"),
+        Archive("mem", "member"),
+        Join("other", "member"),
+        Leave("mem", "member"),
+        AddMembers("mem", "member", {"x": "member"}),
+        RemoveMember("adm", "admin", "mem"),
+    ]:
         given(CHANNEL, *ARCHIVED).when(command).then_rejects(ChannelArchivedError)
 
 
@@ -114,9 +136,11 @@ def test_leave() -> None:
 
 def test_add_members() -> None:
     given(CHANNEL, *PRIVATE).when(AddMembers("mem", "member", {"g": "guest", "mem": "member"})).then(
-        ChannelMemberJoined(user_id="g", added_by="mem"))
+        ChannelMemberJoined(user_id="g", added_by="mem")
+    )
     given(CHANNEL, *PUBLIC).when(AddMembers("adm", "admin", {"x": "member"})).then(
-        ChannelMemberJoined(user_id="x", added_by="adm"))
+        ChannelMemberJoined(user_id="x", added_by="adm")
+    )
     given(CHANNEL, *PUBLIC).when(AddMembers("other", "member", {"x": "member"})).then_rejects(Forbidden)
     given(CHANNEL, *PRIVATE).when(AddMembers("mem", "member", {"x": None})).then_rejects(NotFound, "user_ids")
     given(CHANNEL, *PRIVATE).when(AddMembers("mem", "member", {})).then_rejects(NotFound, "user_ids")
@@ -125,7 +149,8 @@ def test_add_members() -> None:
 def test_remove_member() -> None:
     with_other = (*PUBLIC, ChannelMemberJoined(user_id="x", added_by="mem"))
     given(CHANNEL, *with_other).when(RemoveMember("mem", "member", "x")).then(
-        ChannelMemberLeft(user_id="x", removed_by="mem"))
+        ChannelMemberLeft(user_id="x", removed_by="mem")
+    )
     given(CHANNEL, *with_other).when(RemoveMember("x", "member", "x")).then(ChannelMemberLeft(user_id="x"))
     given(CHANNEL, *with_other).when(RemoveMember("x", "member", "mem")).then_rejects(Forbidden)
     given(CHANNEL, *with_other).when(RemoveMember("mem", "member", "nobody")).then_rejects(NotFound, "user_id")
@@ -138,9 +163,12 @@ ROLES = {"a": "member", "b": "guest", "c": "member", "s": None}
 def test_dms_have_a_kind_by_size_and_no_name() -> None:
     dm = CreateDM("d1", "w1", "a", frozenset({"b"}), ROLES)
     given(CHANNEL).when(dm).then(
-        ChannelCreated(channel_id="d1", workspace_id="w1", name=None, kind="dm", private=True, topic="",
-                       created_by="a"),
-        ChannelMemberJoined(user_id="a"), ChannelMemberJoined(user_id="b", added_by="a"))
+        ChannelCreated(
+            channel_id="d1", workspace_id="w1", name=None, kind="dm", private=True, topic="", created_by="a"
+        ),
+        ChannelMemberJoined(user_id="a"),
+        ChannelMemberJoined(user_id="b", added_by="a"),
+    )
     group = given(CHANNEL).when(CreateDM("d1", "w1", "a", frozenset({"a", "b", "c"}), ROLES))
     assert isinstance(group.result, list) and group.result[0].kind == "group" and len(group.result) == 4
 
@@ -160,8 +188,13 @@ def test_dm_rules() -> None:
 
 def test_dm_people_are_fixed() -> None:
     history = [*CHANNEL.decide(Channel(), CreateDM("d1", "w1", "a", frozenset({"c"}), ROLES))]
-    for command in [Leave("a", "member"), AddMembers("a", "member", {"b": "guest"}), Rename("a", "member", "x"),
-                    Archive("a", "owner"), RemoveMember("a", "owner", "c")]:
+    for command in [
+        Leave("a", "member"),
+        AddMembers("a", "member", {"b": "guest"}),
+        Rename("a", "member", "x"),
+        Archive("a", "owner"),
+        RemoveMember("a", "owner", "c"),
+    ]:
         given(CHANNEL, *history).when(command).then_rejects(DomainError)
     given(CHANNEL, *history).when(Join("b", "owner")).then_rejects(NotFound)
 
@@ -180,7 +213,8 @@ def test_a_name_is_held_by_one_channel_at_a_time() -> None:
     given(NAME, claimed).when(Release("c1")).then(ChannelNameReleased(channel_id="c1"))
     given(NAME, claimed).when(Release("c2")).then()
     given(NAME, claimed, ChannelNameReleased(channel_id="c1")).when(Claim("c2")).then(
-        ChannelNameClaimed(channel_id="c2"))
+        ChannelNameClaimed(channel_id="c2")
+    )
 
 
 def test_who_sees_what() -> None:

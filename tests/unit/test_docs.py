@@ -74,8 +74,7 @@ def problems_of(path: Path, root: Path = ROOT) -> list[str]:
 
 def test_the_docs_are_found() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in DOCS}
-    assert {"README.md", "docs/architecture.md", "docs/api.md", "docs/configuration.md",
-            "docs/benchmarks.md"} <= names
+    assert {"README.md", "docs/architecture.md", "docs/api.md", "docs/configuration.md", "docs/benchmarks.md"} <= names
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -96,13 +95,20 @@ def test_the_link_check_catches_what_a_clone_would_miss(tmp_path: Path) -> None:
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "API.md").write_text("# outside\n", encoding="utf-8")  # exists, but not in the clone
     page = clone / "docs" / "page.md"
-    page.write_text("[a](../../shared/API.md) [b](missing.md) [c](api.md#no-such-heading) [d](/etc/passwd)\n"
-                    "`[e](ignored.md)`\n```\n[f](ignored-too.md)\n```\n[g]: nowhere.md\n"
-                    "[h](https://example.com/x.md) [i](api.md#websocket) [j](#k) [l](../docs/api.md)\n## K\n",
-                    encoding="utf-8")
+    page.write_text(
+        "[a](../../shared/API.md) [b](missing.md) [c](api.md#no-such-heading) [d](/etc/passwd)\n"
+        "`[e](ignored.md)`\n```\n[f](ignored-too.md)\n```\n[g]: nowhere.md\n"
+        "[h](https://example.com/x.md) [i](api.md#websocket) [j](#k) [l](../docs/api.md)\n## K\n",
+        encoding="utf-8",
+    )
     found = problems_of(page, root=clone)
-    assert [p.split(": ")[0] for p in found] == ["../../shared/API.md", "missing.md", "api.md#no-such-heading",
-                                                 "/etc/passwd", "nowhere.md"]
+    assert [p.split(": ")[0] for p in found] == [
+        "../../shared/API.md",
+        "missing.md",
+        "api.md#no-such-heading",
+        "/etc/passwd",
+        "nowhere.md",
+    ]
 
 
 def test_every_setting_is_documented() -> None:
@@ -129,15 +135,20 @@ def served_routes() -> set[tuple[str, str]]:
     for route in app.routes:
         for handler in getattr(route, "route_handlers", []):
             routes |= {(method, route.path) for method in getattr(handler, "http_methods", ())}
-    return {(method, re.sub(r"\{[^}]+\}", "{}", path).removeprefix(API_PREFIX)) for method, path in routes
-            if method not in ("HEAD", "OPTIONS") and (not path.startswith("/schema") or path == "/schema/openapi.json")}
+    return {
+        (method, re.sub(r"\{[^}]+\}", "{}", path).removeprefix(API_PREFIX))
+        for method, path in routes
+        if method not in ("HEAD", "OPTIONS") and (not path.startswith("/schema") or path == "/schema/openapi.json")
+    }
 
 
 def test_api_md_lists_every_route_the_app_serves_and_no_other() -> None:
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     unserved = "".join(_UNSERVED.findall(text))
-    named = {(method, re.sub(r"\{[^}]+\}", "{}", path).removeprefix("/api/v1"))
-             for method, path in _ROUTE.findall(text.replace(unserved, ""))}
+    named = {
+        (method, re.sub(r"\{[^}]+\}", "{}", path).removeprefix("/api/v1"))
+        for method, path in _ROUTE.findall(text.replace(unserved, ""))
+    }
     served = served_routes()
     assert sorted(served - named) == [], "add a line for each to docs/api.md"
     assert sorted(named - served) == [], "docs/api.md names routes the app does not serve"

@@ -15,7 +15,7 @@ from realtime import edge as realtime_edge
 
 
 @pytest.mark.parametrize("edge", [command_edge, query_edge, realtime_edge], ids=lambda e: e.__name__)
-def test_the_roots_services_serve_every_room(edge) -> None:  # noqa: ANN001
+def test_the_roots_services_serve_every_room(edge) -> None:
     services = deps.Services(**{field.name: None for field in dataclasses.fields(deps.Services)})
     assert isinstance(services, edge.Services)
     assert edge.STATE_KEY == deps.STATE_KEY

@@ -18,8 +18,16 @@ CODES = st.sampled_from(["c1", "c2", "c3"])
 WHEN = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 channel_events = st.one_of(
-    st.builds(ch.ChannelCreated, channel_id=st.just("ch"), workspace_id=st.just("ws"), name=st.just("room"),
-              kind=st.just("channel"), private=st.booleans(), topic=st.just(""), created_by=USERS),
+    st.builds(
+        ch.ChannelCreated,
+        channel_id=st.just("ch"),
+        workspace_id=st.just("ws"),
+        name=st.just("room"),
+        kind=st.just("channel"),
+        private=st.booleans(),
+        topic=st.just(""),
+        created_by=USERS,
+    ),
     st.builds(ch.ChannelRenamed, name=st.sampled_from(["a", "b"])),
     st.builds(ch.ChannelTopicSet, topic=st.sampled_from(["x", "y"])),
     st.builds(ch.ChannelArchived),

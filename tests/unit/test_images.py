@@ -28,7 +28,9 @@ def test_a_photo_gets_two_thumbnails_that_fit_their_boxes() -> None:
     facts = describe(encoded(Image.new("RGB", (4000, 3000), "navy"), "JPEG"))
     assert (facts.width, facts.height, facts.error) == (4000, 3000, None)
     assert [(t.px, t.width, t.height, t.mime) for t in facts.thumbnails] == [
-        (360, 360, 270, "image/jpeg"), (1024, 1024, 768, "image/jpeg")]
+        (360, 360, 270, "image/jpeg"),
+        (1024, 1024, 768, "image/jpeg"),
+    ]
     assert opened(io.BytesIO(facts.thumbnails[1].data)).size == (1024, 768)
 
 
@@ -50,7 +52,9 @@ def test_a_small_image_gets_one_thumbnail_at_its_own_size() -> None:
 def test_transparency_is_kept_in_webp_thumbnails() -> None:
     for fmt in ("PNG", "WEBP", "GIF"):
         image = Image.new("RGBA", (500, 500), (255, 0, 0, 0))
-        facts = describe(encoded(image if fmt != "GIF" else image.convert("P"), fmt, **({"transparency": 0} if fmt == "GIF" else {})))
+        facts = describe(
+            encoded(image if fmt != "GIF" else image.convert("P"), fmt, **({"transparency": 0} if fmt == "GIF" else {}))
+        )
         assert facts.error is None, (fmt, facts.error)
         assert {t.mime for t in facts.thumbnails} == {"image/webp"}, fmt
         assert opened(io.BytesIO(facts.thumbnails[0].data)).mode == "RGBA"
@@ -68,8 +72,15 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
     idat = b"IDAT" + zlib.compress(b"\x00" * 1024)
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-            + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4)
+        + idat
+        + struct.pack(">I", zlib.crc32(idat))
+    )
 
 
 def test_a_decompression_bomb_is_refused_before_it_is_decoded() -> None:

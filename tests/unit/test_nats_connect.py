@@ -2,7 +2,7 @@ from infra.nats_connect import connect_options
 
 
 def test_the_token_is_taken_out_of_the_urls_and_passed_for_every_server() -> None:
-    options = connect_options("nats://s3cret@127.0.0.1:4222,nats://127.0.0.1:4223".split(","))
+    options = connect_options(["nats://s3cret@127.0.0.1:4222", "nats://127.0.0.1:4223"])
     assert options == {"servers": ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"], "token": "s3cret"}
 
 

@@ -38,7 +38,8 @@ def test_a_channel_level_is_set_and_mute_kept_when_left_out() -> None:
     given(NOTIFY).when(SetChannelNotify("c1", "all")).then(ChannelNotifySet(channel_id="c1", level="all", muted=False))
     muted = ChannelNotifySet(channel_id="c1", level="mentions", muted=True)
     given(NOTIFY, muted).when(SetChannelNotify("c1", "nothing")).then(
-        ChannelNotifySet(channel_id="c1", level="nothing", muted=True))
+        ChannelNotifySet(channel_id="c1", level="nothing", muted=True)
+    )
     given(NOTIFY, muted).when(SetChannelNotify("c1", "mentions", True)).then()
     given(NOTIFY).when(SetChannelNotify("c1", "loud")).then_rejects(DomainError, field="level")
 
@@ -57,14 +58,16 @@ def test_dnd_needs_a_future_time_with_a_zone_and_null_ends_it() -> None:
 
 def test_keywords_are_trimmed_deduplicated_by_their_words_and_bounded() -> None:
     given(NOTIFY).when(SetKeywords([" Deploy ", "deploy!", "Release Train", "release   train"])).then(
-        KeywordsSet(keywords=["Deploy", "Release Train"]))
+        KeywordsSet(keywords=["Deploy", "Release Train"])
+    )
     given(NOTIFY, KeywordsSet(keywords=["deploy"])).when(SetKeywords(["deploy"])).then()
     given(NOTIFY).when(SetKeywords([])).then()
     given(NOTIFY, KeywordsSet(keywords=["deploy"])).when(SetKeywords([])).then(KeywordsSet(keywords=[]))
     for bad in (["x" * 65], [""], ["   "], ["!!!"], ["a\x00b"], [f"k{i}" for i in range(MAX_KEYWORDS + 1)]):
         given(NOTIFY).when(SetKeywords(bad)).then_rejects(DomainError, field="keywords")
     given(NOTIFY).when(SetKeywords([f"k{i}" for i in range(MAX_KEYWORDS)])).then(
-        KeywordsSet(keywords=[f"k{i}" for i in range(MAX_KEYWORDS)]))
+        KeywordsSet(keywords=[f"k{i}" for i in range(MAX_KEYWORDS)])
+    )
 
 
 def test_keywords_match_whole_words_case_insensitively() -> None:
@@ -107,11 +110,17 @@ def test_notification_ids_sort_in_log_order_and_look_like_uuids() -> None:
 
 
 def test_a_post_records_who_was_online_only_with_at_here() -> None:
-    post = Post(message_id="m1", channel_id="c1", workspace_id="w1", author_id="ada", text="hi @here",
-                workspace_members=frozenset({"ada", "bob"}), online_ids=frozenset({"bob", "cy"}))
+    post = Post(
+        message_id="m1",
+        channel_id="c1",
+        workspace_id="w1",
+        author_id="ada",
+        text="hi @here",
+        workspace_members=frozenset({"ada", "bob"}),
+        online_ids=frozenset({"bob", "cy"}),
+    )
     [posted] = MESSAGE.decide(Message(), post)
     assert isinstance(posted, MessagePosted) and posted.mention_here and posted.here_user_ids == ["bob", "cy"]
-    [plain] = MESSAGE.decide(Message(), Post(**{**{f: getattr(post, f) for f in post.__struct_fields__},
-                                                 "text": "hi"}))
+    [plain] = MESSAGE.decide(Message(), Post(**{**{f: getattr(post, f) for f in post.__struct_fields__}, "text": "hi"}))
     assert plain.here_user_ids == []
     assert says_here("@here now") and not says_here("mail me@here.com") and not says_here("@heres")

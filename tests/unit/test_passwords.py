@@ -9,8 +9,9 @@ from domain.errors import DomainError
 from infra.passwords import MAX_LENGTH, check_password, common_passwords
 
 
-@pytest.mark.parametrize("password", ["password", "PASSWORD", " Password ", "12345678", "qwertyuiop", "iloveyou1",
-                                      "baseball"])
+@pytest.mark.parametrize(
+    "password", ["password", "PASSWORD", " Password ", "12345678", "qwertyuiop", "iloveyou1", "baseball"]
+)
 def test_common_passwords_are_refused(password: str) -> None:
     with pytest.raises(DomainError, match="most common") as refused:
         check_password(password)
@@ -23,8 +24,17 @@ def test_blank_passwords_are_refused(password: str) -> None:
         check_password(password)
 
 
-@pytest.mark.parametrize("password", ["correct horse battery", "password is not enough", "Tr0ub4dor&3x",
-                                      "   spaces around   ", "пароль-на-русском", "x" * MAX_LENGTH])
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct horse battery",
+        "password is not enough",
+        "Tr0ub4dor&3x",
+        "   spaces around   ",
+        "пароль-на-русском",
+        "x" * MAX_LENGTH,
+    ],
+)
 def test_anything_else_of_the_right_length_is_taken(password: str) -> None:
     assert check_password(password) == password
 

@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from realtime.presence import frame
 from infra.presence import Change
 from realtime.connection import Connection
-from realtime.presence_batch import Offline, PresenceData, WorkspacePresence, decode
+from realtime.presence import frame
+from realtime.presence_batch import PresenceData, WorkspacePresence, decode
 from tests.integration.realtime_sink import RecordingSink
 
 SEEN = dt.datetime(2026, 11, 28, 10, 9, 36, 123456, tzinfo=dt.UTC)
@@ -38,17 +38,25 @@ def _data(sink: RecordingSink) -> list[dict[str, Any]]:
 
 
 def test_the_published_frame_is_ids_by_status_and_only_the_offline_carry_last_seen_at() -> None:
-    published = json.loads(frame("w", [Change("a", "online", SEEN), Change("b", "away", SEEN),
-                                       Change("c", "offline", SEEN)]))
-    assert published == {"op": "event", "type": "presence.changed", "workspace_id": "w",
-                         "data": {"online": ["a"], "away": ["b"],
-                                  "offline": [{"user_id": "c", "last_seen_at": SEEN_TEXT}]}}
+    published = json.loads(
+        frame("w", [Change("a", "online", SEEN), Change("b", "away", SEEN), Change("c", "offline", SEEN)])
+    )
+    assert published == {
+        "op": "event",
+        "type": "presence.changed",
+        "workspace_id": "w",
+        "data": {"online": ["a"], "away": ["b"], "offline": [{"user_id": "c", "last_seen_at": SEEN_TEXT}]},
+    }
     assert json.loads(frame("w", [Change("a", "away", SEEN)]))["data"] == {"online": [], "away": ["a"], "offline": []}
 
 
 def test_a_payload_of_another_shape_is_not_a_presence_frame() -> None:
-    old = {"op": "event", "type": "presence.changed", "workspace_id": "w",
-           "data": {"items": [{"user_id": "a", "status": "online", "last_seen_at": None}]}}
+    old = {
+        "op": "event",
+        "type": "presence.changed",
+        "workspace_id": "w",
+        "data": {"items": [{"user_id": "a", "status": "online", "last_seen_at": None}]},
+    }
     with pytest.raises(msgspec.DecodeError):
         decode(json.dumps(old).encode())
 
@@ -70,9 +78,11 @@ def test_an_owed_slow_socket_gets_the_flushes_it_missed_merged_per_person() -> N
     batch = WorkspacePresence("w")
     (fast, sf), (slow, ss) = _socket(), _socket()
     ss.stalled = True
-    missed = [(Change("x", "online", SEEN), Change("y", "online", SEEN)),
-              (Change("x", "offline", SEEN),),
-              (Change("y", "away", SEEN), Change("v", "online", SEEN))]
+    missed = [
+        (Change("x", "online", SEEN), Change("y", "online", SEEN)),
+        (Change("x", "offline", SEEN),),
+        (Change("y", "away", SEEN), Change("v", "online", SEEN)),
+    ]
     for t, changes in enumerate(missed):
         batch.add(_published(*changes))
         batch.flush({fast, slow}, now=float(t))

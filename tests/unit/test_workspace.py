@@ -24,17 +24,24 @@ from tests.unit.given import given
 
 NOW = dt.datetime(2026, 3, 3, 12, tzinfo=dt.UTC)
 WEEK = NOW + dt.timedelta(days=7)
-CREATED = (WorkspaceCreated(workspace_id="w1", name="Acme", owner_id="own"),
-           MemberJoined(user_id="own", role="owner", via="created"))
+CREATED = (
+    WorkspaceCreated(workspace_id="w1", name="Acme", owner_id="own"),
+    MemberJoined(user_id="own", role="owner", via="created"),
+)
 
 
 def joined(user: str, role: str) -> MemberJoined:
     return MemberJoined(user_id=user, role=role, via="invite", code_hash=f"h-{user}")
 
 
-TEAM = (*CREATED, InviteCreated(code_hash="h-adm", role="member", expires_at=WEEK, created_by="own"),
-        joined("adm", "member"), RoleChanged(user_id="adm", role="admin", changed_by="own"),
-        joined("mem", "member"), joined("gst", "guest"))
+TEAM = (
+    *CREATED,
+    InviteCreated(code_hash="h-adm", role="member", expires_at=WEEK, created_by="own"),
+    joined("adm", "member"),
+    RoleChanged(user_id="adm", role="admin", changed_by="own"),
+    joined("mem", "member"),
+    joined("gst", "guest"),
+)
 
 
 def test_creating_a_workspace_makes_the_creator_its_owner() -> None:
@@ -49,7 +56,8 @@ def test_a_workspace_is_created_once_and_its_name_is_checked() -> None:
 
 def test_admins_invite_members_and_guests() -> None:
     given(WORKSPACE, *TEAM).when(CreateInvite("adm", "h1", "guest", WEEK, NOW)).then(
-        InviteCreated(code_hash="h1", role="guest", expires_at=WEEK, created_by="adm"))
+        InviteCreated(code_hash="h1", role="guest", expires_at=WEEK, created_by="adm")
+    )
 
 
 def test_invites_rules() -> None:
@@ -67,7 +75,8 @@ INVITED = (*TEAM, InviteCreated(code_hash="h1", role="guest", expires_at=WEEK, c
 
 def test_accepting_an_invite_joins_with_its_role() -> None:
     given(WORKSPACE, *INVITED).when(AcceptInvite("new", "h1", NOW)).then(
-        MemberJoined(user_id="new", role="guest", via="invite", code_hash="h1"))
+        MemberJoined(user_id="new", role="guest", via="invite", code_hash="h1")
+    )
 
 
 def test_accepting_again_or_as_a_member_changes_nothing() -> None:
@@ -86,9 +95,11 @@ def test_unknown_used_and_expired_invites_are_refused() -> None:
 
 def test_owners_change_any_role_and_admins_only_below_admin() -> None:
     given(WORKSPACE, *TEAM).when(ChangeRole("own", "mem", "owner")).then(
-        RoleChanged(user_id="mem", role="owner", changed_by="own"))
+        RoleChanged(user_id="mem", role="owner", changed_by="own")
+    )
     given(WORKSPACE, *TEAM).when(ChangeRole("adm", "gst", "member")).then(
-        RoleChanged(user_id="gst", role="member", changed_by="adm"))
+        RoleChanged(user_id="gst", role="member", changed_by="adm")
+    )
     given(WORKSPACE, *TEAM).when(ChangeRole("adm", "mem", "member")).then()
     given(WORKSPACE, *TEAM).when(ChangeRole("adm", "mem", "admin")).then_rejects(Forbidden)
     given(WORKSPACE, *TEAM).when(ChangeRole("adm", "mem", "owner")).then_rejects(Forbidden)
@@ -106,7 +117,8 @@ def test_the_last_owner_cannot_be_demoted_but_one_of_two_can() -> None:
     given(WORKSPACE, *TEAM).when(ChangeRole("own", "own", "admin")).then_rejects(LastOwner, "role")
     two = (*TEAM, RoleChanged(user_id="adm", role="owner", changed_by="own"))
     given(WORKSPACE, *two).when(ChangeRole("adm", "own", "member")).then(
-        RoleChanged(user_id="own", role="member", changed_by="adm"))
+        RoleChanged(user_id="own", role="member", changed_by="adm")
+    )
 
 
 def test_admins_remove_people_below_them_and_anyone_may_leave() -> None:
