@@ -1,7 +1,8 @@
 """The docs work from a clone and say what the code does: every link in README.md and docs/
 resolves inside the repository (to a file that exists and, for ``file.md#heading``, to a heading
 it has); every setting is in docs/configuration.md, and no page names a setting that does not
-exist; docs/api.md lists every route the app serves, and only those (but for its *Not served yet*)."""
+exist; docs/api.md lists every route the app serves, and only those (but for its *Not served yet*);
+docs/architecture.md names every module of the rooms, and every repository path the docs name exists."""
 
 from __future__ import annotations
 
@@ -152,3 +153,33 @@ def test_api_md_lists_every_route_the_app_serves_and_no_other() -> None:
     served = served_routes()
     assert sorted(served - named) == [], "add a line for each to docs/api.md"
     assert sorted(named - served) == [], "docs/api.md names routes the app does not serve"
+
+
+ROOMS = ("domain", "commands", "projections", "readapi", "realtime", "infra", "hubbub")
+_WHERE = re.compile(r"^## Where things live$(.*?)^## ", re.MULTILINE | re.DOTALL)
+_ROOM_BULLET = re.compile(r"^- `(\w+)/`:(.*?)(?=^- |\Z)", re.MULTILINE | re.DOTALL)
+_REPO_PATH = re.compile(r"(?<![\w/.])(?:domain|commands|projections|readapi|realtime|infra|hubbub|bench|tests|docs)"
+                        r"/[\w./-]*\.(?:py|sql|md|toml|gz|txt)\b")
+
+
+def where_things_live() -> dict[str, set[str]]:
+    """The module names docs/architecture.md's *Where things live* gives each room."""
+    found = _WHERE.search((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))
+    assert found is not None, "docs/architecture.md has no '## Where things live' section"
+    return {room: set(re.findall(r"`([\w/]*\w\.py)`", text)) for room, text in _ROOM_BULLET.findall(found.group(1))}
+
+
+def test_where_things_live_names_every_module_and_only_modules_that_exist() -> None:
+    listed = where_things_live()
+    modules = {room: {p.name for p in (ROOT / room).rglob("*.py") if p.name != "__init__.py"} for room in ROOMS}
+    missing = sorted(f"{room}/**/{name}" for room in ROOMS for name in modules[room] - listed.get(room, set()))
+    gone = sorted(f"{room}/**/{name}" for room in ROOMS for name in listed.get(room, set()) - modules[room])
+    assert missing == [], "name them in docs/architecture.md, *Where things live*"
+    assert gone == [], "docs/architecture.md, *Where things live*, names modules that do not exist"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_path_the_docs_name_exists(path: Path) -> None:
+    # In code spans too: a moved module (hubbub/lane.py -> commands/lane.py) must not stay named.
+    named = set(_REPO_PATH.findall(path.read_text(encoding="utf-8")))
+    assert sorted(p for p in named if not (ROOT / p).exists()) == []
