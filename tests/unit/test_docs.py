@@ -158,8 +158,10 @@ def test_api_md_lists_every_route_the_app_serves_and_no_other() -> None:
 ROOMS = ("domain", "commands", "projections", "readapi", "realtime", "infra", "hubbub")
 _WHERE = re.compile(r"^## Where things live$(.*?)^## ", re.MULTILINE | re.DOTALL)
 _ROOM_BULLET = re.compile(r"^- `(\w+)/`:(.*?)(?=^- |\Z)", re.MULTILINE | re.DOTALL)
-_REPO_PATH = re.compile(r"(?<![\w/.])(?:domain|commands|projections|readapi|realtime|infra|hubbub|bench|tests|docs)"
-                        r"/[\w./-]*\.(?:py|sql|md|toml|gz|txt)\b")
+_REPO_PATH = re.compile(
+    r"(?<![\w/.])(?:domain|commands|projections|readapi|realtime|infra|hubbub|bench|tests|docs)"
+    r"/[\w./-]*\.(?:py|sql|md|toml|gz|txt)\b"
+)
 
 
 def where_things_live() -> dict[str, set[str]]:
