@@ -4,8 +4,8 @@ machinery (routing, the connection object, keyword arguments, the response objec
 Posting is the request a chat server serves most, and Litestar spent more on it than the post's
 own code: a trivial JSON POST route answers about 4,000 requests/s on one core here, raw ASGI
 16,000 under the same uvicorn. Measured by ``bench/ab.py`` (two servers, interleaved rounds of
-32 closed-loop posters): this lane cut the server's CPU per post by about a sixth and raised
-posts/s by about an eighth, in every paired round.
+32 closed-loop posters), this lane cuts the server's CPU per post by about a sixth and raises
+posts/s by about a tenth, in every paired round (``docs/benchmarks.md``, *Posting, A against B*).
 
 The lane answers only what it can answer exactly as the route would: a POST on that path with a
 JSON content type and a body that decodes into ``PostBody``, strictly. Anything else (another
@@ -28,8 +28,8 @@ The lane leans on Litestar's insides (``litestar._asgi.utils.is_valid_host``, wh
 applies), so ``pyproject.toml`` pins Litestar to the minor version it was measured with (2.25).
 To raise the pin: upgrade, run the lane's tests (``tests/integration/test_post_lane.py``), then
 measure what the lane is still worth: take it out of ``hubbub/app.py`` in the working tree and
-run ``make bench-ab`` (HEAD, with the lane, against the working tree without it). The lane stays
-only while posting through it is at least 10 % more posts/s; otherwise delete it.
+run ``make bench-ab`` (HEAD, with the lane, against the working tree without it), twice. The lane
+stays only while posting through it is at least 10 % more posts/s; otherwise delete it.
 """
 
 from __future__ import annotations
