@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import msgspec
 import psycopg
@@ -278,6 +278,8 @@ def _workspace_frame(recorded: RecordedEvent) -> EventFrame:
             data |= {"role": event.role, "changed_by": event.changed_by}
         case ws.MemberLeft():
             data["removed_by"] = event.removed_by
+        case _:
+            assert_never(event)
     return EventFrame(
         position=recorded.position,
         type=event.type_name,

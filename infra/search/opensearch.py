@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 import psycopg
 from opensearchpy import AsyncOpenSearch
@@ -129,6 +129,8 @@ def bulk_body(alias: str, changes: Sequence[Change]) -> list[dict[str, Any]]:
                 body += _scripted(alias, change.root_id, "reply_ids", change.reply_id, change.present)
             case Removed():
                 body.append({"delete": {"_index": alias, "_id": change.message_id}})
+            case _:
+                assert_never(change)
     return body
 
 

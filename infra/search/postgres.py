@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 import msgspec
 import psycopg
@@ -103,7 +103,10 @@ def _statement(change: Change) -> tuple[str, dict[str, Any]]:
             return (_REACTED if present else _UNREACTED), {"message_id": change.message_id, "key": change.key}
         case Removed():
             return _REMOVED, {"message_id": change.message_id}
-    raise TypeError(f"not applied one by one: {change!r}")
+        case Indexed() | Replied():
+            raise TypeError(f"not applied one by one: {change!r}")
+        case _:
+            assert_never(change)
 
 
 class PostgresSearchIndex:
