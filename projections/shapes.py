@@ -81,40 +81,10 @@ _FILES_JSON = msgspec.json.Decoder(list[FileOut])
 
 
 def to_message(row: tuple[Any, ...]) -> MessageOut:
-    (
-        message_id,
-        channel_id,
-        seq,
-        author_id,
-        text,
-        created_at,
-        edited_at,
-        deleted,
-        thread_root_id,
-        reply_count,
-        last_reply_at,
-        reply_user_ids,
-        reactions,
-        mentions,
-        files,
-    ) = row
-    return MessageOut(
-        message_id,
-        channel_id,
-        seq,
-        author_id,
-        text,
-        created_at,
-        edited_at,
-        deleted,
-        thread_root_id,
-        reply_count,
-        last_reply_at,
-        reply_user_ids,
-        _REACTIONS_JSON.decode(reactions),
-        files=_FILES_JSON.decode(files),
-        mentions=mentions,
-    )
+    """A row of ``MESSAGE_COLUMNS``: its first twelve columns as they are, then reactions,
+    mentions and files (the JSON ones decoded)."""
+    *fields, reactions, mentions, files = row
+    return MessageOut(*fields, _REACTIONS_JSON.decode(reactions), _FILES_JSON.decode(files), mentions)
 
 
 MESSAGES_BY_IDS = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.message_id = ANY(%s)"
